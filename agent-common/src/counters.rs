@@ -1,0 +1,56 @@
+//! Indices of the kernel-side counters, one per way an event can be lost or skipped.
+
+/// Index into the per-CPU [`crate::names::COUNTERS_MAP`] array. Discriminants are
+/// part of the kernel/user ABI: never reuse or renumber one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// `bpf_ringbuf_reserve` failed: the ring buffer was full, the event is lost.
+    RingbufFull = 0,
+    /// Inserting into the socket map failed (map full): the socket is not tracked.
+    SocketsMapFull = 1,
+    /// Inserting into the listener map failed (map full).
+    ListenersMapFull = 2,
+    /// Setting sock_ops callback flags failed: state changes of that socket are not seen.
+    CbFlagsFailed = 3,
+    /// Events emitted into the ring buffer.
+    EventsEmitted = 4,
+    /// A socket event arrived for a socket the kernel side was not tracking
+    /// (opened before the agent started, or dropped by a full map).
+    UntrackedSocket = 5,
+    /// A tracepoint could not read its arguments (bad offset or read failure).
+    TracepointReadFailed = 6,
+}
+
+/// Number of counters (the size of the counters array map).
+pub const COUNTER_COUNT: u32 = 7;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::RingbufFull,
+        Counter::SocketsMapFull,
+        Counter::ListenersMapFull,
+        Counter::CbFlagsFailed,
+        Counter::EventsEmitted,
+        Counter::UntrackedSocket,
+        Counter::TracepointReadFailed,
+    ];
+
+    /// Stable snake_case name used in logs, JSON and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::RingbufFull => "kernel_ringbuf_full",
+            Counter::SocketsMapFull => "kernel_sockets_map_full",
+            Counter::ListenersMapFull => "kernel_listeners_map_full",
+            Counter::CbFlagsFailed => "kernel_cb_flags_failed",
+            Counter::EventsEmitted => "kernel_events_emitted",
+            Counter::UntrackedSocket => "kernel_untracked_socket_events",
+            Counter::TracepointReadFailed => "kernel_tracepoint_read_failed",
+        }
+    }
+
+    /// Whether the counter records lost data (as opposed to throughput).
+    pub const fn is_loss(self) -> bool {
+        !matches!(self, Counter::EventsEmitted | Counter::UntrackedSocket)
+    }
+}

@@ -1,0 +1,22 @@
+//! Map and program names, used by the kernel side to define them and by the
+//! agent to find them, so a rename cannot silently break the pairing.
+
+/// Ring buffer carrying [`crate::event::SockEvent`] records to user space.
+pub const EVENTS_MAP: &str = "SOCKEYE_EVENTS";
+/// Per-CPU array of drop/health counters, indexed by [`crate::counters::Counter`].
+pub const COUNTERS_MAP: &str = "SOCKEYE_COUNTERS";
+/// Hash map: socket cookie -> per-socket state tracked by the kernel side.
+pub const SOCKETS_MAP: &str = "SOCKEYE_SOCKETS";
+/// Hash map: (netns cookie, port) -> owner of a listening socket.
+pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
+/// Per-CPU scratch slot: the last connect error seen on this CPU.
+pub const LAST_ERROR_MAP: &str = "SOCKEYE_LAST_ERROR";
+/// Array (one entry) of tracepoint field offsets, written by the agent at load time.
+pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
+
+/// sock_ops program attached to the cgroup v2 root: the TCP lifecycle.
+pub const PROG_SOCK_OPS: &str = "sockeye_sock_ops";
+/// Tracepoint `tcp:tcp_receive_reset`: a connect refused by RST.
+pub const PROG_RECEIVE_RESET: &str = "sockeye_tcp_receive_reset";
+/// Tracepoint `sock:inet_sk_error_report`: ICMP unreachable and other socket errors.
+pub const PROG_ERROR_REPORT: &str = "sockeye_inet_sk_error_report";

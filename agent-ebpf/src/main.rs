@@ -1,0 +1,20 @@
+//! Sockeye's kernel programs: the TCP lifecycle from sock_ops, connect errors from tracepoints.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod errors;
+mod maps;
+mod sock_ops;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a real panic, so this
+    // is never executed; it only satisfies no_std.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,45 @@
+//! Every map the kernel programs use, named from `sockeye_common::names`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use sockeye_common::{
+    counters::{Counter, COUNTER_COUNT},
+    event::{ListenerKey, SockInfo},
+    tracepoint::{LastError, TracepointOffsets},
+};
+
+/// Default sizes; the agent overrides them at load time from its config.
+const RINGBUF_BYTES: u32 = 4 << 20;
+const MAX_SOCKETS: u32 = 65_536;
+const MAX_LISTENERS: u32 = 4_096;
+
+#[map(name = "SOCKEYE_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
+
+#[map(name = "SOCKEYE_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map(name = "SOCKEYE_SOCKETS")]
+pub static SOCKETS: HashMap<u64, SockInfo> = HashMap::with_max_entries(MAX_SOCKETS, 0);
+
+#[map(name = "SOCKEYE_LISTENERS")]
+pub static LISTENERS: HashMap<ListenerKey, SockInfo> =
+    HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+#[map(name = "SOCKEYE_LAST_ERROR")]
+pub static LAST_ERROR: PerCpuArray<LastError> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SOCKEYE_TP_OFFSETS")]
+pub static TP_OFFSETS: Array<TracepointOffsets> = Array::with_max_entries(1, 0);
+
+/// Adds one to a per-CPU counter. Per-CPU, so no atomics are needed.
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: the pointer comes from the map lookup and is valid for this
+        // CPU's slot; programs are not preempted by each other on one CPU.
+        unsafe { *slot += 1 };
+    }
+}

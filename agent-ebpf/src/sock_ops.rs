@@ -1,0 +1,377 @@
+//! The TCP lifecycle from a sock_ops program on the cgroup v2 root.
+//!
+//! sock_ops is a stable, cgroup-attached hook that sees every TCP socket of
+//! every cgroup below the root: connect start, active and passive
+//! establishment, listen, retransmission timeouts and (once we ask for them
+//! per socket) every state change. Many callbacks run in softirq context,
+//! where "the current task" is whoever was interrupted, and sock_ops cannot
+//! read a socket's cgroup (`bpf_sk_cgroup_id` is not allowed there). So the
+//! owner (cgroup, process, command) is captured where the kernel runs in the
+//! owner's own context (connect, listen), kept per socket, and inherited by
+//! accepted sockets from their listener; the agent seeds the listener map
+//! with listeners that predate it.
+//!
+//! # Minimum kernel version
+//! sock_ops with `bytes_acked`/`bytes_received`: 4.16; `TCP_LISTEN_CB`: 4.19;
+//! `bpf_get_netns_cookie` in sock_ops: 5.8.
+
+use core::ptr::{addr_of, read_volatile};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+    },
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie},
+    },
+    macros::sock_ops,
+    programs::SockOpsContext,
+    EbpfContext as _,
+};
+use sockeye_common::{
+    counters::Counter,
+    event::{flags, EventKind, ListenerKey, SockInfo, AF_INET, AF_INET6},
+    tcp_state,
+};
+
+use crate::{
+    emit::{emit, now_ns, Detail, SockFacts},
+    maps::{count, LAST_ERROR, LISTENERS, SOCKETS},
+};
+
+const ECONNREFUSED: u32 = 111;
+const ECONNRESET: u32 = 104;
+const EPIPE: u32 = 32;
+const ETIMEDOUT: u32 = 110;
+/// An error recorded by a tracepoint belongs to this close only if it is this
+/// recent: both run back to back in one softirq, microseconds apart.
+const ERROR_MATCH_WINDOW_NS: u64 = 5_000_000;
+
+#[sock_ops]
+pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => on_connect(&ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_active_established(&ctx),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_passive_established(&ctx),
+        BPF_SOCK_OPS_TCP_LISTEN_CB => on_listen(&ctx),
+        BPF_SOCK_OPS_STATE_CB => on_state(&ctx),
+        BPF_SOCK_OPS_RTO_CB => on_rto(&ctx),
+        _ => {}
+    }
+    // sock_ops return values only matter for ops that ask for a reply; 1 is "ok".
+    1
+}
+
+fn on_connect(ctx: &SockOpsContext) {
+    let Some(facts) = facts(ctx) else { return };
+    let info = current_owner(now_ns());
+    let owner = insert_socket(facts.cookie, &info);
+    // RTO callbacks tell SYN retransmissions and connect timeouts apart.
+    set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
+    emit(&facts, owner, &detail(EventKind::ConnectStart, tcp_state::SYN_SENT));
+}
+
+fn on_active_established(ctx: &SockOpsContext) {
+    let Some(facts) = facts(ctx) else { return };
+    // Only state changes matter from now on; RTO callbacks on a busy
+    // established connection would be pure overhead.
+    set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
+    let owner = lookup_socket(facts.cookie);
+    let mut d = detail(EventKind::Established, tcp_state::ESTABLISHED);
+    d.old_state = tcp_state::SYN_SENT;
+    if let Some(o) = owner {
+        d.duration_ns = now_ns().saturating_sub(o.start_ns);
+    }
+    emit(&facts, owner, &d);
+}
+
+fn on_passive_established(ctx: &SockOpsContext) {
+    let Some(facts) = facts(ctx) else { return };
+    set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
+    let key = listener_key(&facts);
+    let now = now_ns();
+    let mut info = match LISTENERS.get_ptr(&key) {
+        // SAFETY: pointer from a successful map lookup.
+        Some(l) => unsafe { *l },
+        // The listener predates the agent: the process is unknown here (the
+        // agent fills it in from its start-up scan); the cgroup is still right.
+        None => SockInfo {
+            start_ns: 0,
+            cgroup_id: 0,
+            tgid: 0,
+            pid: 0,
+            syn_retransmits: 0,
+            flags: flags::UNTRACKED,
+            comm: [0; 16],
+        },
+    };
+    info.start_ns = now;
+    info.syn_retransmits = 0;
+    let owner = insert_socket(facts.cookie, &info);
+    let mut d = detail(EventKind::Accepted, tcp_state::ESTABLISHED);
+    d.old_state = tcp_state::SYN_RECV;
+    d.flags = info.flags;
+    emit(&facts, owner, &d);
+}
+
+fn on_listen(ctx: &SockOpsContext) {
+    let Some(facts) = facts(ctx) else { return };
+    let info = current_owner(now_ns());
+    let owner = insert_socket(facts.cookie, &info);
+    if LISTENERS.insert(&listener_key(&facts), &info, 0).is_err() {
+        count(Counter::ListenersMapFull);
+    }
+    // The STATE flag makes the listener's close (LISTEN -> CLOSE) visible, and
+    // accepted children inherit it.
+    set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
+    emit(&facts, owner, &detail(EventKind::Listen, tcp_state::LISTEN));
+}
+
+fn on_state(ctx: &SockOpsContext) {
+    let old = ctx.arg(0) as u8;
+    let new = ctx.arg(1) as u8;
+    // Established transitions are reported by the Established/Accepted events.
+    if new == tcp_state::ESTABLISHED {
+        return;
+    }
+    let Some(facts) = facts(ctx) else { return };
+    let owner = lookup_socket(facts.cookie);
+    if owner.is_none() {
+        count(Counter::UntrackedSocket);
+    }
+    if new != tcp_state::CLOSE {
+        let mut d = detail(EventKind::StateChange, new);
+        d.old_state = old;
+        emit(&facts, owner, &d);
+        return;
+    }
+
+    let now = now_ns();
+    let mut d = detail(EventKind::Closed, tcp_state::CLOSE);
+    d.old_state = old;
+    if let Some(o) = owner {
+        d.duration_ns = now.saturating_sub(o.start_ns);
+        d.flags = o.flags & flags::CONNECT_TIMED_OUT;
+    }
+    d.errno = take_recent_error(&facts, now, old);
+    if d.errno == 0 && d.flags & flags::CONNECT_TIMED_OUT != 0 {
+        d.errno = ETIMEDOUT;
+    }
+    if d.errno == 0 && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING) {
+        d.flags |= flags::ENTERED_TIME_WAIT;
+    }
+    if old == tcp_state::LISTEN {
+        remove_listener(&facts, owner);
+    }
+    emit(&facts, owner, &d);
+    // Ignore the result: the socket may never have been in the map.
+    let _ = SOCKETS.remove(&facts.cookie);
+}
+
+fn on_rto(ctx: &SockOpsContext) {
+    // SAFETY: ctx.ops is the context pointer the kernel passed us.
+    let state = unsafe { read_volatile(addr_of!((*ctx.ops).state)) } as u8;
+    if state != tcp_state::SYN_SENT {
+        return;
+    }
+    // SAFETY: as above.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(info) = SOCKETS.get_ptr_mut(&cookie) else {
+        return;
+    };
+    // args[2] is "expired": the kernel is giving up on this connect.
+    let expired = ctx.arg(2) != 0;
+    // SAFETY: pointer from a successful map lookup; one socket's callbacks are
+    // serialised by the socket lock.
+    unsafe {
+        if expired {
+            (*info).flags |= flags::CONNECT_TIMED_OUT;
+        } else {
+            (*info).syn_retransmits += 1;
+        }
+    }
+}
+
+/// The error a tracepoint recorded on this CPU for this socket's ports just
+/// before the close, translated the way the kernel's `tcp_reset` does.
+#[inline(always)]
+fn take_recent_error(facts: &SockFacts, now: u64, old: u8) -> u32 {
+    let Some(slot) = LAST_ERROR.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: valid per-CPU slot from the map lookup.
+    let last = unsafe { &mut *slot };
+    if last.ts_ns == 0
+        || now.saturating_sub(last.ts_ns) > ERROR_MATCH_WINDOW_NS
+        || last.sport != facts.local_port
+        || last.dport != facts.remote_port
+    {
+        return 0;
+    }
+    last.ts_ns = 0;
+    match (last.errno, old) {
+        (ECONNRESET, tcp_state::SYN_SENT) => ECONNREFUSED,
+        (ECONNRESET, tcp_state::CLOSE_WAIT) => EPIPE,
+        (e, _) => e,
+    }
+}
+
+fn remove_listener(facts: &SockFacts, owner: Option<&SockInfo>) {
+    let key = listener_key(facts);
+    // With SO_REUSEPORT several sockets share the key: only remove the entry
+    // if it is this socket's.
+    if let (Some(entry), Some(o)) = (LISTENERS.get_ptr(&key), owner) {
+        // SAFETY: pointer from a successful map lookup.
+        if unsafe { (*entry).start_ns } == o.start_ns {
+            let _ = LISTENERS.remove(&key);
+        }
+    }
+}
+
+#[inline(always)]
+fn detail(kind: EventKind, new_state: u8) -> Detail {
+    Detail {
+        kind,
+        old_state: 0,
+        new_state,
+        duration_ns: 0,
+        errno: 0,
+        flags: 0,
+    }
+}
+
+#[inline(always)]
+fn listener_key(facts: &SockFacts) -> ListenerKey {
+    ListenerKey {
+        netns_cookie: facts.netns_cookie,
+        port: facts.local_port as u32,
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn set_flags(ctx: &SockOpsContext, wanted: u32) {
+    if ctx.set_cb_flags(wanted as i32).is_err() {
+        count(Counter::CbFlagsFailed);
+    }
+}
+
+/// The process the kernel is running for right now; only meaningful in the
+/// callbacks that run in process context (connect, listen).
+#[inline(always)]
+fn current_owner(now: u64) -> SockInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    SockInfo {
+        start_ns: now,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        syn_retransmits: 0,
+        flags: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// Inserts (or replaces) the socket's record and returns it as stored.
+#[inline(always)]
+fn insert_socket(cookie: u64, info: &SockInfo) -> Option<&'static SockInfo> {
+    if SOCKETS.insert(&cookie, info, 0).is_err() {
+        count(Counter::SocketsMapFull);
+        return None;
+    }
+    lookup_socket(cookie)
+}
+
+#[inline(always)]
+fn lookup_socket(cookie: u64) -> Option<&'static SockInfo> {
+    // SAFETY: the map value stays valid while this program runs (RCU).
+    SOCKETS.get_ptr(&cookie).map(|p| unsafe { &*p })
+}
+
+/// Reads the addresses, ports, ids and byte counters of the callback's socket.
+///
+/// Every context field is read exactly once, up front, with a volatile load:
+/// the verifier only accepts context loads at a constant offset from the
+/// unmodified context pointer, and without this LLVM may compute a field's
+/// address in one branch and load it in another.
+#[inline(always)]
+fn facts(ctx: &SockOpsContext) -> Option<SockFacts> {
+    let ops = ctx.ops;
+    // SAFETY: `ops` is the context pointer the kernel passed; the verifier
+    // rewrites these loads into safe accesses of the socket.
+    let (family, lip4, rip4, lip6, rip6, lport, rport, bytes_acked, bytes_received) = unsafe {
+        (
+            read_volatile(addr_of!((*ops).family)),
+            read_volatile(addr_of!((*ops).local_ip4)),
+            read_volatile(addr_of!((*ops).remote_ip4)),
+            [
+                read_volatile(addr_of!((*ops).local_ip6[0])),
+                read_volatile(addr_of!((*ops).local_ip6[1])),
+                read_volatile(addr_of!((*ops).local_ip6[2])),
+                read_volatile(addr_of!((*ops).local_ip6[3])),
+            ],
+            [
+                read_volatile(addr_of!((*ops).remote_ip6[0])),
+                read_volatile(addr_of!((*ops).remote_ip6[1])),
+                read_volatile(addr_of!((*ops).remote_ip6[2])),
+                read_volatile(addr_of!((*ops).remote_ip6[3])),
+            ],
+            read_volatile(addr_of!((*ops).local_port)),
+            read_volatile(addr_of!((*ops).remote_port)),
+            read_volatile(addr_of!((*ops).bytes_acked)),
+            read_volatile(addr_of!((*ops).bytes_received)),
+        )
+    };
+    let family = family as u16;
+    let (local_addr, remote_addr) = match family {
+        AF_INET => (v4(lip4), v4(rip4)),
+        AF_INET6 => (v6(lip6), v6(rip6)),
+        _ => return None,
+    };
+    // SAFETY: helpers that take the sock_ops context itself.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    Some(SockFacts {
+        cookie,
+        netns_cookie,
+        family,
+        local_port: lport as u16,
+        // remote_port holds the network-order port in its upper 16 bits.
+        remote_port: u16::from_be((rport >> 16) as u16),
+        local_addr,
+        remote_addr,
+        bytes_acked,
+        bytes_received,
+    })
+}
+
+#[inline(always)]
+fn v4(addr: u32) -> [u8; 16] {
+    // The u32 holds the address in network order; its in-memory bytes are the
+    // address bytes.
+    let b = addr.to_ne_bytes();
+    [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+#[inline(always)]
+fn v6(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
+}

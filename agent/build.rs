@@ -1,0 +1,24 @@
+//! Builds the kernel programs (crate `sockeye-agent-ebpf`) for the BPF target
+//! with the nightly toolchain, so the agent binary can embed the object.
+use anyhow::{anyhow, Context as _};
+
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "sockeye-agent-ebpf")
+        .ok_or_else(|| anyhow!("sockeye-agent-ebpf package not found"))?;
+    let root = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let package = aya_build::Package {
+        name: ebpf.name.as_str(),
+        root_dir: root.as_str(),
+        ..Default::default()
+    };
+    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+}

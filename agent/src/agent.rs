@@ -1,0 +1,152 @@
+//! The agent as a library: load the probes, drain events into the
+//! aggregator, and produce snapshots. The binary and the integration tests
+//! both drive this.
+
+use std::path::PathBuf;
+
+use crate::{
+    aggregate::{Aggregator, Limits},
+    attribution::{cgroup_fs, Attributor},
+    clock,
+    ebpf::{self, counters, Feature, LoadOptions, Probes},
+    preexisting::Preexisting,
+    snapshot::{self, Health, Snapshot},
+};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// None: find the cgroup v2 mount in /proc/self/mountinfo.
+    pub cgroup_root: Option<PathBuf>,
+    pub tracefs: PathBuf,
+    pub proc_root: PathBuf,
+    pub ringbuf_bytes: u32,
+    pub limits: Limits,
+    pub scan_preexisting: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cgroup_root: None,
+            tracefs: PathBuf::from(ebpf::tracefs::TRACEFS),
+            proc_root: PathBuf::from("/proc"),
+            ringbuf_bytes: 4 << 20,
+            limits: Limits::default(),
+            scan_preexisting: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Cgroup(#[from] cgroup_fs::CgroupFsError),
+    #[error(transparent)]
+    Load(#[from] ebpf::LoadError),
+    #[error("--max-sockets {value} does not fit the kernel map size (u32)")]
+    MaxSockets { value: usize },
+}
+
+pub struct Agent {
+    pub probes: Probes,
+    pub aggregator: Aggregator,
+    pub attributor: Attributor,
+    pub preexisting: Preexisting,
+    pub cgroup_root: PathBuf,
+}
+
+impl Agent {
+    /// Loads and attaches the programs, then scans for pre-existing sockets.
+    /// Attaching first means a socket opened during the scan is seen by the
+    /// kernel programs; one found by both is counted once (different ids,
+    /// but a socket in the scan that the kernel also reports is rare and
+    /// short-lived).
+    pub fn start(config: &Config) -> Result<Self, StartError> {
+        let cgroup_root = match &config.cgroup_root {
+            Some(p) => p.clone(),
+            None => cgroup_fs::find_cgroup2_mount()?,
+        };
+        let max_sockets = u32::try_from(config.limits.max_sockets).map_err(|_| {
+            StartError::MaxSockets {
+                value: config.limits.max_sockets,
+            }
+        })?;
+        let probes = ebpf::load(&LoadOptions {
+            cgroup_root: cgroup_root.clone(),
+            tracefs: config.tracefs.clone(),
+            ringbuf_bytes: config.ringbuf_bytes,
+            max_sockets,
+            max_listeners: 4096,
+        })?;
+        for f in &probes.features {
+            if f.enabled {
+                log::info!("feature {}: {}", f.name, f.detail);
+            }
+        }
+        let mut aggregator = Aggregator::new(config.limits);
+        let preexisting = if config.scan_preexisting {
+            let p = Preexisting::scan(
+                &config.proc_root,
+                &cgroup_root,
+                &mut aggregator,
+                clock::monotonic_ns(),
+            );
+            log::info!(
+                "found {} pre-existing TCP sockets in {} network namespaces",
+                p.stats.sockets,
+                p.stats.netns_seen
+            );
+            p
+        } else {
+            Preexisting::default()
+        };
+        Ok(Self {
+            probes,
+            aggregator,
+            attributor: Attributor::new(cgroup_root.clone()),
+            preexisting,
+            cgroup_root,
+        })
+    }
+
+    pub fn features(&self) -> &[Feature] {
+        &self.probes.features
+    }
+
+    /// Consumes every event waiting in the ring buffer; returns how many.
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.probes.events.next() {
+            self.aggregator.handle_record(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// Periodic housekeeping: TIME_WAIT expiry, idle flows, pre-existing
+    /// sockets refresh.
+    pub fn housekeeping(&mut self) {
+        let now = clock::monotonic_ns();
+        if self.preexisting.remaining() > 0 {
+            self.preexisting.refresh(&mut self.aggregator, now);
+        }
+        self.aggregator.sweep(now);
+    }
+
+    pub fn snapshot(&mut self, filter: Option<&str>) -> Snapshot {
+        snapshot::take(
+            &self.aggregator,
+            &mut self.attributor,
+            clock::monotonic_ns(),
+            filter,
+        )
+    }
+
+    pub fn health(&self) -> Health {
+        Health::collect(
+            &self.aggregator,
+            &counters::read_all(&self.probes.ebpf),
+            &self.attributor,
+        )
+    }
+}

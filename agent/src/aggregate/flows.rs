@@ -1,0 +1,79 @@
+//! Per-flow statistics: one flow is (cgroup, direction, remote address, port).
+
+use std::net::IpAddr;
+
+use super::{cause::FailureCause, histogram::Histogram};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// This container connected out.
+    Outbound,
+    /// This container accepted the connection.
+    Inbound,
+}
+
+/// Aggregation key. For outbound flows `port` is the remote (service) port;
+/// for inbound flows it is the local listening port, because the client's
+/// ephemeral port would make every connection its own flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub cgroup_id: u64,
+    pub direction: Direction,
+    pub remote: IpAddr,
+    pub port: u16,
+}
+
+/// Counters reset at every output window ("per interval").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Window {
+    pub opened: u64,
+    pub closed: u64,
+    pub connects_ok: u64,
+    pub connects_failed: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FlowStats {
+    /// Connect latency (outbound only: SYN sent to SYN-ACK received).
+    pub latency: Histogram,
+    /// Outbound: connects that completed. Inbound: connections accepted.
+    pub connects_ok: u64,
+    /// Failed connects by cause, indexed like [`FailureCause::ALL`].
+    pub failed: [u64; FailureCause::ALL.len()],
+    pub syn_retransmits: u64,
+    pub opened: u64,
+    pub closed: u64,
+    /// Bytes of sockets that have closed (the kernel reports them at close).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub window: Window,
+    /// Monotonic ns of the last event, for idle expiry and eviction.
+    pub last_activity_ns: u64,
+    /// The last process seen using this flow.
+    pub last_tgid: u32,
+    pub last_comm: [u8; 16],
+}
+
+impl FlowStats {
+    pub fn record_failure(&mut self, cause: FailureCause) {
+        let idx = FailureCause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .unwrap_or(FailureCause::ALL.len() - 1);
+        self.failed[idx] += 1;
+        self.window.connects_failed += 1;
+    }
+
+    pub fn failed_total(&self) -> u64 {
+        self.failed.iter().sum()
+    }
+
+    pub fn touch(&mut self, now_ns: u64, tgid: u32, comm: [u8; 16]) {
+        self.last_activity_ns = self.last_activity_ns.max(now_ns);
+        if tgid != 0 {
+            self.last_tgid = tgid;
+            self.last_comm = comm;
+        }
+    }
+}

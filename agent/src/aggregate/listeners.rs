@@ -1,0 +1,99 @@
+//! Listening sockets now, and a bounded history of listeners starting and
+//! stopping (a dependency restarting on this node shows up as its listener
+//! disappearing and coming back).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use crate::event::Event;
+
+/// How many listener changes are remembered.
+const HISTORY: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listener {
+    pub cgroup_id: u64,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub tgid: u32,
+    pub comm: String,
+    /// Monotonic ns when it started listening (agent start for pre-existing ones).
+    pub since_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Started,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListenerChange {
+    /// 1, 2, 3, ... in the order the changes happened (for "print new ones").
+    pub seq: u64,
+    pub change: Change,
+    pub at_ns: u64,
+    pub listener: Listener,
+}
+
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub active: HashMap<u64, Listener>,
+    pub history: VecDeque<ListenerChange>,
+    seq: u64,
+}
+
+impl Listeners {
+    pub fn started(&mut self, ev: &Event) {
+        let l = Listener {
+            cgroup_id: ev.raw.cgroup_id,
+            addr: ev.local,
+            port: ev.raw.local_port,
+            tgid: ev.raw.tgid,
+            comm: ev.comm(),
+            since_ns: ev.raw.ts_ns,
+        };
+        self.push(Change::Started, ev.raw.ts_ns, l.clone());
+        self.active.insert(ev.raw.cookie, l);
+    }
+
+    pub fn stopped(&mut self, ev: &Event) {
+        let l = self.active.remove(&ev.raw.cookie).unwrap_or(Listener {
+            cgroup_id: ev.raw.cgroup_id,
+            addr: ev.local,
+            port: ev.raw.local_port,
+            tgid: ev.raw.tgid,
+            comm: ev.comm(),
+            since_ns: 0,
+        });
+        self.push(Change::Stopped, ev.raw.ts_ns, l);
+    }
+
+    /// A listener found by the start-up scan.
+    pub fn add_preexisting(&mut self, id: u64, listener: Listener) {
+        self.active.insert(id, listener);
+    }
+
+    /// Removes a pre-existing listener that the /proc refresh no longer sees.
+    pub fn remove_preexisting(&mut self, id: u64, now_ns: u64) {
+        if let Some(l) = self.active.remove(&id) {
+            self.push(Change::Stopped, now_ns, l);
+        }
+    }
+
+    fn push(&mut self, change: Change, at_ns: u64, listener: Listener) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.seq += 1;
+        self.history.push_back(ListenerChange {
+            seq: self.seq,
+            change,
+            at_ns,
+            listener,
+        });
+    }
+}

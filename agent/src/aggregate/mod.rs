@@ -1,0 +1,281 @@
+//! Turns socket events into per-flow evidence: connect latency, failures by
+//! cause, open sockets by state and age, opens and closes, bytes.
+
+pub mod cause;
+pub mod flows;
+pub mod histogram;
+pub mod listeners;
+pub mod sockets;
+
+use std::collections::HashMap;
+
+use sockeye_common::{
+    event::{flags, EventKind},
+    tcp_state,
+};
+
+use crate::event::Event;
+use cause::FailureCause;
+use flows::{Direction, FlowKey, FlowStats};
+use listeners::Listeners;
+use sockets::{Origin, SocketTable, TrackedSocket, TIME_WAIT_NS};
+
+/// Memory bounds of the aggregator.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_sockets: usize,
+    pub max_flows: usize,
+    /// A flow with no open socket and no event for this long is forgotten.
+    pub flow_idle_ns: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sockets: 65_536,
+            max_flows: 16_384,
+            flow_idle_ns: 15 * 60 * 1_000_000_000,
+        }
+    }
+}
+
+/// User-side losses, exported next to the kernel's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UserDrops {
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// Sockets not tracked because the socket table was full.
+    pub socket_table_full: u64,
+    /// Flows evicted (with their history) to admit new ones.
+    pub flows_evicted: u64,
+}
+
+#[derive(Debug)]
+pub struct Aggregator {
+    pub flows: HashMap<FlowKey, FlowStats>,
+    pub sockets: SocketTable,
+    pub listeners: Listeners,
+    limits: Limits,
+    pub events_received: u64,
+    flows_evicted: u64,
+    pub decode_errors: u64,
+}
+
+impl Aggregator {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            flows: HashMap::new(),
+            sockets: SocketTable::new(limits.max_sockets),
+            listeners: Listeners::default(),
+            limits,
+            events_received: 0,
+            flows_evicted: 0,
+            decode_errors: 0,
+        }
+    }
+
+    pub fn drops(&self) -> UserDrops {
+        UserDrops {
+            decode_errors: self.decode_errors,
+            socket_table_full: self.sockets.rejected,
+            flows_evicted: self.flows_evicted,
+        }
+    }
+
+    /// Decodes and applies one ring buffer record; bad records are counted.
+    pub fn handle_record(&mut self, bytes: &[u8]) {
+        match Event::decode(bytes) {
+            Ok(ev) => self.handle(&ev),
+            Err(e) => {
+                self.decode_errors += 1;
+                log::debug!("dropping undecodable event: {e}");
+            }
+        }
+    }
+
+    pub fn handle(&mut self, ev: &Event) {
+        self.events_received += 1;
+        let r = &ev.raw;
+        match ev.kind {
+            EventKind::Listen => {
+                self.listeners.started(ev);
+            }
+            EventKind::ConnectStart => {
+                let key = self.outbound_key(ev);
+                self.flow(key, ev);
+                self.track(r.cookie, key, tcp_state::SYN_SENT, r.ts_ns);
+            }
+            EventKind::Established => {
+                let key = self.outbound_key(ev);
+                let flow = self.flow(key, ev);
+                flow.connects_ok += 1;
+                flow.window.connects_ok += 1;
+                flow.opened += 1;
+                flow.window.opened += 1;
+                flow.syn_retransmits += u64::from(r.syn_retransmits);
+                if r.duration_ns > 0 {
+                    flow.latency.record(r.duration_ns);
+                }
+                // The connect started when the socket entered SYN_SENT.
+                let opened = r.ts_ns.saturating_sub(r.duration_ns);
+                self.track(r.cookie, key, tcp_state::ESTABLISHED, opened);
+            }
+            EventKind::Accepted => {
+                let key = self.inbound_key(ev);
+                let flow = self.flow(key, ev);
+                flow.connects_ok += 1;
+                flow.window.connects_ok += 1;
+                flow.opened += 1;
+                flow.window.opened += 1;
+                self.track(r.cookie, key, tcp_state::ESTABLISHED, r.ts_ns);
+            }
+            EventKind::StateChange => {
+                if let Some(s) = self.sockets.get_mut(r.cookie) {
+                    s.state = r.new_state;
+                    let key = s.flow;
+                    self.flow(key, ev);
+                }
+            }
+            EventKind::Closed => self.closed(ev),
+        }
+    }
+
+    fn closed(&mut self, ev: &Event) {
+        let r = &ev.raw;
+        if r.old_state == tcp_state::LISTEN {
+            self.listeners.stopped(ev);
+            return;
+        }
+        let tracked = self.sockets.remove(r.cookie);
+        let key = match &tracked {
+            Some(s) => s.flow,
+            None if r.old_state == tcp_state::SYN_SENT => self.outbound_key(ev),
+            // A close of a socket we never saw open (e.g. the table was
+            // full): it still counts against a best-guess flow.
+            None => self.outbound_key(ev),
+        };
+        let flow = self.flow(key, ev);
+        if r.old_state == tcp_state::SYN_SENT {
+            let cause = FailureCause::classify(r.errno, r.flags);
+            if cause == FailureCause::Other {
+                log::debug!("connect failed with errno {}", r.errno);
+            }
+            flow.record_failure(cause);
+            flow.syn_retransmits += u64::from(r.syn_retransmits);
+            return;
+        }
+        flow.closed += 1;
+        flow.window.closed += 1;
+        flow.bytes_sent += r.bytes_acked;
+        flow.bytes_received += r.bytes_received;
+        if ev.has_flag(flags::ENTERED_TIME_WAIT) {
+            let tw = TrackedSocket {
+                flow: key,
+                state: tcp_state::TIME_WAIT,
+                opened_ns: r.ts_ns,
+                origin: Origin::Kernel,
+                time_wait_until_ns: r.ts_ns + TIME_WAIT_NS,
+            };
+            self.sockets.insert(r.cookie, tw);
+        }
+    }
+
+    fn outbound_key(&self, ev: &Event) -> FlowKey {
+        FlowKey {
+            cgroup_id: ev.raw.cgroup_id,
+            direction: Direction::Outbound,
+            remote: ev.remote,
+            port: ev.raw.remote_port,
+        }
+    }
+
+    fn inbound_key(&self, ev: &Event) -> FlowKey {
+        FlowKey {
+            cgroup_id: ev.raw.cgroup_id,
+            direction: Direction::Inbound,
+            remote: ev.remote,
+            port: ev.raw.local_port,
+        }
+    }
+
+    fn track(&mut self, id: u64, flow: FlowKey, state: u8, opened_ns: u64) {
+        let socket = TrackedSocket {
+            flow,
+            state,
+            opened_ns,
+            origin: Origin::Kernel,
+            time_wait_until_ns: 0,
+        };
+        if let Some(existing) = self.sockets.get_mut(id) {
+            // Keep the original open time (ConnectStart came first).
+            existing.state = state;
+            existing.flow = flow;
+            return;
+        }
+        self.sockets.insert(id, socket);
+    }
+
+    /// The flow's stats, created if needed (evicting the stalest idle flow
+    /// when the table is full).
+    fn flow(&mut self, key: FlowKey, ev: &Event) -> &mut FlowStats {
+        if !self.flows.contains_key(&key) && self.flows.len() >= self.limits.max_flows {
+            self.evict_one();
+        }
+        let flow = self.flows.entry(key).or_default();
+        flow.touch(ev.raw.ts_ns, ev.raw.tgid, ev.raw.comm);
+        flow
+    }
+
+    /// Adds a socket found by the start-up scan.
+    pub fn add_preexisting(&mut self, id: u64, flow: FlowKey, state: u8, now_ns: u64) {
+        if !self.flows.contains_key(&flow) && self.flows.len() >= self.limits.max_flows {
+            self.evict_one();
+        }
+        self.flows.entry(flow).or_default().last_activity_ns = now_ns;
+        let socket = TrackedSocket {
+            flow,
+            state,
+            opened_ns: now_ns,
+            origin: Origin::Preexisting,
+            time_wait_until_ns: 0,
+        };
+        self.sockets.insert(id, socket);
+    }
+
+    /// Evicts the stalest sixteenth of the flows, preferring flows without
+    /// open sockets. Evicting in batches keeps the O(flows) scan rare when
+    /// new flows keep arriving at a full table.
+    fn evict_one(&mut self) {
+        let open = self.sockets.summarize(0);
+        let mut candidates: Vec<(bool, u64, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (open.contains_key(k), f.last_activity_ns, *k))
+            .collect();
+        let n = (self.limits.max_flows / 16).clamp(1, candidates.len().max(1));
+        if candidates.len() > n {
+            candidates.select_nth_unstable(n);
+        }
+        for (_, _, k) in candidates.into_iter().take(n) {
+            self.flows.remove(&k);
+            self.flows_evicted += 1;
+        }
+    }
+
+    /// Housekeeping: expires TIME_WAIT entries and forgets idle flows.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.sockets.expire_time_wait(now_ns);
+        let open = self.sockets.summarize(now_ns);
+        let idle = self.limits.flow_idle_ns;
+        self.flows.retain(|k, f| {
+            open.contains_key(k) || now_ns.saturating_sub(f.last_activity_ns) < idle
+        });
+    }
+
+    /// Starts a new output window.
+    pub fn reset_window(&mut self) {
+        for f in self.flows.values_mut() {
+            f.window = Default::default();
+        }
+    }
+}

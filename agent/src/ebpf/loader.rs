@@ -1,0 +1,260 @@
+//! Loads the embedded kernel object and attaches each program, probing
+//! features: a hook this kernel lacks disables only its feature, with one
+//! clear log line, while the rest keeps running.
+
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    maps::{Array, MapData, RingBuf},
+    programs::{links::CgroupAttachMode, SockOps, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use sockeye_common::{names, tracepoint::ABSENT};
+
+use super::tracefs;
+
+/// The kernel object built by `build.rs` from the `agent-ebpf` crate.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockeye"));
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Mount point of the cgroup v2 hierarchy; sock_ops attaches to its root.
+    pub cgroup_root: PathBuf,
+    pub tracefs: PathBuf,
+    /// Ring buffer size: a power of two, multiple of the page size.
+    pub ringbuf_bytes: u32,
+    /// Capacity of the kernel's socket map (sockets tracked at once).
+    pub max_sockets: u32,
+    pub max_listeners: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("ring buffer size {bytes} is not a power of two of at least 4096 bytes")]
+    RingbufSize { bytes: u32 },
+    #[error("failed to load the eBPF object (is this a BPF-capable kernel, and are we root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON?)")]
+    Object {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the eBPF object has no {kind} named {name}: agent and kernel programs were built from different sources")]
+    Missing { kind: &'static str, name: &'static str },
+    #[error("cannot open the cgroup v2 root {path} to attach sock_ops")]
+    CgroupRoot {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the TCP lifecycle program (sock_ops on {path}) could not be loaded or attached; the agent cannot work without it")]
+    SockOps {
+        path: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name} has an unexpected type")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// One optional capability and whether this kernel gave it to us.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Feature {
+    pub name: &'static str,
+    pub enabled: bool,
+    /// What it gives when enabled, or why it is disabled.
+    pub detail: String,
+}
+
+/// The loaded, attached programs. Dropping it detaches everything.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub features: Vec<Feature>,
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
+    if !opts.ringbuf_bytes.is_power_of_two() || opts.ringbuf_bytes < 4096 {
+        return Err(LoadError::RingbufSize {
+            bytes: opts.ringbuf_bytes,
+        });
+    }
+    raise_memlock_rlimit();
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(names::EVENTS_MAP, opts.ringbuf_bytes)
+        .map_max_entries(names::SOCKETS_MAP, opts.max_sockets)
+        .map_max_entries(names::LISTENERS_MAP, opts.max_listeners)
+        .load(OBJECT)
+        .map_err(|source| LoadError::Object { source })?;
+
+    let mut features = Vec::new();
+    attach_error_tracepoints(&mut ebpf, opts, &mut features)?;
+    attach_sock_ops(&mut ebpf, opts)?;
+    features.insert(
+        0,
+        Feature {
+            name: "tcp_lifecycle",
+            enabled: true,
+            detail: format!("sock_ops on cgroup v2 root {}", opts.cgroup_root.display()),
+        },
+    );
+
+    let events = ebpf
+        .take_map(names::EVENTS_MAP)
+        .ok_or(LoadError::Missing {
+            kind: "map",
+            name: names::EVENTS_MAP,
+        })?;
+    let events = RingBuf::try_from(events).map_err(|source| LoadError::Map {
+        name: names::EVENTS_MAP,
+        source,
+    })?;
+    Ok(Probes {
+        ebpf,
+        events,
+        features,
+    })
+}
+
+fn attach_sock_ops(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<(), LoadError> {
+    let path = opts.cgroup_root.display().to_string();
+    let cgroup = File::open(&opts.cgroup_root).map_err(|source| LoadError::CgroupRoot {
+        path: path.clone(),
+        source,
+    })?;
+    let prog: &mut SockOps = ebpf
+        .program_mut(names::PROG_SOCK_OPS)
+        .ok_or(LoadError::Missing {
+            kind: "program",
+            name: names::PROG_SOCK_OPS,
+        })?
+        .try_into()
+        .map_err(|source| LoadError::SockOps {
+            path: path.clone(),
+            source,
+        })?;
+    // On kernels with BPF links (5.7+, all we support) aya attaches through
+    // bpf_link_create, which rejects attach flags and always behaves like
+    // "allow multiple": other tools' sock_ops programs on the root keep running.
+    prog.load()
+        .and_then(|()| prog.attach(&cgroup, CgroupAttachMode::Single))
+        .map(|_link| ())
+        .map_err(|source| LoadError::SockOps { path, source })
+}
+
+/// The connect-error tracepoints are optional: without them a failed connect
+/// is still counted, but its cause is reported as "other" instead of
+/// "refused"/"unreachable".
+fn attach_error_tracepoints(
+    ebpf: &mut Ebpf,
+    opts: &LoadOptions,
+    features: &mut Vec<Feature>,
+) -> Result<(), LoadError> {
+    let (offsets, errors) = tracefs::error_tracepoint_offsets(&opts.tracefs);
+    if let Err(e) = tracefs::check_mounted(&opts.tracefs) {
+        log::warn!("{e}; connect failures will not be classified as refused/unreachable");
+    }
+    for e in &errors {
+        log::debug!("tracefs: {e}");
+    }
+    let mut table: Array<_, sockeye_common::tracepoint::TracepointOffsets> = Array::try_from(
+        ebpf.map_mut(names::TP_OFFSETS_MAP)
+            .ok_or(LoadError::Missing {
+                kind: "map",
+                name: names::TP_OFFSETS_MAP,
+            })?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: names::TP_OFFSETS_MAP,
+        source,
+    })?;
+    table
+        .set(0, offsets, 0)
+        .map_err(|source| LoadError::Map {
+            name: names::TP_OFFSETS_MAP,
+            source,
+        })?;
+
+    let wanted = [
+        (
+            "connect_refused_cause",
+            names::PROG_RECEIVE_RESET,
+            "tcp",
+            "tcp_receive_reset",
+            [offsets.rst_sport, offsets.rst_dport, offsets.rst_family].contains(&ABSENT),
+            "RST on connect classified as refused",
+        ),
+        (
+            "connect_unreachable_cause",
+            names::PROG_ERROR_REPORT,
+            "sock",
+            "inet_sk_error_report",
+            [
+                offsets.err_error,
+                offsets.err_sport,
+                offsets.err_dport,
+                offsets.err_family,
+                offsets.err_protocol,
+            ]
+            .contains(&ABSENT),
+            "ICMP errors on connect classified as unreachable",
+        ),
+    ];
+    for (feature, prog_name, category, tp, fields_missing, gives) in wanted {
+        let result = if fields_missing {
+            Err(format!(
+                "tracepoint {category}:{tp} is missing or lacks the fields we read (see {}/events/{category}/{tp}/format)",
+                opts.tracefs.display()
+            ))
+        } else {
+            attach_tracepoint(ebpf, prog_name, category, tp)
+        };
+        match result {
+            Ok(()) => features.push(Feature {
+                name: feature,
+                enabled: true,
+                detail: gives.to_string(),
+            }),
+            Err(why) => {
+                log::warn!("feature {feature} disabled: {why}");
+                features.push(Feature {
+                    name: feature,
+                    enabled: false,
+                    detail: why,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<(), String> {
+    let program = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| format!("program {prog} is missing from the object"))?;
+    let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+    tp.load()
+        .map_err(|e| format!("loading {category}:{name} failed: {e}"))?;
+    tp.attach(category, name)
+        .map(|_| ())
+        .map_err(|e| format!("attaching {category}:{name} failed: {e}"))
+}
+
+/// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; newer ones use
+/// memory cgroups and ignore it. Failure is not fatal: in a container the
+/// limit may not be ours to raise, and a modern kernel does not need it.
+fn raise_memlock_rlimit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, fully initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! Sockeye's node agent: TCP lifecycle per container, from eBPF to evidence.
+//!
+//! Data path: kernel programs (`agent-ebpf`) -> ring buffer -> [`event`]
+//! decoding -> [`aggregate`] (flows, sockets, listeners) -> [`attribution`]
+//! (cgroup -> container) -> [`snapshot`] -> [`output`].
+
+pub mod agent;
+pub mod aggregate;
+pub mod attribution;
+pub mod clock;
+pub mod ebpf;
+pub mod event;
+pub mod output;
+pub mod preexisting;
+pub mod procfs_sockets;
+pub mod run;
+pub mod snapshot;
+
+pub use agent::{Agent, Config};

@@ -1,0 +1,123 @@
+//! `sockeye-agent`: traces every TCP socket on this node and prints, per
+//! container, connects, failures by cause, latency and open sockets.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use sockeye_agent::{
+    aggregate::Limits,
+    output::OutputFormat,
+    run::{run, RunOptions},
+    Agent, Config,
+};
+
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Output format [default: table on a terminal, json otherwise].
+    #[arg(short, long, value_enum)]
+    output: Option<OutputFormat>,
+    /// Seconds between refreshes of the table / JSON windows.
+    #[arg(short, long, default_value_t = 2.0)]
+    interval: f64,
+    /// Show only workloads whose label, container id, pod uid or cgroup path contains this.
+    #[arg(short, long)]
+    container: Option<String>,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Sockets tracked at once (kernel map and user table); beyond it sockets are counted as lost.
+    #[arg(long, default_value_t = 65_536)]
+    max_sockets: usize,
+    /// Aggregation keys (container, direction, remote, port) kept; beyond it the stalest are evicted and counted.
+    #[arg(long, default_value_t = 16_384)]
+    max_flows: usize,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 4)]
+    ringbuf_mib: u32,
+    /// cgroup v2 mount point [default: found in /proc/self/mountinfo].
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// tracefs mount point.
+    #[arg(long, default_value = "/sys/kernel/tracing")]
+    tracefs: PathBuf,
+    /// procfs mount point (for sockets that predate the agent).
+    #[arg(long, default_value = "/proc")]
+    proc: PathBuf,
+    /// Do not scan /proc for sockets that existed before the agent started.
+    #[arg(long)]
+    no_scan: bool,
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{name} must be a positive number of seconds, got {v}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Print the whole cause chain: the innermost error often says what to do.
+            let mut msg = format!("error: {e}");
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg.push_str(&format!("\n  caused by: {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let interval = seconds("interval", args.interval)?;
+    let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
+    if !args.ringbuf_mib.is_power_of_two() {
+        return Err(format!("--ringbuf-mib must be a power of two, got {}", args.ringbuf_mib).into());
+    }
+    let ringbuf_bytes = args
+        .ringbuf_mib
+        .checked_mul(1 << 20)
+        .ok_or("--ringbuf-mib is too large")?;
+    let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+        OutputFormat::Table
+    } else {
+        OutputFormat::Json
+    });
+    let config = Config {
+        cgroup_root: args.cgroup_root,
+        tracefs: args.tracefs,
+        proc_root: args.proc,
+        ringbuf_bytes,
+        limits: Limits {
+            max_sockets: args.max_sockets,
+            max_flows: args.max_flows,
+            ..Limits::default()
+        },
+        scan_preexisting: !args.no_scan,
+    };
+    let agent = Agent::start(&config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(
+        agent,
+        RunOptions {
+            output,
+            interval,
+            filter: args.container,
+            duration,
+        },
+    ));
+    match result {
+        // A closed pipe (`| head`) is a normal way to stop reading.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,81 @@
+//! JSON lines: one `flow` object per flow per interval, a `stats` object per
+//! interval, `listener_change` objects as they happen, and `ready` once.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::{
+    ebpf::Feature,
+    snapshot::{Health, Snapshot},
+};
+
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    /// Seconds since the Unix epoch.
+    ts: f64,
+    #[serde(flatten)]
+    body: T,
+}
+
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn line<W: Write, T: Serialize>(out: &mut W, kind: &str, body: T) -> std::io::Result<()> {
+    let tagged = Tagged {
+        kind,
+        ts: now_unix(),
+        body,
+    };
+    serde_json::to_writer(&mut *out, &tagged)?;
+    out.write_all(b"\n")
+}
+
+#[derive(Serialize)]
+struct Ready<'a> {
+    features: &'a [Feature],
+    preexisting_sockets: u64,
+}
+
+pub fn ready<W: Write>(out: &mut W, features: &[Feature], preexisting: u64) -> std::io::Result<()> {
+    line(
+        out,
+        "ready",
+        Ready {
+            features,
+            preexisting_sockets: preexisting,
+        },
+    )?;
+    out.flush()
+}
+
+/// Writes one interval; listener changes up to `printed_seq` were printed
+/// before. Returns the new high-water mark.
+pub fn window<W: Write>(
+    out: &mut W,
+    snap: &Snapshot,
+    health: &Health,
+    printed_seq: u64,
+) -> std::io::Result<u64> {
+    for flow in &snap.flows {
+        line(out, "flow", flow)?;
+    }
+    let mut seq = printed_seq;
+    for change in snap.listener_changes.iter().filter(|c| c.seq > printed_seq) {
+        line(out, "listener_change", change)?;
+        seq = seq.max(change.seq);
+    }
+    stats(out, health)?;
+    Ok(seq)
+}
+
+pub fn stats<W: Write>(out: &mut W, health: &Health) -> std::io::Result<()> {
+    line(out, "stats", health)?;
+    out.flush()
+}

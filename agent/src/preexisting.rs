@@ -1,0 +1,142 @@
+//! Sockets that existed before the agent started: found in /proc at start-up
+//! and kept up to date by re-reading their namespaces' tables, because the
+//! kernel programs only see sockets whose lifecycle starts after attach.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use sockeye_common::tcp_state;
+
+use crate::{
+    aggregate::{
+        flows::{Direction, FlowKey},
+        listeners::Listener,
+        Aggregator,
+    },
+    attribution::cgroup_fs::cgroup_id_of,
+    procfs_sockets::{self, ScanStats},
+};
+
+/// Pre-existing sockets live in their own id space (kernel cookies are small
+/// counters; inodes tagged with the top bit cannot collide with them).
+const PREEXISTING_TAG: u64 = 1 << 63;
+
+/// The pre-existing sockets still open, by namespace, for refreshing.
+#[derive(Debug, Default)]
+pub struct Preexisting {
+    /// netns inode -> (a pid living in it, socket inodes still open there).
+    namespaces: HashMap<u64, (u32, HashSet<u64>)>,
+    proc_root: PathBuf,
+    pub stats: ScanStats,
+}
+
+impl Preexisting {
+    /// Scans /proc and seeds the aggregator with every socket found.
+    pub fn scan(proc_root: &Path, cgroup_root: &Path, agg: &mut Aggregator, now_ns: u64) -> Self {
+        let (found, stats) = procfs_sockets::scan(proc_root);
+        let mut out = Self {
+            proc_root: proc_root.to_path_buf(),
+            stats,
+            ..Default::default()
+        };
+        // Listening ports per namespace tell inbound from outbound sockets.
+        let listening: HashSet<(u64, u16)> = found
+            .iter()
+            .filter(|s| s.entry.state == tcp_state::LISTEN)
+            .map(|s| (s.netns_inode, s.entry.local.port()))
+            .collect();
+        let mut cgroup_ids: HashMap<String, u64> = HashMap::new();
+        for s in found {
+            let Some(owner) = &s.owner else { continue };
+            let cgroup_id = *cgroup_ids
+                .entry(owner.cgroup_path.clone())
+                .or_insert_with(|| cgroup_id_of(cgroup_root, &owner.cgroup_path).unwrap_or(0));
+            let id = PREEXISTING_TAG | s.entry.inode;
+            if s.entry.state == tcp_state::LISTEN {
+                agg.listeners.add_preexisting(
+                    id,
+                    Listener {
+                        cgroup_id,
+                        addr: s.entry.local.ip(),
+                        port: s.entry.local.port(),
+                        tgid: owner.pid,
+                        comm: owner.comm.clone(),
+                        since_ns: now_ns,
+                    },
+                );
+            } else {
+                let inbound = listening.contains(&(s.netns_inode, s.entry.local.port()));
+                agg.add_preexisting(id, flow_key(cgroup_id, inbound, &s.entry.local, &s.entry.remote), s.entry.state, now_ns);
+            }
+            out.namespaces
+                .entry(s.netns_inode)
+                .or_insert_with(|| (owner.pid, HashSet::new()))
+                .1
+                .insert(s.entry.inode);
+        }
+        out
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.namespaces.values().map(|(_, s)| s.len()).sum()
+    }
+
+    /// Re-reads each namespace that still has pre-existing sockets: updates
+    /// their states (an old connection entering CLOSE_WAIT shows up) and
+    /// removes the ones that are gone.
+    pub fn refresh(&mut self, agg: &mut Aggregator, now_ns: u64) {
+        self.namespaces.retain(|_, (pid, inodes)| {
+            let Ok(entries) = procfs_sockets::read_netns_tables(&self.proc_root, *pid) else {
+                // The namespace's reference process is gone: we can no longer
+                // see these sockets, so stop reporting them as open.
+                for inode in inodes.drain() {
+                    forget(agg, inode, now_ns);
+                }
+                return false;
+            };
+            let now_state: HashMap<u64, u8> =
+                entries.iter().map(|e| (e.inode, e.state)).collect();
+            inodes.retain(|inode| match now_state.get(inode) {
+                Some(&state) => {
+                    if let Some(s) = agg.sockets.get_mut(PREEXISTING_TAG | inode) {
+                        s.state = state;
+                    }
+                    true
+                }
+                None => {
+                    forget(agg, *inode, now_ns);
+                    false
+                }
+            });
+            !inodes.is_empty()
+        });
+    }
+}
+
+fn forget(agg: &mut Aggregator, inode: u64, now_ns: u64) {
+    let id = PREEXISTING_TAG | inode;
+    if let Some(s) = agg.sockets.remove(id) {
+        if let Some(f) = agg.flows.get_mut(&s.flow) {
+            f.closed += 1;
+            f.window.closed += 1;
+            f.last_activity_ns = now_ns;
+        }
+    }
+    agg.listeners.remove_preexisting(id, now_ns);
+}
+
+fn flow_key(cgroup_id: u64, inbound: bool, local: &SocketAddr, remote: &SocketAddr) -> FlowKey {
+    FlowKey {
+        cgroup_id,
+        direction: if inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        },
+        remote: remote.ip(),
+        port: if inbound { local.port() } else { remote.port() },
+    }
+}

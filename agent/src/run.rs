@@ -1,0 +1,121 @@
+//! The agent's main loop: drain the ring buffer, refresh the output every
+//! interval, stop cleanly on SIGINT/SIGTERM.
+
+use std::{
+    io::Write,
+    os::fd::{AsRawFd, RawFd},
+    time::Duration,
+};
+
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+    time::{interval, MissedTickBehavior},
+};
+
+use crate::{
+    output::{json, table, OutputFormat},
+    Agent,
+};
+
+/// The kernel side wakes us only when a lot of data is waiting (to save a
+/// wakeup per event), so we also drain on this short timer.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub output: OutputFormat,
+    pub interval: Duration,
+    pub filter: Option<String>,
+    /// Stop after this long (None: until a signal).
+    pub duration: Option<Duration>,
+}
+
+/// Borrowed ring buffer fd for tokio's readiness polling.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
+    // SAFETY: the fd belongs to `agent.probes.events`, which `agent` owns for
+    // the whole function; `ring` is declared later, so it is dropped first.
+    let ring = unsafe {
+        AsyncFd::register_with_interest(
+            Fd(agent.probes.events.as_raw_fd()),
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .map_err(std::io::Error::from)?;
+    let mut stdout = std::io::stdout().lock();
+    if opts.output == OutputFormat::Json {
+        json::ready(&mut stdout, agent.features(), agent.preexisting.stats.sockets)?;
+    }
+    let mut drain_tick = interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut out_tick = interval(opts.interval);
+    out_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    out_tick.tick().await;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut printed_seq = 0;
+
+    loop {
+        tokio::select! {
+            guard = ring.readable() => {
+                let mut guard = guard?;
+                agent.drain();
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                agent.drain();
+            }
+            _ = out_tick.tick() => {
+                agent.drain();
+                agent.housekeeping();
+                printed_seq = emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+                agent.aggregator.reset_window();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    agent.drain();
+    match opts.output {
+        OutputFormat::Json => json::stats(&mut stdout, &agent.health()),
+        OutputFormat::Table => {
+            emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+            Ok(())
+        }
+    }
+}
+
+fn emit<W: Write>(
+    out: &mut W,
+    agent: &mut Agent,
+    opts: &RunOptions,
+    printed_seq: u64,
+) -> std::io::Result<u64> {
+    let filter = opts.filter.as_deref();
+    let snap = agent.snapshot(filter);
+    let health = agent.health();
+    match opts.output {
+        OutputFormat::Json => json::window(out, &snap, &health, printed_seq),
+        OutputFormat::Table => {
+            // Clear the screen and home the cursor, then redraw.
+            write!(
+                out,
+                "\x1b[H\x1b[2J{}",
+                table::render(&snap, &health, opts.interval.as_secs_f64(), filter)
+            )?;
+            out.flush()?;
+            Ok(printed_seq)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A point-in-time, serialisable view of everything the agent knows: the
+//! shape printed as JSON lines and rendered as the terminal table.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use sockeye_common::{counters::Counter, tcp_state};
+
+use crate::{
+    aggregate::{
+        cause::FailureCause,
+        flows::{Direction, Window},
+        histogram::Percentiles,
+        listeners::ListenerChange,
+        Aggregator, UserDrops,
+    },
+    attribution::{Attributor, Workload},
+};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowView {
+    pub workload: Workload,
+    pub direction: Direction,
+    pub remote: IpAddr,
+    pub port: u16,
+    pub connects_ok: u64,
+    pub connects_failed: BTreeMap<&'static str, u64>,
+    pub connect_latency: Option<Percentiles>,
+    pub syn_retransmits: u64,
+    pub open: u64,
+    pub states: BTreeMap<&'static str, u64>,
+    pub oldest_open_s: f64,
+    pub open_older_than_1m: u64,
+    pub open_older_than_10m: u64,
+    pub open_older_than_1h: u64,
+    /// Open sockets found at start-up; their age is counted from agent start.
+    pub open_preexisting: u64,
+    pub opened_total: u64,
+    pub closed_total: u64,
+    pub interval: Window,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub last_pid: u32,
+    pub last_comm: String,
+}
+
+impl FlowView {
+    pub fn failed_total(&self) -> u64 {
+        self.connects_failed.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerView {
+    pub workload: Workload,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Every loss counter, kernel and user side, plus throughput.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    pub events_received: u64,
+    pub kernel_events_emitted: u64,
+    pub lost: BTreeMap<&'static str, u64>,
+    pub lost_total: u64,
+    pub untracked_socket_events: u64,
+    pub tracked_sockets: u64,
+    pub flows: u64,
+    pub cgroups_unresolved: u64,
+}
+
+impl Health {
+    pub fn collect(agg: &Aggregator, kernel: &[(Counter, u64)], attributor: &Attributor) -> Self {
+        let mut h = Health {
+            events_received: agg.events_received,
+            tracked_sockets: agg.sockets.len() as u64,
+            flows: agg.flows.len() as u64,
+            cgroups_unresolved: attributor.unresolved(),
+            ..Default::default()
+        };
+        for &(c, v) in kernel {
+            match c {
+                Counter::EventsEmitted => h.kernel_events_emitted = v,
+                Counter::UntrackedSocket => h.untracked_socket_events = v,
+                c => {
+                    h.lost.insert(c.name(), v);
+                }
+            }
+        }
+        let UserDrops {
+            decode_errors,
+            socket_table_full,
+            flows_evicted,
+        } = agg.drops();
+        h.lost.insert("user_decode_errors", decode_errors);
+        h.lost.insert("user_socket_table_full", socket_table_full);
+        h.lost.insert("user_flows_evicted", flows_evicted);
+        h.lost_total = h.lost.values().sum();
+        h
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Snapshot {
+    pub flows: Vec<FlowView>,
+    pub listeners: Vec<ListenerView>,
+    pub listener_changes: Vec<ListenerChange>,
+}
+
+/// Builds the view; `filter` keeps only matching workloads.
+pub fn take(agg: &Aggregator, attributor: &mut Attributor, now_ns: u64, filter: Option<&str>) -> Snapshot {
+    let open = agg.sockets.summarize(now_ns);
+    let mut flows = Vec::new();
+    for (key, f) in &agg.flows {
+        let workload = attributor.workload(key.cgroup_id);
+        if filter.is_some_and(|flt| !workload.matches(flt)) {
+            continue;
+        }
+        let o = open.get(key).cloned().unwrap_or_default();
+        let states = o
+            .by_state
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (tcp_state::name(s as u8), *n))
+            .collect();
+        let connects_failed = FailureCause::ALL
+            .iter()
+            .zip(f.failed)
+            .map(|(c, n)| (c.name(), n))
+            .collect();
+        flows.push(FlowView {
+            workload,
+            direction: key.direction,
+            remote: key.remote,
+            port: key.port,
+            connects_ok: f.connects_ok,
+            connects_failed,
+            connect_latency: f.latency.percentiles(),
+            syn_retransmits: f.syn_retransmits,
+            open: o.open,
+            states,
+            oldest_open_s: o.oldest_age_ns as f64 / 1e9,
+            open_older_than_1m: o.older_than_1m,
+            open_older_than_10m: o.older_than_10m,
+            open_older_than_1h: o.older_than_1h,
+            open_preexisting: o.preexisting,
+            opened_total: f.opened,
+            closed_total: f.closed,
+            interval: f.window,
+            bytes_sent: f.bytes_sent,
+            bytes_received: f.bytes_received,
+            last_pid: f.last_tgid,
+            last_comm: comm_str(&f.last_comm),
+        });
+    }
+    flows.sort_by(|a, b| {
+        (a.workload.label(), a.direction, a.remote, a.port)
+            .cmp(&(b.workload.label(), b.direction, b.remote, b.port))
+    });
+    let mut listeners: Vec<ListenerView> = agg
+        .listeners
+        .active
+        .values()
+        .filter_map(|l| {
+            let workload = attributor.workload(l.cgroup_id);
+            if filter.is_some_and(|flt| !workload.matches(flt)) {
+                return None;
+            }
+            Some(ListenerView {
+                workload,
+                addr: l.addr,
+                port: l.port,
+                pid: l.tgid,
+                comm: l.comm.clone(),
+            })
+        })
+        .collect();
+    listeners.sort_by_key(|l| (l.workload.label(), l.port));
+    Snapshot {
+        flows,
+        listeners,
+        listener_changes: agg.listeners.history.iter().cloned().collect(),
+    }
+}
+
+fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(16);
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}

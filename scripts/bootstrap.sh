@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs (or checks) everything Sockeye needs to build and run on a fresh
+# Debian 12 machine. Idempotent: a second run costs seconds.
+#
+#   scripts/bootstrap.sh            build + run prerequisites
+#   scripts/bootstrap.sh --test     also what the test suites need (podman, runc, ...)
+set -euo pipefail
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[bootstrap] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (loads eBPF programs, mounts tracefs/bpffs)"
+command -v rustup >/dev/null || die "rustup not found; install Rust with rustup first"
+
+# --- Debian packages -------------------------------------------------------
+debs=(iproute2 util-linux procps)
+if (( want_test )); then
+  debs+=(podman runc busybox-static uidmap)
+fi
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Rust toolchains ---------------------------------------------------------
+rustup toolchain list | grep -q '^nightly' || { log "installing nightly toolchain"; rustup toolchain install nightly --profile minimal; }
+if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  log "adding rust-src to nightly (needed for -Z build-std=core on bpfel-unknown-none)"
+  rustup component add rust-src --toolchain nightly
+fi
+
+# --- bpf-linker, linked against the nightly's own libLLVM ----------------------
+# bpf-linker must use an LLVM with the same major version as the nightly rustc.
+# Debian does not ship it, but the nightly carries a shared libLLVM we can link.
+llvm_ver=$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | grep -q "LLVM ${llvm_ver}"; then
+  sysroot=$(rustc +nightly --print sysroot)
+  lib=$(ls "$sysroot"/lib/libLLVM.so.* 2>/dev/null | head -n1) || true
+  [[ -n "$lib" ]] || die "nightly toolchain at $sysroot has no libLLVM.so.*; cannot build bpf-linker"
+  llvm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/sockeye/llvm-${llvm_ver}"
+  mkdir -p "$llvm_dir/lib"
+  ln -sf "$lib" "$llvm_dir/lib/libLLVM.so"
+  log "building bpf-linker against $(basename "$lib") (about 80 s, once)"
+  LLVM_PREFIX="$llvm_dir" LD_LIBRARY_PATH="$sysroot/lib" \
+    cargo install bpf-linker --locked --version '^0.13' --no-default-features --features "llvm-${llvm_ver}"
+fi
+
+# --- Kernel filesystems --------------------------------------------------------
+mountpoint -q /sys/kernel/tracing || { log "mounting tracefs at /sys/kernel/tracing"; mount -t tracefs nodev /sys/kernel/tracing; }
+mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
+log "ready"
