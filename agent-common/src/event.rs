@@ -44,6 +44,11 @@ pub mod flags {
     /// The close came from FIN_WAIT2 or CLOSING: the kernel hands the
     /// connection to a TIME_WAIT minisocket, which reports no state change.
     pub const ENTERED_TIME_WAIT: u32 = 1 << 2;
+    /// A connecting socket was closed by its owning process (the close ran
+    /// in the owner's context): the application gave up, usually on its own
+    /// connect timeout. Without it, and without RST or RTO expiry, the
+    /// kernel closed the socket on an ICMP error.
+    pub const CLOSED_BY_OWNER: u32 = 1 << 3;
 }
 
 /// Address family values (`AF_INET`, `AF_INET6`).

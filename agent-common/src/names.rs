@@ -9,8 +9,8 @@ pub const COUNTERS_MAP: &str = "SOCKEYE_COUNTERS";
 pub const SOCKETS_MAP: &str = "SOCKEYE_SOCKETS";
 /// Hash map: (netns cookie, port) -> owner of a listening socket.
 pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
-/// Per-CPU scratch slot: the last connect error seen on this CPU.
-pub const LAST_ERROR_MAP: &str = "SOCKEYE_LAST_ERROR";
+/// LRU hash: (remote address, ports) -> the last socket error seen for it.
+pub const CONNECT_ERRORS_MAP: &str = "SOCKEYE_CONNECT_ERRORS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 

@@ -11,32 +11,50 @@ pub struct TracepointOffsets {
     pub rst_sport: u32,
     pub rst_dport: u32,
     pub rst_family: u32,
+    pub rst_daddr: u32,
+    pub rst_daddr_v6: u32,
     /// `sock:inet_sk_error_report`
     pub err_error: u32,
     pub err_sport: u32,
     pub err_dport: u32,
     pub err_family: u32,
     pub err_protocol: u32,
+    pub err_daddr: u32,
+    pub err_daddr_v6: u32,
 }
 
 /// Marker for a field that does not exist on the running kernel.
 pub const ABSENT: u32 = u32::MAX;
 
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 48);
 
-/// The last connect error seen on a CPU. The error tracepoints run in the same
-/// softirq, on the same CPU, right before (RST, ICMP) the state change to CLOSE
-/// that sock_ops reports, so a per-CPU slot matched by ports joins the two
-/// without needing a socket pointer or cookie in the tracepoint.
+/// Key of the connect-error map: the remote address and both ports of the
+/// socket an error tracepoint reported. Neither tracepoint carries an id
+/// sock_ops can see on every kernel (no cookie before 6.x, a socket pointer
+/// sock_ops cannot read), so the tuple joins them. It is unique per network
+/// namespace; across namespaces a collision needs the same ephemeral port to
+/// the same remote at the same moment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorKey {
+    /// Network order; IPv4 in the first four bytes, like `SockEvent`.
+    pub remote_addr: [u8; 16],
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ErrorKey>() == 24);
+
+/// The last error a tracepoint saw for an [`ErrorKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LastError {
     pub ts_ns: u64,
-    /// Positive errno (ECONNREFUSED, EHOSTUNREACH, ...).
+    /// Positive errno (ECONNRESET for a received RST, EHOSTUNREACH, ...).
     pub errno: u32,
-    /// Local and remote port, host byte order.
-    pub sport: u16,
-    pub dport: u16,
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<LastError>() == 16);

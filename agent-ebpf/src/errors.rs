@@ -1,12 +1,12 @@
 //! Connect errors from tracepoints: `tcp:tcp_receive_reset` (refused) and
 //! `sock:inet_sk_error_report` (ICMP unreachable and others).
 //!
-//! Neither tracepoint identifies the socket in a way sock_ops can match (no
-//! cookie on older kernels, and a socket pointer sock_ops cannot see), but both
-//! fire in the same softirq, on the same CPU, immediately before the state
-//! change to CLOSE that sock_ops reports. So each writes the error and the
-//! ports into a per-CPU slot, and sock_ops picks it up when a connecting
-//! socket closes with the same ports a moment later.
+//! Neither tracepoint identifies the socket in a way sock_ops can match on
+//! every kernel, so each records the error under the socket's (remote
+//! address, ports) in an LRU map; sock_ops looks it up when a connecting
+//! socket closes. The lookup cannot rely on timing: an RST closes the socket
+//! at once, but after an ICMP error the socket stays in SYN_SENT until the
+//! application gives up and closes it, possibly seconds later.
 //!
 //! # Minimum kernel version
 //! `tcp_receive_reset`: 4.16. `inet_sk_error_report`: 5.15. Field offsets come
@@ -16,17 +16,17 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sockeye_common::{
     counters::Counter,
     event::{AF_INET, AF_INET6},
-    tracepoint::{LastError, ABSENT},
+    tracepoint::{ErrorKey, LastError, ABSENT},
 };
 
 use crate::{
     emit::now_ns,
-    maps::{count, LAST_ERROR, TP_OFFSETS},
+    maps::{count, CONNECT_ERRORS, TP_OFFSETS},
 };
 
 /// Recorded for every RST; sock_ops turns it into ECONNREFUSED for a
 /// connecting socket, as the kernel's `tcp_reset` does.
-const ECONNRESET: u32 = 104;
+pub const ECONNRESET: u32 = 104;
 const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
@@ -47,65 +47,81 @@ pub fn sockeye_inet_sk_error_report(ctx: TracePointContext) -> u32 {
 
 fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
-    if !is_inet(read_u16(ctx, off.rst_family)?) {
+    let family = read::<u16>(ctx, off.rst_family)?;
+    let Some(remote_addr) = remote_addr(ctx, family, off.rst_daddr, off.rst_daddr_v6)? else {
         return Ok(());
-    }
-    let sport = read_u16(ctx, off.rst_sport)?;
-    let dport = read_u16(ctx, off.rst_dport)?;
-    record(ECONNRESET, sport, dport);
+    };
+    let key = ErrorKey {
+        remote_addr,
+        local_port: read::<u16>(ctx, off.rst_sport)?,
+        remote_port: read::<u16>(ctx, off.rst_dport)?,
+        _pad: 0,
+    };
+    record(&key, ECONNRESET);
     Ok(())
 }
 
 fn try_error_report(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
-    if read_u16(ctx, off.err_protocol)? != IPPROTO_TCP || !is_inet(read_u16(ctx, off.err_family)?)
-    {
+    if read::<u16>(ctx, off.err_protocol)? != IPPROTO_TCP {
         return Ok(());
     }
-    let error = read_i32(ctx, off.err_error)?;
+    let error = read::<i32>(ctx, off.err_error)?;
     if error <= 0 {
         return Ok(());
     }
-    let sport = read_u16(ctx, off.err_sport)?;
-    let dport = read_u16(ctx, off.err_dport)?;
-    record(error as u32, sport, dport);
+    let family = read::<u16>(ctx, off.err_family)?;
+    let Some(remote_addr) = remote_addr(ctx, family, off.err_daddr, off.err_daddr_v6)? else {
+        return Ok(());
+    };
+    let key = ErrorKey {
+        remote_addr,
+        local_port: read::<u16>(ctx, off.err_sport)?,
+        remote_port: read::<u16>(ctx, off.err_dport)?,
+        _pad: 0,
+    };
+    record(&key, error as u32);
     Ok(())
 }
 
+/// The remote address laid out like `SockEvent::remote_addr`; None for
+/// families other than IPv4/IPv6.
 #[inline(always)]
-fn record(errno: u32, sport: u16, dport: u16) {
-    if let Some(slot) = LAST_ERROR.get_ptr_mut(0) {
-        // SAFETY: valid per-CPU slot from the map lookup.
-        unsafe {
-            *slot = LastError {
-                ts_ns: now_ns(),
-                errno,
-                sport,
-                dport,
-            }
-        };
+fn remote_addr(
+    ctx: &TracePointContext,
+    family: u16,
+    v4_off: u32,
+    v6_off: u32,
+) -> Result<Option<[u8; 16]>, i64> {
+    Ok(match family {
+        AF_INET => {
+            let b = read::<[u8; 4]>(ctx, v4_off)?;
+            Some([b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        }
+        AF_INET6 => Some(read::<[u8; 16]>(ctx, v6_off)?),
+        _ => None,
+    })
+}
+
+#[inline(always)]
+fn record(key: &ErrorKey, errno: u32) {
+    let value = LastError {
+        ts_ns: now_ns(),
+        errno,
+        _pad: 0,
+    };
+    // An LRU insert only fails on allocation failure; the hint is lost then,
+    // and the close is classified without it (counted as a read failure).
+    if CONNECT_ERRORS.insert(key, &value, 0).is_err() {
+        count(Counter::TracepointReadFailed);
     }
 }
 
 #[inline(always)]
-fn is_inet(family: u16) -> bool {
-    family == AF_INET || family == AF_INET6
-}
-
-#[inline(always)]
-fn read_u16(ctx: &TracePointContext, offset: u32) -> Result<u16, i64> {
+fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
     if offset == ABSENT {
         return Err(1);
     }
     // SAFETY: bpf_probe_read_kernel checks the access; a bad offset fails the read.
-    unsafe { ctx.read_at::<u16>(offset as usize) }.map_err(|e| e as i64)
-}
-
-#[inline(always)]
-fn read_i32(ctx: &TracePointContext, offset: u32) -> Result<i32, i64> {
-    if offset == ABSENT {
-        return Err(1);
-    }
-    // SAFETY: as above.
-    unsafe { ctx.read_at::<i32>(offset as usize) }.map_err(|e| e as i64)
+    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|e| e as i64)
 }

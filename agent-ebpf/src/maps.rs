@@ -2,18 +2,19 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
     event::{ListenerKey, SockInfo},
-    tracepoint::{LastError, TracepointOffsets},
+    tracepoint::{ErrorKey, LastError, TracepointOffsets},
 };
 
 /// Default sizes; the agent overrides them at load time from its config.
 const RINGBUF_BYTES: u32 = 4 << 20;
 const MAX_SOCKETS: u32 = 65_536;
 const MAX_LISTENERS: u32 = 4_096;
+const MAX_CONNECT_ERRORS: u32 = 8_192;
 
 #[map(name = "SOCKEYE_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -28,8 +29,12 @@ pub static SOCKETS: HashMap<u64, SockInfo> = HashMap::with_max_entries(MAX_SOCKE
 pub static LISTENERS: HashMap<ListenerKey, SockInfo> =
     HashMap::with_max_entries(MAX_LISTENERS, 0);
 
-#[map(name = "SOCKEYE_LAST_ERROR")]
-pub static LAST_ERROR: PerCpuArray<LastError> = PerCpuArray::with_max_entries(1, 0);
+/// LRU on purpose: entries are hints that are only consumed when a
+/// connecting socket closes; errors on other sockets are never consumed, and
+/// evicting the oldest of those loses nothing we would use.
+#[map(name = "SOCKEYE_CONNECT_ERRORS")]
+pub static CONNECT_ERRORS: LruHashMap<ErrorKey, LastError> =
+    LruHashMap::with_max_entries(MAX_CONNECT_ERRORS, 0);
 
 #[map(name = "SOCKEYE_TP_OFFSETS")]
 pub static TP_OFFSETS: Array<TracepointOffsets> = Array::with_max_entries(1, 0);

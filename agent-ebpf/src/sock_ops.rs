@@ -35,20 +35,18 @@ use sockeye_common::{
     counters::Counter,
     event::{flags, EventKind, ListenerKey, SockInfo, AF_INET, AF_INET6},
     tcp_state,
+    tracepoint::ErrorKey,
 };
 
 use crate::{
     emit::{emit, now_ns, Detail, SockFacts},
-    maps::{count, LAST_ERROR, LISTENERS, SOCKETS},
+    errors::ECONNRESET,
+    maps::{count, CONNECT_ERRORS, LISTENERS, SOCKETS},
 };
 
 const ECONNREFUSED: u32 = 111;
-const ECONNRESET: u32 = 104;
 const EPIPE: u32 = 32;
 const ETIMEDOUT: u32 = 110;
-/// An error recorded by a tracepoint belongs to this close only if it is this
-/// recent: both run back to back in one softirq, microseconds apart.
-const ERROR_MATCH_WINDOW_NS: u64 = 5_000_000;
 
 #[sock_ops]
 pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
@@ -156,9 +154,21 @@ fn on_state(ctx: &SockOpsContext) {
         d.duration_ns = now.saturating_sub(o.start_ns);
         d.flags = o.flags & flags::CONNECT_TIMED_OUT;
     }
-    d.errno = take_recent_error(&facts, now, old);
+    d.errno = take_recent_error(&facts, owner.map_or(0, |o| o.start_ns), old);
     if d.errno == 0 && d.flags & flags::CONNECT_TIMED_OUT != 0 {
         d.errno = ETIMEDOUT;
+    }
+    if d.errno == 0 && old == tcp_state::SYN_SENT {
+        if let Some(o) = owner {
+            // The error report tracepoint cannot tell us about ICMP errors
+            // reliably (it reads sk_err after waking the application, which
+            // may already have consumed it), but who closes the socket can:
+            // the owner's close() runs in its context, the kernel's
+            // ICMP-triggered close in softirq.
+            if (bpf_get_current_pid_tgid() >> 32) as u32 == o.tgid {
+                d.flags |= flags::CLOSED_BY_OWNER;
+            }
+        }
     }
     if d.errno == 0 && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING) {
         d.flags |= flags::ENTERED_TIME_WAIT;
@@ -195,23 +205,27 @@ fn on_rto(ctx: &SockOpsContext) {
     }
 }
 
-/// The error a tracepoint recorded on this CPU for this socket's ports just
-/// before the close, translated the way the kernel's `tcp_reset` does.
+/// The error a tracepoint recorded for this socket's tuple since the socket
+/// started, translated the way the kernel's `tcp_reset` does.
 #[inline(always)]
-fn take_recent_error(facts: &SockFacts, now: u64, old: u8) -> u32 {
-    let Some(slot) = LAST_ERROR.get_ptr_mut(0) else {
+fn take_recent_error(facts: &SockFacts, since_ns: u64, old: u8) -> u32 {
+    let key = ErrorKey {
+        remote_addr: facts.remote_addr,
+        local_port: facts.local_port,
+        remote_port: facts.remote_port,
+        _pad: 0,
+    };
+    let Some(last) = CONNECT_ERRORS.get_ptr(&key) else {
         return 0;
     };
-    // SAFETY: valid per-CPU slot from the map lookup.
-    let last = unsafe { &mut *slot };
-    if last.ts_ns == 0
-        || now.saturating_sub(last.ts_ns) > ERROR_MATCH_WINDOW_NS
-        || last.sport != facts.local_port
-        || last.dport != facts.remote_port
-    {
+    // SAFETY: pointer from a successful map lookup.
+    let last = unsafe { *last };
+    let _ = CONNECT_ERRORS.remove(&key);
+    // An error older than this socket belongs to an earlier socket that
+    // used the same ports.
+    if last.ts_ns < since_ns {
         return 0;
     }
-    last.ts_ns = 0;
     match (last.errno, old) {
         (ECONNRESET, tcp_state::SYN_SENT) => ECONNREFUSED,
         (ECONNRESET, tcp_state::CLOSE_WAIT) => EPIPE,

@@ -71,7 +71,7 @@ impl Agent {
                 value: config.limits.max_sockets,
             }
         })?;
-        let probes = ebpf::load(&LoadOptions {
+        let mut probes = ebpf::load(&LoadOptions {
             cgroup_root: cgroup_root.clone(),
             tracefs: config.tracefs.clone(),
             ringbuf_bytes: config.ringbuf_bytes,
@@ -96,6 +96,11 @@ impl Agent {
                 p.stats.sockets,
                 p.stats.netns_seen
             );
+            let seeds = p.listener_seeds();
+            let failed = ebpf::listeners::seed(&mut probes.ebpf, &seeds)?;
+            if failed > 0 {
+                log::warn!("{failed} pre-existing listeners did not fit the kernel listener map");
+            }
             p
         } else {
             Preexisting::default()

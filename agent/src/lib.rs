@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod clock;
 pub mod ebpf;
 pub mod event;
+pub mod netns;
 pub mod output;
 pub mod preexisting;
 pub mod procfs_sockets;

@@ -17,6 +17,8 @@ use crate::{
         Aggregator,
     },
     attribution::cgroup_fs::cgroup_id_of,
+    ebpf::listeners::ListenerSeed,
+    netns,
     procfs_sockets::{self, ScanStats},
 };
 
@@ -31,6 +33,18 @@ pub struct Preexisting {
     namespaces: HashMap<u64, (u32, HashSet<u64>)>,
     proc_root: PathBuf,
     pub stats: ScanStats,
+    /// Listeners found, to seed the kernel's listener map with.
+    pub listeners: Vec<FoundListener>,
+}
+
+/// A pre-existing listener and a pid in its network namespace.
+#[derive(Debug, Clone)]
+pub struct FoundListener {
+    pub netns_inode: u64,
+    pub pid: u32,
+    pub port: u16,
+    pub cgroup_id: u64,
+    pub comm: String,
 }
 
 impl Preexisting {
@@ -56,6 +70,13 @@ impl Preexisting {
                 .or_insert_with(|| cgroup_id_of(cgroup_root, &owner.cgroup_path).unwrap_or(0));
             let id = PREEXISTING_TAG | s.entry.inode;
             if s.entry.state == tcp_state::LISTEN {
+                out.listeners.push(FoundListener {
+                    netns_inode: s.netns_inode,
+                    pid: owner.pid,
+                    port: s.entry.local.port(),
+                    cgroup_id,
+                    comm: owner.comm.clone(),
+                });
                 agg.listeners.add_preexisting(
                     id,
                     Listener {
@@ -78,6 +99,36 @@ impl Preexisting {
                 .insert(s.entry.inode);
         }
         out
+    }
+
+    /// Resolves each listener's namespace to its cookie (once per namespace)
+    /// for the kernel's listener map; namespaces that cannot be entered are
+    /// logged and skipped (their accepted connections stay unattributed).
+    pub fn listener_seeds(&self) -> Vec<ListenerSeed> {
+        let mut cookies: HashMap<u64, Option<u64>> = HashMap::new();
+        let mut seeds = Vec::new();
+        for l in &self.listeners {
+            let cookie = *cookies.entry(l.netns_inode).or_insert_with(|| {
+                netns::cookie_of_pid(&self.proc_root, l.pid)
+                    .map_err(|e| {
+                        log::warn!(
+                            "cannot read the netns cookie of pid {} (netns {}): {e}; connections accepted by its pre-existing listeners will not be attributed",
+                            l.pid, l.netns_inode
+                        )
+                    })
+                    .ok()
+            });
+            if let Some(netns_cookie) = cookie {
+                seeds.push(ListenerSeed {
+                    netns_cookie,
+                    port: l.port,
+                    cgroup_id: l.cgroup_id,
+                    tgid: l.pid,
+                    comm: l.comm.clone(),
+                });
+            }
+        }
+        seeds
     }
 
     pub fn remaining(&self) -> usize {

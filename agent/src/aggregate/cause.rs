@@ -9,7 +9,8 @@ pub enum FailureCause {
     Refused,
     /// The kernel's SYN retries ran out without an answer.
     TimedOut,
-    /// An ICMP error (host or network unreachable, ...) came back.
+    /// The kernel aborted the connect on an ICMP error (host or network
+    /// unreachable, including a failed ARP/neighbour lookup).
     Unreachable,
     /// The application closed the socket before the handshake finished,
     /// usually its own connect timeout firing first.
@@ -35,7 +36,12 @@ impl FailureCause {
                 Self::Unreachable
             }
             0 if event_flags & flags::CONNECT_TIMED_OUT != 0 => Self::TimedOut,
-            0 => Self::Aborted,
+            0 if event_flags & flags::CLOSED_BY_OWNER != 0 => Self::Aborted,
+            // The owner is unknown: we cannot tell who closed it.
+            0 if event_flags & flags::UNTRACKED != 0 => Self::Other,
+            // The kernel closed a connecting socket without RST or timeout:
+            // an ICMP error (host/network unreachable, ...).
+            0 => Self::Unreachable,
             _ => Self::Other,
         }
     }
@@ -65,7 +71,15 @@ mod tests {
         );
         assert_eq!(FailureCause::classify(113, 0), FailureCause::Unreachable);
         assert_eq!(FailureCause::classify(101, 0), FailureCause::Unreachable);
-        assert_eq!(FailureCause::classify(0, 0), FailureCause::Aborted);
+        assert_eq!(
+            FailureCause::classify(0, flags::CLOSED_BY_OWNER),
+            FailureCause::Aborted
+        );
+        assert_eq!(FailureCause::classify(0, 0), FailureCause::Unreachable);
+        assert_eq!(
+            FailureCause::classify(0, flags::UNTRACKED),
+            FailureCause::Other
+        );
         assert_eq!(FailureCause::classify(13, 0), FailureCause::Other);
     }
 }

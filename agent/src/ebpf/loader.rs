@@ -183,7 +183,14 @@ fn attach_error_tracepoints(
             names::PROG_RECEIVE_RESET,
             "tcp",
             "tcp_receive_reset",
-            [offsets.rst_sport, offsets.rst_dport, offsets.rst_family].contains(&ABSENT),
+            [
+                offsets.rst_sport,
+                offsets.rst_dport,
+                offsets.rst_family,
+                offsets.rst_daddr,
+                offsets.rst_daddr_v6,
+            ]
+            .contains(&ABSENT),
             "RST on connect classified as refused",
         ),
         (
@@ -197,6 +204,8 @@ fn attach_error_tracepoints(
                 offsets.err_dport,
                 offsets.err_family,
                 offsets.err_protocol,
+                offsets.err_daddr,
+                offsets.err_daddr_v6,
             ]
             .contains(&ABSENT),
             "ICMP errors on connect classified as unreachable",

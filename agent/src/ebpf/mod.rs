@@ -1,6 +1,7 @@
 //! Loading, attaching and reading Sockeye's kernel programs.
 
 pub mod counters;
+pub mod listeners;
 pub mod loader;
 pub mod tracefs;
 

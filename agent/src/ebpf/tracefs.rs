@@ -81,11 +81,15 @@ pub fn error_tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsE
         rst_sport: ABSENT,
         rst_dport: ABSENT,
         rst_family: ABSENT,
+        rst_daddr: ABSENT,
+        rst_daddr_v6: ABSENT,
         err_error: ABSENT,
         err_sport: ABSENT,
         err_dport: ABSENT,
         err_family: ABSENT,
         err_protocol: ABSENT,
+        err_daddr: ABSENT,
+        err_daddr_v6: ABSENT,
     };
     let mut errors = Vec::new();
     let get = |f: &HashMap<String, u32>, n: &str| f.get(n).copied().unwrap_or(ABSENT);
@@ -94,6 +98,8 @@ pub fn error_tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsE
             out.rst_sport = get(&f, "sport");
             out.rst_dport = get(&f, "dport");
             out.rst_family = get(&f, "family");
+            out.rst_daddr = get(&f, "daddr");
+            out.rst_daddr_v6 = get(&f, "daddr_v6");
         }
         Err(e) => errors.push(e),
     }
@@ -104,6 +110,8 @@ pub fn error_tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsE
             out.err_dport = get(&f, "dport");
             out.err_family = get(&f, "family");
             out.err_protocol = get(&f, "protocol");
+            out.err_daddr = get(&f, "daddr");
+            out.err_daddr_v6 = get(&f, "daddr_v6");
         }
         Err(e) => errors.push(e),
     }

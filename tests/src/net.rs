@@ -1,0 +1,175 @@
+//! Test networks: a bridge in its own namespace, and pods attached to it.
+//!
+//! Pods talk over a private L2 segment (10.77.0.0/24, fd77::/64) that lives
+//! entirely inside test namespaces: nothing is routed through, or changed
+//! in, the host's network namespace, and tests running in parallel use
+//! separate segments, so their addresses may overlap.
+
+use std::{
+    fs,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::sh;
+
+const CGROUP_V2: &str = "/sys/fs/cgroup/unified";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A pod: cgroup + network namespace + veth into the test bridge.
+#[derive(Debug)]
+pub struct Pod {
+    pub netns: String,
+    pub cgroup_dir: PathBuf,
+    pub cgroup_id: u64,
+    pub ip4: Ipv4Addr,
+    pub ip6: Ipv6Addr,
+}
+
+impl Pod {
+    /// Runs `ip` inside the pod's namespace.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.netns, "ip"];
+        all.extend_from_slice(args);
+        sh("ip", &all);
+    }
+
+    /// A counter from /proc/net/netstat (or snmp) as the pod's namespace sees
+    /// it, e.g. ("TcpExt", "TCPSynRetrans").
+    pub fn netstat(&self, group: &str, name: &str) -> u64 {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.netns, "cat", "/proc/net/netstat", "/proc/net/snmp"])
+            .output()
+            .expect("read netstat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        // Each group is a header line of names followed by a line of values.
+        for pair in lines.windows(2) {
+            let prefix = format!("{group}:");
+            if pair[0].starts_with(&prefix) && pair[1].starts_with(&prefix) {
+                let names = pair[0].split_whitespace();
+                let values = pair[1].split_whitespace();
+                if let Some((_, v)) = names.zip(values).find(|(n, _)| *n == name) {
+                    return v.parse().expect("numeric counter");
+                }
+            }
+        }
+        panic!("counter {group}:{name} not found");
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let kv = format!("{key}={value}");
+        sh("ip", &["netns", "exec", &self.netns, "sysctl", "-qw", &kv]);
+    }
+}
+
+/// A private network with its pods; removes everything on drop.
+pub struct TestNet {
+    tag: String,
+    bridge_ns: String,
+    pub pods: Vec<Pod>,
+    cgroup_parent: PathBuf,
+}
+
+impl TestNet {
+    /// `name` keeps namespaces recognisable (`ip netns` shows them).
+    pub fn new(name: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Short: interface names are limited to 15 bytes.
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let bridge_ns = format!("sk{tag}-br");
+        let cgroup_parent = PathBuf::from(CGROUP_V2).join(format!("sockeye-test-{name}-{tag}"));
+        let net = Self {
+            tag,
+            bridge_ns,
+            pods: Vec::new(),
+            cgroup_parent,
+        };
+        sh("ip", &["netns", "add", &net.bridge_ns]);
+        let br = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", net.bridge_ns.as_str(), "ip"];
+            all.extend_from_slice(args);
+            sh("ip", &all);
+        };
+        br(&["link", "add", "br0", "type", "bridge"]);
+        br(&["link", "set", "br0", "up"]);
+        fs::create_dir_all(&net.cgroup_parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", net.cgroup_parent.display()));
+        net
+    }
+
+    /// Adds a pod with addresses 10.77.0.(n+2) and fd77::(n+2).
+    pub fn add_pod(&mut self, name: &str) -> &Pod {
+        let host = self.pods.len() as u8 + 2;
+        let netns = format!("sk{}-{name}", self.tag);
+        let veth_br = format!("v{}{}", self.tag, host);
+        sh("ip", &["netns", "add", &netns]);
+        sh(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name", &veth_br,
+                "netns", &self.bridge_ns,
+            ],
+        );
+        sh(
+            "ip",
+            &["netns", "exec", &self.bridge_ns, "ip", "link", "set", &veth_br, "master", "br0", "up"],
+        );
+        let ip4 = Ipv4Addr::new(10, 77, 0, host);
+        let ip6: Ipv6Addr = format!("fd77::{host}").parse().expect("valid ipv6");
+        let cgroup_dir = self.cgroup_parent.join(name);
+        fs::create_dir_all(&cgroup_dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup_dir.display()));
+        let cgroup_id = fs::metadata(&cgroup_dir).expect("stat cgroup").ino();
+        let pod = Pod {
+            netns,
+            cgroup_dir,
+            cgroup_id,
+            ip4,
+            ip6,
+        };
+        pod.ip(&["link", "set", "lo", "up"]);
+        pod.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
+        pod.ip(&["-6", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        self.pods.push(pod);
+        self.pods.last().expect("just pushed")
+    }
+
+    pub fn pod(&self, i: usize) -> &Pod {
+        &self.pods[i]
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for pod in &self.pods {
+            kill_cgroup(&pod.cgroup_dir);
+            let _ = std::process::Command::new("ip").args(["netns", "del", &pod.netns]).status();
+            let _ = fs::remove_dir(&pod.cgroup_dir);
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.bridge_ns])
+            .status();
+        let _ = fs::remove_dir(&self.cgroup_parent);
+    }
+}
+
+/// Kills every process in a cgroup and waits until it is empty, so the
+/// directory can be removed.
+fn kill_cgroup(dir: &std::path::Path) {
+    for _ in 0..100 {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill with a pid read from the cgroup; at worst ESRCH.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,250 @@
+//! The TCP lifecycle seen through real programs, real sockets and real pods:
+//! exact counts, both sides attributed, and every way a connect fails.
+
+use std::{net::IpAddr, time::Duration};
+
+use sockeye_agent::aggregate::flows::Direction;
+use sockeye_tests::{
+    agent::{flow, start, wait_for},
+    net::TestNet,
+    peer, require_root,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[test]
+fn connects_are_counted_and_attributed_on_both_sides() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("both");
+    net.add_pod("client");
+    net.add_pod("server");
+    let (client, server) = (net.pod(0), net.pod(1));
+    let mut agent = start();
+
+    let srv = peer::listen(server, &format!("{}:8080", server.ip4), "read");
+    let (cli, results) = peer::connect(client, &format!("{}:8080", server.ip4), 5, false, 2000);
+    assert!(results.iter().all(|r| r.starts_with("ok")), "{results:?}");
+
+    let (c_ip, s_ip) = (IpAddr::V4(client.ip4), IpAddr::V4(server.ip4));
+    let snap = wait_for(&mut agent, &[client.cgroup_id, server.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, s_ip, 8080).is_some_and(|f| f.closed_total == 5)
+            && flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080).is_some_and(|f| f.closed_total == 5)
+    });
+    let out = flow(&snap, client.cgroup_id, Direction::Outbound, s_ip, 8080).unwrap();
+    assert_eq!(out.connects_ok, 5);
+    assert_eq!(out.failed_total(), 0);
+    assert_eq!(out.opened_total, 5);
+    assert_eq!(out.connect_latency.map(|l| l.count), Some(5));
+    assert!(out.connect_latency.unwrap().max_ns < 500_000_000, "{out:?}");
+    assert_eq!(out.last_pid, cli.pid());
+    assert_eq!(out.last_comm, "netpeer");
+    // "ping" per connection plus one sequence byte each for SYN and FIN.
+    assert_eq!(out.bytes_sent, 5 * (4 + 2), "{out:?}");
+    assert_eq!(out.open, 0);
+    assert_eq!(out.states.get("TIME_WAIT"), Some(&5), "the client closed first: {out:?}");
+
+    let inb = flow(&snap, server.cgroup_id, Direction::Inbound, c_ip, 8080).unwrap();
+    assert_eq!(inb.connects_ok, 5);
+    assert_eq!(inb.last_pid, srv.pid(), "accepted sockets belong to the listener's process");
+    assert_eq!(inb.connect_latency, None, "latency is only measured on the connecting side");
+    let l = snap
+        .listeners
+        .iter()
+        .find(|l| l.workload.cgroup_id == server.cgroup_id)
+        .expect("listener seen");
+    assert_eq!((l.port, l.pid), (8080, srv.pid()));
+    assert_eq!(agent.health().lost_total, 0);
+}
+
+#[test]
+fn refused_connects_are_classified() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("refused");
+    net.add_pod("client");
+    net.add_pod("server");
+    let (client, server) = (net.pod(0), net.pod(1));
+    let mut agent = start();
+
+    let (_cli, results) = peer::connect(client, &format!("{}:9", server.ip4), 3, false, 2000);
+    assert_eq!(results, vec!["err 111"; 3]);
+    let s_ip = IpAddr::V4(server.ip4);
+    let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, s_ip, 9).is_some_and(|f| f.failed_total() == 3)
+    });
+    let f = flow(&snap, client.cgroup_id, Direction::Outbound, s_ip, 9).unwrap();
+    assert_eq!(f.connects_failed["refused"], 3, "{f:?}");
+    assert_eq!(f.connects_ok, 0);
+    assert_eq!(f.open, 0);
+}
+
+#[test]
+fn blackholed_connects_time_out_with_syn_retransmits() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("timeout");
+    net.add_pod("client");
+    net.add_pod("router");
+    let (client, router) = (net.pod(0), net.pod(1));
+    // The "router" does not forward (ip_forward is off in a new namespace),
+    // so SYNs sent through it vanish without any ICMP error.
+    client.ip(&["route", "add", "10.99.0.0/24", "via", &router.ip4.to_string()]);
+    // One SYN retry: the kernel gives up after 1 s + 2 s.
+    client.sysctl("net.ipv4.tcp_syn_retries", "1");
+    let mut agent = start();
+
+    let (_cli, results) = peer::connect(client, "10.99.0.5:80", 2, false, 10_000);
+    assert_eq!(results, vec!["err 110"; 2], "kernel connect timeout");
+    let dst: IpAddr = "10.99.0.5".parse().unwrap();
+    let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 80).is_some_and(|f| f.failed_total() == 2)
+    });
+    let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 80).unwrap();
+    assert_eq!(f.connects_failed["timed_out"], 2, "{f:?}");
+    // The kernel's own count in the client's (fresh) namespace; the expiry
+    // is time-based, so it is 1 or 2 per connect depending on timer slack.
+    let kernel = client.netstat("TcpExt", "TCPSynRetrans");
+    assert!(kernel >= 2, "kernel counted {kernel} SYN retransmissions");
+    assert_eq!(f.syn_retransmits, kernel, "{f:?}");
+}
+
+#[test]
+fn application_connect_timeouts_are_aborts() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("abort");
+    net.add_pod("client");
+    net.add_pod("router");
+    let (client, router) = (net.pod(0), net.pod(1));
+    client.ip(&["route", "add", "10.99.0.0/24", "via", &router.ip4.to_string()]);
+    let mut agent = start();
+
+    // The application gives up after 300 ms, long before the kernel would.
+    let (_cli, results) = peer::connect(client, "10.99.0.6:81", 2, false, 300);
+    assert_eq!(results, vec!["err 110"; 2]);
+    let dst: IpAddr = "10.99.0.6".parse().unwrap();
+    let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 81).is_some_and(|f| f.failed_total() == 2)
+    });
+    let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 81).unwrap();
+    assert_eq!(f.connects_failed["aborted"], 2, "{f:?}");
+}
+
+#[test]
+fn unreachable_hosts_are_classified() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("unreach");
+    net.add_pod("client");
+    let client = net.pod(0);
+    let mut agent = start();
+
+    // Nobody answers ARP for .200: after ~3 s the kernel reports EHOSTUNREACH.
+    let (_cli, results) = peer::connect(client, "10.77.0.200:80", 1, false, 20_000);
+    assert_eq!(results, vec!["err 113"]);
+    let dst: IpAddr = "10.77.0.200".parse().unwrap();
+    let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 80).is_some_and(|f| f.failed_total() == 1)
+    });
+    let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 80).unwrap();
+    assert_eq!(f.connects_failed["unreachable"], 1, "{f:?}");
+}
+
+#[test]
+fn a_dropped_first_syn_costs_about_one_second() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("synloss");
+    net.add_pod("client");
+    net.add_pod("server");
+    let (client, server) = (net.pod(0), net.pod(1));
+    // 10.99.0.7 is routed to the server, which does not own it yet: the first
+    // SYN is dropped silently. 400 ms later the server takes the address, so
+    // the retransmission (after the 1 s initial RTO) is answered.
+    client.ip(&["route", "add", "10.99.0.0/24", "via", &server.ip4.to_string()]);
+    let _srv = peer::listen(server, "0.0.0.0:8081", "close");
+    let mut agent = start();
+
+    let mut cli = peer::spawn(client, &["connect", "10.99.0.7:8081", "1", "close", "10000"]);
+    std::thread::sleep(Duration::from_millis(400));
+    server.ip(&["addr", "add", "10.99.0.7/32", "dev", "eth0"]);
+    let results = cli.results(Duration::from_secs(15));
+    assert_eq!(results.len(), 1);
+    assert!(results[0].starts_with("ok"), "{results:?}");
+
+    let dst: IpAddr = "10.99.0.7".parse().unwrap();
+    let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 8081).is_some_and(|f| f.connects_ok == 1)
+    });
+    let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 8081).unwrap();
+    let max = f.connect_latency.unwrap().max_ns;
+    assert!(
+        (950_000_000..1_300_000_000).contains(&max),
+        "connect latency {max} ns, expected about 1 s: {f:?}"
+    );
+    assert_eq!(f.syn_retransmits, 1);
+    assert_eq!(client.netstat("TcpExt", "TCPSynRetrans"), 1);
+}
+
+#[test]
+fn close_wait_from_a_peer_that_never_closes() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("closewait");
+    net.add_pod("app");
+    net.add_pod("server");
+    let (app, server) = (net.pod(0), net.pod(1));
+    let mut agent = start();
+
+    // The server closes every connection at once; the app never closes its
+    // side, so its sockets sit in CLOSE_WAIT.
+    let _srv = peer::listen(server, &format!("{}:6379", server.ip4), "close");
+    let (_app_peer, results) = peer::connect(app, &format!("{}:6379", server.ip4), 3, true, 2000);
+    assert_eq!(results.len(), 3);
+
+    let s_ip = IpAddr::V4(server.ip4);
+    let snap = wait_for(&mut agent, &[app.cgroup_id], WAIT, |s| {
+        flow(s, app.cgroup_id, Direction::Outbound, s_ip, 6379)
+            .is_some_and(|f| f.states.get("CLOSE_WAIT") == Some(&3))
+    });
+    let f = flow(&snap, app.cgroup_id, Direction::Outbound, s_ip, 6379).unwrap();
+    assert_eq!(f.open, 3, "CLOSE_WAIT sockets are still open: {f:?}");
+    assert_eq!(f.closed_total, 0);
+}
+
+#[test]
+fn ipv6_and_v4_mapped_connections() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("ipv6");
+    net.add_pod("client");
+    net.add_pod("server");
+    let (client, server) = (net.pod(0), net.pod(1));
+    let mut agent = start();
+
+    // A dual-stack listener: IPv4 clients arrive as v4-mapped addresses.
+    let _srv = peer::listen(server, "[::]:8443", "read");
+    let (_c6, r6) = peer::connect(client, &format!("[{}]:8443", server.ip6), 2, false, 2000);
+    let (_c4, r4) = peer::connect(client, &format!("{}:8443", server.ip4), 3, false, 2000);
+    assert!(r6.iter().chain(&r4).all(|r| r.starts_with("ok")));
+
+    let (c6, c4) = (IpAddr::V6(client.ip6), IpAddr::V4(client.ip4));
+    let s6 = IpAddr::V6(server.ip6);
+    let snap = wait_for(&mut agent, &[client.cgroup_id, server.cgroup_id], WAIT, |s| {
+        flow(s, client.cgroup_id, Direction::Outbound, s6, 8443).is_some_and(|f| f.connects_ok == 2)
+            && flow(s, server.cgroup_id, Direction::Inbound, c6, 8443).is_some_and(|f| f.connects_ok == 2)
+            && flow(s, server.cgroup_id, Direction::Inbound, c4, 8443).is_some_and(|f| f.connects_ok == 3)
+    });
+    let out6 = flow(&snap, client.cgroup_id, Direction::Outbound, s6, 8443).unwrap();
+    assert_eq!(out6.connect_latency.map(|l| l.count), Some(2));
+    assert!(flow(&snap, client.cgroup_id, Direction::Outbound, IpAddr::V4(server.ip4), 8443).is_some());
+}
