@@ -5,6 +5,7 @@
 //! when the test panics.
 
 pub mod agent;
+pub mod container;
 pub mod net;
 pub mod peer;
 

@@ -84,7 +84,7 @@ pub fn spawn(pod: &Pod, args: &[&str]) -> Peer {
 }
 
 /// Cargo builds `netpeer` next to the test binaries' `deps/` directory.
-fn netpeer_path() -> std::path::PathBuf {
+pub fn netpeer_path() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
