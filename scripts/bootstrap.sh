@@ -16,9 +16,11 @@ die() { printf '\033[1;31m[bootstrap] error:\033[0m %s\n' "$*" >&2; exit 1; }
 command -v rustup >/dev/null || die "rustup not found; install Rust with rustup first"
 
 # --- Debian packages -------------------------------------------------------
+# iproute2: test pods (ip netns, veth, bridge); procps: sysctl in test pods.
 debs=(iproute2 util-linux procps)
 if (( want_test )); then
-  debs+=(podman runc busybox-static uidmap)
+  # End-to-end tests run real containers (crun fails on hybrid cgroups: runc).
+  debs+=(podman runc)
 fi
 missing=()
 for p in "${debs[@]}"; do
@@ -37,12 +39,23 @@ if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'
   log "adding rust-src to nightly (needed for -Z build-std=core on bpfel-unknown-none)"
   rustup component add rust-src --toolchain nightly
 fi
+if (( want_test )); then
+  # Lints of user space (stable) and of the kernel programs (nightly).
+  for tc in stable nightly; do
+    for c in clippy rustfmt; do
+      rustup component list --toolchain "$tc" --installed | grep -q "^$c" \
+        || { log "adding $c to $tc"; rustup component add "$c" --toolchain "$tc"; }
+    done
+  done
+fi
 
 # --- bpf-linker, linked against the nightly's own libLLVM ----------------------
 # bpf-linker must use an LLVM with the same major version as the nightly rustc.
 # Debian does not ship it, but the nightly carries a shared libLLVM we can link.
 llvm_ver=$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | grep -q "LLVM ${llvm_ver}"; then
+# It runs with the nightly's library path (aya-build invokes it through
+# `rustup run nightly`); if it starts there, it was built against this LLVM.
+if ! rustup run nightly bpf-linker --version >/dev/null 2>&1; then
   sysroot=$(rustc +nightly --print sysroot)
   lib=$(ls "$sysroot"/lib/libLLVM.so.* 2>/dev/null | head -n1) || true
   [[ -n "$lib" ]] || die "nightly toolchain at $sysroot has no libLLVM.so.*; cannot build bpf-linker"
@@ -51,7 +64,7 @@ if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | gr
   ln -sf "$lib" "$llvm_dir/lib/libLLVM.so"
   log "building bpf-linker against $(basename "$lib") (about 80 s, once)"
   LLVM_PREFIX="$llvm_dir" LD_LIBRARY_PATH="$sysroot/lib" \
-    cargo install bpf-linker --locked --version '^0.13' --no-default-features --features "llvm-${llvm_ver}"
+    cargo install bpf-linker --force --locked --version '^0.13' --no-default-features --features "llvm-${llvm_ver}"
 fi
 
 # --- Kernel filesystems --------------------------------------------------------

@@ -103,7 +103,7 @@ pub struct SockEvent {
 
 pub const SOCK_EVENT_SIZE: usize = 7 * 8 + 6 * 4 + 3 * 2 + 2 + 3 * 16;
 const _: () = assert!(core::mem::size_of::<SockEvent>() == SOCK_EVENT_SIZE);
-const _: () = assert!(SOCK_EVENT_SIZE % 8 == 0);
+const _: () = assert!(SOCK_EVENT_SIZE.is_multiple_of(8));
 
 /// Per-socket state the kernel keeps between callbacks (value of
 /// [`crate::names::SOCKETS_MAP`]); also the listener-owner record.

@@ -53,7 +53,14 @@ pub fn emit(facts: &SockFacts, owner: Option<&SockInfo>, detail: &Detail) {
     };
     let (cgroup_id, tgid, pid, comm, syn_retransmits, owner_flags) = match owner {
         Some(o) => (o.cgroup_id, o.tgid, o.pid, o.comm, o.syn_retransmits, 0),
-        None => (0, 0, 0, [0u8; 16], 0, sockeye_common::event::flags::UNTRACKED),
+        None => (
+            0,
+            0,
+            0,
+            [0u8; 16],
+            0,
+            sockeye_common::event::flags::UNTRACKED,
+        ),
     };
     entry.write(SockEvent {
         ts_ns: now_ns(),

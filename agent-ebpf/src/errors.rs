@@ -112,7 +112,7 @@ fn record(key: &ErrorKey, errno: u32) {
     };
     // An LRU insert only fails on allocation failure; the hint is lost then,
     // and the close is classified without it (counted as a read failure).
-    if CONNECT_ERRORS.insert(key, &value, 0).is_err() {
+    if CONNECT_ERRORS.insert(key, value, 0).is_err() {
         count(Counter::TracepointReadFailed);
     }
 }

@@ -26,8 +26,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 pub static SOCKETS: HashMap<u64, SockInfo> = HashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map(name = "SOCKEYE_LISTENERS")]
-pub static LISTENERS: HashMap<ListenerKey, SockInfo> =
-    HashMap::with_max_entries(MAX_LISTENERS, 0);
+pub static LISTENERS: HashMap<ListenerKey, SockInfo> = HashMap::with_max_entries(MAX_LISTENERS, 0);
 
 /// LRU on purpose: entries are hints that are only consumed when a
 /// connecting socket closes; errors on other sockets are never consumed, and

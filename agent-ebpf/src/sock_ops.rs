@@ -69,7 +69,11 @@ fn on_connect(ctx: &SockOpsContext) {
     let owner = insert_socket(facts.cookie, &info);
     // RTO callbacks tell SYN retransmissions and connect timeouts apart.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
-    emit(&facts, owner, &detail(EventKind::ConnectStart, tcp_state::SYN_SENT));
+    emit(
+        &facts,
+        owner,
+        &detail(EventKind::ConnectStart, tcp_state::SYN_SENT),
+    );
 }
 
 fn on_active_established(ctx: &SockOpsContext) {
@@ -91,7 +95,7 @@ fn on_passive_established(ctx: &SockOpsContext) {
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     let key = listener_key(&facts);
     let now = now_ns();
-    let mut info = match LISTENERS.get_ptr(&key) {
+    let mut info = match LISTENERS.get_ptr(key) {
         // SAFETY: pointer from a successful map lookup.
         Some(l) => unsafe { *l },
         // The listener predates the agent: the process is unknown here (the
@@ -119,7 +123,7 @@ fn on_listen(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx) else { return };
     let info = current_owner(now_ns());
     let owner = insert_socket(facts.cookie, &info);
-    if LISTENERS.insert(&listener_key(&facts), &info, 0).is_err() {
+    if LISTENERS.insert(listener_key(&facts), info, 0).is_err() {
         count(Counter::ListenersMapFull);
     }
     // The STATE flag makes the listener's close (LISTEN -> CLOSE) visible, and
@@ -178,7 +182,7 @@ fn on_state(ctx: &SockOpsContext) {
     }
     emit(&facts, owner, &d);
     // Ignore the result: the socket may never have been in the map.
-    let _ = SOCKETS.remove(&facts.cookie);
+    let _ = SOCKETS.remove(facts.cookie);
 }
 
 fn on_rto(ctx: &SockOpsContext) {
@@ -189,7 +193,7 @@ fn on_rto(ctx: &SockOpsContext) {
     }
     // SAFETY: as above.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(info) = SOCKETS.get_ptr_mut(&cookie) else {
+    let Some(info) = SOCKETS.get_ptr_mut(cookie) else {
         return;
     };
     // args[2] is "expired": the kernel is giving up on this connect.
@@ -215,12 +219,12 @@ fn take_recent_error(facts: &SockFacts, since_ns: u64, old: u8) -> u32 {
         remote_port: facts.remote_port,
         _pad: 0,
     };
-    let Some(last) = CONNECT_ERRORS.get_ptr(&key) else {
+    let Some(last) = CONNECT_ERRORS.get_ptr(key) else {
         return 0;
     };
     // SAFETY: pointer from a successful map lookup.
     let last = unsafe { *last };
-    let _ = CONNECT_ERRORS.remove(&key);
+    let _ = CONNECT_ERRORS.remove(key);
     // An error older than this socket belongs to an earlier socket that
     // used the same ports.
     if last.ts_ns < since_ns {
@@ -237,10 +241,10 @@ fn remove_listener(facts: &SockFacts, owner: Option<&SockInfo>) {
     let key = listener_key(facts);
     // With SO_REUSEPORT several sockets share the key: only remove the entry
     // if it is this socket's.
-    if let (Some(entry), Some(o)) = (LISTENERS.get_ptr(&key), owner) {
+    if let (Some(entry), Some(o)) = (LISTENERS.get_ptr(key), owner) {
         // SAFETY: pointer from a successful map lookup.
         if unsafe { (*entry).start_ns } == o.start_ns {
-            let _ = LISTENERS.remove(&key);
+            let _ = LISTENERS.remove(key);
         }
     }
 }
@@ -293,7 +297,7 @@ fn current_owner(now: u64) -> SockInfo {
 /// Inserts (or replaces) the socket's record and returns it as stored.
 #[inline(always)]
 fn insert_socket(cookie: u64, info: &SockInfo) -> Option<&'static SockInfo> {
-    if SOCKETS.insert(&cookie, info, 0).is_err() {
+    if SOCKETS.insert(cookie, info, 0).is_err() {
         count(Counter::SocketsMapFull);
         return None;
     }
@@ -303,7 +307,7 @@ fn insert_socket(cookie: u64, info: &SockInfo) -> Option<&'static SockInfo> {
 #[inline(always)]
 fn lookup_socket(cookie: u64) -> Option<&'static SockInfo> {
     // SAFETY: the map value stays valid while this program runs (RCU).
-    SOCKETS.get_ptr(&cookie).map(|p| unsafe { &*p })
+    SOCKETS.get_ptr(cookie).map(|p| unsafe { &*p })
 }
 
 /// Reads the addresses, ports, ids and byte counters of the callback's socket.

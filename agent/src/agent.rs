@@ -66,11 +66,10 @@ impl Agent {
             Some(p) => p.clone(),
             None => cgroup_fs::find_cgroup2_mount()?,
         };
-        let max_sockets = u32::try_from(config.limits.max_sockets).map_err(|_| {
-            StartError::MaxSockets {
+        let max_sockets =
+            u32::try_from(config.limits.max_sockets).map_err(|_| StartError::MaxSockets {
                 value: config.limits.max_sockets,
-            }
-        })?;
+            })?;
         let mut probes = ebpf::load(&LoadOptions {
             cgroup_root: cgroup_root.clone(),
             tracefs: config.tracefs.clone(),

@@ -101,8 +101,10 @@ mod tests {
 
     fn bytes(ev: &SockEvent) -> Vec<u8> {
         // SAFETY: SockEvent is repr(C) plain data without padding.
-        unsafe { std::slice::from_raw_parts((ev as *const SockEvent).cast::<u8>(), SOCK_EVENT_SIZE) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts((ev as *const SockEvent).cast::<u8>(), SOCK_EVENT_SIZE)
+        }
+        .to_vec()
     }
 
     #[test]

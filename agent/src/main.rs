@@ -23,6 +23,9 @@ struct Args {
     /// Show only workloads whose label, container id, pod uid or cgroup path contains this.
     #[arg(short, long)]
     container: Option<String>,
+    /// Flows shown by the table (the ones with failures and open sockets first).
+    #[arg(long, default_value_t = 40)]
+    top: usize,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     duration: Option<f64>,
@@ -79,7 +82,11 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let interval = seconds("interval", args.interval)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
     if !args.ringbuf_mib.is_power_of_two() {
-        return Err(format!("--ringbuf-mib must be a power of two, got {}", args.ringbuf_mib).into());
+        return Err(format!(
+            "--ringbuf-mib must be a power of two, got {}",
+            args.ringbuf_mib
+        )
+        .into());
     }
     let ringbuf_bytes = args
         .ringbuf_mib
@@ -113,6 +120,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             interval,
             filter: args.container,
             duration,
+            top: args.top,
         },
     ));
     match result {

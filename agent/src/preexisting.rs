@@ -90,7 +90,12 @@ impl Preexisting {
                 );
             } else {
                 let inbound = listening.contains(&(s.netns_inode, s.entry.local.port()));
-                agg.add_preexisting(id, flow_key(cgroup_id, inbound, &s.entry.local, &s.entry.remote), s.entry.state, now_ns);
+                agg.add_preexisting(
+                    id,
+                    flow_key(cgroup_id, inbound, &s.entry.local, &s.entry.remote),
+                    s.entry.state,
+                    now_ns,
+                );
             }
             out.namespaces
                 .entry(s.netns_inode)
@@ -148,8 +153,7 @@ impl Preexisting {
                 }
                 return false;
             };
-            let now_state: HashMap<u64, u8> =
-                entries.iter().map(|e| (e.inode, e.state)).collect();
+            let now_state: HashMap<u64, u8> = entries.iter().map(|e| (e.inode, e.state)).collect();
             inodes.retain(|inode| match now_state.get(inode) {
                 Some(&state) => {
                     if let Some(s) = agg.sockets.get_mut(PREEXISTING_TAG | inode) {

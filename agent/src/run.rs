@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub filter: Option<String>,
     /// Stop after this long (None: until a signal).
     pub duration: Option<Duration>,
+    /// Rows shown by the table.
+    pub top: usize,
 }
 
 /// Borrowed ring buffer fd for tokio's readiness polling.
@@ -52,7 +54,11 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
     .map_err(std::io::Error::from)?;
     let mut stdout = std::io::stdout().lock();
     if opts.output == OutputFormat::Json {
-        json::ready(&mut stdout, agent.features(), agent.preexisting.stats.sockets)?;
+        json::ready(
+            &mut stdout,
+            agent.features(),
+            agent.preexisting.stats.sockets,
+        )?;
     }
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -112,7 +118,13 @@ fn emit<W: Write>(
             write!(
                 out,
                 "\x1b[H\x1b[2J{}",
-                table::render(&snap, &health, opts.interval.as_secs_f64(), filter)
+                table::render(
+                    &snap,
+                    &health,
+                    opts.interval.as_secs_f64(),
+                    filter,
+                    opts.top,
+                )
             )?;
             out.flush()?;
             Ok(printed_seq)

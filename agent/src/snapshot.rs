@@ -110,7 +110,12 @@ pub struct Snapshot {
 }
 
 /// Builds the view; `filter` keeps only matching workloads.
-pub fn take(agg: &Aggregator, attributor: &mut Attributor, now_ns: u64, filter: Option<&str>) -> Snapshot {
+pub fn take(
+    agg: &Aggregator,
+    attributor: &mut Attributor,
+    now_ns: u64,
+    filter: Option<&str>,
+) -> Snapshot {
     let open = agg.sockets.summarize(now_ns);
     let mut flows = Vec::new();
     for (key, f) in &agg.flows {
@@ -157,8 +162,12 @@ pub fn take(agg: &Aggregator, attributor: &mut Attributor, now_ns: u64, filter: 
         });
     }
     flows.sort_by(|a, b| {
-        (a.workload.label(), a.direction, a.remote, a.port)
-            .cmp(&(b.workload.label(), b.direction, b.remote, b.port))
+        (a.workload.label(), a.direction, a.remote, a.port).cmp(&(
+            b.workload.label(),
+            b.direction,
+            b.remote,
+            b.port,
+        ))
     });
     let mut listeners: Vec<ListenerView> = agg
         .listeners

@@ -55,8 +55,17 @@ pub fn wait_for(
 }
 
 /// The flow of `cgroup` to/from `remote`:`port` in `direction`, if any.
-pub fn flow(snap: &Snapshot, cgroup: u64, direction: Direction, remote: IpAddr, port: u16) -> Option<&FlowView> {
+pub fn flow(
+    snap: &Snapshot,
+    cgroup: u64,
+    direction: Direction,
+    remote: IpAddr,
+    port: u16,
+) -> Option<&FlowView> {
     snap.flows.iter().find(|f| {
-        f.workload.cgroup_id == cgroup && f.direction == direction && f.remote == remote && f.port == port
+        f.workload.cgroup_id == cgroup
+            && f.direction == direction
+            && f.remote == remote
+            && f.port == port
     })
 }

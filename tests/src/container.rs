@@ -28,7 +28,8 @@ pub struct Rootfs {
 
 impl Rootfs {
     pub fn build(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sockeye-rootfs-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sockeye-rootfs-{name}-{}", std::process::id()));
         let root = dir.join("root");
         for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
             fs::create_dir_all(root.join(d)).expect("mkdir rootfs");

@@ -17,7 +17,9 @@ pub fn require_root() -> bool {
         return true;
     }
     if std::env::var("SOCKEYE_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("skipped: needs root (loads eBPF programs, creates cgroups and network namespaces)");
+        eprintln!(
+            "skipped: needs root (loads eBPF programs, creates cgroups and network namespaces)"
+        );
         return false;
     }
     panic!("this test needs root: it loads eBPF programs and creates cgroups and network namespaces (set SOCKEYE_ALLOW_SKIP=1 to skip)");

@@ -41,7 +41,14 @@ impl Pod {
     /// it, e.g. ("TcpExt", "TCPSynRetrans").
     pub fn netstat(&self, group: &str, name: &str) -> u64 {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.netns, "cat", "/proc/net/netstat", "/proc/net/snmp"])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "cat",
+                "/proc/net/netstat",
+                "/proc/net/snmp",
+            ])
             .output()
             .expect("read netstat");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -110,18 +117,40 @@ impl TestNet {
         sh(
             "ip",
             &[
-                "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name", &veth_br,
-                "netns", &self.bridge_ns,
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &veth_br,
+                "netns",
+                &self.bridge_ns,
             ],
         );
         sh(
             "ip",
-            &["netns", "exec", &self.bridge_ns, "ip", "link", "set", &veth_br, "master", "br0", "up"],
+            &[
+                "netns",
+                "exec",
+                &self.bridge_ns,
+                "ip",
+                "link",
+                "set",
+                &veth_br,
+                "master",
+                "br0",
+                "up",
+            ],
         );
         let ip4 = Ipv4Addr::new(10, 77, 0, host);
         let ip6: Ipv6Addr = format!("fd77::{host}").parse().expect("valid ipv6");
         let cgroup_dir = self.cgroup_parent.join(name);
-        fs::create_dir_all(&cgroup_dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup_dir.display()));
+        fs::create_dir_all(&cgroup_dir)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup_dir.display()));
         let cgroup_id = fs::metadata(&cgroup_dir).expect("stat cgroup").ino();
         let pod = Pod {
             netns,
@@ -132,7 +161,15 @@ impl TestNet {
         };
         pod.ip(&["link", "set", "lo", "up"]);
         pod.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
-        pod.ip(&["-6", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+        pod.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
         pod.ip(&["link", "set", "eth0", "up"]);
         self.pods.push(pod);
         self.pods.last().expect("just pushed")
@@ -147,7 +184,9 @@ impl Drop for TestNet {
     fn drop(&mut self) {
         for pod in &self.pods {
             kill_cgroup(&pod.cgroup_dir);
-            let _ = std::process::Command::new("ip").args(["netns", "del", &pod.netns]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &pod.netns])
+                .status();
             let _ = fs::remove_dir(&pod.cgroup_dir);
         }
         let _ = std::process::Command::new("ip")
@@ -162,7 +201,10 @@ impl Drop for TestNet {
 fn kill_cgroup(dir: &std::path::Path) {
     for _ in 0..100 {
         let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let pids: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
         if pids.is_empty() {
             return;
         }

@@ -25,9 +25,12 @@ impl Peer {
 
     /// Waits for the next line of output, panicking after `timeout`.
     pub fn expect_line(&mut self, timeout: Duration) -> String {
-        self.lines
-            .recv_timeout(timeout)
-            .unwrap_or_else(|e| panic!("netpeer {} said nothing within {timeout:?}: {e}", self.pid()))
+        self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
+            panic!(
+                "netpeer {} said nothing within {timeout:?}: {e}",
+                self.pid()
+            )
+        })
     }
 
     /// Collects output until "done"; returns the per-connect lines.
@@ -59,7 +62,9 @@ pub fn spawn(pod: &Pod, args: &[&str]) -> Peer {
         .expect("open cgroup.procs");
     let (ns_fd, procs_fd) = (netns.as_raw_fd(), procs.as_raw_fd());
     let mut cmd = Command::new(netpeer_path());
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     // SAFETY: between fork and exec we only make async-signal-safe syscalls
     // (write, setns) on fds opened before the fork.
     unsafe {
@@ -91,7 +96,11 @@ pub fn netpeer_path() -> std::path::PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps");
     let path = dir.join("netpeer");
-    assert!(path.exists(), "{} not built (run the tests through cargo)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built (run the tests through cargo)",
+        path.display()
+    );
     path
 }
 
@@ -117,12 +126,24 @@ pub fn listen(pod: &Pod, addr: &str, mode: &str) -> Peer {
 
 /// Opens `count` connections; returns the peer (holding them if `hold`)
 /// and its per-connect results.
-pub fn connect(pod: &Pod, addr: &str, count: u32, hold: bool, timeout_ms: u64) -> (Peer, Vec<String>) {
+pub fn connect(
+    pod: &Pod,
+    addr: &str,
+    count: u32,
+    hold: bool,
+    timeout_ms: u64,
+) -> (Peer, Vec<String>) {
     let count = count.to_string();
     let timeout = timeout_ms.to_string();
     let mut p = spawn(
         pod,
-        &["connect", addr, &count, if hold { "hold" } else { "close" }, &timeout],
+        &[
+            "connect",
+            addr,
+            &count,
+            if hold { "hold" } else { "close" },
+            &timeout,
+        ],
     );
     let results = p.results(Duration::from_millis(timeout_ms * 3 + 30_000));
     (p, results)

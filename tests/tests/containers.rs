@@ -19,7 +19,10 @@ fn podman_containers_are_attributed_by_container_id() {
     if !require_root() {
         return;
     }
-    assert!(podman_available(), "podman is missing: run scripts/bootstrap.sh --test");
+    assert!(
+        podman_available(),
+        "podman is missing: run scripts/bootstrap.sh --test"
+    );
     let rootfs = Rootfs::build("podman");
     let mut net = TestNet::new("podman");
     net.add_pod("web");
@@ -30,13 +33,15 @@ fn podman_containers_are_attributed_by_container_id() {
     let redis_addr = format!("{}:6379", redis_pod.ip4);
     let redis = Container::run(&rootfs, redis_pod, &["listen", &redis_addr, "hold"]);
     redis.wait_for_log("ready", Duration::from_secs(20));
-    let web = Container::run(&rootfs, web_pod, &["connect", &redis_addr, "3", "hold", "2000"]);
+    let web = Container::run(
+        &rootfs,
+        web_pod,
+        &["connect", &redis_addr, "3", "hold", "2000"],
+    );
     web.wait_for_log("done", Duration::from_secs(20));
 
     let (web_ip, redis_ip) = (IpAddr::V4(web_pod.ip4), IpAddr::V4(redis_pod.ip4));
-    let is = |owner: &Option<Owner>, id: &str| {
-        matches!(owner, Some(Owner::Container { runtime: Runtime::Podman, id: cid, .. }) if cid == id)
-    };
+    let is = |owner: &Option<Owner>, id: &str| matches!(owner, Some(Owner::Container { runtime: Runtime::Podman, id: cid, .. }) if cid == id);
     let snap = wait_for(&mut agent, &[], Duration::from_secs(15), |s| {
         s.flows.iter().any(|f| {
             is(&f.workload.owner, &web.id)
@@ -44,7 +49,9 @@ fn podman_containers_are_attributed_by_container_id() {
                 && f.remote == redis_ip
                 && f.connects_ok == 3
         }) && s.flows.iter().any(|f| {
-            is(&f.workload.owner, &redis.id) && f.direction == Direction::Inbound && f.connects_ok == 3
+            is(&f.workload.owner, &redis.id)
+                && f.direction == Direction::Inbound
+                && f.connects_ok == 3
         })
     });
     let out = snap
@@ -54,16 +61,29 @@ fn podman_containers_are_attributed_by_container_id() {
         .unwrap();
     assert_eq!((out.port, out.open, out.last_pid), (6379, 3, web.pid));
     assert_eq!(out.workload.label(), format!("podman:{}", &web.id[..12]));
-    let inb = flow(&snap, out.workload.cgroup_id, Direction::Outbound, redis_ip, 6379).unwrap();
+    let inb = flow(
+        &snap,
+        out.workload.cgroup_id,
+        Direction::Outbound,
+        redis_ip,
+        6379,
+    )
+    .unwrap();
     assert_eq!(inb.connects_ok, 3);
     let served = snap
         .flows
         .iter()
         .find(|f| is(&f.workload.owner, &redis.id) && f.remote == web_ip)
         .unwrap();
-    assert_eq!((served.port, served.open, served.last_pid), (6379, 3, redis.pid));
+    assert_eq!(
+        (served.port, served.open, served.last_pid),
+        (6379, 3, redis.pid)
+    );
     // The --container filter selects by container id prefix.
     let only_web = agent.snapshot(Some(&web.id[..12]));
     assert!(!only_web.flows.is_empty());
-    assert!(only_web.flows.iter().all(|f| is(&f.workload.owner, &web.id)));
+    assert!(only_web
+        .flows
+        .iter()
+        .all(|f| is(&f.workload.owner, &web.id)));
 }

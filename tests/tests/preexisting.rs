@@ -35,7 +35,8 @@ fn sockets_that_predate_the_agent_are_found_and_followed() {
     let ids = [client.cgroup_id, server.cgroup_id];
     let snap = wait_for(&mut agent, &ids, WAIT, |s| {
         flow(s, client.cgroup_id, Direction::Outbound, s_ip, 8080).is_some_and(|f| f.open == 4)
-            && flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080).is_some_and(|f| f.open == 4)
+            && flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080)
+                .is_some_and(|f| f.open == 4)
     });
     let out = flow(&snap, client.cgroup_id, Direction::Outbound, s_ip, 8080).unwrap();
     assert_eq!(out.open_preexisting, 4);
@@ -45,14 +46,18 @@ fn sockets_that_predate_the_agent_are_found_and_followed() {
         .iter()
         .find(|l| l.workload.cgroup_id == server.cgroup_id)
         .expect("pre-existing listener found");
-    assert_eq!((l.port, l.pid, l.comm.as_str()), (8080, srv.pid(), "netpeer"));
+    assert_eq!(
+        (l.port, l.pid, l.comm.as_str()),
+        (8080, srv.pid(), "netpeer")
+    );
 
     // New connections to the old listener: the kernel learns the listener's
     // owner from the seeded listener map.
     let (_new_client, results) = peer::connect(client, &addr, 2, true, 2000);
     assert_eq!(results.len(), 2);
     let snap = wait_for(&mut agent, &ids, WAIT, |s| {
-        flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080).is_some_and(|f| f.connects_ok == 2)
+        flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080)
+            .is_some_and(|f| f.connects_ok == 2)
     });
     let inb = flow(&snap, server.cgroup_id, Direction::Inbound, c_ip, 8080).unwrap();
     assert_eq!(inb.last_pid, srv.pid(), "{inb:?}");
@@ -65,7 +70,8 @@ fn sockets_that_predate_the_agent_are_found_and_followed() {
     let snap = wait_for(&mut agent, &ids, WAIT, |s| {
         flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080)
             .is_some_and(|f| f.states.get("CLOSE_WAIT") == Some(&6))
-            && flow(s, client.cgroup_id, Direction::Outbound, s_ip, 8080).is_some_and(|f| f.open == 0)
+            && flow(s, client.cgroup_id, Direction::Outbound, s_ip, 8080)
+                .is_some_and(|f| f.open == 0)
     });
     let out = flow(&snap, client.cgroup_id, Direction::Outbound, s_ip, 8080).unwrap();
     assert_eq!(out.closed_total, 6, "{out:?}");
@@ -78,7 +84,10 @@ fn sockets_that_predate_the_agent_are_found_and_followed() {
             .iter()
             .any(|c| c.change == Change::Stopped && c.listener.cgroup_id == server.cgroup_id)
     });
-    assert!(!snap.listeners.iter().any(|l| l.workload.cgroup_id == server.cgroup_id));
+    assert!(!snap
+        .listeners
+        .iter()
+        .any(|l| l.workload.cgroup_id == server.cgroup_id));
 }
 
 #[test]
@@ -94,12 +103,16 @@ fn listener_start_and_stop_are_recorded() {
     let mut srv = peer::listen(db, "0.0.0.0:5432", "close");
     let pid = srv.pid();
     wait_for(&mut agent, &[db.cgroup_id], WAIT, |s| {
-        s.listeners.iter().any(|l| l.workload.cgroup_id == db.cgroup_id && l.port == 5432)
+        s.listeners
+            .iter()
+            .any(|l| l.workload.cgroup_id == db.cgroup_id && l.port == 5432)
     });
     let _ = srv.child.kill();
     let _ = srv.child.wait();
     let snap = wait_for(&mut agent, &[db.cgroup_id], WAIT, |s| {
-        !s.listeners.iter().any(|l| l.workload.cgroup_id == db.cgroup_id)
+        !s.listeners
+            .iter()
+            .any(|l| l.workload.cgroup_id == db.cgroup_id)
     });
     let changes: Vec<_> = snap
         .listener_changes
@@ -107,5 +120,8 @@ fn listener_start_and_stop_are_recorded() {
         .filter(|c| c.listener.cgroup_id == db.cgroup_id)
         .map(|c| (c.change, c.listener.port, c.listener.tgid))
         .collect();
-    assert_eq!(changes, vec![(Change::Started, 5432, pid), (Change::Stopped, 5432, pid)]);
+    assert_eq!(
+        changes,
+        vec![(Change::Started, 5432, pid), (Change::Stopped, 5432, pid)]
+    );
 }

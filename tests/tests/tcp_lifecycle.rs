@@ -28,10 +28,17 @@ fn connects_are_counted_and_attributed_on_both_sides() {
     assert!(results.iter().all(|r| r.starts_with("ok")), "{results:?}");
 
     let (c_ip, s_ip) = (IpAddr::V4(client.ip4), IpAddr::V4(server.ip4));
-    let snap = wait_for(&mut agent, &[client.cgroup_id, server.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, s_ip, 8080).is_some_and(|f| f.closed_total == 5)
-            && flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080).is_some_and(|f| f.closed_total == 5)
-    });
+    let snap = wait_for(
+        &mut agent,
+        &[client.cgroup_id, server.cgroup_id],
+        WAIT,
+        |s| {
+            flow(s, client.cgroup_id, Direction::Outbound, s_ip, 8080)
+                .is_some_and(|f| f.closed_total == 5)
+                && flow(s, server.cgroup_id, Direction::Inbound, c_ip, 8080)
+                    .is_some_and(|f| f.closed_total == 5)
+        },
+    );
     let out = flow(&snap, client.cgroup_id, Direction::Outbound, s_ip, 8080).unwrap();
     assert_eq!(out.connects_ok, 5);
     assert_eq!(out.failed_total(), 0);
@@ -43,12 +50,23 @@ fn connects_are_counted_and_attributed_on_both_sides() {
     // "ping" per connection plus one sequence byte each for SYN and FIN.
     assert_eq!(out.bytes_sent, 5 * (4 + 2), "{out:?}");
     assert_eq!(out.open, 0);
-    assert_eq!(out.states.get("TIME_WAIT"), Some(&5), "the client closed first: {out:?}");
+    assert_eq!(
+        out.states.get("TIME_WAIT"),
+        Some(&5),
+        "the client closed first: {out:?}"
+    );
 
     let inb = flow(&snap, server.cgroup_id, Direction::Inbound, c_ip, 8080).unwrap();
     assert_eq!(inb.connects_ok, 5);
-    assert_eq!(inb.last_pid, srv.pid(), "accepted sockets belong to the listener's process");
-    assert_eq!(inb.connect_latency, None, "latency is only measured on the connecting side");
+    assert_eq!(
+        inb.last_pid,
+        srv.pid(),
+        "accepted sockets belong to the listener's process"
+    );
+    assert_eq!(
+        inb.connect_latency, None,
+        "latency is only measured on the connecting side"
+    );
     let l = snap
         .listeners
         .iter()
@@ -73,7 +91,8 @@ fn refused_connects_are_classified() {
     assert_eq!(results, vec!["err 111"; 3]);
     let s_ip = IpAddr::V4(server.ip4);
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, s_ip, 9).is_some_and(|f| f.failed_total() == 3)
+        flow(s, client.cgroup_id, Direction::Outbound, s_ip, 9)
+            .is_some_and(|f| f.failed_total() == 3)
     });
     let f = flow(&snap, client.cgroup_id, Direction::Outbound, s_ip, 9).unwrap();
     assert_eq!(f.connects_failed["refused"], 3, "{f:?}");
@@ -92,7 +111,13 @@ fn blackholed_connects_time_out_with_syn_retransmits() {
     let (client, router) = (net.pod(0), net.pod(1));
     // The "router" does not forward (ip_forward is off in a new namespace),
     // so SYNs sent through it vanish without any ICMP error.
-    client.ip(&["route", "add", "10.99.0.0/24", "via", &router.ip4.to_string()]);
+    client.ip(&[
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        &router.ip4.to_string(),
+    ]);
     // One SYN retry: the kernel gives up after 1 s + 2 s.
     client.sysctl("net.ipv4.tcp_syn_retries", "1");
     let mut agent = start();
@@ -101,7 +126,8 @@ fn blackholed_connects_time_out_with_syn_retransmits() {
     assert_eq!(results, vec!["err 110"; 2], "kernel connect timeout");
     let dst: IpAddr = "10.99.0.5".parse().unwrap();
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, dst, 80).is_some_and(|f| f.failed_total() == 2)
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 80)
+            .is_some_and(|f| f.failed_total() == 2)
     });
     let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 80).unwrap();
     assert_eq!(f.connects_failed["timed_out"], 2, "{f:?}");
@@ -121,7 +147,13 @@ fn application_connect_timeouts_are_aborts() {
     net.add_pod("client");
     net.add_pod("router");
     let (client, router) = (net.pod(0), net.pod(1));
-    client.ip(&["route", "add", "10.99.0.0/24", "via", &router.ip4.to_string()]);
+    client.ip(&[
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        &router.ip4.to_string(),
+    ]);
     let mut agent = start();
 
     // The application gives up after 300 ms, long before the kernel would.
@@ -129,7 +161,8 @@ fn application_connect_timeouts_are_aborts() {
     assert_eq!(results, vec!["err 110"; 2]);
     let dst: IpAddr = "10.99.0.6".parse().unwrap();
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, dst, 81).is_some_and(|f| f.failed_total() == 2)
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 81)
+            .is_some_and(|f| f.failed_total() == 2)
     });
     let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 81).unwrap();
     assert_eq!(f.connects_failed["aborted"], 2, "{f:?}");
@@ -150,7 +183,8 @@ fn unreachable_hosts_are_classified() {
     assert_eq!(results, vec!["err 113"]);
     let dst: IpAddr = "10.77.0.200".parse().unwrap();
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, dst, 80).is_some_and(|f| f.failed_total() == 1)
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 80)
+            .is_some_and(|f| f.failed_total() == 1)
     });
     let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 80).unwrap();
     assert_eq!(f.connects_failed["unreachable"], 1, "{f:?}");
@@ -168,11 +202,20 @@ fn a_dropped_first_syn_costs_about_one_second() {
     // 10.99.0.7 is routed to the server, which does not own it yet: the first
     // SYN is dropped silently. 400 ms later the server takes the address, so
     // the retransmission (after the 1 s initial RTO) is answered.
-    client.ip(&["route", "add", "10.99.0.0/24", "via", &server.ip4.to_string()]);
+    client.ip(&[
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        &server.ip4.to_string(),
+    ]);
     let _srv = peer::listen(server, "0.0.0.0:8081", "close");
     let mut agent = start();
 
-    let mut cli = peer::spawn(client, &["connect", "10.99.0.7:8081", "1", "close", "10000"]);
+    let mut cli = peer::spawn(
+        client,
+        &["connect", "10.99.0.7:8081", "1", "close", "10000"],
+    );
     std::thread::sleep(Duration::from_millis(400));
     server.ip(&["addr", "add", "10.99.0.7/32", "dev", "eth0"]);
     let results = cli.results(Duration::from_secs(15));
@@ -181,7 +224,8 @@ fn a_dropped_first_syn_costs_about_one_second() {
 
     let dst: IpAddr = "10.99.0.7".parse().unwrap();
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, dst, 8081).is_some_and(|f| f.connects_ok == 1)
+        flow(s, client.cgroup_id, Direction::Outbound, dst, 8081)
+            .is_some_and(|f| f.connects_ok == 1)
     });
     let f = flow(&snap, client.cgroup_id, Direction::Outbound, dst, 8081).unwrap();
     let max = f.connect_latency.unwrap().max_ns;
@@ -239,12 +283,27 @@ fn ipv6_and_v4_mapped_connections() {
 
     let (c6, c4) = (IpAddr::V6(client.ip6), IpAddr::V4(client.ip4));
     let s6 = IpAddr::V6(server.ip6);
-    let snap = wait_for(&mut agent, &[client.cgroup_id, server.cgroup_id], WAIT, |s| {
-        flow(s, client.cgroup_id, Direction::Outbound, s6, 8443).is_some_and(|f| f.connects_ok == 2)
-            && flow(s, server.cgroup_id, Direction::Inbound, c6, 8443).is_some_and(|f| f.connects_ok == 2)
-            && flow(s, server.cgroup_id, Direction::Inbound, c4, 8443).is_some_and(|f| f.connects_ok == 3)
-    });
+    let snap = wait_for(
+        &mut agent,
+        &[client.cgroup_id, server.cgroup_id],
+        WAIT,
+        |s| {
+            flow(s, client.cgroup_id, Direction::Outbound, s6, 8443)
+                .is_some_and(|f| f.connects_ok == 2)
+                && flow(s, server.cgroup_id, Direction::Inbound, c6, 8443)
+                    .is_some_and(|f| f.connects_ok == 2)
+                && flow(s, server.cgroup_id, Direction::Inbound, c4, 8443)
+                    .is_some_and(|f| f.connects_ok == 3)
+        },
+    );
     let out6 = flow(&snap, client.cgroup_id, Direction::Outbound, s6, 8443).unwrap();
     assert_eq!(out6.connect_latency.map(|l| l.count), Some(2));
-    assert!(flow(&snap, client.cgroup_id, Direction::Outbound, IpAddr::V4(server.ip4), 8443).is_some());
+    assert!(flow(
+        &snap,
+        client.cgroup_id,
+        Direction::Outbound,
+        IpAddr::V4(server.ip4),
+        8443
+    )
+    .is_some());
 }

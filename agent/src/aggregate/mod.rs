@@ -279,3 +279,6 @@ impl Aggregator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,9 +93,8 @@ impl SocketTable {
 
     /// Drops TIME_WAIT entries whose time is up.
     pub fn expire_time_wait(&mut self, now_ns: u64) {
-        self.sockets.retain(|_, s| {
-            s.state != tcp_state::TIME_WAIT || s.time_wait_until_ns > now_ns
-        });
+        self.sockets
+            .retain(|_, s| s.state != tcp_state::TIME_WAIT || s.time_wait_until_ns > now_ns);
     }
 
     /// Per-flow summaries of the sockets in the table.
@@ -165,7 +164,10 @@ mod tests {
         assert_eq!(s.by_state[tcp_state::CLOSE_WAIT as usize], 1);
         assert_eq!(s.by_state[tcp_state::TIME_WAIT as usize], 1);
         assert_eq!(s.oldest_age_ns, 90 * MINUTE_NS);
-        assert_eq!((s.older_than_1m, s.older_than_10m, s.older_than_1h), (2, 1, 1));
+        assert_eq!(
+            (s.older_than_1m, s.older_than_10m, s.older_than_1h),
+            (2, 1, 1)
+        );
         t.expire_time_wait(now + 1);
         assert_eq!(t.len(), 3);
     }
@@ -175,7 +177,10 @@ mod tests {
         let mut t = SocketTable::new(1);
         assert!(t.insert(1, sock(1, tcp_state::ESTABLISHED, 0)));
         assert!(!t.insert(2, sock(1, tcp_state::ESTABLISHED, 0)));
-        assert!(t.insert(1, sock(1, tcp_state::CLOSE_WAIT, 0)), "replacing is fine");
+        assert!(
+            t.insert(1, sock(1, tcp_state::CLOSE_WAIT, 0)),
+            "replacing is fine"
+        );
         assert_eq!(t.rejected, 1);
     }
 }

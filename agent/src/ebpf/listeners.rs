@@ -27,10 +27,12 @@ pub struct ListenerSeed {
 
 /// Inserts the seeds; returns how many did not fit (map full).
 pub fn seed(ebpf: &mut Ebpf, seeds: &[ListenerSeed]) -> Result<u64, LoadError> {
-    let map = ebpf.map_mut(names::LISTENERS_MAP).ok_or(LoadError::Missing {
-        kind: "map",
-        name: names::LISTENERS_MAP,
-    })?;
+    let map = ebpf
+        .map_mut(names::LISTENERS_MAP)
+        .ok_or(LoadError::Missing {
+            kind: "map",
+            name: names::LISTENERS_MAP,
+        })?;
     let mut map: HashMap<_, ListenerKey, SockInfo> =
         HashMap::try_from(map).map_err(|source| LoadError::Map {
             name: names::LISTENERS_MAP,

@@ -38,7 +38,10 @@ pub enum LoadError {
         source: aya::EbpfError,
     },
     #[error("the eBPF object has no {kind} named {name}: agent and kernel programs were built from different sources")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("cannot open the cgroup v2 root {path} to attach sock_ops")]
     CgroupRoot {
         path: String,
@@ -101,12 +104,10 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         },
     );
 
-    let events = ebpf
-        .take_map(names::EVENTS_MAP)
-        .ok_or(LoadError::Missing {
-            kind: "map",
-            name: names::EVENTS_MAP,
-        })?;
+    let events = ebpf.take_map(names::EVENTS_MAP).ok_or(LoadError::Missing {
+        kind: "map",
+        name: names::EVENTS_MAP,
+    })?;
     let events = RingBuf::try_from(events).map_err(|source| LoadError::Map {
         name: names::EVENTS_MAP,
         source,
@@ -170,12 +171,10 @@ fn attach_error_tracepoints(
         name: names::TP_OFFSETS_MAP,
         source,
     })?;
-    table
-        .set(0, offsets, 0)
-        .map_err(|source| LoadError::Map {
-            name: names::TP_OFFSETS_MAP,
-            source,
-        })?;
+    table.set(0, offsets, 0).map_err(|source| LoadError::Map {
+        name: names::TP_OFFSETS_MAP,
+        source,
+    })?;
 
     let wanted = [
         (
@@ -239,7 +238,12 @@ fn attach_error_tracepoints(
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<(), String> {
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), String> {
     let program = ebpf
         .program_mut(prog)
         .ok_or_else(|| format!("program {prog} is missing from the object"))?;

@@ -8,12 +8,21 @@ use super::format::{age_s, bytes, duration_ns};
 use crate::snapshot::{FlowView, Health, Snapshot};
 
 /// Renders the whole screen as a string (tests can check it without a TTY).
-pub fn render(snap: &Snapshot, health: &Health, interval_s: f64, filter: Option<&str>) -> String {
+/// Shows at most `top` flows, the ones that most need attention first.
+pub fn render(
+    snap: &Snapshot,
+    health: &Health,
+    interval_s: f64,
+    filter: Option<&str>,
+    top: usize,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "sockeye-agent  every {interval_s}s{}  events {}  lost {}  sockets {}  flows {}",
-        filter.map(|f| format!("  filter '{f}'")).unwrap_or_default(),
+        filter
+            .map(|f| format!("  filter '{f}'"))
+            .unwrap_or_default(),
         health.events_received,
         health.lost_total,
         health.tracked_sockets,
@@ -28,14 +37,22 @@ pub fn render(snap: &Snapshot, health: &Health, interval_s: f64, filter: Option<
             .collect();
         let _ = writeln!(s, "LOST: {}", lost.join(" "));
     }
-    let _ = writeln!(
-        s,
-        "\n{:<26} {:<3} {:<28} {:>6} {:>5} {:<16} {:>8} {:>8} {:>8} {:>8} {:>5} {:<22} {:>6} {:>4} {:>9} {:>9} {}",
-        "WORKLOAD", "DIR", "REMOTE", "OK", "FAIL", "REF/TMO/UNR/ABT", "P50", "P90", "P99", "MAX",
-        "OPEN", "STATES", "OLDEST", ">1m", "+OPN/-CLS", "BYTES", "PROCESS"
-    );
-    for f in &snap.flows {
+    let header: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
+    let _ = writeln!(s, "\n{}", row(&header));
+    let mut ranked: Vec<&FlowView> = snap.flows.iter().collect();
+    // Failures first, then open sockets (leaks), then the busiest.
+    ranked.sort_by_key(|f| {
+        std::cmp::Reverse((f.failed_total(), f.open, f.connects_ok + f.interval.opened))
+    });
+    for f in ranked.iter().take(top) {
         let _ = writeln!(s, "{}", flow_row(f));
+    }
+    if ranked.len() > top {
+        let _ = writeln!(
+            s,
+            "... {} more flows not shown (narrow with --container, raise --top, or use -o json)",
+            ranked.len() - top
+        );
     }
     if snap.flows.is_empty() {
         let _ = writeln!(s, "(no TCP activity seen yet)");
@@ -73,22 +90,25 @@ fn flow_row(f: &FlowView) -> String {
         crate::aggregate::flows::Direction::Outbound => "out",
         crate::aggregate::flows::Direction::Inbound => "in",
     };
-    format!(
-        "{:<26} {:<3} {:<28} {:>6} {:>5} {:<16} {:>8} {:>8} {:>8} {:>8} {:>5} {:<22} {:>6} {:>4} {:>9} {:>9} {}",
+    let cells = [
         truncate(&f.workload.label(), 26),
-        dir,
+        dir.to_string(),
         socket(&f.remote, f.port),
-        f.connects_ok,
-        f.failed_total(),
+        f.connects_ok.to_string(),
+        f.failed_total().to_string(),
         causes,
         duration_ns(lat.map(|l| l.p50_ns)),
         duration_ns(lat.map(|l| l.p90_ns)),
         duration_ns(lat.map(|l| l.p99_ns)),
         duration_ns(lat.map(|l| l.max_ns)),
-        f.open,
+        f.open.to_string(),
         truncate(&states.join(","), 22),
-        if f.open > 0 { age_s(f.oldest_open_s) } else { "-".into() },
-        f.open_older_than_1m,
+        if f.open > 0 {
+            age_s(f.oldest_open_s)
+        } else {
+            "-".into()
+        },
+        f.open_older_than_1m.to_string(),
         format!("+{}/-{}", f.interval.opened, f.interval.closed),
         bytes(f.bytes_sent + f.bytes_received),
         if f.last_pid != 0 {
@@ -96,7 +116,41 @@ fn flow_row(f: &FlowView) -> String {
         } else {
             "-".into()
         },
-    )
+    ];
+    row(&cells)
+}
+
+/// Column title, width and whether it is right-aligned (numbers are).
+const COLUMNS: [(&str, usize, bool); 17] = [
+    ("WORKLOAD", 26, false),
+    ("DIR", 3, false),
+    ("REMOTE", 28, false),
+    ("OK", 6, true),
+    ("FAIL", 5, true),
+    ("REF/TMO/UNR/ABT", 16, false),
+    ("P50", 8, true),
+    ("P90", 8, true),
+    ("P99", 8, true),
+    ("MAX", 8, true),
+    ("OPEN", 5, true),
+    ("STATES", 22, false),
+    ("OLDEST", 6, true),
+    (">1m", 4, true),
+    ("+OPN/-CLS", 9, true),
+    ("BYTES", 9, true),
+    ("PROCESS", 0, false),
+];
+
+fn row(cells: &[String]) -> String {
+    let mut line = String::new();
+    for (cell, (_, width, right)) in cells.iter().zip(COLUMNS) {
+        let _ = if right {
+            write!(line, "{cell:>width$} ")
+        } else {
+            write!(line, "{cell:<width$} ")
+        };
+    }
+    line.trim_end().to_string()
 }
 
 fn socket(ip: &std::net::IpAddr, port: u16) -> String {
@@ -126,5 +180,77 @@ fn truncate(s: &str, n: usize) -> String {
         let mut t: String = s.chars().take(n - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, net::IpAddr};
+
+    use super::*;
+    use crate::{
+        aggregate::flows::{Direction, Window},
+        attribution::{
+            container::{Owner, Runtime},
+            Workload,
+        },
+    };
+
+    fn flow(port: u16, failed: u64, open: u64) -> FlowView {
+        FlowView {
+            workload: Workload {
+                cgroup_id: 9,
+                cgroup_path: Some("/libpod_parent/libpod-0123456789abcdef".into()),
+                owner: Some(Owner::Container {
+                    runtime: Runtime::Podman,
+                    id: "0123456789abcdef".into(),
+                    pod_uid: None,
+                }),
+            },
+            direction: Direction::Outbound,
+            remote: IpAddr::from([10, 0, 0, 1]),
+            port,
+            connects_ok: 3,
+            connects_failed: BTreeMap::from([("refused", failed)]),
+            connect_latency: None,
+            syn_retransmits: 0,
+            open,
+            states: BTreeMap::from([("CLOSE_WAIT", open)]),
+            oldest_open_s: 90.0,
+            open_older_than_1m: open,
+            open_older_than_10m: 0,
+            open_older_than_1h: 0,
+            open_preexisting: 0,
+            opened_total: 3,
+            closed_total: 0,
+            interval: Window::default(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            last_pid: 42,
+            last_comm: "redis-cli".into(),
+        }
+    }
+
+    #[test]
+    fn ranks_problems_first_and_caps_rows() {
+        let snap = Snapshot {
+            flows: vec![flow(1, 0, 0), flow(2, 0, 7), flow(3, 5, 0)],
+            listeners: vec![],
+            listener_changes: vec![],
+        };
+        let mut health = Health::default();
+        health.lost.insert("kernel_ringbuf_full", 3);
+        health.lost_total = 3;
+        let out = render(&snap, &health, 2.0, None, 2);
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("podman:")).collect();
+        assert_eq!(rows.len(), 2, "{out}");
+        assert!(rows[0].contains("10.0.0.1:3 "), "failures first: {out}");
+        assert!(
+            rows[1].contains("10.0.0.1:2 ") && rows[1].contains("CW:7"),
+            "{out}"
+        );
+        assert!(out.contains("1 more flows not shown"), "{out}");
+        assert!(out.contains("LOST: kernel_ringbuf_full=3"), "{out}");
+        assert!(rows[1].contains("redis-cli(42)"), "{out}");
     }
 }

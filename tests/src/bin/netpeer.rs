@@ -39,7 +39,9 @@ fn say(line: &str) {
 }
 
 fn listen(addr: &str, mode: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     say("ready");
     let mut held = Vec::new();
@@ -59,9 +61,15 @@ fn listen(addr: &str, mode: &str) -> Result<(), String> {
 }
 
 fn connect(addr: &str, count: &str, hold: &str, timeout_ms: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
     let count: u32 = count.parse().map_err(|e| format!("bad count: {e}"))?;
-    let timeout = Duration::from_millis(timeout_ms.parse().map_err(|e| format!("bad timeout: {e}"))?);
+    let timeout = Duration::from_millis(
+        timeout_ms
+            .parse()
+            .map_err(|e| format!("bad timeout: {e}"))?,
+    );
     let mut held = Vec::new();
     for _ in 0..count {
         let start = Instant::now();

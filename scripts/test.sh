@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's): installs what the tests need, checks
+# formatting and lints, then runs every test: unit tests, privileged
+# integration tests (real programs, real sockets, cgroup + netns pods) and
+# end-to-end tests with real podman containers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --test
+
+step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "clippy (user space)"
+cargo clippy --locked --workspace --exclude sockeye-agent-ebpf --all-targets -- -D warnings
+
+step "clippy (kernel programs, bpf target)"
+(cd agent-ebpf && cargo +nightly clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
+
+step "tests"
+cargo test --locked --workspace --no-fail-fast
