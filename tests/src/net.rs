@@ -159,6 +159,11 @@ impl TestNet {
             ip4,
             ip6,
         };
+        // A new namespace inherits forwarding from the host on some setups;
+        // pods are hosts, not routers, and the tests that route through a
+        // pod rely on it dropping what is not addressed to it.
+        pod.sysctl("net.ipv4.ip_forward", "0");
+        pod.sysctl("net.ipv6.conf.all.forwarding", "0");
         pod.ip(&["link", "set", "lo", "up"]);
         pod.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
         pod.ip(&[
