@@ -78,8 +78,6 @@ fn on_connect(ctx: &SockOpsContext) {
 
 fn on_active_established(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx) else { return };
-    // Only state changes matter from now on; RTO callbacks on a busy
-    // established connection would be pure overhead.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     let owner = lookup_socket(facts.cookie);
     let mut d = detail(EventKind::Established, tcp_state::ESTABLISHED);
@@ -270,9 +268,18 @@ fn listener_key(facts: &SockFacts) -> ListenerKey {
     }
 }
 
+/// Adds callback flags. The helper replaces the socket's whole flag set,
+/// so keep what is there: other sock_ops programs (a CNI, another agent) may
+/// rely on their own flags, and clearing ours (e.g. RTO once established)
+/// could clear theirs. RTO callbacks only fire on timeouts, so keeping ours
+/// costs little.
 #[inline(always)]
 fn set_flags(ctx: &SockOpsContext, wanted: u32) {
-    if ctx.set_cb_flags(wanted as i32).is_err() {
+    let current = ctx.cb_flags();
+    if current & wanted == wanted {
+        return;
+    }
+    if ctx.set_cb_flags((current | wanted) as i32).is_err() {
         count(Counter::CbFlagsFailed);
     }
 }
