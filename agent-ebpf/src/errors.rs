@@ -47,17 +47,16 @@ pub fn sockeye_inet_sk_error_report(ctx: TracePointContext) -> u32 {
 
 fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
-    let family = read::<u16>(ctx, off.rst_family)?;
-    let Some(remote_addr) = remote_addr(ctx, family, off.rst_daddr, off.rst_daddr_v6)? else {
-        return Ok(());
-    };
-    let key = ErrorKey {
-        remote_addr,
-        local_port: read::<u16>(ctx, off.rst_sport)?,
-        remote_port: read::<u16>(ctx, off.rst_dport)?,
-        _pad: 0,
-    };
-    record(&key, ECONNRESET);
+    let fields = [
+        off.rst_family,
+        off.rst_daddr,
+        off.rst_daddr_v6,
+        off.rst_sport,
+        off.rst_dport,
+    ];
+    if let Some(key) = error_key(ctx, fields)? {
+        record(&key, ECONNRESET);
+    }
     Ok(())
 }
 
@@ -70,18 +69,33 @@ fn try_error_report(ctx: &TracePointContext) -> Result<(), i64> {
     if error <= 0 {
         return Ok(());
     }
-    let family = read::<u16>(ctx, off.err_family)?;
-    let Some(remote_addr) = remote_addr(ctx, family, off.err_daddr, off.err_daddr_v6)? else {
-        return Ok(());
-    };
-    let key = ErrorKey {
-        remote_addr,
-        local_port: read::<u16>(ctx, off.err_sport)?,
-        remote_port: read::<u16>(ctx, off.err_dport)?,
-        _pad: 0,
-    };
-    record(&key, error as u32);
+    let fields = [
+        off.err_family,
+        off.err_daddr,
+        off.err_daddr_v6,
+        off.err_sport,
+        off.err_dport,
+    ];
+    if let Some(key) = error_key(ctx, fields)? {
+        record(&key, error as u32);
+    }
     Ok(())
+}
+
+/// Reads the socket tuple; `off` is [family, daddr, daddr_v6, sport, dport].
+/// None for families other than IPv4/IPv6.
+#[inline(always)]
+fn error_key(ctx: &TracePointContext, off: [u32; 5]) -> Result<Option<ErrorKey>, i64> {
+    let [family, daddr, daddr_v6, sport, dport] = off;
+    let Some(remote_addr) = remote_addr(ctx, read::<u16>(ctx, family)?, daddr, daddr_v6)? else {
+        return Ok(None);
+    };
+    Ok(Some(ErrorKey {
+        remote_addr,
+        local_port: read::<u16>(ctx, sport)?,
+        remote_port: read::<u16>(ctx, dport)?,
+        _pad: 0,
+    }))
 }
 
 /// The remote address laid out like `SockEvent::remote_addr`; None for

@@ -69,3 +69,20 @@ pub fn flow(
             && f.port == port
     })
 }
+
+/// Waits until the flow exists and satisfies `done`, then returns a copy.
+pub fn wait_for_flow(
+    agent: &mut Agent,
+    cgroup: u64,
+    direction: Direction,
+    remote: IpAddr,
+    port: u16,
+    done: impl Fn(&FlowView) -> bool,
+) -> FlowView {
+    let snap = wait_for(agent, &[cgroup], Duration::from_secs(15), |s| {
+        flow(s, cgroup, direction, remote, port).is_some_and(&done)
+    });
+    flow(&snap, cgroup, direction, remote, port)
+        .cloned()
+        .expect("present: the condition held")
+}

@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use sockeye_agent::aggregate::flows::Direction;
 use sockeye_tests::{
-    agent::{flow, start, wait_for},
+    agent::{flow, start, wait_for, wait_for_flow},
     net::TestNet,
     peer, require_root,
 };
@@ -255,11 +255,14 @@ fn close_wait_from_a_peer_that_never_closes() {
     assert_eq!(results.len(), 3);
 
     let s_ip = IpAddr::V4(server.ip4);
-    let snap = wait_for(&mut agent, &[app.cgroup_id], WAIT, |s| {
-        flow(s, app.cgroup_id, Direction::Outbound, s_ip, 6379)
-            .is_some_and(|f| f.states.get("CLOSE_WAIT") == Some(&3))
-    });
-    let f = flow(&snap, app.cgroup_id, Direction::Outbound, s_ip, 6379).unwrap();
+    let f = wait_for_flow(
+        &mut agent,
+        app.cgroup_id,
+        Direction::Outbound,
+        s_ip,
+        6379,
+        |f| f.states.get("CLOSE_WAIT") == Some(&3),
+    );
     assert_eq!(f.open, 3, "CLOSE_WAIT sockets are still open: {f:?}");
     assert_eq!(f.closed_total, 0);
 }

@@ -56,6 +56,14 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
+    /// A connection completed (outbound) or was accepted (inbound).
+    pub fn record_open(&mut self) {
+        self.connects_ok += 1;
+        self.window.connects_ok += 1;
+        self.opened += 1;
+        self.window.opened += 1;
+    }
+
     pub fn record_failure(&mut self, cause: FailureCause) {
         let idx = FailureCause::ALL
             .iter()

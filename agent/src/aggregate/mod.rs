@@ -108,10 +108,7 @@ impl Aggregator {
             EventKind::Established => {
                 let key = self.outbound_key(ev);
                 let flow = self.flow(key, ev);
-                flow.connects_ok += 1;
-                flow.window.connects_ok += 1;
-                flow.opened += 1;
-                flow.window.opened += 1;
+                flow.record_open();
                 flow.syn_retransmits += u64::from(r.syn_retransmits);
                 if r.duration_ns > 0 {
                     flow.latency.record(r.duration_ns);
@@ -122,11 +119,7 @@ impl Aggregator {
             }
             EventKind::Accepted => {
                 let key = self.inbound_key(ev);
-                let flow = self.flow(key, ev);
-                flow.connects_ok += 1;
-                flow.window.connects_ok += 1;
-                flow.opened += 1;
-                flow.window.opened += 1;
+                self.flow(key, ev).record_open();
                 self.track(r.cookie, key, tcp_state::ESTABLISHED, r.ts_ns);
             }
             EventKind::StateChange => {
