@@ -11,7 +11,10 @@ pub enum EventKind {
     Established = 2,
     /// A passive open completed (an accepted socket); `local_port` is the listening port.
     Accepted = 3,
-    /// Any other state change (`old_state` -> `new_state`).
+    /// A state change into a state a socket can linger in (CLOSE_WAIT,
+    /// FIN_WAIT2, ...). Transient states (FIN_WAIT1, LAST_ACK, CLOSING) are
+    /// not streamed: the next event's `old_state`/`old_state_ns` says when the
+    /// socket entered them, so the whole timeline is still there.
     StateChange = 4,
     /// The socket reached CLOSE; `duration_ns` is its lifetime. If it closed from
     /// SYN_SENT the connect failed and `errno`/`flags` say why.
@@ -68,10 +71,13 @@ pub struct SockEvent {
     /// or listened, so it is right in softirq context and for accepted
     /// sockets); 0 if unknown.
     pub cgroup_id: u64,
-    /// Network namespace cookie of the socket.
+    /// Network namespace cookie of the socket; set on a socket's first event
+    /// (ConnectStart, Accepted, Listen), 0 on later ones to save a helper call.
     pub netns_cookie: u64,
     /// Connect latency (Established), lifetime (Closed), else 0.
     pub duration_ns: u64,
+    /// When the socket entered `old_state` (`bpf_ktime_get_ns`), 0 if unknown.
+    pub old_state_ns: u64,
     /// Bytes sent and acknowledged by the peer (`tcp_sock.bytes_acked`).
     pub bytes_acked: u64,
     /// Bytes received (`tcp_sock.bytes_received`).
@@ -101,7 +107,7 @@ pub struct SockEvent {
     pub comm: [u8; 16],
 }
 
-pub const SOCK_EVENT_SIZE: usize = 7 * 8 + 6 * 4 + 3 * 2 + 2 + 3 * 16;
+pub const SOCK_EVENT_SIZE: usize = 8 * 8 + 6 * 4 + 3 * 2 + 2 + 3 * 16;
 const _: () = assert!(core::mem::size_of::<SockEvent>() == SOCK_EVENT_SIZE);
 const _: () = assert!(SOCK_EVENT_SIZE.is_multiple_of(8));
 
@@ -112,6 +118,8 @@ const _: () = assert!(SOCK_EVENT_SIZE.is_multiple_of(8));
 pub struct SockInfo {
     /// When the connect started or the socket was accepted / began listening.
     pub start_ns: u64,
+    /// When the socket entered its current state.
+    pub state_ns: u64,
     /// cgroup v2 id of the owner, captured in process context (connect,
     /// listen) because sock_ops cannot read a socket's cgroup, and inherited
     /// by accepted sockets from their listener.
@@ -123,7 +131,7 @@ pub struct SockInfo {
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 48);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 56);
 
 /// Key of [`crate::names::LISTENERS_MAP`].
 #[repr(C)]

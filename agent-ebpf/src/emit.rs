@@ -35,6 +35,7 @@ pub struct Detail {
     pub old_state: u8,
     pub new_state: u8,
     pub duration_ns: u64,
+    pub old_state_ns: u64,
     pub errno: u32,
     pub flags: u32,
 }
@@ -68,6 +69,7 @@ pub fn emit(facts: &SockFacts, owner: Option<&SockInfo>, detail: &Detail) {
         cgroup_id,
         netns_cookie: facts.netns_cookie,
         duration_ns: detail.duration_ns,
+        old_state_ns: detail.old_state_ns,
         bytes_acked: facts.bytes_acked,
         bytes_received: facts.bytes_received,
         tgid,

@@ -64,7 +64,9 @@ pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
 }
 
 fn on_connect(ctx: &SockOpsContext) {
-    let Some(facts) = facts(ctx) else { return };
+    let Some(facts) = facts(ctx, true) else {
+        return;
+    };
     let info = current_owner(now_ns());
     let owner = insert_socket(facts.cookie, &info);
     // RTO callbacks tell SYN retransmissions and connect timeouts apart.
@@ -77,19 +79,30 @@ fn on_connect(ctx: &SockOpsContext) {
 }
 
 fn on_active_established(ctx: &SockOpsContext) {
-    let Some(facts) = facts(ctx) else { return };
+    let Some(facts) = facts(ctx, false) else {
+        return;
+    };
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
-    let owner = lookup_socket(facts.cookie);
+    let now = now_ns();
     let mut d = detail(EventKind::Established, tcp_state::ESTABLISHED);
     d.old_state = tcp_state::SYN_SENT;
-    if let Some(o) = owner {
-        d.duration_ns = now_ns().saturating_sub(o.start_ns);
-    }
+    let owner = SOCKETS.get_ptr_mut(facts.cookie).map(|p| {
+        // SAFETY: pointer from a successful map lookup; the socket lock
+        // serialises this socket's callbacks.
+        unsafe {
+            d.duration_ns = now.saturating_sub((*p).start_ns);
+            d.old_state_ns = (*p).start_ns;
+            (*p).state_ns = now;
+            &*p
+        }
+    });
     emit(&facts, owner, &d);
 }
 
 fn on_passive_established(ctx: &SockOpsContext) {
-    let Some(facts) = facts(ctx) else { return };
+    let Some(facts) = facts(ctx, true) else {
+        return;
+    };
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     let key = listener_key(&facts);
     let now = now_ns();
@@ -100,6 +113,7 @@ fn on_passive_established(ctx: &SockOpsContext) {
         // agent fills it in from its start-up scan); the cgroup is still right.
         None => SockInfo {
             start_ns: 0,
+            state_ns: 0,
             cgroup_id: 0,
             tgid: 0,
             pid: 0,
@@ -109,6 +123,7 @@ fn on_passive_established(ctx: &SockOpsContext) {
         },
     };
     info.start_ns = now;
+    info.state_ns = now;
     info.syn_retransmits = 0;
     let owner = insert_socket(facts.cookie, &info);
     let mut d = detail(EventKind::Accepted, tcp_state::ESTABLISHED);
@@ -118,7 +133,9 @@ fn on_passive_established(ctx: &SockOpsContext) {
 }
 
 fn on_listen(ctx: &SockOpsContext) {
-    let Some(facts) = facts(ctx) else { return };
+    let Some(facts) = facts(ctx, true) else {
+        return;
+    };
     let info = current_owner(now_ns());
     let owner = insert_socket(facts.cookie, &info);
     if LISTENERS.insert(listener_key(&facts), info, 0).is_err() {
@@ -137,21 +154,43 @@ fn on_state(ctx: &SockOpsContext) {
     if new == tcp_state::ESTABLISHED {
         return;
     }
-    let Some(facts) = facts(ctx) else { return };
-    let owner = lookup_socket(facts.cookie);
-    if owner.is_none() {
-        count(Counter::UntrackedSocket);
-    }
+    let Some(facts) = facts(ctx, false) else {
+        return;
+    };
+    let now = now_ns();
+    let (owner, old_state_ns) = match SOCKETS.get_ptr_mut(facts.cookie) {
+        // SAFETY: pointer from a successful map lookup; one socket's
+        // callbacks are serialised by the socket lock.
+        Some(p) => unsafe {
+            let since = (*p).state_ns;
+            (*p).state_ns = now;
+            (Some(&*p), since)
+        },
+        None => {
+            count(Counter::UntrackedSocket);
+            (None, 0)
+        }
+    };
     if new != tcp_state::CLOSE {
+        // Healthy sockets pass through these within a round trip; streaming
+        // them would cost two events per connection. The next event carries
+        // the time they were entered (old_state_ns).
+        if matches!(
+            new,
+            tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK | tcp_state::CLOSING
+        ) {
+            return;
+        }
         let mut d = detail(EventKind::StateChange, new);
         d.old_state = old;
+        d.old_state_ns = old_state_ns;
         emit(&facts, owner, &d);
         return;
     }
 
-    let now = now_ns();
     let mut d = detail(EventKind::Closed, tcp_state::CLOSE);
     d.old_state = old;
+    d.old_state_ns = old_state_ns;
     if let Some(o) = owner {
         d.duration_ns = now.saturating_sub(o.start_ns);
         d.flags = o.flags & flags::CONNECT_TIMED_OUT;
@@ -254,6 +293,7 @@ fn detail(kind: EventKind, new_state: u8) -> Detail {
         old_state: 0,
         new_state,
         duration_ns: 0,
+        old_state_ns: 0,
         errno: 0,
         flags: 0,
     }
@@ -291,6 +331,7 @@ fn current_owner(now: u64) -> SockInfo {
     let pid_tgid = bpf_get_current_pid_tgid();
     SockInfo {
         start_ns: now,
+        state_ns: now,
         // SAFETY: helper without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         tgid: (pid_tgid >> 32) as u32,
@@ -324,7 +365,7 @@ fn lookup_socket(cookie: u64) -> Option<&'static SockInfo> {
 /// unmodified context pointer, and without this LLVM may compute a field's
 /// address in one branch and load it in another.
 #[inline(always)]
-fn facts(ctx: &SockOpsContext) -> Option<SockFacts> {
+fn facts(ctx: &SockOpsContext, with_netns: bool) -> Option<SockFacts> {
     let ops = ctx.ops;
     // SAFETY: `ops` is the context pointer the kernel passed; the verifier
     // rewrites these loads into safe accesses of the socket.
@@ -358,11 +399,12 @@ fn facts(ctx: &SockOpsContext) -> Option<SockFacts> {
         _ => return None,
     };
     // SAFETY: helpers that take the sock_ops context itself.
-    let (cookie, netns_cookie) = unsafe {
-        (
-            bpf_get_socket_cookie(ctx.as_ptr()),
-            bpf_get_netns_cookie(ctx.as_ptr()),
-        )
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let netns_cookie = if with_netns {
+        // SAFETY: as above.
+        unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
+    } else {
+        0
     };
     Some(SockFacts {
         cookie,

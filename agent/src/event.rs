@@ -80,6 +80,7 @@ mod tests {
             cgroup_id: 3,
             netns_cookie: 4,
             duration_ns: 5,
+            old_state_ns: 0,
             bytes_acked: 6,
             bytes_received: 7,
             tgid: 8,

@@ -2,10 +2,9 @@
 //! stopping (a dependency restarting on this node shows up as its listener
 //! disappearing and coming back).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::IpAddr,
-};
+use std::{collections::VecDeque, net::IpAddr};
+
+use ahash::HashMap;
 
 use crate::event::Event;
 

@@ -7,7 +7,7 @@ pub mod histogram;
 pub mod listeners;
 pub mod sockets;
 
-use std::collections::HashMap;
+use ahash::HashMap;
 
 use sockeye_common::{
     event::{flags, EventKind},
@@ -64,7 +64,7 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(limits: Limits) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             sockets: SocketTable::new(limits.max_sockets),
             listeners: Listeners::default(),
             limits,

@@ -1,7 +1,7 @@
 //! The table of sockets open right now, bounded, with per-flow summaries of
 //! their states and ages.
 
-use std::collections::HashMap;
+use ahash::HashMap;
 
 use sockeye_common::tcp_state;
 
@@ -55,7 +55,7 @@ pub struct SocketTable {
 impl SocketTable {
     pub fn new(max: usize) -> Self {
         Self {
-            sockets: HashMap::new(),
+            sockets: HashMap::default(),
             max,
             rejected: 0,
         }
@@ -99,7 +99,7 @@ impl SocketTable {
 
     /// Per-flow summaries of the sockets in the table.
     pub fn summarize(&self, now_ns: u64) -> HashMap<FlowKey, OpenSummary> {
-        let mut out: HashMap<FlowKey, OpenSummary> = HashMap::new();
+        let mut out: HashMap<FlowKey, OpenSummary> = HashMap::default();
         for s in self.sockets.values() {
             let sum = out.entry(s.flow).or_default();
             if let Some(n) = sum.by_state.get_mut(s.state as usize) {

@@ -29,6 +29,7 @@ fn ev(kind: EventKind, cookie: u64, ts_ns: u64) -> Event {
             cgroup_id: 42,
             netns_cookie: 1,
             duration_ns: 0,
+            old_state_ns: 0,
             bytes_acked: 0,
             bytes_received: 0,
             tgid: 100,

@@ -50,6 +50,7 @@ pub fn seed(ebpf: &mut Ebpf, seeds: &[ListenerSeed]) -> Result<u64, LoadError> {
         };
         let info = SockInfo {
             start_ns: 0,
+            state_ns: 0,
             cgroup_id: s.cgroup_id,
             tgid: s.tgid,
             pid: s.tgid,

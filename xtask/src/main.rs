@@ -1,0 +1,44 @@
+//! Developer tasks for the Sockeye workspace, run as `cargo xtask <task>`
+//! (the alias lives in `.cargo/config.toml`).
+//!
+//! Tasks:
+//! - `bench`: the agent's overhead on a tight loopback TCP connect/accept/close
+//!   loop, with and without the agent, interleaved in one run.
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Sockeye developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Measure the agent's overhead on a loopback TCP connect/close loop.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The error chain alone: an anyhow backtrace (printed when
+            // RUST_BACKTRACE is set) would bury the agent's stderr, which is
+            // what explains most failures.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
