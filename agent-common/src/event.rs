@@ -5,7 +5,10 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// An active open started (`connect()`, state SYN_SENT).
+    /// An active open is pending: sent only for a connect whose first SYN
+    /// went unanswered (at its first retransmission, about 1 s), with `ts_ns`
+    /// the time the connect started. Faster connects are reported by their
+    /// Established or Closed event alone.
     ConnectStart = 1,
     /// An active open completed; `duration_ns` is the connect latency.
     Established = 2,
@@ -72,7 +75,8 @@ pub struct SockEvent {
     /// sockets); 0 if unknown.
     pub cgroup_id: u64,
     /// Network namespace cookie of the socket; set on a socket's first event
-    /// (ConnectStart, Accepted, Listen), 0 on later ones to save a helper call.
+    /// (Established, Accepted, Listen, ConnectStart, and Closed of a failed
+    /// connect), 0 on later ones to save a helper call.
     pub netns_cookie: u64,
     /// Connect latency (Established), lifetime (Closed), else 0.
     pub duration_ns: u64,

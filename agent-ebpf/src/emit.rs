@@ -31,6 +31,9 @@ pub struct SockFacts {
 
 /// Event-specific fields.
 pub struct Detail {
+    /// When it happened. Taken once per program run: the clock read is a
+    /// measurable part of the program's cost on virtualised hosts.
+    pub ts_ns: u64,
     pub kind: EventKind,
     pub old_state: u8,
     pub new_state: u8,
@@ -64,7 +67,7 @@ pub fn emit(facts: &SockFacts, owner: Option<&SockInfo>, detail: &Detail) {
         ),
     };
     entry.write(SockEvent {
-        ts_ns: now_ns(),
+        ts_ns: detail.ts_ns,
         cookie: facts.cookie,
         cgroup_id,
         netns_cookie: facts.netns_cookie,

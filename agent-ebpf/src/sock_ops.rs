@@ -63,28 +63,25 @@ pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
+/// Records the owner; emits nothing. Most connects finish (or fail) within
+/// a round trip, and their Established/Closed event carries the start time,
+/// so a ConnectStart event per connect would be pure overhead. A connect
+/// still pending at its first SYN retransmission is announced by `on_rto`.
 fn on_connect(ctx: &SockOpsContext) {
-    let Some(facts) = facts(ctx, true) else {
-        return;
-    };
-    let info = current_owner(now_ns());
-    let owner = insert_socket(facts.cookie, &info);
+    // SAFETY: helper taking the sock_ops context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    insert_socket(cookie, &current_owner(now_ns()));
     // RTO callbacks tell SYN retransmissions and connect timeouts apart.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
-    emit(
-        &facts,
-        owner,
-        &detail(EventKind::ConnectStart, tcp_state::SYN_SENT),
-    );
 }
 
 fn on_active_established(ctx: &SockOpsContext) {
-    let Some(facts) = facts(ctx, false) else {
+    let Some(facts) = facts(ctx, true) else {
         return;
     };
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     let now = now_ns();
-    let mut d = detail(EventKind::Established, tcp_state::ESTABLISHED);
+    let mut d = detail(now, EventKind::Established, tcp_state::ESTABLISHED);
     d.old_state = tcp_state::SYN_SENT;
     let owner = SOCKETS.get_ptr_mut(facts.cookie).map(|p| {
         // SAFETY: pointer from a successful map lookup; the socket lock
@@ -126,7 +123,7 @@ fn on_passive_established(ctx: &SockOpsContext) {
     info.state_ns = now;
     info.syn_retransmits = 0;
     let owner = insert_socket(facts.cookie, &info);
-    let mut d = detail(EventKind::Accepted, tcp_state::ESTABLISHED);
+    let mut d = detail(now, EventKind::Accepted, tcp_state::ESTABLISHED);
     d.old_state = tcp_state::SYN_RECV;
     d.flags = info.flags;
     emit(&facts, owner, &d);
@@ -136,7 +133,8 @@ fn on_listen(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx, true) else {
         return;
     };
-    let info = current_owner(now_ns());
+    let now = now_ns();
+    let info = current_owner(now);
     let owner = insert_socket(facts.cookie, &info);
     if LISTENERS.insert(listener_key(&facts), info, 0).is_err() {
         count(Counter::ListenersMapFull);
@@ -144,7 +142,11 @@ fn on_listen(ctx: &SockOpsContext) {
     // The STATE flag makes the listener's close (LISTEN -> CLOSE) visible, and
     // accepted children inherit it.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
-    emit(&facts, owner, &detail(EventKind::Listen, tcp_state::LISTEN));
+    emit(
+        &facts,
+        owner,
+        &detail(now, EventKind::Listen, tcp_state::LISTEN),
+    );
 }
 
 fn on_state(ctx: &SockOpsContext) {
@@ -181,14 +183,14 @@ fn on_state(ctx: &SockOpsContext) {
         ) {
             return;
         }
-        let mut d = detail(EventKind::StateChange, new);
+        let mut d = detail(now, EventKind::StateChange, new);
         d.old_state = old;
         d.old_state_ns = old_state_ns;
         emit(&facts, owner, &d);
         return;
     }
 
-    let mut d = detail(EventKind::Closed, tcp_state::CLOSE);
+    let mut d = detail(now, EventKind::Closed, tcp_state::CLOSE);
     d.old_state = old;
     d.old_state_ns = old_state_ns;
     if let Some(o) = owner {
@@ -237,11 +239,27 @@ fn on_rto(ctx: &SockOpsContext) {
     let expired = ctx.arg(2) != 0;
     // SAFETY: pointer from a successful map lookup; one socket's callbacks are
     // serialised by the socket lock.
-    unsafe {
+    let first_retransmit = unsafe {
         if expired {
             (*info).flags |= flags::CONNECT_TIMED_OUT;
+            false
         } else {
             (*info).syn_retransmits += 1;
+            (*info).syn_retransmits == 1
+        }
+    };
+    // This connect is slow (its first SYN got no answer within the initial
+    // RTO): make it visible as pending now rather than when it ends.
+    if first_retransmit {
+        if let Some(facts) = facts(ctx, true) {
+            // SAFETY: as above.
+            let owner = unsafe { &*info };
+            let start = owner.start_ns;
+            emit(
+                &facts,
+                Some(owner),
+                &detail(start, EventKind::ConnectStart, tcp_state::SYN_SENT),
+            );
         }
     }
 }
@@ -287,8 +305,9 @@ fn remove_listener(facts: &SockFacts, owner: Option<&SockInfo>) {
 }
 
 #[inline(always)]
-fn detail(kind: EventKind, new_state: u8) -> Detail {
+fn detail(ts_ns: u64, kind: EventKind, new_state: u8) -> Detail {
     Detail {
+        ts_ns,
         kind,
         old_state: 0,
         new_state,

@@ -133,21 +133,52 @@ fn parse_line(line: &str, v6: bool) -> Result<TcpEntry, LineError> {
 /// are ignored rather than counted.
 pub fn parse_tcp_table(text: &str, v6: bool) -> (Vec<TcpEntry>, usize) {
     let mut entries = Vec::new();
+    let malformed = parse_lines(text.lines(), v6, |e| entries.push(e));
+    (entries, malformed)
+}
+
+/// Parses each line, hands well-formed entries to `keep`, and returns how
+/// many lines were malformed.
+fn parse_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    v6: bool,
+    mut keep: impl FnMut(TcpEntry),
+) -> usize {
     let mut malformed = 0;
-    for line in text.lines() {
+    for line in lines {
         let first = line.split_ascii_whitespace().next();
         if first.is_none() || first == Some("sl") {
             continue;
         }
         match parse_line(line, v6) {
-            Ok(e) => entries.push(e),
+            Ok(e) => keep(e),
             Err(err) => {
                 malformed += 1;
                 log::debug!("skipping malformed tcp table line (v6: {v6}): {err}");
             }
         }
     }
-    (entries, malformed)
+    malformed
+}
+
+/// Streams one table file, keeping only sockets with an inode: a busy host's
+/// table can hold hundreds of thousands of TIME_WAIT rows (inode 0), which
+/// belong to no process and must not be held in memory at once.
+fn read_table(path: &Path, v6: bool, entries: &mut Vec<TcpEntry>) -> io::Result<usize> {
+    let mut reader = io::BufReader::new(fs::File::open(path)?);
+    let mut line = String::new();
+    let mut malformed = 0;
+    loop {
+        line.clear();
+        if io::BufRead::read_line(&mut reader, &mut line)? == 0 {
+            return Ok(malformed);
+        }
+        malformed += parse_lines(std::iter::once(line.as_str()), v6, |e| {
+            if e.inode != 0 {
+                entries.push(e);
+            }
+        });
+    }
 }
 
 /// True when an error means the process exited (or became a zombie) under us.
@@ -158,14 +189,10 @@ fn is_vanished(err: &io::Error) -> bool {
 /// Reads tcp and tcp6 of the pid's namespace, returning entries and the malformed-line count.
 fn read_tables(proc_root: &Path, pid: u32) -> io::Result<(Vec<TcpEntry>, usize)> {
     let net = proc_root.join(pid.to_string()).join("net");
-    let (mut entries, mut malformed) =
-        parse_tcp_table(&fs::read_to_string(net.join("tcp"))?, false);
-    match fs::read_to_string(net.join("tcp6")) {
-        Ok(text) => {
-            let (v6, bad) = parse_tcp_table(&text, true);
-            entries.extend(v6);
-            malformed += bad;
-        }
+    let mut entries = Vec::new();
+    let mut malformed = read_table(&net.join("tcp"), false, &mut entries)?;
+    match read_table(&net.join("tcp6"), true, &mut entries) {
+        Ok(bad) => malformed += bad,
         // tcp6 is absent when IPv6 is disabled; only a missing pid is an error.
         Err(e) if is_vanished(&e) && proc_root.join(pid.to_string()).exists() => {}
         Err(e) => return Err(e),

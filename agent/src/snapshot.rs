@@ -92,11 +92,14 @@ impl Health {
         let UserDrops {
             decode_errors,
             socket_table_full,
+            time_wait_buckets_full,
             flows_evicted,
         } = agg.drops();
         h.lost.insert("user_decode_errors", decode_errors);
         h.lost.insert("user_socket_table_full", socket_table_full);
         h.lost.insert("user_flows_evicted", flows_evicted);
+        h.lost
+            .insert("user_time_wait_buckets_full", time_wait_buckets_full);
         h.lost_total = h.lost.values().sum();
         h
     }
@@ -123,7 +126,8 @@ pub fn take(
         if filter.is_some_and(|flt| !workload.matches(flt)) {
             continue;
         }
-        let o = open.get(key).cloned().unwrap_or_default();
+        let mut o = open.get(key).cloned().unwrap_or_default();
+        o.by_state[tcp_state::TIME_WAIT as usize] = agg.time_wait.count(key);
         let states = o
             .by_state
             .iter()

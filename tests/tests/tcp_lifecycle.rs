@@ -310,3 +310,47 @@ fn ipv6_and_v4_mapped_connections() {
     )
     .is_some());
 }
+
+#[test]
+fn a_hanging_connect_is_visible_while_it_hangs() {
+    if !require_root() {
+        return;
+    }
+    let mut net = TestNet::new("pending");
+    net.add_pod("client");
+    net.add_pod("router");
+    let (client, router) = (net.pod(0), net.pod(1));
+    client.ip(&[
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        &router.ip4.to_string(),
+    ]);
+    let mut agent = start();
+
+    // A dependency that does not answer: the application waits up to 20 s.
+    let _cli = peer::spawn(
+        client,
+        &["connect", "10.99.0.8:5432", "1", "close", "20000"],
+    );
+    let dst: IpAddr = "10.99.0.8".parse().unwrap();
+    // Announced at the first SYN retransmission (about 1 s), not at the end.
+    let f = wait_for_flow(
+        &mut agent,
+        client.cgroup_id,
+        Direction::Outbound,
+        dst,
+        5432,
+        |f| f.states.get("SYN_SENT") == Some(&1),
+    );
+    assert_eq!(
+        (f.open, f.connects_ok, f.failed_total()),
+        (1, 0, 0),
+        "{f:?}"
+    );
+    assert!(
+        f.oldest_open_s >= 0.9,
+        "its age counts from the connect: {f:?}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod flows;
 pub mod histogram;
 pub mod listeners;
 pub mod sockets;
+pub mod time_wait;
 
 use ahash::HashMap;
 
@@ -18,7 +19,8 @@ use crate::event::Event;
 use cause::FailureCause;
 use flows::{Direction, FlowKey, FlowStats};
 use listeners::Listeners;
-use sockets::{Origin, SocketTable, TrackedSocket, TIME_WAIT_NS};
+use sockets::{Origin, SocketTable, TrackedSocket};
+use time_wait::TimeWait;
 
 /// Memory bounds of the aggregator.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +48,8 @@ pub struct UserDrops {
     pub decode_errors: u64,
     /// Sockets not tracked because the socket table was full.
     pub socket_table_full: u64,
+    /// TIME_WAIT connections not counted because the bucket limit was hit.
+    pub time_wait_buckets_full: u64,
     /// Flows evicted (with their history) to admit new ones.
     pub flows_evicted: u64,
 }
@@ -55,6 +59,7 @@ pub struct Aggregator {
     pub flows: HashMap<FlowKey, FlowStats>,
     pub sockets: SocketTable,
     pub listeners: Listeners,
+    pub time_wait: TimeWait,
     limits: Limits,
     pub events_received: u64,
     flows_evicted: u64,
@@ -67,6 +72,8 @@ impl Aggregator {
             flows: HashMap::default(),
             sockets: SocketTable::new(limits.max_sockets),
             listeners: Listeners::default(),
+            // One bucket per (second, flow): a minute of max_flows flows.
+            time_wait: TimeWait::new(limits.max_flows.saturating_mul(60)),
             limits,
             events_received: 0,
             flows_evicted: 0,
@@ -78,6 +85,7 @@ impl Aggregator {
         UserDrops {
             decode_errors: self.decode_errors,
             socket_table_full: self.sockets.rejected,
+            time_wait_buckets_full: self.time_wait.dropped,
             flows_evicted: self.flows_evicted,
         }
     }
@@ -162,14 +170,7 @@ impl Aggregator {
         flow.bytes_sent += r.bytes_acked;
         flow.bytes_received += r.bytes_received;
         if ev.has_flag(flags::ENTERED_TIME_WAIT) {
-            let tw = TrackedSocket {
-                flow: key,
-                state: tcp_state::TIME_WAIT,
-                opened_ns: r.ts_ns,
-                origin: Origin::Kernel,
-                time_wait_until_ns: r.ts_ns + TIME_WAIT_NS,
-            };
-            self.sockets.insert(r.cookie, tw);
+            self.time_wait.add(key, r.ts_ns);
         }
     }
 
@@ -197,40 +198,40 @@ impl Aggregator {
             state,
             opened_ns,
             origin: Origin::Kernel,
-            time_wait_until_ns: 0,
         };
-        if let Some(existing) = self.sockets.get_mut(id) {
+        self.sockets.upsert(id, socket, |existing| {
             // Keep the original open time (ConnectStart came first).
             existing.state = state;
             existing.flow = flow;
-            return;
-        }
-        self.sockets.insert(id, socket);
+        });
     }
 
     /// The flow's stats, created if needed (evicting the stalest idle flow
     /// when the table is full).
     fn flow(&mut self, key: FlowKey, ev: &Event) -> &mut FlowStats {
-        if !self.flows.contains_key(&key) && self.flows.len() >= self.limits.max_flows {
-            self.evict_one();
-        }
+        self.make_room_for(&key);
         let flow = self.flows.entry(key).or_default();
         flow.touch(ev.raw.ts_ns, ev.raw.tgid, ev.raw.comm);
         flow
     }
 
-    /// Adds a socket found by the start-up scan.
-    pub fn add_preexisting(&mut self, id: u64, flow: FlowKey, state: u8, now_ns: u64) {
-        if !self.flows.contains_key(&flow) && self.flows.len() >= self.limits.max_flows {
+    /// Evicts before inserting a new key into a full flow table. The length
+    /// check comes first so the common case costs no extra lookup.
+    fn make_room_for(&mut self, key: &FlowKey) {
+        if self.flows.len() >= self.limits.max_flows && !self.flows.contains_key(key) {
             self.evict_one();
         }
+    }
+
+    /// Adds a socket found by the start-up scan.
+    pub fn add_preexisting(&mut self, id: u64, flow: FlowKey, state: u8, now_ns: u64) {
+        self.make_room_for(&flow);
         self.flows.entry(flow).or_default().last_activity_ns = now_ns;
         let socket = TrackedSocket {
             flow,
             state,
             opened_ns: now_ns,
             origin: Origin::Preexisting,
-            time_wait_until_ns: 0,
         };
         self.sockets.insert(id, socket);
     }
@@ -255,13 +256,16 @@ impl Aggregator {
         }
     }
 
-    /// Housekeeping: expires TIME_WAIT entries and forgets idle flows.
+    /// Housekeeping: expires TIME_WAIT counts and forgets idle flows.
     pub fn sweep(&mut self, now_ns: u64) {
-        self.sockets.expire_time_wait(now_ns);
+        self.time_wait.expire(now_ns);
         let open = self.sockets.summarize(now_ns);
         let idle = self.limits.flow_idle_ns;
+        let tw = &self.time_wait;
         self.flows.retain(|k, f| {
-            open.contains_key(k) || now_ns.saturating_sub(f.last_activity_ns) < idle
+            open.contains_key(k)
+                || tw.count(k) > 0
+                || now_ns.saturating_sub(f.last_activity_ns) < idle
         });
     }
 

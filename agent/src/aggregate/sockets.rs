@@ -17,20 +17,19 @@ pub enum Origin {
     Preexisting,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct TrackedSocket {
     pub flow: FlowKey,
     pub state: u8,
     pub opened_ns: u64,
     pub origin: Origin,
-    /// When a TIME_WAIT entry stops counting (the kernel's 60 s TIME_WAIT).
-    pub time_wait_until_ns: u64,
 }
 
 /// Ages and states of one flow's open sockets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OpenSummary {
-    /// Sockets not yet closed (TIME_WAIT excluded: the application is done with them).
+    /// Sockets not yet closed. TIME_WAIT connections are not in the table
+    /// (see `time_wait`); the snapshot adds their count to `by_state`.
     pub open: u64,
     pub by_state: [u64; tcp_state::STATE_COUNT],
     pub oldest_age_ns: u64,
@@ -41,8 +40,6 @@ pub struct OpenSummary {
 }
 
 const MINUTE_NS: u64 = 60_000_000_000;
-/// Linux's fixed TIME_WAIT length (TCP_TIMEWAIT_LEN).
-pub const TIME_WAIT_NS: u64 = MINUTE_NS;
 
 #[derive(Debug)]
 pub struct SocketTable {
@@ -71,12 +68,33 @@ impl SocketTable {
 
     /// Inserts or replaces; when full, a new socket is rejected and counted.
     pub fn insert(&mut self, id: u64, socket: TrackedSocket) -> bool {
-        if self.sockets.len() >= self.max && !self.sockets.contains_key(&id) {
-            self.rejected += 1;
-            return false;
+        self.upsert(id, socket, |existing| *existing = socket)
+    }
+
+    /// Inserts `socket`, or lets `update` change the existing entry; when
+    /// full, a new socket is rejected and counted. One hash lookup.
+    pub fn upsert(
+        &mut self,
+        id: u64,
+        socket: TrackedSocket,
+        update: impl FnOnce(&mut TrackedSocket),
+    ) -> bool {
+        use std::collections::hash_map::Entry;
+        let full = self.sockets.len() >= self.max;
+        match self.sockets.entry(id) {
+            Entry::Occupied(mut e) => {
+                update(e.get_mut());
+                true
+            }
+            Entry::Vacant(_) if full => {
+                self.rejected += 1;
+                false
+            }
+            Entry::Vacant(e) => {
+                e.insert(socket);
+                true
+            }
         }
-        self.sockets.insert(id, socket);
-        true
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut TrackedSocket> {
@@ -91,12 +109,6 @@ impl SocketTable {
         self.sockets.iter()
     }
 
-    /// Drops TIME_WAIT entries whose time is up.
-    pub fn expire_time_wait(&mut self, now_ns: u64) {
-        self.sockets
-            .retain(|_, s| s.state != tcp_state::TIME_WAIT || s.time_wait_until_ns > now_ns);
-    }
-
     /// Per-flow summaries of the sockets in the table.
     pub fn summarize(&self, now_ns: u64) -> HashMap<FlowKey, OpenSummary> {
         let mut out: HashMap<FlowKey, OpenSummary> = HashMap::default();
@@ -105,7 +117,7 @@ impl SocketTable {
             if let Some(n) = sum.by_state.get_mut(s.state as usize) {
                 *n += 1;
             }
-            if s.state == tcp_state::TIME_WAIT || s.state == tcp_state::LISTEN {
+            if s.state == tcp_state::LISTEN {
                 continue;
             }
             sum.open += 1;
@@ -144,7 +156,6 @@ mod tests {
             state,
             opened_ns,
             origin: Origin::Kernel,
-            time_wait_until_ns: 0,
         }
     }
 
@@ -155,21 +166,15 @@ mod tests {
         t.insert(1, sock(80, tcp_state::ESTABLISHED, now - 5 * MINUTE_NS));
         t.insert(2, sock(80, tcp_state::CLOSE_WAIT, now - 90 * MINUTE_NS));
         t.insert(3, sock(80, tcp_state::ESTABLISHED, now - 1));
-        let mut tw = sock(80, tcp_state::TIME_WAIT, now);
-        tw.time_wait_until_ns = now + 1;
-        t.insert(4, tw);
         let s = &t.summarize(now)[&key(80)];
         assert_eq!(s.open, 3);
         assert_eq!(s.by_state[tcp_state::ESTABLISHED as usize], 2);
         assert_eq!(s.by_state[tcp_state::CLOSE_WAIT as usize], 1);
-        assert_eq!(s.by_state[tcp_state::TIME_WAIT as usize], 1);
         assert_eq!(s.oldest_age_ns, 90 * MINUTE_NS);
         assert_eq!(
             (s.older_than_1m, s.older_than_10m, s.older_than_1h),
             (2, 1, 1)
         );
-        t.expire_time_wait(now + 1);
-        assert_eq!(t.len(), 3);
     }
 
     #[test]

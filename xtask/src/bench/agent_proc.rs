@@ -162,28 +162,35 @@ impl Agent {
             );
         }
 
-        let stats_line = loop {
+        // The agent prints a stats line every interval and a final one as it
+        // exits; the lines queue up in the channel during the round, so read
+        // until its stdout closes and keep the last one.
+        let mut last_stats = None;
+        loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(remaining) {
-                Ok(line) if line_type(&line).as_deref() == Some("stats") => break line,
+                Ok(line) if line_type(&line).as_deref() == Some("stats") => {
+                    last_stats = Some(line);
+                }
                 Ok(line) => self.remember(line),
                 Err(RecvTimeoutError::Timeout) => {
                     self.kill();
                     bail!(
-                        "the agent printed no stats line within {} s of SIGINT{}",
+                        "the agent did not finish its output within {} s of SIGINT{}",
                         timeout.as_secs(),
                         self.diagnostics()
                     );
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.reap();
-                    bail!(
-                        "the agent exited without a stats line ({}){}",
-                        describe(status),
-                        self.diagnostics()
-                    );
-                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
+        }
+        let Some(stats_line) = last_stats else {
+            let status = self.reap();
+            bail!(
+                "the agent exited without a stats line ({}){}",
+                describe(status),
+                self.diagnostics()
+            );
         };
 
         // The stats line is the last word; still require a clean exit, since
