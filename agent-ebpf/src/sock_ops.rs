@@ -45,9 +45,11 @@ use crate::{
 };
 
 const ECONNREFUSED: u32 = 111;
-const EPIPE: u32 = 32;
 const ETIMEDOUT: u32 = 110;
 
+/// Each handler is its own BPF subprogram (`#[inline(never)]`): inlined into
+/// one function their stack slots add up past the 512-byte limit, while as
+/// calls only the deepest one counts.
 #[sock_ops]
 pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
@@ -67,6 +69,7 @@ pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
 /// a round trip, and their Established/Closed event carries the start time,
 /// so a ConnectStart event per connect would be pure overhead. A connect
 /// still pending at its first SYN retransmission is announced by `on_rto`.
+#[inline(never)]
 fn on_connect(ctx: &SockOpsContext) {
     // SAFETY: helper taking the sock_ops context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
@@ -75,6 +78,7 @@ fn on_connect(ctx: &SockOpsContext) {
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
 }
 
+#[inline(never)]
 fn on_active_established(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx, true) else {
         return;
@@ -96,6 +100,7 @@ fn on_active_established(ctx: &SockOpsContext) {
     emit(&facts, owner, &d);
 }
 
+#[inline(never)]
 fn on_passive_established(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx, true) else {
         return;
@@ -129,6 +134,7 @@ fn on_passive_established(ctx: &SockOpsContext) {
     emit(&facts, owner, &d);
 }
 
+#[inline(never)]
 fn on_listen(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx, true) else {
         return;
@@ -149,6 +155,7 @@ fn on_listen(ctx: &SockOpsContext) {
     );
 }
 
+#[inline(never)]
 fn on_state(ctx: &SockOpsContext) {
     let old = ctx.arg(0) as u8;
     let new = ctx.arg(1) as u8;
@@ -197,23 +204,11 @@ fn on_state(ctx: &SockOpsContext) {
         d.duration_ns = now.saturating_sub(o.start_ns);
         d.flags = o.flags & flags::CONNECT_TIMED_OUT;
     }
-    d.errno = take_recent_error(&facts, owner.map_or(0, |o| o.start_ns), old);
-    if d.errno == 0 && d.flags & flags::CONNECT_TIMED_OUT != 0 {
-        d.errno = ETIMEDOUT;
-    }
-    if d.errno == 0 && old == tcp_state::SYN_SENT {
-        if let Some(o) = owner {
-            // The error report tracepoint cannot tell us about ICMP errors
-            // reliably (it reads sk_err after waking the application, which
-            // may already have consumed it), but who closes the socket can:
-            // the owner's close() runs in its context, the kernel's
-            // ICMP-triggered close in softirq.
-            if (bpf_get_current_pid_tgid() >> 32) as u32 == o.tgid {
-                d.flags |= flags::CLOSED_BY_OWNER;
-            }
-        }
-    }
-    if d.errno == 0 && (old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING) {
+    if old == tcp_state::SYN_SENT {
+        failed_connect_cause(&facts, owner, &mut d);
+    } else if old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING {
+        // Handed to a TIME_WAIT minisocket. (A RST in these states also
+        // lands here; it is rare enough not to pay a map lookup per close.)
         d.flags |= flags::ENTERED_TIME_WAIT;
     }
     if old == tcp_state::LISTEN {
@@ -224,6 +219,7 @@ fn on_state(ctx: &SockOpsContext) {
     let _ = SOCKETS.remove(facts.cookie);
 }
 
+#[inline(never)]
 fn on_rto(ctx: &SockOpsContext) {
     // SAFETY: ctx.ops is the context pointer the kernel passed us.
     let state = unsafe { read_volatile(addr_of!((*ctx.ops).state)) } as u8;
@@ -264,31 +260,46 @@ fn on_rto(ctx: &SockOpsContext) {
     }
 }
 
-/// The error a tracepoint recorded for this socket's tuple since the socket
-/// started, translated the way the kernel's `tcp_reset` does.
+/// Why a connect failed: a RST or ICMP error a tracepoint recorded for this
+/// socket's tuple since the connect started, the kernel's SYN retries
+/// running out, or (neither) who closed the socket.
 #[inline(always)]
-fn take_recent_error(facts: &SockFacts, since_ns: u64, old: u8) -> u32 {
+fn failed_connect_cause(facts: &SockFacts, owner: Option<&SockInfo>, d: &mut Detail) {
+    let since = owner.map_or(0, |o| o.start_ns);
     let key = ErrorKey {
         remote_addr: facts.remote_addr,
         local_port: facts.local_port,
         remote_port: facts.remote_port,
         _pad: 0,
     };
-    let Some(last) = CONNECT_ERRORS.get_ptr(key) else {
-        return 0;
-    };
-    // SAFETY: pointer from a successful map lookup.
-    let last = unsafe { *last };
-    let _ = CONNECT_ERRORS.remove(key);
-    // An error older than this socket belongs to an earlier socket that
-    // used the same ports.
-    if last.ts_ns < since_ns {
-        return 0;
+    if let Some(last) = CONNECT_ERRORS.get_ptr(key) {
+        // SAFETY: pointer from a successful map lookup.
+        let last = unsafe { *last };
+        let _ = CONNECT_ERRORS.remove(key);
+        // An error older than this connect belongs to an earlier socket that
+        // used the same ports. A RST on a connecting socket is "refused", as
+        // the kernel's tcp_reset reports it.
+        if last.ts_ns >= since {
+            d.errno = if last.errno == ECONNRESET {
+                ECONNREFUSED
+            } else {
+                last.errno
+            };
+            return;
+        }
     }
-    match (last.errno, old) {
-        (ECONNRESET, tcp_state::SYN_SENT) => ECONNREFUSED,
-        (ECONNRESET, tcp_state::CLOSE_WAIT) => EPIPE,
-        (e, _) => e,
+    if d.flags & flags::CONNECT_TIMED_OUT != 0 {
+        d.errno = ETIMEDOUT;
+        return;
+    }
+    // The error report tracepoint cannot tell us about ICMP errors reliably
+    // (it reads sk_err after waking the application, which may already have
+    // consumed it), but who closes the socket can: the owner's close() runs
+    // in its context, the kernel's ICMP-triggered close in softirq.
+    if let Some(o) = owner {
+        if (bpf_get_current_pid_tgid() >> 32) as u32 == o.tgid {
+            d.flags |= flags::CLOSED_BY_OWNER;
+        }
     }
 }
 
