@@ -12,6 +12,18 @@ use sockeye_tests::{
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// A client pod whose route to 10.99.0.0/24 goes through a "router" pod that
+/// does not forward: SYNs sent there vanish without any ICMP error.
+fn blackholed(name: &str) -> TestNet {
+    let mut net = TestNet::new(name);
+    net.add_pod("client");
+    net.add_pod("router");
+    let router = net.pod(1).ip4.to_string();
+    net.pod(0)
+        .ip(&["route", "add", "10.99.0.0/24", "via", &router]);
+    net
+}
+
 #[test]
 fn connects_are_counted_and_attributed_on_both_sides() {
     if !require_root() {
@@ -105,19 +117,8 @@ fn blackholed_connects_time_out_with_syn_retransmits() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("timeout");
-    net.add_pod("client");
-    net.add_pod("router");
-    let (client, router) = (net.pod(0), net.pod(1));
-    // The "router" does not forward (ip_forward is off in a new namespace),
-    // so SYNs sent through it vanish without any ICMP error.
-    client.ip(&[
-        "route",
-        "add",
-        "10.99.0.0/24",
-        "via",
-        &router.ip4.to_string(),
-    ]);
+    let net = blackholed("timeout");
+    let client = net.pod(0);
     // One SYN retry: the kernel gives up after 1 s + 2 s.
     client.sysctl("net.ipv4.tcp_syn_retries", "1");
     let mut agent = start();
@@ -143,17 +144,8 @@ fn application_connect_timeouts_are_aborts() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("abort");
-    net.add_pod("client");
-    net.add_pod("router");
-    let (client, router) = (net.pod(0), net.pod(1));
-    client.ip(&[
-        "route",
-        "add",
-        "10.99.0.0/24",
-        "via",
-        &router.ip4.to_string(),
-    ]);
+    let net = blackholed("abort");
+    let client = net.pod(0);
     let mut agent = start();
 
     // The application gives up after 300 ms, long before the kernel would.
@@ -316,17 +308,8 @@ fn a_hanging_connect_is_visible_while_it_hangs() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("pending");
-    net.add_pod("client");
-    net.add_pod("router");
-    let (client, router) = (net.pod(0), net.pod(1));
-    client.ip(&[
-        "route",
-        "add",
-        "10.99.0.0/24",
-        "via",
-        &router.ip4.to_string(),
-    ]);
+    let net = blackholed("pending");
+    let client = net.pod(0);
     let mut agent = start();
 
     // A dependency that does not answer: the application waits up to 20 s.
