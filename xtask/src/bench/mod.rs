@@ -34,10 +34,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Number of (baseline, agent) round pairs.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Workload seconds per round.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=3600))]
     secs: u64,
     /// Agent binary; by default `cargo build --release -p sockeye-agent` is
     /// run first and target/release/sockeye-agent is used.
@@ -202,6 +202,15 @@ fn build_agent() -> Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?;
+    // The kernel programs need the nightly rust-src and bpf-linker: install
+    // or check them the way the README's commands do.
+    let status = Command::new(root.join("scripts/bootstrap.sh"))
+        .current_dir(root)
+        .status()
+        .context("running scripts/bootstrap.sh")?;
+    if !status.success() {
+        bail!("scripts/bootstrap.sh failed ({status})");
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("bench: cargo build --release -p sockeye-agent");
     let status = Command::new(cargo)
