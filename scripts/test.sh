@@ -19,5 +19,14 @@ step "clippy (kernel programs, bpf target)"
 (cd agent-ebpf && cargo +nightly clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 
 step "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 # The kernel crate only builds for the bpf target; the agent's build.rs builds it.
-cargo test --locked --workspace --exclude sockeye-agent-ebpf --no-fail-fast
+set +e
+cargo test --locked --workspace --exclude sockeye-agent-ebpf --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo ends with the (empty) doc-test runs: close with the totals instead.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
