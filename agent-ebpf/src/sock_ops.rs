@@ -111,8 +111,8 @@ fn on_passive_established(ctx: &SockOpsContext) {
     let mut info = match LISTENERS.get_ptr(key) {
         // SAFETY: pointer from a successful map lookup.
         Some(l) => unsafe { *l },
-        // The listener predates the agent: the process is unknown here (the
-        // agent fills it in from its start-up scan); the cgroup is still right.
+        // No record of the listener: its map was full, or it predates the
+        // agent and could not be seeded. The owner is unknown; say so.
         None => SockInfo {
             start_ns: 0,
             state_ns: 0,
@@ -163,7 +163,8 @@ fn on_state(ctx: &SockOpsContext) {
     if new == tcp_state::ESTABLISHED {
         return;
     }
-    let Some(facts) = facts(ctx, false) else {
+    // A failed connect's Closed is its only event: give it the namespace.
+    let Some(facts) = facts(ctx, old == tcp_state::SYN_SENT) else {
         return;
     };
     let now = now_ns();
