@@ -6,6 +6,7 @@
 //! byte.
 #![no_std]
 
+pub mod cgroup;
 pub mod counters;
 pub mod event;
 pub mod names;
@@ -28,4 +29,6 @@ mod pod_impls {
     unsafe impl aya::Pod for crate::event::SockInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::event::ListenerKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::cgroup::CgroupEvent {}
 }

@@ -11,6 +11,8 @@ pub const SOCKETS_MAP: &str = "SOCKEYE_SOCKETS";
 pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
 /// LRU hash: (remote address, ports) -> the last socket error seen for it.
 pub const CONNECT_ERRORS_MAP: &str = "SOCKEYE_CONNECT_ERRORS";
+/// Ring buffer carrying [`crate::cgroup::CgroupEvent`] records (cgroup names).
+pub const CGROUP_EVENTS_MAP: &str = "SOCKEYE_CGROUP_EVENTS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 
@@ -20,3 +22,5 @@ pub const PROG_SOCK_OPS: &str = "sockeye_sock_ops";
 pub const PROG_RECEIVE_RESET: &str = "sockeye_tcp_receive_reset";
 /// Tracepoint `sock:inet_sk_error_report`: ICMP unreachable and other socket errors.
 pub const PROG_ERROR_REPORT: &str = "sockeye_inet_sk_error_report";
+/// Tracepoint `cgroup:cgroup_mkdir`: the name of every new cgroup.
+pub const PROG_CGROUP_MKDIR: &str = "sockeye_cgroup_mkdir";

@@ -21,12 +21,17 @@ pub struct TracepointOffsets {
     pub err_protocol: u32,
     pub err_daddr: u32,
     pub err_daddr_v6: u32,
+    /// `cgroup:cgroup_mkdir` (`path` is a `__data_loc`: offset | len << 16).
+    pub mkdir_root: u32,
+    pub mkdir_id: u32,
+    pub mkdir_path: u32,
+    pub _pad: u32,
 }
 
 /// Marker for a field that does not exist on the running kernel.
 pub const ABSENT: u32 = u32::MAX;
 
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 64);
 
 /// Key of the connect-error map: the remote address and both ports of the
 /// socket an error tracepoint reported. Neither tracepoint carries an id

@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroups;
 mod emit;
 mod errors;
 mod maps;

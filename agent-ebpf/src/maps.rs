@@ -19,6 +19,10 @@ const MAX_CONNECT_ERRORS: u32 = 8_192;
 #[map(name = "SOCKEYE_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
 
+/// Cgroup names: a few per container start, so small.
+#[map(name = "SOCKEYE_CGROUP_EVENTS")]
+pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 

@@ -9,6 +9,7 @@ use crate::{
     attribution::{cgroup_fs, Attributor},
     clock,
     ebpf::{self, counters, Feature, LoadOptions, Probes},
+    event::CgroupName,
     preexisting::Preexisting,
     snapshot::{self, Health, Snapshot},
 };
@@ -118,11 +119,24 @@ impl Agent {
     }
 
     /// Consumes every event waiting in the ring buffer; returns how many.
+    /// Cgroups seen for the first time are resolved right away: a
+    /// short-lived container's cgroup may be gone by the next snapshot.
     pub fn drain(&mut self) -> usize {
+        if let Some(ring) = self.probes.cgroup_events.as_mut() {
+            while let Some(item) = ring.next() {
+                match CgroupName::decode(&item) {
+                    Some(c) => self.attributor.learn(c.id, c.path),
+                    None => self.aggregator.decode_errors += 1,
+                }
+            }
+        }
         let mut n = 0;
         while let Some(item) = self.probes.events.next() {
             self.aggregator.handle_record(&item);
             n += 1;
+        }
+        for id in std::mem::take(&mut self.aggregator.new_cgroups) {
+            self.attributor.workload(id);
         }
         n
     }

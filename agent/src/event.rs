@@ -2,7 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sockeye_common::event::{flags, EventKind, SockEvent, AF_INET, AF_INET6, SOCK_EVENT_SIZE};
+use sockeye_common::{
+    cgroup::CgroupEvent,
+    event::{flags, EventKind, SockEvent, AF_INET, AF_INET6, SOCK_EVENT_SIZE},
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -69,6 +72,32 @@ fn addr(family: u16, bytes: &[u8; 16]) -> Result<IpAddr, DecodeError> {
     }
 }
 
+/// A cgroup's id and path, as the kernel reported it at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupName {
+    pub id: u64,
+    pub path: String,
+}
+
+impl CgroupName {
+    /// None for a record of the wrong size or a path that is not UTF-8.
+    /// A truncated path is kept: its container id is near the end and may
+    /// be cut, but the prefix still names the pod and runtime.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != std::mem::size_of::<CgroupEvent>() {
+            return None;
+        }
+        // SAFETY: the size matches and CgroupEvent is plain old data.
+        let raw: CgroupEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let len = (raw.path_len as usize).min(raw.path.len());
+        let path = std::str::from_utf8(&raw.path[..len]).ok()?.to_string();
+        if raw.truncated != 0 {
+            log::debug!("cgroup {} path truncated: {path}", raw.id);
+        }
+        Some(Self { id: raw.id, path })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +144,42 @@ mod tests {
         assert_eq!(ev.remote, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(ev.local, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(ev.comm(), "curl");
+    }
+
+    #[test]
+    fn decodes_cgroup_names() {
+        let mut raw = CgroupEvent {
+            id: 42,
+            path_len: 0,
+            truncated: 0,
+            path: [0; sockeye_common::cgroup::CGROUP_PATH_MAX],
+        };
+        let path = b"/libpod_parent/libpod-0123";
+        raw.path[..path.len()].copy_from_slice(path);
+        raw.path_len = path.len() as u32;
+        // SAFETY: CgroupEvent is repr(C) plain data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const CgroupEvent).cast::<u8>(),
+                std::mem::size_of::<CgroupEvent>(),
+            )
+        };
+        let name = CgroupName::decode(bytes).expect("decodes");
+        assert_eq!(
+            (name.id, name.path.as_str()),
+            (42, "/libpod_parent/libpod-0123")
+        );
+        assert_eq!(CgroupName::decode(&bytes[1..]), None, "wrong size");
+        raw.path_len = 9999;
+        raw.path[0] = 0xff;
+        // SAFETY: as above.
+        let bad = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const CgroupEvent).cast::<u8>(),
+                std::mem::size_of::<CgroupEvent>(),
+            )
+        };
+        assert_eq!(CgroupName::decode(bad), None, "not UTF-8, length clamped");
     }
 
     #[test]

@@ -90,12 +90,8 @@ impl Preexisting {
                 );
             } else {
                 let inbound = listening.contains(&(s.netns_inode, s.entry.local.port()));
-                agg.add_preexisting(
-                    id,
-                    flow_key(cgroup_id, inbound, &s.entry.local, &s.entry.remote),
-                    s.entry.state,
-                    now_ns,
-                );
+                let flow = flow_key(cgroup_id, inbound, &s.entry.local, &s.entry.remote);
+                agg.add_preexisting(id, flow, s.entry.state, now_ns, owner.pid, &owner.comm);
             }
             out.namespaces
                 .entry(s.netns_inode)

@@ -87,3 +87,65 @@ fn podman_containers_are_attributed_by_container_id() {
         .iter()
         .all(|f| is(&f.workload.owner, &web.id)));
 }
+
+#[test]
+fn a_container_that_connects_and_exits_keeps_its_name() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        podman_available(),
+        "podman is missing: run scripts/bootstrap.sh --test"
+    );
+    let rootfs = Rootfs::build("shortlived");
+    let mut net = TestNet::new("shortlived");
+    net.add_pod("job");
+    net.add_pod("db");
+    let (job_pod, db_pod) = (net.pod(0), net.pod(1));
+    let mut agent = start();
+
+    // A Job-like container: two connects to a port nobody listens on, then
+    // it exits and podman removes its cgroup.
+    let dst = format!("{}:5432", db_pod.ip4);
+    let job = Container::run(&rootfs, job_pod, &["connect", &dst, "2", "close", "1000"]);
+    let db_ip = IpAddr::V4(db_pod.ip4);
+    let snap = wait_for(&mut agent, &[], Duration::from_secs(15), |s| {
+        s.flows
+            .iter()
+            .any(|f| f.remote == db_ip && f.port == 5432 && f.failed_total() == 2)
+    });
+    let f = snap
+        .flows
+        .iter()
+        .find(|f| f.remote == db_ip && f.port == 5432)
+        .unwrap();
+    assert_eq!(f.connects_failed["refused"], 2);
+    assert_eq!(
+        f.workload.label(),
+        format!("podman:{}", &job.id[..12]),
+        "{f:?}"
+    );
+    // Still named after the container is gone.
+    drop(job);
+    let later = agent.snapshot(None);
+    let f = later
+        .flows
+        .iter()
+        .find(|f| f.remote == db_ip && f.port == 5432)
+        .unwrap();
+    assert_eq!(
+        f.workload.label(),
+        format!("podman:{}", &later_id(&snap, db_ip)[..12])
+    );
+}
+
+/// The container id a flow to `remote` was attributed to.
+fn later_id(snap: &sockeye_agent::snapshot::Snapshot, remote: IpAddr) -> String {
+    snap.flows
+        .iter()
+        .find(|f| f.remote == remote)
+        .and_then(|f| f.workload.owner.as_ref())
+        .and_then(|o| o.container_id())
+        .map(str::to_string)
+        .expect("attributed to a container")
+}

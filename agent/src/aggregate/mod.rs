@@ -62,6 +62,9 @@ pub struct Aggregator {
     pub time_wait: TimeWait,
     limits: Limits,
     pub events_received: u64,
+    /// cgroup ids met for the first time (a new flow or listener) since the
+    /// caller last took them: resolve them now, while the cgroup exists.
+    pub new_cgroups: Vec<u64>,
     flows_evicted: u64,
     pub decode_errors: u64,
 }
@@ -76,6 +79,7 @@ impl Aggregator {
             time_wait: TimeWait::new(limits.max_flows.saturating_mul(60)),
             limits,
             events_received: 0,
+            new_cgroups: Vec::new(),
             flows_evicted: 0,
             decode_errors: 0,
         }
@@ -106,6 +110,7 @@ impl Aggregator {
         let r = &ev.raw;
         match ev.kind {
             EventKind::Listen => {
+                self.new_cgroups.push(r.cgroup_id);
                 self.listeners.started(ev);
             }
             EventKind::ConnectStart => {
@@ -210,7 +215,11 @@ impl Aggregator {
     /// when the table is full).
     fn flow(&mut self, key: FlowKey, ev: &Event) -> &mut FlowStats {
         self.make_room_for(&key);
-        let flow = self.flows.entry(key).or_default();
+        let new_cgroups = &mut self.new_cgroups;
+        let flow = self.flows.entry(key).or_insert_with(|| {
+            new_cgroups.push(key.cgroup_id);
+            FlowStats::default()
+        });
         flow.touch(ev.raw.ts_ns, ev.raw.tgid, ev.raw.comm);
         flow
     }
@@ -223,10 +232,28 @@ impl Aggregator {
         }
     }
 
-    /// Adds a socket found by the start-up scan.
-    pub fn add_preexisting(&mut self, id: u64, flow: FlowKey, state: u8, now_ns: u64) {
+    /// Adds a socket found by the start-up scan, owned by `tgid`/`comm`.
+    pub fn add_preexisting(
+        &mut self,
+        id: u64,
+        flow: FlowKey,
+        state: u8,
+        now_ns: u64,
+        tgid: u32,
+        comm: &str,
+    ) {
         self.make_room_for(&flow);
-        self.flows.entry(flow).or_default().last_activity_ns = now_ns;
+        let mut comm16 = [0u8; 16];
+        let n = comm.len().min(15);
+        comm16[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        let new_cgroups = &mut self.new_cgroups;
+        self.flows
+            .entry(flow)
+            .or_insert_with(|| {
+                new_cgroups.push(flow.cgroup_id);
+                FlowStats::default()
+            })
+            .touch(now_ns, tgid, comm16);
         let socket = TrackedSocket {
             flow,
             state,

@@ -6,6 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::cgroup_handle::HandleResolver;
+
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// Bounds the resolver's memory; real hosts have a few thousand cgroups at most.
 const MAX_ENTRIES: usize = 65536;
@@ -116,6 +118,8 @@ pub fn cgroup_id_of(root: &Path, rel: &str) -> Result<u64, CgroupFsError> {
 /// Caches id → path for the cgroup tree under one mount.
 pub struct CgroupResolver {
     root: PathBuf,
+    /// O(1) lookups by file handle, when we have CAP_DAC_READ_SEARCH.
+    handles: Option<HandleResolver>,
     cache: HashMap<u64, String>,
     last_scan: Option<Instant>,
     min_rescan: Duration,
@@ -127,7 +131,11 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     pub fn new(root: PathBuf) -> Self {
+        let handles = HandleResolver::new(&root)
+            .map_err(|e| log::debug!("cgroup handle lookups unavailable: {e}"))
+            .ok();
         Self {
+            handles,
             root,
             cache: HashMap::new(),
             last_scan: None,
@@ -146,6 +154,9 @@ impl CgroupResolver {
         if let Some(path) = self.cache.get(&id) {
             return Some(path.clone());
         }
+        if let Some(path) = self.by_handle(id) {
+            return Some(path);
+        }
         let due = self
             .last_scan
             .is_none_or(|t| t.elapsed() >= self.min_rescan);
@@ -157,6 +168,26 @@ impl CgroupResolver {
         }
         self.unresolved += 1;
         None
+    }
+
+    /// Direct lookup; on EPERM (no CAP_DAC_READ_SEARCH) it is switched off
+    /// for good, with one log line, and scanning takes over.
+    fn by_handle(&mut self, id: u64) -> Option<String> {
+        let handles = self.handles.as_ref()?;
+        match handles.path_of(id) {
+            Ok(path) => {
+                if self.cache.len() < self.max_entries {
+                    self.cache.insert(id, path.clone());
+                }
+                Some(path)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                log::warn!("cannot open cgroups by id ({e}: CAP_DAC_READ_SEARCH is missing); falling back to scanning the cgroup tree, which may miss short-lived containers");
+                self.handles = None;
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     pub fn set_min_rescan(&mut self, d: Duration) {

@@ -1,6 +1,7 @@
 //! Who owns a socket: cgroup id -> cgroup path -> container, pod or host.
 
 pub mod cgroup_fs;
+pub mod cgroup_handle;
 pub mod container;
 
 use std::{collections::HashMap, path::PathBuf};
@@ -72,6 +73,20 @@ impl Attributor {
         }
         self.cache.insert(cgroup_id, w.clone());
         w
+    }
+
+    /// Records a cgroup's name as the kernel reported it at creation, so it
+    /// can be named after it is gone.
+    pub fn learn(&mut self, cgroup_id: u64, path: String) {
+        if self.cache.len() >= self.max {
+            self.cache.clear();
+        }
+        let w = Workload {
+            cgroup_id,
+            owner: Some(container::classify(&path)),
+            cgroup_path: Some(path),
+        };
+        self.cache.insert(cgroup_id, w);
     }
 
     /// Ids that could not be resolved to a path (cgroup already removed).

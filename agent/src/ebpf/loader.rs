@@ -75,6 +75,8 @@ pub struct Feature {
 pub struct Probes {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
+    /// Names of new cgroups; None when the cgroup_names feature is off.
+    pub cgroup_events: Option<RingBuf<MapData>>,
     pub features: Vec<Feature>,
 }
 
@@ -93,7 +95,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         .map_err(|source| LoadError::Object { source })?;
 
     let mut features = Vec::new();
-    attach_error_tracepoints(&mut ebpf, opts, &mut features)?;
+    attach_tracepoints(&mut ebpf, opts, &mut features)?;
     attach_sock_ops(&mut ebpf, opts)?;
     features.insert(
         0,
@@ -112,9 +114,22 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         name: names::EVENTS_MAP,
         source,
     })?;
+    let cgroup_names = features
+        .iter()
+        .any(|f| f.name == "cgroup_names" && f.enabled);
+    let cgroup_events = match ebpf.take_map(names::CGROUP_EVENTS_MAP) {
+        Some(map) if cgroup_names => {
+            Some(RingBuf::try_from(map).map_err(|source| LoadError::Map {
+                name: names::CGROUP_EVENTS_MAP,
+                source,
+            })?)
+        }
+        _ => None,
+    };
     Ok(Probes {
         ebpf,
         events,
+        cgroup_events,
         features,
     })
 }
@@ -145,15 +160,16 @@ fn attach_sock_ops(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<(), LoadError>
         .map_err(|source| LoadError::SockOps { path, source })
 }
 
-/// The connect-error tracepoints are optional: without them a failed connect
-/// is still counted, but its cause is reported as "other" instead of
-/// "refused"/"unreachable".
-fn attach_error_tracepoints(
+/// The tracepoints are optional. Without the connect-error ones a failed
+/// connect is still counted, but its cause is less precise; without
+/// cgroup_mkdir, cgroups are named by lookup, which can miss containers that
+/// live for milliseconds.
+fn attach_tracepoints(
     ebpf: &mut Ebpf,
     opts: &LoadOptions,
     features: &mut Vec<Feature>,
 ) -> Result<(), LoadError> {
-    let (offsets, errors) = tracefs::error_tracepoint_offsets(&opts.tracefs);
+    let (offsets, errors) = tracefs::tracepoint_offsets(&opts.tracefs);
     if let Err(e) = tracefs::check_mounted(&opts.tracefs) {
         log::warn!("{e}; connect failures will not be classified as refused/unreachable");
     }
@@ -208,6 +224,14 @@ fn attach_error_tracepoints(
             ]
             .contains(&ABSENT),
             "ICMP errors on connect classified as unreachable",
+        ),
+        (
+            "cgroup_names",
+            names::PROG_CGROUP_MKDIR,
+            "cgroup",
+            "cgroup_mkdir",
+            [offsets.mkdir_root, offsets.mkdir_id, offsets.mkdir_path].contains(&ABSENT),
+            "cgroups named when created: short-lived containers keep their names",
         ),
     ];
     for (feature, prog_name, category, tp, fields_missing, gives) in wanted {

@@ -73,10 +73,10 @@ pub fn check_mounted(root: &Path) -> Result<(), TracefsError> {
     }
 }
 
-/// Offsets of the fields the error tracepoints read. A tracepoint that does
-/// not exist, or lacks a field, leaves its offsets at [`ABSENT`]; the
+/// Offsets of the fields the tracepoint programs read. A tracepoint that
+/// does not exist, or lacks a field, leaves its offsets at [`ABSENT`]; the
 /// returned list names what is missing so the loader can disable it.
-pub fn error_tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>) {
+pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>) {
     let mut out = TracepointOffsets {
         rst_sport: ABSENT,
         rst_dport: ABSENT,
@@ -90,6 +90,10 @@ pub fn error_tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsE
         err_protocol: ABSENT,
         err_daddr: ABSENT,
         err_daddr_v6: ABSENT,
+        mkdir_root: ABSENT,
+        mkdir_id: ABSENT,
+        mkdir_path: ABSENT,
+        _pad: 0,
     };
     let mut errors = Vec::new();
     let get = |f: &HashMap<String, u32>, n: &str| f.get(n).copied().unwrap_or(ABSENT);
@@ -112,6 +116,14 @@ pub fn error_tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsE
             out.err_protocol = get(&f, "protocol");
             out.err_daddr = get(&f, "daddr");
             out.err_daddr_v6 = get(&f, "daddr_v6");
+        }
+        Err(e) => errors.push(e),
+    }
+    match read_fields(root, "cgroup", "cgroup_mkdir") {
+        Ok(f) => {
+            out.mkdir_root = get(&f, "root");
+            out.mkdir_id = get(&f, "id");
+            out.mkdir_path = get(&f, "path");
         }
         Err(e) => errors.push(e),
     }
@@ -157,8 +169,8 @@ print fmt: \"family=%s\"";
         let dir = std::env::temp_dir().join(format!("sockeye-notracefs-{}", std::process::id()));
         let err = check_mounted(&dir).unwrap_err().to_string();
         assert!(err.contains("mount -t tracefs"), "{err}");
-        let (off, errs) = error_tracepoint_offsets(&dir);
-        assert_eq!(off.rst_sport, ABSENT);
-        assert_eq!(errs.len(), 2);
+        let (off, errs) = tracepoint_offsets(&dir);
+        assert_eq!((off.rst_sport, off.mkdir_path), (ABSENT, ABSENT));
+        assert_eq!(errs.len(), 3);
     }
 }
