@@ -20,10 +20,13 @@ pub enum Counter {
     UntrackedSocket = 5,
     /// A tracepoint could not read its arguments (bad offset or read failure).
     TracepointReadFailed = 6,
+    /// Recording a connect error failed (allocation failure in the LRU map):
+    /// that connect's failure cause will be less precise.
+    ConnectErrorsMapFull = 7,
 }
 
 /// Number of counters (the size of the counters array map).
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 8;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -34,6 +37,7 @@ impl Counter {
         Counter::EventsEmitted,
         Counter::UntrackedSocket,
         Counter::TracepointReadFailed,
+        Counter::ConnectErrorsMapFull,
     ];
 
     /// Stable snake_case name used in logs, JSON and metrics.
@@ -46,6 +50,7 @@ impl Counter {
             Counter::EventsEmitted => "kernel_events_emitted",
             Counter::UntrackedSocket => "kernel_untracked_socket_events",
             Counter::TracepointReadFailed => "kernel_tracepoint_read_failed",
+            Counter::ConnectErrorsMapFull => "kernel_connect_errors_map_full",
         }
     }
 

@@ -124,10 +124,10 @@ fn record(key: &ErrorKey, errno: u32) {
         errno,
         _pad: 0,
     };
-    // An LRU insert only fails on allocation failure; the hint is lost then,
-    // and the close is classified without it (counted as a read failure).
+    // An LRU insert only fails on allocation failure; the hint is lost and
+    // the close is classified without it.
     if CONNECT_ERRORS.insert(key, value, 0).is_err() {
-        count(Counter::TracepointReadFailed);
+        count(Counter::ConnectErrorsMapFull);
     }
 }
 
