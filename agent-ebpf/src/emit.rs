@@ -9,25 +9,15 @@ use sockeye_common::{
     event::{EventKind, SockEvent, SockInfo},
 };
 
-use crate::maps::{count, EVENTS};
+use crate::{
+    maps::{count, EVENTS},
+    sock_facts::SockFacts,
+};
 
 /// Below this much unread data the producer does not wake the agent: it drains
 /// on a short timer instead. At high event rates this saves a wakeup per event,
 /// which is most of the cost of a ring buffer submit.
 const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
-
-/// Socket-level facts every event carries, read once per callback.
-pub struct SockFacts {
-    pub cookie: u64,
-    pub netns_cookie: u64,
-    pub family: u16,
-    pub local_port: u16,
-    pub remote_port: u16,
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
-    pub bytes_acked: u64,
-    pub bytes_received: u64,
-}
 
 /// Event-specific fields.
 pub struct Detail {

@@ -6,6 +6,7 @@ mod cgroups;
 mod emit;
 mod errors;
 mod maps;
+mod sock_facts;
 mod sock_ops;
 
 #[cfg(not(test))]

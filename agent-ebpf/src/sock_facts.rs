@@ -1,0 +1,109 @@
+//! Reading a sock_ops callback's socket: addresses, ports, cookies, byte
+//! counters.
+
+use core::ptr::{addr_of, read_volatile};
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    programs::SockOpsContext,
+    EbpfContext as _,
+};
+use sockeye_common::event::{AF_INET, AF_INET6};
+
+/// Socket-level facts every event carries, read once per callback.
+pub struct SockFacts {
+    pub cookie: u64,
+    pub netns_cookie: u64,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+
+/// Reads the addresses, ports, ids and byte counters of the callback's socket.
+///
+/// Every context field is read exactly once, up front, with a volatile load:
+/// the verifier only accepts context loads at a constant offset from the
+/// unmodified context pointer, and without this LLVM may compute a field's
+/// address in one branch and load it in another.
+#[inline(always)]
+pub fn facts(ctx: &SockOpsContext, with_netns: bool) -> Option<SockFacts> {
+    let ops = ctx.ops;
+    // SAFETY: `ops` is the context pointer the kernel passed; the verifier
+    // rewrites these loads into safe accesses of the socket.
+    let (family, lip4, rip4, lip6, rip6, lport, rport, bytes_acked, bytes_received) = unsafe {
+        (
+            read_volatile(addr_of!((*ops).family)),
+            read_volatile(addr_of!((*ops).local_ip4)),
+            read_volatile(addr_of!((*ops).remote_ip4)),
+            [
+                read_volatile(addr_of!((*ops).local_ip6[0])),
+                read_volatile(addr_of!((*ops).local_ip6[1])),
+                read_volatile(addr_of!((*ops).local_ip6[2])),
+                read_volatile(addr_of!((*ops).local_ip6[3])),
+            ],
+            [
+                read_volatile(addr_of!((*ops).remote_ip6[0])),
+                read_volatile(addr_of!((*ops).remote_ip6[1])),
+                read_volatile(addr_of!((*ops).remote_ip6[2])),
+                read_volatile(addr_of!((*ops).remote_ip6[3])),
+            ],
+            read_volatile(addr_of!((*ops).local_port)),
+            read_volatile(addr_of!((*ops).remote_port)),
+            read_volatile(addr_of!((*ops).bytes_acked)),
+            read_volatile(addr_of!((*ops).bytes_received)),
+        )
+    };
+    let family = family as u16;
+    let (local_addr, remote_addr) = match family {
+        AF_INET => (v4(lip4), v4(rip4)),
+        AF_INET6 => (v6(lip6), v6(rip6)),
+        _ => return None,
+    };
+    // SAFETY: helpers that take the sock_ops context itself.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let netns_cookie = if with_netns {
+        // SAFETY: as above.
+        unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
+    } else {
+        0
+    };
+    Some(SockFacts {
+        cookie,
+        netns_cookie,
+        family,
+        local_port: lport as u16,
+        // remote_port holds the network-order port in its upper 16 bits.
+        remote_port: u16::from_be((rport >> 16) as u16),
+        local_addr,
+        remote_addr,
+        bytes_acked,
+        bytes_received,
+    })
+}
+
+#[inline(always)]
+fn v4(addr: u32) -> [u8; 16] {
+    // The u32 holds the address in network order; its in-memory bytes are the
+    // address bytes.
+    let b = addr.to_ne_bytes();
+    [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+#[inline(always)]
+fn v6(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
+}
