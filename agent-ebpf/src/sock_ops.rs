@@ -128,11 +128,11 @@ fn on_passive_established(ctx: &SockOpsContext) {
     info.start_ns = now;
     info.state_ns = now;
     info.syn_retransmits = 0;
-    let owner = insert_socket(facts.cookie, &info);
+    let tracked = insert_socket(facts.cookie, &info);
     let mut d = detail(now, EventKind::Accepted, tcp_state::ESTABLISHED);
     d.old_state = tcp_state::SYN_RECV;
     d.flags = info.flags;
-    emit(&facts, owner, &d);
+    emit(&facts, tracked.then_some(&info), &d);
 }
 
 #[inline(never)]
@@ -142,7 +142,7 @@ fn on_listen(ctx: &SockOpsContext) {
     };
     let now = now_ns();
     let info = current_owner(now);
-    let owner = insert_socket(facts.cookie, &info);
+    let tracked = insert_socket(facts.cookie, &info);
     if LISTENERS.insert(listener_key(&facts), info, 0).is_err() {
         count(Counter::ListenersMapFull);
     }
@@ -151,7 +151,7 @@ fn on_listen(ctx: &SockOpsContext) {
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     emit(
         &facts,
-        owner,
+        tracked.then_some(&info),
         &detail(now, EventKind::Listen, tcp_state::LISTEN),
     );
 }
@@ -374,18 +374,13 @@ fn current_owner(now: u64) -> SockInfo {
     }
 }
 
-/// Inserts (or replaces) the socket's record and returns it as stored.
+/// Inserts (or replaces) the socket's record; false (counted) if the map is
+/// full. Callers emit from their own copy rather than look the entry up again.
 #[inline(always)]
-fn insert_socket(cookie: u64, info: &SockInfo) -> Option<&'static SockInfo> {
+fn insert_socket(cookie: u64, info: &SockInfo) -> bool {
     if SOCKETS.insert(cookie, info, 0).is_err() {
         count(Counter::SocketsMapFull);
-        return None;
+        return false;
     }
-    lookup_socket(cookie)
-}
-
-#[inline(always)]
-fn lookup_socket(cookie: u64) -> Option<&'static SockInfo> {
-    // SAFETY: the map value stays valid while this program runs (RCU).
-    SOCKETS.get_ptr(cookie).map(|p| unsafe { &*p })
+    true
 }
