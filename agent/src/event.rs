@@ -46,8 +46,7 @@ impl Event {
     }
 
     pub fn comm(&self) -> String {
-        let end = self.raw.comm.iter().position(|&b| b == 0).unwrap_or(16);
-        String::from_utf8_lossy(&self.raw.comm[..end]).into_owned()
+        comm_string(&self.raw.comm)
     }
 
     pub fn has_flag(&self, flag: u32) -> bool {
@@ -70,6 +69,20 @@ fn addr(family: u16, bytes: &[u8; 16]) -> Result<IpAddr, DecodeError> {
         AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*bytes)).to_canonical()),
         family => Err(DecodeError::Family { family }),
     }
+}
+
+/// A kernel task command name (NUL padded, at most 15 bytes) as text.
+pub fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// The kernel's layout of a command name: truncated to 15 bytes, NUL padded.
+pub fn comm_bytes(comm: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = comm.len().min(15);
+    out[..n].copy_from_slice(&comm.as_bytes()[..n]);
+    out
 }
 
 /// A cgroup's id and path, as the kernel reported it at creation.
@@ -144,6 +157,15 @@ mod tests {
         assert_eq!(ev.remote, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(ev.local, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(ev.comm(), "curl");
+    }
+
+    #[test]
+    fn comm_round_trips_and_truncates_like_the_kernel() {
+        assert_eq!(comm_string(&comm_bytes("redis-server")), "redis-server");
+        let long = comm_bytes("a-very-long-command-name");
+        assert_eq!(long[15], 0, "NUL terminated");
+        assert_eq!(comm_string(&long), "a-very-long-com");
+        assert_eq!(comm_string(&[b'x'; 16]), "x".repeat(16));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
     path::{Path, PathBuf},
 };
 
@@ -90,7 +89,19 @@ impl Preexisting {
                 );
             } else {
                 let inbound = listening.contains(&(s.netns_inode, s.entry.local.port()));
-                let flow = flow_key(cgroup_id, inbound, &s.entry.local, &s.entry.remote);
+                let direction = if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                let (local, remote) = (s.entry.local, s.entry.remote);
+                let flow = FlowKey::new(
+                    cgroup_id,
+                    direction,
+                    remote.ip(),
+                    local.port(),
+                    remote.port(),
+                );
                 agg.add_preexisting(id, flow, s.entry.state, now_ns, owner.pid, &owner.comm);
             }
             out.namespaces
@@ -177,17 +188,4 @@ fn forget(agg: &mut Aggregator, inode: u64, now_ns: u64) {
         }
     }
     agg.listeners.remove_preexisting(id, now_ns);
-}
-
-fn flow_key(cgroup_id: u64, inbound: bool, local: &SocketAddr, remote: &SocketAddr) -> FlowKey {
-    FlowKey {
-        cgroup_id,
-        direction: if inbound {
-            Direction::Inbound
-        } else {
-            Direction::Outbound
-        },
-        remote: remote.ip(),
-        port: if inbound { local.port() } else { remote.port() },
-    }
 }

@@ -14,6 +14,7 @@ use crate::{
         Aggregator, UserDrops,
     },
     attribution::{Attributor, Workload},
+    event::comm_string,
 };
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -162,7 +163,7 @@ pub fn take(
             bytes_sent: f.bytes_sent,
             bytes_received: f.bytes_received,
             last_pid: f.last_tgid,
-            last_comm: comm_str(&f.last_comm),
+            last_comm: comm_string(&f.last_comm),
         });
     }
     flows.sort_by(|a, b| {
@@ -197,9 +198,4 @@ pub fn take(
         listeners,
         listener_changes: agg.listeners.history.iter().cloned().collect(),
     }
-}
-
-fn comm_str(c: &[u8; 16]) -> String {
-    let end = c.iter().position(|&b| b == 0).unwrap_or(16);
-    String::from_utf8_lossy(&c[..end]).into_owned()
 }

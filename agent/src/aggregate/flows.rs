@@ -24,6 +24,29 @@ pub struct FlowKey {
     pub port: u16,
 }
 
+impl FlowKey {
+    /// The one place that decides which port names a flow: the remote
+    /// (service) port going out, the local (listening) port coming in.
+    pub fn new(
+        cgroup_id: u64,
+        direction: Direction,
+        remote: IpAddr,
+        local_port: u16,
+        remote_port: u16,
+    ) -> Self {
+        let port = match direction {
+            Direction::Outbound => remote_port,
+            Direction::Inbound => local_port,
+        };
+        Self {
+            cgroup_id,
+            direction,
+            remote,
+            port,
+        }
+    }
+}
+
 /// Counters reset at every output window ("per interval").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Window {

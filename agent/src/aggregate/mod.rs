@@ -15,7 +15,7 @@ use sockeye_common::{
     tcp_state,
 };
 
-use crate::event::Event;
+use crate::event::{comm_bytes, Event};
 use cause::FailureCause;
 use flows::{Direction, FlowKey, FlowStats};
 use listeners::Listeners;
@@ -153,11 +153,10 @@ impl Aggregator {
             return;
         }
         let tracked = self.sockets.remove(r.cookie);
+        // A close of a socket we never saw open (a failed connect, or the
+        // table was full) still counts, against a best-guess flow.
         let key = match &tracked {
             Some(s) => s.flow,
-            None if r.old_state == tcp_state::SYN_SENT => self.outbound_key(ev),
-            // A close of a socket we never saw open (e.g. the table was
-            // full): it still counts against a best-guess flow.
             None => self.outbound_key(ev),
         };
         let flow = self.flow(key, ev);
@@ -180,21 +179,22 @@ impl Aggregator {
     }
 
     fn outbound_key(&self, ev: &Event) -> FlowKey {
-        FlowKey {
-            cgroup_id: ev.raw.cgroup_id,
-            direction: Direction::Outbound,
-            remote: ev.remote,
-            port: ev.raw.remote_port,
-        }
+        Self::key(ev, Direction::Outbound)
     }
 
     fn inbound_key(&self, ev: &Event) -> FlowKey {
-        FlowKey {
-            cgroup_id: ev.raw.cgroup_id,
-            direction: Direction::Inbound,
-            remote: ev.remote,
-            port: ev.raw.local_port,
-        }
+        Self::key(ev, Direction::Inbound)
+    }
+
+    fn key(ev: &Event, direction: Direction) -> FlowKey {
+        let r = &ev.raw;
+        FlowKey::new(
+            r.cgroup_id,
+            direction,
+            ev.remote,
+            r.local_port,
+            r.remote_port,
+        )
     }
 
     fn track(&mut self, id: u64, flow: FlowKey, state: u8, opened_ns: u64) {
@@ -214,13 +214,19 @@ impl Aggregator {
     /// The flow's stats, created if needed (evicting the stalest idle flow
     /// when the table is full).
     fn flow(&mut self, key: FlowKey, ev: &Event) -> &mut FlowStats {
+        self.flow_seen(key, ev.raw.ts_ns, ev.raw.tgid, ev.raw.comm)
+    }
+
+    /// The flow's stats, created if needed (evicting when the table is
+    /// full, and noting a new cgroup), touched by `tgid`/`comm` at `ts_ns`.
+    fn flow_seen(&mut self, key: FlowKey, ts_ns: u64, tgid: u32, comm: [u8; 16]) -> &mut FlowStats {
         self.make_room_for(&key);
         let new_cgroups = &mut self.new_cgroups;
         let flow = self.flows.entry(key).or_insert_with(|| {
             new_cgroups.push(key.cgroup_id);
             FlowStats::default()
         });
-        flow.touch(ev.raw.ts_ns, ev.raw.tgid, ev.raw.comm);
+        flow.touch(ts_ns, tgid, comm);
         flow
     }
 
@@ -242,18 +248,7 @@ impl Aggregator {
         tgid: u32,
         comm: &str,
     ) {
-        self.make_room_for(&flow);
-        let mut comm16 = [0u8; 16];
-        let n = comm.len().min(15);
-        comm16[..n].copy_from_slice(&comm.as_bytes()[..n]);
-        let new_cgroups = &mut self.new_cgroups;
-        self.flows
-            .entry(flow)
-            .or_insert_with(|| {
-                new_cgroups.push(flow.cgroup_id);
-                FlowStats::default()
-            })
-            .touch(now_ns, tgid, comm16);
+        self.flow_seen(flow, now_ns, tgid, comm_bytes(comm));
         let socket = TrackedSocket {
             flow,
             state,
@@ -267,11 +262,11 @@ impl Aggregator {
     /// open sockets. Evicting in batches keeps the O(flows) scan rare when
     /// new flows keep arriving at a full table.
     fn evict_one(&mut self) {
-        let open = self.sockets.summarize(0);
+        let open = self.sockets.open_flows();
         let mut candidates: Vec<(bool, u64, FlowKey)> = self
             .flows
             .iter()
-            .map(|(k, f)| (open.contains_key(k), f.last_activity_ns, *k))
+            .map(|(k, f)| (open.contains(k), f.last_activity_ns, *k))
             .collect();
         let n = (self.limits.max_flows / 16).clamp(1, candidates.len().max(1));
         if candidates.len() > n {
@@ -286,13 +281,11 @@ impl Aggregator {
     /// Housekeeping: expires TIME_WAIT counts and forgets idle flows.
     pub fn sweep(&mut self, now_ns: u64) {
         self.time_wait.expire(now_ns);
-        let open = self.sockets.summarize(now_ns);
+        let open = self.sockets.open_flows();
         let idle = self.limits.flow_idle_ns;
         let tw = &self.time_wait;
         self.flows.retain(|k, f| {
-            open.contains_key(k)
-                || tw.count(k) > 0
-                || now_ns.saturating_sub(f.last_activity_ns) < idle
+            open.contains(k) || tw.count(k) > 0 || now_ns.saturating_sub(f.last_activity_ns) < idle
         });
     }
 

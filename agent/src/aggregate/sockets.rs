@@ -1,7 +1,7 @@
 //! The table of sockets open right now, bounded, with per-flow summaries of
 //! their states and ages.
 
-use ahash::HashMap;
+use ahash::{HashMap, HashSet};
 
 use sockeye_common::tcp_state;
 
@@ -107,6 +107,12 @@ impl SocketTable {
 
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &TrackedSocket)> {
         self.sockets.iter()
+    }
+
+    /// The flows that have a socket in the table (cheaper than
+    /// [`Self::summarize`] when only that is needed).
+    pub fn open_flows(&self) -> HashSet<FlowKey> {
+        self.sockets.values().map(|s| s.flow).collect()
     }
 
     /// Per-flow summaries of the sockets in the table.

@@ -11,6 +11,7 @@ use sockeye_common::{
 };
 
 use super::LoadError;
+use crate::event::comm_bytes;
 
 /// Map update flag: insert only if the key is absent (uapi `BPF_NOEXIST`).
 const BPF_NOEXIST: u64 = 1;
@@ -40,9 +41,6 @@ pub fn seed(ebpf: &mut Ebpf, seeds: &[ListenerSeed]) -> Result<u64, LoadError> {
         })?;
     let mut failed = 0;
     for s in seeds {
-        let mut comm = [0u8; 16];
-        let n = s.comm.len().min(15);
-        comm[..n].copy_from_slice(&s.comm.as_bytes()[..n]);
         let key = ListenerKey {
             netns_cookie: s.netns_cookie,
             port: u32::from(s.port),
@@ -56,7 +54,7 @@ pub fn seed(ebpf: &mut Ebpf, seeds: &[ListenerSeed]) -> Result<u64, LoadError> {
             pid: s.tgid,
             syn_retransmits: 0,
             flags: 0,
-            comm,
+            comm: comm_bytes(&s.comm),
         };
         // BPF_NOEXIST: a listener the kernel side already recorded (it
         // started after attach) is more precise than our scan.
