@@ -12,10 +12,12 @@ use aya_ebpf::{
 use sockeye_common::{
     cgroup::{CgroupEvent, CGROUP_PATH_MAX},
     counters::Counter,
-    tracepoint::ABSENT,
 };
 
-use crate::maps::{count, CGROUP_EVENTS, TP_OFFSETS};
+use crate::{
+    maps::{count, CGROUP_EVENTS, TP_OFFSETS},
+    tp_field::read,
+};
 
 /// The cgroup v2 hierarchy's id; v1 hierarchies (hybrid hosts) have others.
 const DEFAULT_HIERARCHY: i32 = 0;
@@ -30,16 +32,11 @@ pub fn sockeye_cgroup_mkdir(ctx: TracePointContext) -> u32 {
 
 fn try_mkdir(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
-    if off.mkdir_root == ABSENT || off.mkdir_id == ABSENT || off.mkdir_path == ABSENT {
-        return Err(1);
-    }
-    // SAFETY (all reads): bpf_probe_read_kernel checks the access.
-    let root = unsafe { ctx.read_at::<i32>(off.mkdir_root as usize) }.map_err(|e| e as i64)?;
-    if root != DEFAULT_HIERARCHY {
+    if read::<i32>(ctx, off.mkdir_root)? != DEFAULT_HIERARCHY {
         return Ok(());
     }
-    let id = unsafe { ctx.read_at::<u64>(off.mkdir_id as usize) }.map_err(|e| e as i64)?;
-    let loc = unsafe { ctx.read_at::<u32>(off.mkdir_path as usize) }.map_err(|e| e as i64)?;
+    let id = read::<u64>(ctx, off.mkdir_id)?;
+    let loc = read::<u32>(ctx, off.mkdir_path)?;
     let (data_off, data_len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
 
     let Some(mut entry) = CGROUP_EVENTS.reserve::<CgroupEvent>(0) else {

@@ -16,12 +16,13 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sockeye_common::{
     counters::Counter,
     event::{AF_INET, AF_INET6},
-    tracepoint::{ErrorKey, LastError, ABSENT},
+    tracepoint::{ErrorKey, LastError},
 };
 
 use crate::{
     emit::now_ns,
     maps::{count, CONNECT_ERRORS, TP_OFFSETS},
+    tp_field::read,
 };
 
 /// Recorded for every RST; sock_ops turns it into ECONNREFUSED for a
@@ -129,13 +130,4 @@ fn record(key: &ErrorKey, errno: u32) {
     if CONNECT_ERRORS.insert(key, value, 0).is_err() {
         count(Counter::ConnectErrorsMapFull);
     }
-}
-
-#[inline(always)]
-fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
-    if offset == ABSENT {
-        return Err(1);
-    }
-    // SAFETY: bpf_probe_read_kernel checks the access; a bad offset fails the read.
-    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|e| e as i64)
 }

@@ -8,6 +8,7 @@ mod errors;
 mod maps;
 mod sock_facts;
 mod sock_ops;
+mod tp_field;
 
 #[cfg(not(test))]
 #[panic_handler]
