@@ -108,6 +108,15 @@ impl TestNet {
         net
     }
 
+    /// A network with these pods, in order (`pod(0)` is the first).
+    pub fn with_pods(name: &str, pods: &[&str]) -> Self {
+        let mut net = Self::new(name);
+        for pod in pods {
+            net.add_pod(pod);
+        }
+        net
+    }
+
     /// Adds a pod with addresses 10.77.0.(n+2) and fd77::(n+2).
     pub fn add_pod(&mut self, name: &str) -> &Pod {
         let host = self.pods.len() as u8 + 2;

@@ -14,19 +14,24 @@ use sockeye_tests::{
     require_root,
 };
 
-#[test]
-fn podman_containers_are_attributed_by_container_id() {
+/// A root filesystem for containers and a network with two pods, or None
+/// (the test is skipped) without root.
+fn podman_pods(name: &str, pods: [&str; 2]) -> Option<(Rootfs, TestNet)> {
     if !require_root() {
-        return;
+        return None;
     }
     assert!(
         podman_available(),
         "podman is missing: run scripts/bootstrap.sh --test"
     );
-    let rootfs = Rootfs::build("podman");
-    let mut net = TestNet::new("podman");
-    net.add_pod("web");
-    net.add_pod("redis");
+    Some((Rootfs::build(name), TestNet::with_pods(name, &pods)))
+}
+
+#[test]
+fn podman_containers_are_attributed_by_container_id() {
+    let Some((rootfs, net)) = podman_pods("podman", ["web", "redis"]) else {
+        return;
+    };
     let (web_pod, redis_pod) = (net.pod(0), net.pod(1));
     let mut agent = start();
 
@@ -90,17 +95,9 @@ fn podman_containers_are_attributed_by_container_id() {
 
 #[test]
 fn a_container_that_connects_and_exits_keeps_its_name() {
-    if !require_root() {
+    let Some((rootfs, net)) = podman_pods("shortlived", ["job", "db"]) else {
         return;
-    }
-    assert!(
-        podman_available(),
-        "podman is missing: run scripts/bootstrap.sh --test"
-    );
-    let rootfs = Rootfs::build("shortlived");
-    let mut net = TestNet::new("shortlived");
-    net.add_pod("job");
-    net.add_pod("db");
+    };
     let (job_pod, db_pod) = (net.pod(0), net.pod(1));
     let mut agent = start();
 

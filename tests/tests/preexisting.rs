@@ -18,9 +18,7 @@ fn sockets_that_predate_the_agent_are_found_and_followed() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("preexist");
-    net.add_pod("client");
-    net.add_pod("server");
+    let net = TestNet::with_pods("preexist", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
     let addr = format!("{}:8080", server.ip4);
 
@@ -95,8 +93,7 @@ fn listener_start_and_stop_are_recorded() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("listen");
-    net.add_pod("db");
+    let net = TestNet::with_pods("listen", &["db"]);
     let db = net.pod(0);
     let mut agent = start();
 

@@ -15,9 +15,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// A client pod whose route to 10.99.0.0/24 goes through a "router" pod that
 /// does not forward: SYNs sent there vanish without any ICMP error.
 fn blackholed(name: &str) -> TestNet {
-    let mut net = TestNet::new(name);
-    net.add_pod("client");
-    net.add_pod("router");
+    let net = TestNet::with_pods(name, &["client", "router"]);
     let router = net.pod(1).ip4.to_string();
     net.pod(0)
         .ip(&["route", "add", "10.99.0.0/24", "via", &router]);
@@ -29,9 +27,7 @@ fn connects_are_counted_and_attributed_on_both_sides() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("both");
-    net.add_pod("client");
-    net.add_pod("server");
+    let net = TestNet::with_pods("both", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
     let mut agent = start();
 
@@ -93,9 +89,7 @@ fn refused_connects_are_classified() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("refused");
-    net.add_pod("client");
-    net.add_pod("server");
+    let net = TestNet::with_pods("refused", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
     let mut agent = start();
 
@@ -165,8 +159,7 @@ fn unreachable_hosts_are_classified() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("unreach");
-    net.add_pod("client");
+    let net = TestNet::with_pods("unreach", &["client"]);
     let client = net.pod(0);
     let mut agent = start();
 
@@ -187,9 +180,7 @@ fn a_dropped_first_syn_costs_about_one_second() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("synloss");
-    net.add_pod("client");
-    net.add_pod("server");
+    let net = TestNet::with_pods("synloss", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
     // 10.99.0.7 is routed to the server, which does not own it yet: the first
     // SYN is dropped silently. 400 ms later the server takes the address, so
@@ -234,9 +225,7 @@ fn close_wait_from_a_peer_that_never_closes() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("closewait");
-    net.add_pod("app");
-    net.add_pod("server");
+    let net = TestNet::with_pods("closewait", &["app", "server"]);
     let (app, server) = (net.pod(0), net.pod(1));
     let mut agent = start();
 
@@ -264,9 +253,7 @@ fn ipv6_and_v4_mapped_connections() {
     if !require_root() {
         return;
     }
-    let mut net = TestNet::new("ipv6");
-    net.add_pod("client");
-    net.add_pod("server");
+    let net = TestNet::with_pods("ipv6", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
     let mut agent = start();
 
