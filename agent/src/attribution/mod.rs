@@ -63,6 +63,17 @@ impl Attributor {
             }
         }
         let path = self.resolver.resolve(cgroup_id);
+        self.remember(cgroup_id, path)
+    }
+
+    /// Records a cgroup's name as the kernel reported it at creation, so it
+    /// can be named after it is gone.
+    pub fn learn(&mut self, cgroup_id: u64, path: String) {
+        self.remember(cgroup_id, Some(path));
+    }
+
+    /// Classifies and caches; the cache is cleared when it outgrows `max`.
+    fn remember(&mut self, cgroup_id: u64, path: Option<String>) -> Workload {
         let w = Workload {
             cgroup_id,
             owner: path.as_deref().map(container::classify),
@@ -73,20 +84,6 @@ impl Attributor {
         }
         self.cache.insert(cgroup_id, w.clone());
         w
-    }
-
-    /// Records a cgroup's name as the kernel reported it at creation, so it
-    /// can be named after it is gone.
-    pub fn learn(&mut self, cgroup_id: u64, path: String) {
-        if self.cache.len() >= self.max {
-            self.cache.clear();
-        }
-        let w = Workload {
-            cgroup_id,
-            owner: Some(container::classify(&path)),
-            cgroup_path: Some(path),
-        };
-        self.cache.insert(cgroup_id, w);
     }
 
     /// Ids that could not be resolved to a path (cgroup already removed).

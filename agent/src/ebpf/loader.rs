@@ -16,6 +16,10 @@ use super::tracefs;
 /// The kernel object built by `build.rs` from the `agent-ebpf` crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockeye"));
 
+/// Feature name of the cgroup-naming tracepoint (its ring buffer is only
+/// read when the feature is on).
+const CGROUP_NAMES: &str = "cgroup_names";
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Mount point of the cgroup v2 hierarchy; sock_ops attaches to its root.
@@ -114,9 +118,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         name: names::EVENTS_MAP,
         source,
     })?;
-    let cgroup_names = features
-        .iter()
-        .any(|f| f.name == "cgroup_names" && f.enabled);
+    let cgroup_names = features.iter().any(|f| f.name == CGROUP_NAMES && f.enabled);
     let cgroup_events = match ebpf.take_map(names::CGROUP_EVENTS_MAP) {
         Some(map) if cgroup_names => {
             Some(RingBuf::try_from(map).map_err(|source| LoadError::Map {
@@ -226,7 +228,7 @@ fn attach_tracepoints(
             "ICMP errors on connect classified as unreachable",
         ),
         (
-            "cgroup_names",
+            CGROUP_NAMES,
             names::PROG_CGROUP_MKDIR,
             "cgroup",
             "cgroup_mkdir",
