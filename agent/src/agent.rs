@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::{
     aggregate::{Aggregator, Limits},
-    attribution::{cgroup_fs, Attributor},
+    attribution::{cgroup_fs, runtime_records::RecordRoots, Attributor},
     clock,
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::CgroupName,
@@ -23,6 +23,8 @@ pub struct Config {
     pub ringbuf_bytes: u32,
     pub limits: Limits,
     pub scan_preexisting: bool,
+    /// Where container runtimes keep their records (pod names).
+    pub records: RecordRoots,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             ringbuf_bytes: 4 << 20,
             limits: Limits::default(),
             scan_preexisting: true,
+            records: RecordRoots::default(),
         }
     }
 }
@@ -108,7 +111,7 @@ impl Agent {
         Ok(Self {
             probes,
             aggregator,
-            attributor: Attributor::new(cgroup_root.clone()),
+            attributor: Attributor::with_records(cgroup_root.clone(), config.records.clone()),
             preexisting,
             cgroup_root,
         })

@@ -6,6 +6,10 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use sockeye_agent::{
     aggregate::Limits,
+    attribution::{
+        kube_watch::{self, WatchOptions},
+        runtime_records::{RecordRoots, CONTAINERD_ROOT, CONTAINERS_STORAGE_ROOTS},
+    },
     output::OutputFormat,
     run::{run, RunOptions},
     Agent, Config,
@@ -20,7 +24,8 @@ struct Args {
     /// Seconds between refreshes of the table / JSON windows.
     #[arg(short, long, default_value_t = 2.0)]
     interval: f64,
-    /// Show only workloads whose label, container id, pod uid or cgroup path contains this.
+    /// Show only workloads whose label, container id, pod uid, cgroup path, or
+    /// Kubernetes namespace, pod or container name contains this.
     #[arg(short, long)]
     container: Option<String>,
     /// Flows shown by the table (the ones with failures and open sockets first).
@@ -50,6 +55,18 @@ struct Args {
     /// Do not scan /proc for sockets that existed before the agent started.
     #[arg(long)]
     no_scan: bool,
+    /// containerd state directory, for pod names from container records (repeatable).
+    #[arg(long, value_name = "DIR", default_values_t = [CONTAINERD_ROOT.to_string()])]
+    containerd_root: Vec<String>,
+    /// containers/storage run or graph root of CRI-O and podman, for pod names from container records (repeatable).
+    #[arg(long, value_name = "DIR", default_values_t = CONTAINERS_STORAGE_ROOTS.map(String::from))]
+    containers_storage: Vec<String>,
+    /// This node's name, to watch only its pods through the Kubernetes API (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Do not watch pods through the Kubernetes API (labels and owners); names still come from container records.
+    #[arg(long)]
+    no_kube_api: bool,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -108,11 +125,25 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..Limits::default()
         },
         scan_preexisting: !args.no_scan,
+        records: RecordRoots {
+            containerd: args.containerd_root.iter().map(PathBuf::from).collect(),
+            containers_storage: args.containers_storage.iter().map(PathBuf::from).collect(),
+        },
     };
-    let agent = Agent::start(&config)?;
+    let mut agent = Agent::start(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The API client spawns its own tasks: it needs the runtime entered.
+    let _entered = runtime.enter();
+    let (pods, watch) = kube_watch::start(&WatchOptions {
+        enabled: !args.no_kube_api,
+        node_name: args.node_name,
+    });
+    agent.attributor.set_pod_index(pods);
+    if let Some(watch) = watch {
+        runtime.spawn(watch);
+    }
     let result = runtime.block_on(run(
         agent,
         RunOptions {

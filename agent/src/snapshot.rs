@@ -13,7 +13,7 @@ use crate::{
         listeners::ListenerChange,
         Aggregator, UserDrops,
     },
-    attribution::{Attributor, Workload},
+    attribution::{Attributor, MetadataStats, Workload},
     event::comm_string,
 };
 
@@ -70,6 +70,8 @@ pub struct Health {
     pub tracked_sockets: u64,
     pub flows: u64,
     pub cgroups_unresolved: u64,
+    /// Runtime record reads and the Kubernetes API watch.
+    pub metadata: MetadataStats,
 }
 
 impl Health {
@@ -79,6 +81,7 @@ impl Health {
             tracked_sockets: agg.sockets.len() as u64,
             flows: agg.flows.len() as u64,
             cgroups_unresolved: attributor.unresolved(),
+            metadata: attributor.metadata_stats(),
             ..Default::default()
         };
         for &(c, v) in kernel {

@@ -206,6 +206,7 @@ mod tests {
                     id: "0123456789abcdef".into(),
                     pod_uid: None,
                 }),
+                pod: None,
             },
             direction: Direction::Outbound,
             remote: IpAddr::from([10, 0, 0, 1]),
