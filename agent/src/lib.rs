@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod clock;
 pub mod ebpf;
 pub mod event;
+pub mod http;
 pub mod netns;
 pub mod output;
 pub mod preexisting;

@@ -1,7 +1,7 @@
 //! `sockeye-agent`: traces every TCP socket on this node and prints, per
 //! container, connects, failures by cause, latency and open sockets.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use sockeye_agent::{
@@ -10,6 +10,7 @@ use sockeye_agent::{
         kube_watch::{self, WatchOptions},
         runtime_records::{RecordRoots, CONTAINERD_ROOT, CONTAINERS_STORAGE_ROOTS},
     },
+    http::{self, health::DEFAULT_STALE_AFTER, HealthState},
     output::OutputFormat,
     run::{run, RunOptions},
     Agent, Config,
@@ -67,6 +68,9 @@ struct Args {
     /// Do not watch pods through the Kubernetes API (labels and owners); names still come from container records.
     #[arg(long)]
     no_kube_api: bool,
+    /// Address of the HTTP endpoint with /healthz and /readyz, or "off".
+    #[arg(long, default_value = http::DEFAULT_ADDR)]
+    http_addr: String,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -130,6 +134,13 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             containers_storage: args.containers_storage.iter().map(PathBuf::from).collect(),
         },
     };
+    let http_addr: Option<SocketAddr> = match args.http_addr.as_str() {
+        "off" => None,
+        a => Some(
+            a.parse()
+                .map_err(|e| format!("--http-addr must be IP:PORT or off, got {a:?}: {e}"))?,
+        ),
+    };
     let mut agent = Agent::start(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,6 +155,16 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(watch) = watch {
         runtime.spawn(watch);
     }
+    let health = match http_addr {
+        Some(addr) => {
+            let listener = runtime.block_on(http::bind(addr))?;
+            log::info!("health endpoint on http://{addr} (/healthz, /readyz)");
+            let state = HealthState::new(DEFAULT_STALE_AFTER);
+            runtime.spawn(http::serve(listener, state.clone()));
+            Some(state)
+        }
+        None => None,
+    };
     let result = runtime.block_on(run(
         agent,
         RunOptions {
@@ -152,6 +173,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             filter: args.container,
             duration,
             top: args.top,
+            health,
         },
     ));
     match result {

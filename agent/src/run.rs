@@ -14,6 +14,7 @@ use tokio::{
 };
 
 use crate::{
+    http::HealthState,
     output::{json, table, OutputFormat},
     Agent,
 };
@@ -31,6 +32,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Rows shown by the table.
     pub top: usize,
+    /// Told that the loop runs, for the health endpoint.
+    pub health: Option<HealthState>,
 }
 
 /// Borrowed ring buffer fd for tokio's readiness polling.
@@ -70,6 +73,10 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut printed_seq = 0;
+    let health = opts.health.as_ref();
+    if let Some(h) = health {
+        h.set_ready(true);
+    }
 
     loop {
         tokio::select! {
@@ -80,6 +87,9 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
             }
             _ = drain_tick.tick() => {
                 agent.drain();
+                if let Some(h) = health {
+                    h.beat();
+                }
             }
             _ = out_tick.tick() => {
                 agent.drain();
@@ -91,6 +101,9 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
         }
+    }
+    if let Some(h) = health {
+        h.set_ready(false);
     }
     agent.drain();
     match opts.output {
