@@ -75,10 +75,25 @@ pub struct Container {
 impl Container {
     /// `podman run -d` of `netpeer ARGS` in `pod`'s network namespace.
     pub fn run(rootfs: &Rootfs, pod: &Pod, args: &[&str]) -> Self {
+        Self::run_annotated(rootfs, pod, &[], args)
+    }
+
+    /// Like [`Container::run`], with OCI annotations on the container (podman
+    /// writes them into its config.json as the CRI runtimes do).
+    pub fn run_annotated(
+        rootfs: &Rootfs,
+        pod: &Pod,
+        annotations: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let netns = format!("ns:/run/netns/{}", pod.netns);
         let mut cmd = Command::new("podman");
         cmd.env("CONTAINERS_CONF", rootfs.conf())
-            .args(["run", "-d", "--network", &netns, "--rootfs"])
+            .args(["run", "-d", "--network", &netns]);
+        for (k, v) in annotations {
+            cmd.arg("--annotation").arg(format!("{k}={v}"));
+        }
+        cmd.arg("--rootfs")
             .arg(rootfs.root())
             .arg("/bin/netpeer")
             .args(args);
