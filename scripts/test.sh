@@ -2,7 +2,8 @@
 # The README's second command (and CI's): installs what the tests need, checks
 # formatting and lints, then runs every test: unit tests, privileged
 # integration tests (real programs, real sockets, cgroup + netns pods) and
-# end-to-end tests with real podman containers.
+# end-to-end tests with real podman containers; validates the Kubernetes
+# manifests in deploy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
@@ -17,6 +18,9 @@ cargo clippy --locked --workspace --exclude sockeye-agent-ebpf --all-targets -- 
 
 step "clippy (kernel programs, bpf target)"
 (cd agent-ebpf && cargo +nightly clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
+
+step "deployment manifests (Kubernetes schema, agent flags)"
+scripts/validate-deploy.sh
 
 step "tests"
 log=$(mktemp)
