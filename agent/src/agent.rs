@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::{
     aggregate::{Aggregator, Limits},
-    attribution::{cgroup_fs, runtime_records::RecordRoots, Attributor},
+    attribution::{cgroup_fs, filter::WorkloadFilter, runtime_records::RecordRoots, Attributor},
     clock,
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::CgroupName,
@@ -154,7 +154,12 @@ impl Agent {
         self.aggregator.sweep(now);
     }
 
-    pub fn snapshot(&mut self, filter: Option<&str>) -> Snapshot {
+    /// Workloads matching `text` like `--container` does (None: all).
+    pub fn snapshot(&mut self, text: Option<&str>) -> Snapshot {
+        self.snapshot_filtered(&WorkloadFilter::from(text))
+    }
+
+    pub fn snapshot_filtered(&mut self, filter: &WorkloadFilter) -> Snapshot {
         snapshot::take(
             &self.aggregator,
             &mut self.attributor,

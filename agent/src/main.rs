@@ -7,6 +7,7 @@ use clap::Parser;
 use sockeye_agent::{
     aggregate::Limits,
     attribution::{
+        filter::WorkloadFilter,
         kube_watch::{self, WatchOptions},
         runtime_records::{RecordRoots, CONTAINERD_ROOT, CONTAINERS_STORAGE_ROOTS},
     },
@@ -29,6 +30,13 @@ struct Args {
     /// Kubernetes namespace, pod or container name contains this.
     #[arg(short, long)]
     container: Option<String>,
+    /// Show only this Kubernetes namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Show only this pod: its name, the prefix its controller gives it ("web" for
+    /// web-7d9f8b6c5-x2x4q), or its owning workload's name.
+    #[arg(long)]
+    pod: Option<String>,
     /// Flows shown by the table (the ones with failures and open sockets first).
     #[arg(long, default_value_t = 40)]
     top: usize,
@@ -170,7 +178,11 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         RunOptions {
             output,
             interval,
-            filter: args.container,
+            filter: WorkloadFilter {
+                text: args.container,
+                namespace: args.namespace,
+                pod: args.pod,
+            },
             duration,
             top: args.top,
             health,

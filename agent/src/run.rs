@@ -14,6 +14,7 @@ use tokio::{
 };
 
 use crate::{
+    attribution::filter::WorkloadFilter,
     http::HealthState,
     output::{json, table, OutputFormat},
     Agent,
@@ -27,7 +28,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 pub struct RunOptions {
     pub output: OutputFormat,
     pub interval: Duration,
-    pub filter: Option<String>,
+    pub filter: WorkloadFilter,
     /// Stop after this long (None: until a signal).
     pub duration: Option<Duration>,
     /// Rows shown by the table.
@@ -121,8 +122,7 @@ fn emit<W: Write>(
     opts: &RunOptions,
     printed_seq: u64,
 ) -> std::io::Result<u64> {
-    let filter = opts.filter.as_deref();
-    let snap = agent.snapshot(filter);
+    let snap = agent.snapshot_filtered(&opts.filter);
     let health = agent.health();
     match opts.output {
         OutputFormat::Json => json::window(out, &snap, &health, printed_seq),
@@ -135,7 +135,7 @@ fn emit<W: Write>(
                     &snap,
                     &health,
                     opts.interval.as_secs_f64(),
-                    filter,
+                    opts.filter.describe().as_deref(),
                     opts.top,
                 )
             )?;

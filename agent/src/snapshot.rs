@@ -13,7 +13,7 @@ use crate::{
         listeners::ListenerChange,
         Aggregator, UserDrops,
     },
-    attribution::{Attributor, MetadataStats, Workload},
+    attribution::{filter::WorkloadFilter, Attributor, MetadataStats, Workload},
     event::comm_string,
 };
 
@@ -121,13 +121,13 @@ pub fn take(
     agg: &Aggregator,
     attributor: &mut Attributor,
     now_ns: u64,
-    filter: Option<&str>,
+    filter: &WorkloadFilter,
 ) -> Snapshot {
     let open = agg.sockets.summarize(now_ns);
     let mut flows = Vec::new();
     for (key, f) in &agg.flows {
         let workload = attributor.workload(key.cgroup_id);
-        if filter.is_some_and(|flt| !workload.matches(flt)) {
+        if !filter.matches(&workload) {
             continue;
         }
         let mut o = open.get(key).cloned().unwrap_or_default();
@@ -183,7 +183,7 @@ pub fn take(
         .values()
         .filter_map(|l| {
             let workload = attributor.workload(l.cgroup_id);
-            if filter.is_some_and(|flt| !workload.matches(flt)) {
+            if !filter.matches(&workload) {
                 return None;
             }
             Some(ListenerView {

@@ -4,7 +4,9 @@
 
 use std::{net::IpAddr, path::Path, time::Duration};
 
-use sockeye_agent::{aggregate::flows::Direction, snapshot::FlowView};
+use sockeye_agent::{
+    aggregate::flows::Direction, attribution::filter::WorkloadFilter, snapshot::FlowView,
+};
 use sockeye_tests::{
     agent::{start, wait_for},
     container::{podman_available, Container, Rootfs},
@@ -154,6 +156,27 @@ fn traffic_is_shown_under_namespace_pod_and_container() {
         .iter()
         .all(|f| f.workload.label() == "data/redis-0/redis"));
     assert!(!redis_only.flows.is_empty());
+
+    // --namespace and --pod (a Deployment's pods by the prefix it gives them).
+    let data = agent.snapshot_filtered(&WorkloadFilter {
+        namespace: Some("data".into()),
+        ..WorkloadFilter::default()
+    });
+    assert!(!data.flows.is_empty());
+    assert!(data
+        .flows
+        .iter()
+        .all(|f| f.workload.label() == "data/redis-0/redis"));
+    let web_pods = agent.snapshot_filtered(&WorkloadFilter {
+        namespace: Some("shop".into()),
+        pod: Some("web".into()),
+        ..WorkloadFilter::default()
+    });
+    assert_eq!(web_pods.flows.len(), 1, "{:#?}", web_pods.flows);
+    assert_eq!(
+        web_pods.flows[0].workload.label(),
+        "shop/web-7d9f8b6c5-x2x4q/nginx"
+    );
 
     let records = agent.health().metadata.runtime_records;
     assert!(records.read >= 3, "{records:?}");

@@ -4,6 +4,7 @@
 pub mod cgroup_fs;
 pub mod cgroup_handle;
 pub mod container;
+pub mod filter;
 pub mod kube_watch;
 pub mod pod_index;
 pub mod pod_meta;

@@ -61,11 +61,12 @@ pub fn render(
     for l in &snap.listeners {
         let _ = writeln!(
             s,
-            "{:<26} {:<28} {}({})",
-            truncate(&l.workload.label(), 26),
+            "{:<w$} {:<28} {}({})",
+            truncate(&l.workload.label(), WORKLOAD_WIDTH),
             socket(&l.addr, l.port),
             l.comm,
-            l.pid
+            l.pid,
+            w = WORKLOAD_WIDTH
         );
     }
     s
@@ -91,7 +92,7 @@ fn flow_row(f: &FlowView) -> String {
         crate::aggregate::flows::Direction::Inbound => "in",
     };
     let cells = [
-        truncate(&f.workload.label(), 26),
+        truncate(&f.workload.label(), WORKLOAD_WIDTH),
         dir.to_string(),
         socket(&f.remote, f.port),
         f.connects_ok.to_string(),
@@ -120,9 +121,12 @@ fn flow_row(f: &FlowView) -> String {
     row(&cells)
 }
 
+/// Fits "namespace/pod-name-with-hash/container" for typical names.
+const WORKLOAD_WIDTH: usize = 44;
+
 /// Column title, width and whether it is right-aligned (numbers are).
 const COLUMNS: [(&str, usize, bool); 17] = [
-    ("WORKLOAD", 26, false),
+    ("WORKLOAD", WORKLOAD_WIDTH, false),
     ("DIR", 3, false),
     ("REMOTE", 28, false),
     ("OK", 6, true),
