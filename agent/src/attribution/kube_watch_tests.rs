@@ -131,6 +131,14 @@ async fn a_refusing_api_server_is_counted_and_retried() {
     task.abort();
 }
 
+/// In a cluster the API server speaks HTTPS: the client must find its TLS
+/// crypto provider (ring, the only one compiled in) without panicking.
+#[tokio::test]
+async fn an_https_client_can_be_built() {
+    let config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+    Client::try_from(config).expect("TLS client");
+}
+
 #[test]
 fn outside_a_cluster_it_does_not_start() {
     // The test environment has no service account; a real pod would.
