@@ -109,11 +109,29 @@ impl Health {
     }
 }
 
+/// A listener change with its workload's names (JSON: the change's fields
+/// plus `workload`). Derefs to the change, so `c.seq`, `c.listener` read
+/// as before.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerChangeView {
+    #[serde(flatten)]
+    pub event: ListenerChange,
+    pub workload: Workload,
+}
+
+impl std::ops::Deref for ListenerChangeView {
+    type Target = ListenerChange;
+
+    fn deref(&self) -> &ListenerChange {
+        &self.event
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Snapshot {
     pub flows: Vec<FlowView>,
     pub listeners: Vec<ListenerView>,
-    pub listener_changes: Vec<ListenerChange>,
+    pub listener_changes: Vec<ListenerChangeView>,
 }
 
 /// Builds the view; `filter` keeps only matching workloads.
@@ -199,6 +217,15 @@ pub fn take(
     Snapshot {
         flows,
         listeners,
-        listener_changes: agg.listeners.history.iter().cloned().collect(),
+        listener_changes: agg
+            .listeners
+            .history
+            .iter()
+            .map(|c| ListenerChangeView {
+                workload: attributor.workload(c.listener.cgroup_id),
+                event: c.clone(),
+            })
+            .filter(|c| filter.matches(&c.workload))
+            .collect(),
     }
 }

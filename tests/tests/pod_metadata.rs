@@ -142,6 +142,20 @@ fn traffic_is_shown_under_namespace_pod_and_container() {
     let sb = named(&snap.flows, "shop/cron-29061", Direction::Outbound).unwrap();
     assert_eq!(sb.workload.pod.as_ref().unwrap().container, None);
 
+    // Listeners and their changes carry the names too.
+    assert!(snap
+        .listeners
+        .iter()
+        .any(|l| l.port == 6379 && l.workload.label() == "data/redis-0/redis"));
+    let started = snap
+        .listener_changes
+        .iter()
+        .find(|c| c.listener.port == 6379)
+        .expect("the redis listener's start");
+    let json = serde_json::to_value(started).expect("serialises");
+    assert_eq!(json["workload"]["pod"]["name"], "redis-0");
+    assert_eq!(json["change"], "started");
+
     // --container matches a namespace and a pod name.
     let shop = agent.snapshot(Some("shop"));
     assert!(!shop.flows.is_empty());
