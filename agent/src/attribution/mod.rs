@@ -178,3 +178,7 @@ impl Attributor {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "attributor_tests.rs"]
+mod tests;
