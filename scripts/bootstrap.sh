@@ -20,7 +20,9 @@ command -v rustup >/dev/null || die "rustup not found; install Rust with rustup 
 debs=(iproute2 util-linux procps)
 if (( want_test )); then
   # End-to-end tests run real containers (crun fails on hybrid cgroups: runc).
-  debs+=(podman runc)
+  # DNS tests: a real server (dnsmasq-base: the binary without the system
+  # service) and real clients (dig; glibc's resolver through getent).
+  debs+=(podman runc dnsmasq-base bind9-dnsutils)
 fi
 missing=()
 for p in "${debs[@]}"; do

@@ -1,11 +1,13 @@
-//! `sockeye-agent`: traces every TCP socket on this node and prints, per
-//! container, connects, failures by cause, latency and open sockets.
+//! `sockeye-agent`: traces every TCP socket and DNS query on this node and
+//! prints, per container, connects, failures by cause, latency, open
+//! sockets, and DNS names with latency, errors and timeouts.
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use sockeye_agent::{
     aggregate::Limits,
+    dns::DnsConfig,
     output::OutputFormat,
     run::{run, RunOptions},
     Agent, Config,
@@ -50,6 +52,22 @@ struct Args {
     /// Do not scan /proc for sockets that existed before the agent started.
     #[arg(long)]
     no_scan: bool,
+    /// UDP and TCP ports watched for DNS, comma-separated (at most 16); an
+    /// empty value turns DNS tracing off.
+    #[arg(long, value_delimiter = ',', default_value = "53", num_args = 0..)]
+    dns_ports: Vec<u16>,
+    /// Seconds without an answer after which a DNS query counts as a timeout.
+    #[arg(long, default_value_t = 5.0)]
+    dns_timeout: f64,
+    /// DNS (container, name, type, server) rows kept; further names are counted in an "<other>" row.
+    #[arg(long, default_value_t = 2_048)]
+    dns_max_names: usize,
+    /// DNS queries awaiting an answer at once; beyond it queries are counted as lost.
+    #[arg(long, default_value_t = 16_384)]
+    dns_max_pending: usize,
+    /// DNS ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 2)]
+    dns_ringbuf_mib: u32,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -57,6 +75,15 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("--{name} must be a positive number of seconds, got {v}"))
+}
+
+/// A ring buffer size given in MiB, checked the way the kernel wants it.
+fn mib(name: &str, v: u32) -> Result<u32, String> {
+    if !v.is_power_of_two() {
+        return Err(format!("--{name} must be a power of two, got {v}"));
+    }
+    v.checked_mul(1 << 20)
+        .ok_or_else(|| format!("--{name} is too large"))
 }
 
 fn main() -> ExitCode {
@@ -81,17 +108,11 @@ fn main() -> ExitCode {
 fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let interval = seconds("interval", args.interval)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
-    if !args.ringbuf_mib.is_power_of_two() {
-        return Err(format!(
-            "--ringbuf-mib must be a power of two, got {}",
-            args.ringbuf_mib
-        )
-        .into());
+    let ringbuf_bytes = mib("ringbuf-mib", args.ringbuf_mib)?;
+    let dns_ringbuf_bytes = mib("dns-ringbuf-mib", args.dns_ringbuf_mib)?;
+    if args.dns_max_names == 0 || args.dns_max_pending == 0 {
+        return Err("--dns-max-names and --dns-max-pending must be at least 1".into());
     }
-    let ringbuf_bytes = args
-        .ringbuf_mib
-        .checked_mul(1 << 20)
-        .ok_or("--ringbuf-mib is too large")?;
     let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Table
     } else {
@@ -108,6 +129,14 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..Limits::default()
         },
         scan_preexisting: !args.no_scan,
+        dns_ports: args.dns_ports,
+        dns_ringbuf_bytes,
+        dns: DnsConfig {
+            timeout: seconds("dns-timeout", args.dns_timeout)?,
+            max_names: args.dns_max_names,
+            max_pending: args.dns_max_pending,
+            ..DnsConfig::default()
+        },
     };
     let agent = Agent::start(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -52,6 +52,16 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
         )
     }
     .map_err(std::io::Error::from)?;
+    // SAFETY: as above, for the DNS ring buffer.
+    let dns_ring = match agent.probes.dns_events.as_ref() {
+        Some(r) => Some(
+            unsafe {
+                AsyncFd::register_with_interest(Fd(r.as_raw_fd()), tokio::io::Interest::READABLE)
+            }
+            .map_err(std::io::Error::from)?,
+        ),
+        None => None,
+    };
     let mut stdout = std::io::stdout().lock();
     if opts.output == OutputFormat::Json {
         json::ready(
@@ -78,6 +88,11 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
                 agent.drain();
                 guard.clear_ready();
             }
+            guard = readable(dns_ring.as_ref()) => {
+                let mut guard = guard?;
+                agent.drain();
+                guard.clear_ready();
+            }
             _ = drain_tick.tick() => {
                 agent.drain();
             }
@@ -85,7 +100,7 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
                 agent.drain();
                 agent.housekeeping();
                 printed_seq = emit(&mut stdout, &mut agent, &opts, printed_seq)?;
-                agent.aggregator.reset_window();
+                agent.end_window();
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -99,6 +114,16 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
             emit(&mut stdout, &mut agent, &opts, printed_seq)?;
             Ok(())
         }
+    }
+}
+
+/// Readiness of an optional ring buffer; never ready when there is none.
+async fn readable(
+    fd: Option<&AsyncFd<Fd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, Fd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
     }
 }
 

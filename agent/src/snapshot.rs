@@ -14,6 +14,11 @@ use crate::{
         Aggregator, UserDrops,
     },
     attribution::{Attributor, Workload},
+    dns::{
+        aggregate::DnsAggregates,
+        view::{DnsNameView, DnsTotalView},
+        DnsHealth,
+    },
     event::comm_string,
 };
 
@@ -64,16 +69,23 @@ pub struct ListenerView {
 pub struct Health {
     pub events_received: u64,
     pub kernel_events_emitted: u64,
+    pub kernel_dns_packets_emitted: u64,
     pub lost: BTreeMap<&'static str, u64>,
     pub lost_total: u64,
     pub untracked_socket_events: u64,
     pub tracked_sockets: u64,
     pub flows: u64,
     pub cgroups_unresolved: u64,
+    pub dns: DnsHealth,
 }
 
 impl Health {
-    pub fn collect(agg: &Aggregator, kernel: &[(Counter, u64)], attributor: &Attributor) -> Self {
+    pub fn collect(
+        agg: &Aggregator,
+        dns: DnsHealth,
+        kernel: &[(Counter, u64)],
+        attributor: &Attributor,
+    ) -> Self {
         let mut h = Health {
             events_received: agg.events_received,
             tracked_sockets: agg.sockets.len() as u64,
@@ -85,6 +97,7 @@ impl Health {
             match c {
                 Counter::EventsEmitted => h.kernel_events_emitted = v,
                 Counter::UntrackedSocket => h.untracked_socket_events = v,
+                Counter::DnsPacketsEmitted => h.kernel_dns_packets_emitted = v,
                 c => {
                     h.lost.insert(c.name(), v);
                 }
@@ -101,6 +114,20 @@ impl Health {
         h.lost.insert("user_flows_evicted", flows_evicted);
         h.lost
             .insert("user_time_wait_buckets_full", time_wait_buckets_full);
+        // DNS messages we could not use. Malformed messages are not losses
+        // of ours (they are counted in `dns.parse_errors`), and neither are
+        // names folded into "other" (their counts are kept).
+        h.lost.insert("user_dns_decode_errors", dns.decode_errors);
+        h.lost
+            .insert("user_dns_unmatched_answers", dns.tracker.unmatched_answers);
+        h.lost
+            .insert("user_dns_pending_full", dns.tracker.pending_full);
+        h.lost.insert("user_dns_tcp_resyncs", dns.tcp.resyncs);
+        h.lost
+            .insert("user_dns_tcp_beyond_capture", dns.tcp.beyond_capture);
+        h.lost
+            .insert("user_dns_tcp_streams_evicted", dns.tcp.evicted);
+        h.dns = dns;
         h.lost_total = h.lost.values().sum();
         h
     }
@@ -111,11 +138,14 @@ pub struct Snapshot {
     pub flows: Vec<FlowView>,
     pub listeners: Vec<ListenerView>,
     pub listener_changes: Vec<ListenerChange>,
+    pub dns_names: Vec<DnsNameView>,
+    pub dns_totals: Vec<DnsTotalView>,
 }
 
 /// Builds the view; `filter` keeps only matching workloads.
 pub fn take(
     agg: &Aggregator,
+    dns: &DnsAggregates,
     attributor: &mut Attributor,
     now_ns: u64,
     filter: Option<&str>,
@@ -193,9 +223,12 @@ pub fn take(
         })
         .collect();
     listeners.sort_by_key(|l| (l.workload.label(), l.port));
+    let (dns_names, dns_totals) = crate::dns::view::views(dns, attributor, filter);
     Snapshot {
         flows,
         listeners,
         listener_changes: agg.listeners.history.iter().cloned().collect(),
+        dns_names,
+        dns_totals,
     }
 }
