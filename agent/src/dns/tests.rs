@@ -130,6 +130,22 @@ fn unanswered_query_times_out_and_a_late_answer_is_told_apart() {
 }
 
 #[test]
+fn an_answer_past_the_timeout_is_late_even_without_a_sweep() {
+    let mut t = tracer();
+    let q = message(9, "slow.test", A);
+    t.handle_record(&udp(1000, true, CLIENT, SERVER, &q));
+    t.handle_record(&udp(7000, false, SERVER, CLIENT, &answer(q, 0, 1, false)));
+    let r = row(&t, "slow.test", SERVER);
+    assert_eq!((r.timeouts, r.late_answers, r.answers()), (1, 1, 0));
+    t.tick(8_000 * MS);
+    assert_eq!(
+        row(&t, "slow.test", SERVER).timeouts,
+        1,
+        "not counted twice"
+    );
+}
+
+#[test]
 fn asking_again_without_an_answer_is_a_retry() {
     let mut t = tracer();
     t.handle_record(&udp(0, true, CLIENT, SERVER, &message(1, "x.test", A)));

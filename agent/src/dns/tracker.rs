@@ -252,6 +252,16 @@ impl Tracker {
             self.drops.unmatched_answers += 1;
             return;
         }
+        let latency_ns = p.ts_ns.saturating_sub(query.ts_ns);
+        if latency_ns >= self.config.timeout_ns {
+            // Past the timeout, even if no sweep ran in between (the agent
+            // was busy): the same verdict whenever the packets are read.
+            out.push(DnsEvent::Timeout {
+                query: query.clone(),
+            });
+            out.push(DnsEvent::LateAnswer { query, latency_ns });
+            return;
+        }
         let ask = ask_key(&query);
         if let Some(a) = self.asks.get_mut(&ask) {
             a.answered = true;
@@ -261,7 +271,7 @@ impl Tracker {
         }
         self.follow_search_list(&query, m.rcode, p.ts_ns, out);
         out.push(DnsEvent::Answer {
-            latency_ns: p.ts_ns.saturating_sub(query.ts_ns),
+            latency_ns,
             query,
             rcode: m.rcode,
             answers: m.answers,
