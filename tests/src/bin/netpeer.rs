@@ -106,7 +106,7 @@ fn connect(addr: &str, count: &str, hold: &str, timeout_ms: &str) -> Result<(), 
 
 fn udp(addr: &str, hex: &str) -> Result<(), String> {
     let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     let bytes = (0..hex.len())
