@@ -107,14 +107,12 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
             _ = &mut deadline => break,
         }
     }
+    // A last window, so what happened since the previous one is not lost;
+    // in JSON it ends with the final stats line.
     agent.drain();
-    match opts.output {
-        OutputFormat::Json => json::stats(&mut stdout, &agent.health()),
-        OutputFormat::Table => {
-            emit(&mut stdout, &mut agent, &opts, printed_seq)?;
-            Ok(())
-        }
-    }
+    agent.housekeeping();
+    emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+    Ok(())
 }
 
 /// Readiness of an optional ring buffer; never ready when there is none.
