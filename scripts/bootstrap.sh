@@ -69,6 +69,12 @@ if ! rustup run nightly bpf-linker --version >/dev/null 2>&1; then
     cargo install bpf-linker --force --locked --version '^0.13' --no-default-features --features "llvm-${llvm_ver}"
 fi
 
+# --- cargo-fuzz, for the bounded fuzzing run of the DNS parser -----------------
+if (( want_test )) && ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz (about a minute, once)"
+  cargo install cargo-fuzz --locked --version '^0.13'
+fi
+
 # --- Kernel filesystems --------------------------------------------------------
 mountpoint -q /sys/kernel/tracing || { log "mounting tracefs at /sys/kernel/tracing"; mount -t tracefs nodev /sys/kernel/tracing; }
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
