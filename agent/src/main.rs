@@ -12,6 +12,7 @@ use sockeye_agent::{
     run::{run, RunOptions},
     Agent, Config,
 };
+use sockeye_common::dns::MAX_DNS_PORTS;
 
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -52,10 +53,12 @@ struct Args {
     /// Do not scan /proc for sockets that existed before the agent started.
     #[arg(long)]
     no_scan: bool,
-    /// UDP and TCP ports watched for DNS, comma-separated (at most 16); an
-    /// empty value turns DNS tracing off.
-    #[arg(long, value_delimiter = ',', default_value = "53", num_args = 0..)]
+    /// UDP and TCP ports watched for DNS, comma-separated (at most 16).
+    #[arg(long, value_delimiter = ',', default_value = "53", value_parser = clap::value_parser!(u16).range(1..))]
     dns_ports: Vec<u16>,
+    /// Do not trace DNS.
+    #[arg(long)]
+    no_dns: bool,
     /// Seconds without an answer after which a DNS query counts as a timeout.
     #[arg(long, default_value_t = 5.0)]
     dns_timeout: f64,
@@ -113,6 +116,13 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.dns_max_names == 0 || args.dns_max_pending == 0 {
         return Err("--dns-max-names and --dns-max-pending must be at least 1".into());
     }
+    if args.dns_ports.len() > MAX_DNS_PORTS as usize {
+        return Err(format!(
+            "--dns-ports lists {} ports; at most {MAX_DNS_PORTS} can be watched",
+            args.dns_ports.len()
+        )
+        .into());
+    }
     let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Table
     } else {
@@ -129,7 +139,11 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..Limits::default()
         },
         scan_preexisting: !args.no_scan,
-        dns_ports: args.dns_ports,
+        dns_ports: if args.no_dns {
+            Vec::new()
+        } else {
+            args.dns_ports
+        },
         dns_ringbuf_bytes,
         dns: DnsConfig {
             timeout: seconds("dns-timeout", args.dns_timeout)?,

@@ -22,7 +22,7 @@ pub struct DnsProbes {
 /// caller reports it as a disabled feature) and TCP tracing unaffected.
 pub fn attach(ebpf: &mut Ebpf, cgroup: &File, ports: &[u16]) -> Result<DnsProbes, String> {
     if ports.is_empty() {
-        return Err("no DNS ports configured".into());
+        return Err("turned off (--no-dns)".into());
     }
     if ports.len() > MAX_DNS_PORTS as usize {
         return Err(format!(

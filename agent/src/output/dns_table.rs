@@ -112,3 +112,99 @@ fn line(
     ];
     columns(&cells, &COLUMNS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        attribution::Workload,
+        dns::{
+            aggregate::DnsWindow,
+            view::{DnsNameView, DnsTotalView},
+        },
+    };
+
+    fn counts(queries: u64, timeouts: u64, servfail: u64) -> DnsCounts {
+        let mut rcodes = BTreeMap::new();
+        rcodes.insert("NOERROR", queries - timeouts - servfail);
+        if servfail > 0 {
+            rcodes.insert("SERVFAIL", servfail);
+        }
+        DnsCounts {
+            queries,
+            tcp_queries: 0,
+            retries: 0,
+            answers: queries - timeouts,
+            rcodes,
+            empty_answers: 0,
+            timeouts,
+            late_answers: 0,
+            truncated: 0,
+            tcp_after_truncation: 0,
+            fanout_lookups: 0,
+            fanout_wasted: 0,
+            latency: None,
+            interval: DnsWindow::default(),
+        }
+    }
+
+    fn name(n: &str, c: DnsCounts) -> DnsNameView {
+        DnsNameView {
+            workload: Workload {
+                cgroup_id: 7,
+                cgroup_path: None,
+                owner: None,
+            },
+            name: n.into(),
+            qtype: "A".into(),
+            server: "10.96.0.10:53".parse().unwrap(),
+            counts: c,
+            last_pid: 42,
+            last_comm: "php-fpm".into(),
+        }
+    }
+
+    #[test]
+    fn totals_first_then_problems_first_and_capped() {
+        let snap = Snapshot {
+            flows: vec![],
+            listeners: vec![],
+            listener_changes: vec![],
+            dns_names: vec![
+                name("busy.test", counts(100, 0, 0)),
+                name("down.test", counts(3, 3, 0)),
+                name("broken.test", counts(2, 0, 2)),
+            ],
+            dns_totals: vec![DnsTotalView {
+                workload: name("x", counts(1, 0, 0)).workload,
+                server: None,
+                counts: counts(105, 3, 2),
+            }],
+        };
+        let out = render(&snap, 2);
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("cgroup:7")).collect();
+        assert_eq!(rows.len(), 3, "{out}");
+        assert!(
+            rows[0].contains("(all names)") && rows[0].contains(" 105 "),
+            "{out}"
+        );
+        assert!(rows[1].contains("down.test"), "timeouts first: {out}");
+        assert!(rows[2].contains("broken.test"), "{out}");
+        assert!(out.contains("1 more names not shown"), "{out}");
+        assert!(rows[1].contains("php-fpm(42)"), "{out}");
+    }
+
+    #[test]
+    fn nothing_without_dns_activity() {
+        let snap = Snapshot {
+            flows: vec![],
+            listeners: vec![],
+            listener_changes: vec![],
+            dns_names: vec![],
+            dns_totals: vec![],
+        };
+        assert_eq!(render(&snap, 10), "");
+    }
+}
