@@ -27,8 +27,9 @@ pub enum Counter {
     DnsRingbufFull = 8,
     /// DNS packets copied into the DNS ring buffer.
     DnsPacketsEmitted = 9,
-    /// An IPv6 packet whose next header was an extension header, not UDP or
-    /// TCP: its ports are not known, so a DNS packet among these is missed.
+    /// An IPv6 packet with more extension headers before UDP/TCP than the
+    /// program follows (3): its ports are not known, so a DNS packet among
+    /// these is missed.
     DnsSkippedIpv6Extension = 10,
     /// Reading a DNS packet's headers or payload failed (a packet shorter
     /// than its headers claim): that packet is missed.

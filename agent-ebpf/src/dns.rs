@@ -37,8 +37,13 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-/// IPv6 next-header values of extension headers that may precede UDP/TCP.
+/// IPv6 next-header values of extension headers that may precede UDP/TCP:
+/// hop-by-hop, routing, fragment, authentication, destination options.
 const IPV6_EXTENSIONS: [u8; 5] = [0, 43, 44, 51, 60];
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+/// Extension headers followed before giving up (and counting the packet).
+const MAX_IPV6_EXTENSIONS: usize = 3;
 const UDP_HEADER: u32 = 8;
 const TCP_SYN_FIN_RST: u8 = 0x07;
 /// cgroup_skb verdict: let the packet through.
@@ -161,13 +166,7 @@ fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
             count(Counter::DnsReadFailed);
             return None;
         };
-        let next = h[6];
-        if next != IPPROTO_UDP && next != IPPROTO_TCP {
-            if IPV6_EXTENSIONS.contains(&next) {
-                count(Counter::DnsSkippedIpv6Extension);
-            }
-            return None;
-        }
+        let (next, l4) = skip_ipv6_extensions(ctx, h[6])?;
         let mut saddr = [0u8; 16];
         let mut daddr = [0u8; 16];
         saddr.copy_from_slice(&h[8..24]);
@@ -175,13 +174,51 @@ fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
         Some(Ip {
             version: 6,
             protocol: next,
-            l4: 40,
+            l4,
             saddr,
             daddr,
         })
     } else {
         None
     }
+}
+
+/// Follows up to [`MAX_IPV6_EXTENSIONS`] extension headers after the fixed
+/// IPv6 header. Returns the upper-layer protocol and its offset, or None for
+/// anything but UDP/TCP. Packets that still have extension headers after
+/// that, or whose headers cannot be read, are counted: they may be DNS.
+#[inline(always)]
+fn skip_ipv6_extensions(ctx: &SkBuffContext, first: u8) -> Option<(u8, u32)> {
+    let (mut next, mut off) = (first, 40u32);
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        if !IPV6_EXTENSIONS.contains(&next) {
+            break;
+        }
+        let Ok(ext) = ctx.load::<[u8; 4]>(off as usize) else {
+            count(Counter::DnsReadFailed);
+            return None;
+        };
+        let len = match next {
+            IPV6_FRAGMENT => {
+                // Only the first fragment carries the UDP/TCP header.
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return None;
+                }
+                8
+            }
+            IPV6_AUTH => (ext[1] as u32 + 2) * 4,
+            _ => (ext[1] as u32 + 1) * 8,
+        };
+        next = ext[0];
+        off += len;
+    }
+    if next == IPPROTO_UDP || next == IPPROTO_TCP {
+        return Some((next, off));
+    }
+    if IPV6_EXTENSIONS.contains(&next) {
+        count(Counter::DnsSkippedIpv6Extension);
+    }
+    None
 }
 
 struct Packet {

@@ -114,15 +114,14 @@ impl Health {
         h.lost.insert("user_flows_evicted", flows_evicted);
         h.lost
             .insert("user_time_wait_buckets_full", time_wait_buckets_full);
-        // DNS messages we could not use. Malformed messages are not losses
-        // of ours (they are counted in `dns.parse_errors`), and neither are
-        // names folded into "other" (their counts are kept).
+        // DNS we could not use. Not losses, and so only in `dns`: malformed
+        // messages (`dns.parse_errors`), names folded into "other" (their
+        // counts are kept), answers to queries sent before the agent started
+        // and TCP streams that began before it (`unmatched_answers`,
+        // `tcp.resyncs`), like `untracked_socket_events` for TCP.
         h.lost.insert("user_dns_decode_errors", dns.decode_errors);
         h.lost
-            .insert("user_dns_unmatched_answers", dns.tracker.unmatched_answers);
-        h.lost
             .insert("user_dns_pending_full", dns.tracker.pending_full);
-        h.lost.insert("user_dns_tcp_resyncs", dns.tcp.resyncs);
         h.lost
             .insert("user_dns_tcp_beyond_capture", dns.tcp.beyond_capture);
         h.lost
