@@ -15,8 +15,9 @@ pub const CONNECT_ERRORS_MAP: &str = "SOCKEYE_CONNECT_ERRORS";
 pub const CGROUP_EVENTS_MAP: &str = "SOCKEYE_CGROUP_EVENTS";
 /// Ring buffer carrying [`crate::dns::DnsPacket`] records (DNS queries and answers).
 pub const DNS_EVENTS_MAP: &str = "SOCKEYE_DNS_EVENTS";
-/// Hash map: port (host byte order) -> 1, the ports watched for DNS.
-pub const DNS_PORTS_MAP: &str = "SOCKEYE_DNS_PORTS";
+/// Read-only global `[u16; MAX_DNS_PORTS]`: the ports watched for DNS (host
+/// byte order, 0 = unused), set by the agent at load time.
+pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 

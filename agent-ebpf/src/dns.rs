@@ -25,13 +25,57 @@ use aya_ebpf::{
 };
 use sockeye_common::{
     counters::Counter,
-    dns::{direction, DnsPacket, DNS_CAPTURE},
+    dns::{direction, DnsPacket, DNS_CAPTURE, MAX_DNS_PORTS},
 };
 
 use crate::{
     emit::{now_ns, wakeup_flags},
-    maps::{count, DNS_EVENTS, DNS_PORTS},
+    maps::{count, DNS_EVENTS},
 };
+
+/// Ports watched for DNS, host byte order, 0 = unused slot. Read-only data
+/// the agent sets at load time (`--dns-ports`): every packet of the node
+/// passes this check, and a few compares against constants cost less than
+/// a map lookup.
+#[unsafe(no_mangle)]
+static SOCKEYE_DNS_PORT_LIST: [u16; MAX_DNS_PORTS as usize] = [0; MAX_DNS_PORTS as usize];
+
+#[inline(always)]
+fn watched(port: u16) -> bool {
+    for i in 0..MAX_DNS_PORTS as usize {
+        // SAFETY: a read of static data; volatile so the compiler does not
+        // fold the all-zero initial value into the program.
+        let p = unsafe { core::ptr::read_volatile(&SOCKEYE_DNS_PORT_LIST[i]) };
+        if p == 0 {
+            return false;
+        }
+        if p == port {
+            return true;
+        }
+    }
+    false
+}
+
+/// Reads a `T` at `offset` bytes into the packet: straight from the linear
+/// part when it is there (most packets: a pointer compare and a load),
+/// otherwise through `bpf_skb_load_bytes` (paged data).
+#[inline(always)]
+fn read<T: Copy>(ctx: &SkBuffContext, offset: usize) -> Option<T> {
+    // SAFETY: `skb` is the program's context pointer; data and data_end are
+    // readable in cgroup_skb programs loaded with CAP_BPF.
+    let (start, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    if start + offset + core::mem::size_of::<T>() <= end {
+        // SAFETY: bounds checked against data_end just above, which is
+        // also what the verifier requires.
+        return Some(unsafe { core::ptr::read_unaligned((start + offset) as *const T) });
+    }
+    ctx.load::<T>(offset).ok()
+}
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -85,7 +129,7 @@ fn capture(ctx: &SkBuffContext, dir: u8, with_task: bool) {
     let Some(ip) = ip_header(ctx) else {
         return;
     };
-    let Ok(ports) = ctx.load::<[u8; 4]>(ip.l4 as usize) else {
+    let Some(ports) = read::<[u8; 4]>(ctx, ip.l4 as usize) else {
         count(Counter::DnsReadFailed);
         return;
     };
@@ -96,12 +140,11 @@ fn capture(ctx: &SkBuffContext, dir: u8, with_task: bool) {
     } else {
         sport
     };
-    // SAFETY: read-only lookup of a plain value.
-    if unsafe { DNS_PORTS.get(dns_port) }.is_none() {
+    if !watched(dns_port) {
         return;
     }
     let (header_len, tcp_seq, tcp_flags) = if ip.protocol == IPPROTO_TCP {
-        let Ok(tcp) = ctx.load::<[u8; 14]>(ip.l4 as usize) else {
+        let Some(tcp) = read::<[u8; 14]>(ctx, ip.l4 as usize) else {
             count(Counter::DnsReadFailed);
             return;
         };
@@ -138,7 +181,7 @@ fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
     // SAFETY: `skb` is the program's context pointer.
     let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     if proto == ETH_P_IP {
-        let Ok(h) = ctx.load::<[u8; 20]>(0) else {
+        let Some(h) = read::<[u8; 20]>(ctx, 0) else {
             count(Counter::DnsReadFailed);
             return None;
         };
@@ -162,7 +205,7 @@ fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
             daddr,
         })
     } else if proto == ETH_P_IPV6 {
-        let Ok(h) = ctx.load::<[u8; 40]>(0) else {
+        let Some(h) = read::<[u8; 40]>(ctx, 0) else {
             count(Counter::DnsReadFailed);
             return None;
         };
@@ -194,7 +237,7 @@ fn skip_ipv6_extensions(ctx: &SkBuffContext, first: u8) -> Option<(u8, u32)> {
         if !IPV6_EXTENSIONS.contains(&next) {
             break;
         }
-        let Ok(ext) = ctx.load::<[u8; 4]>(off as usize) else {
+        let Some(ext) = read::<[u8; 4]>(ctx, off as usize) else {
             count(Counter::DnsReadFailed);
             return None;
         };

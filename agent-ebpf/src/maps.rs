@@ -6,7 +6,6 @@ use aya_ebpf::{
 };
 use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
-    dns::MAX_DNS_PORTS,
     event::{ListenerKey, SockInfo},
     tracepoint::{ErrorKey, LastError, TracepointOffsets},
 };
@@ -29,10 +28,6 @@ pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// each): separate from the TCP events so a DNS flood cannot crowd them out.
 #[map(name = "SOCKEYE_DNS_EVENTS")]
 pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RINGBUF_BYTES, 0);
-
-/// Ports watched for DNS (host byte order -> 1), filled by the agent.
-#[map(name = "SOCKEYE_DNS_PORTS")]
-pub static DNS_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_DNS_PORTS, 0);
 
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -12,7 +12,11 @@ use sockeye_agent::{
 };
 
 pub fn start() -> Agent {
-    Agent::start(&Config::default()).unwrap_or_else(|e| {
+    start_with(&Config::default())
+}
+
+pub fn start_with(config: &Config) -> Agent {
+    Agent::start(config).unwrap_or_else(|e| {
         let mut msg = format!("agent failed to start: {e}");
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {

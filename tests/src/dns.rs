@@ -74,7 +74,12 @@ impl Drop for Dnsmasq {
 
 /// The `dnsresponder` test server on the pod's IPv4 address, port 53.
 pub fn responder(pod: &Pod) -> Peer {
-    let addr = format!("{}:53", pod.ip4);
+    responder_on(pod, 53)
+}
+
+/// The `dnsresponder` test server on the pod's IPv4 address and `port`.
+pub fn responder_on(pod: &Pod, port: u16) -> Peer {
+    let addr = format!("{}:{port}", pod.ip4);
     let mut p = peer::spawn_bin(pod, "dnsresponder", &[&addr]);
     assert_eq!(p.expect_line(Duration::from_secs(10)), "ready");
     p

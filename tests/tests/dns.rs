@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use sockeye_agent::Config;
 use sockeye_tests::{
-    agent::start,
-    dns::{dig, getent, responder, row, total, wait_for_dns, Dnsmasq},
+    agent::{start, start_with},
+    dns::{dig, getent, responder, responder_on, row, total, wait_for_dns, Dnsmasq},
     net::TestNet,
     peer, require_root,
 };
@@ -296,4 +297,42 @@ fn malformed_packets_are_counted_without_harm() {
         h.dns
     );
     assert_eq!(h.dns.decode_errors, 0);
+}
+
+#[test]
+fn configured_ports_are_watched_and_others_are_not() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::with_pods("dnsport", &["client", "server"]);
+    let (client, server) = (net.pod(0), net.pod(1));
+    let _watched = responder_on(server, 5353);
+    let _unwatched = responder_on(server, 5354);
+    let mut agent = start_with(&Config {
+        dns_ports: vec![53, 5353],
+        ..Config::default()
+    });
+    let at = format!("@{}", server.ip4);
+    for port in ["5353", "5354"] {
+        let (_, out) = dig(
+            client,
+            &[
+                &at,
+                "-p",
+                port,
+                &format!("p{port}.test"),
+                "+tries=1",
+                "+time=3",
+            ],
+        );
+        assert!(out.contains("10.0.0.1"), "{out}");
+    }
+    let watched = format!("{}:5353", server.ip4);
+    let snap = wait_for_dns(&mut agent, client.cgroup_id, WAIT, |s| {
+        row(s, client.cgroup_id, "p5353.test", "A", &watched).is_some_and(|r| r.counts.answers == 1)
+    });
+    assert!(
+        !snap.dns_names.iter().any(|r| r.name == "p5354.test"),
+        "port 5354 is not watched"
+    );
 }

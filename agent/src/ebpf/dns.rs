@@ -1,14 +1,14 @@
-//! Attaches the DNS programs (cgroup_skb egress and ingress on the cgroup v2
-//! root) and fills the kernel's table of watched ports.
+//! Attaches the DNS programs: cgroup_skb egress and ingress on the cgroup v2
+//! root.
 
 use std::fs::File;
 
 use aya::{
-    maps::{HashMap, MapData, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{links::CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
     Ebpf,
 };
-use sockeye_common::{dns::MAX_DNS_PORTS, names};
+use sockeye_common::names;
 
 /// What attaching gave us.
 pub struct DnsProbes {
@@ -18,29 +18,10 @@ pub struct DnsProbes {
     pub with_process: bool,
 }
 
-/// Loads and attaches both directions. Any failure leaves DNS off (the
-/// caller reports it as a disabled feature) and TCP tracing unaffected.
-pub fn attach(ebpf: &mut Ebpf, cgroup: &File, ports: &[u16]) -> Result<DnsProbes, String> {
-    if ports.is_empty() {
-        return Err("turned off (--no-dns)".into());
-    }
-    if ports.len() > MAX_DNS_PORTS as usize {
-        return Err(format!(
-            "{} DNS ports configured, at most {MAX_DNS_PORTS} can be watched",
-            ports.len()
-        ));
-    }
-    let mut table: HashMap<_, u16, u8> = HashMap::try_from(
-        ebpf.map_mut(names::DNS_PORTS_MAP)
-            .ok_or_else(|| format!("map {} is missing", names::DNS_PORTS_MAP))?,
-    )
-    .map_err(|e| format!("map {}: {e}", names::DNS_PORTS_MAP))?;
-    for &port in ports {
-        table
-            .insert(port, 1, 0)
-            .map_err(|e| format!("adding DNS port {port}: {e}"))?;
-    }
-
+/// Loads and attaches both directions (the watched ports were set at load
+/// time). Any failure leaves DNS off (the caller reports it as a disabled
+/// feature) and TCP tracing unaffected.
+pub fn attach(ebpf: &mut Ebpf, cgroup: &File) -> Result<DnsProbes, String> {
     let with_process = match load(ebpf, names::PROG_DNS_EGRESS) {
         Ok(()) => true,
         Err(why) => {

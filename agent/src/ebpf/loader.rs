@@ -9,7 +9,7 @@ use aya::{
     programs::{links::CgroupAttachMode, SockOps, TracePoint},
     Ebpf, EbpfLoader,
 };
-use sockeye_common::{names, tracepoint::ABSENT};
+use sockeye_common::{dns::MAX_DNS_PORTS, names, tracepoint::ABSENT};
 
 use super::tracefs;
 
@@ -40,6 +40,8 @@ pub struct LoadOptions {
 pub enum LoadError {
     #[error("{what} ring buffer size {bytes} is not a power of two of at least 4096 bytes")]
     RingbufSize { what: &'static str, bytes: u32 },
+    #[error("DNS ports {ports:?}: at most {MAX_DNS_PORTS}, none of them 0")]
+    DnsPorts { ports: Vec<u16> },
     #[error("failed to load the eBPF object (is this a BPF-capable kernel, and are we root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON?)")]
     Object {
         #[source]
@@ -99,8 +101,16 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             return Err(LoadError::RingbufSize { what, bytes });
         }
     }
+    if opts.dns_ports.len() > MAX_DNS_PORTS as usize || opts.dns_ports.contains(&0) {
+        return Err(LoadError::DnsPorts {
+            ports: opts.dns_ports.clone(),
+        });
+    }
+    let mut dns_ports = [0u16; MAX_DNS_PORTS as usize];
+    dns_ports[..opts.dns_ports.len()].copy_from_slice(&opts.dns_ports);
     raise_memlock_rlimit();
     let mut ebpf = EbpfLoader::new()
+        .override_global(names::DNS_PORTS_GLOBAL, &dns_ports, true)
         .map_max_entries(names::EVENTS_MAP, opts.ringbuf_bytes)
         .map_max_entries(names::DNS_EVENTS_MAP, opts.dns_ringbuf_bytes)
         .map_max_entries(names::SOCKETS_MAP, opts.max_sockets)
@@ -160,7 +170,15 @@ fn attach_dns(
     opts: &LoadOptions,
     features: &mut Vec<Feature>,
 ) -> Option<RingBuf<MapData>> {
-    match super::dns::attach(ebpf, cgroup, &opts.dns_ports) {
+    if opts.dns_ports.is_empty() {
+        features.push(Feature {
+            name: "dns",
+            enabled: false,
+            detail: "turned off (--no-dns)".into(),
+        });
+        return None;
+    }
+    match super::dns::attach(ebpf, cgroup) {
         Ok(probes) => {
             let ports: Vec<String> = opts.dns_ports.iter().map(|p| p.to_string()).collect();
             features.push(Feature {
@@ -183,9 +201,7 @@ fn attach_dns(
             Some(probes.events)
         }
         Err(why) => {
-            if !opts.dns_ports.is_empty() {
-                log::warn!("feature dns disabled: {why}");
-            }
+            log::warn!("feature dns disabled: {why}");
             features.push(Feature {
                 name: "dns",
                 enabled: false,
