@@ -42,10 +42,10 @@ static SOCKEYE_DNS_PORT_LIST: [u16; MAX_DNS_PORTS as usize] = [0; MAX_DNS_PORTS 
 
 #[inline(always)]
 fn watched(port: u16) -> bool {
-    for i in 0..MAX_DNS_PORTS as usize {
+    for slot in &SOCKEYE_DNS_PORT_LIST {
         // SAFETY: a read of static data; volatile so the compiler does not
         // fold the all-zero initial value into the program.
-        let p = unsafe { core::ptr::read_volatile(&SOCKEYE_DNS_PORT_LIST[i]) };
+        let p = unsafe { core::ptr::read_volatile(slot) };
         if p == 0 {
             return false;
         }
