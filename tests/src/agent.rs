@@ -35,6 +35,24 @@ pub fn wait_for(
     timeout: Duration,
     done: impl Fn(&Snapshot) -> bool,
 ) -> Snapshot {
+    wait_until(agent, timeout, done, |snap| {
+        let flows: Vec<&FlowView> = snap
+            .flows
+            .iter()
+            .filter(|f| cgroups.contains(&f.workload.cgroup_id))
+            .collect();
+        format!("flows of the test pods: {flows:#?}")
+    })
+}
+
+/// Drains events until `done(snapshot)` holds; if it does not within
+/// `timeout`, panics with `explain(last snapshot)` and the agent's health.
+pub fn wait_until(
+    agent: &mut Agent,
+    timeout: Duration,
+    done: impl Fn(&Snapshot) -> bool,
+    explain: impl Fn(&Snapshot) -> String,
+) -> Snapshot {
     let deadline = Instant::now() + timeout;
     loop {
         agent.drain();
@@ -44,13 +62,9 @@ pub fn wait_for(
             return snap;
         }
         if Instant::now() > deadline {
-            let flows: Vec<&FlowView> = snap
-                .flows
-                .iter()
-                .filter(|f| cgroups.contains(&f.workload.cgroup_id))
-                .collect();
             panic!(
-                "condition not met within {timeout:?}; flows of the test pods: {flows:#?}\nhealth: {:#?}",
+                "condition not met within {timeout:?}; {}\nhealth: {:#?}",
+                explain(&snap),
                 agent.health()
             );
         }

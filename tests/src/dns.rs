@@ -13,6 +13,7 @@ use sockeye_agent::{
 };
 
 use crate::{
+    agent::wait_until,
     net::Pod,
     peer::{self, command_in, Peer},
 };
@@ -140,25 +141,12 @@ pub fn wait_for_dns(
     timeout: Duration,
     done: impl Fn(&Snapshot) -> bool,
 ) -> Snapshot {
-    let deadline = Instant::now() + timeout;
-    loop {
-        agent.drain();
-        agent.housekeeping();
-        let snap = agent.snapshot(None);
-        if done(&snap) {
-            return snap;
-        }
-        if Instant::now() > deadline {
-            let rows: Vec<&DnsNameView> = snap
-                .dns_names
-                .iter()
-                .filter(|r| r.workload.cgroup_id == cgroup)
-                .collect();
-            panic!(
-                "condition not met within {timeout:?}; DNS rows of the test pod: {rows:#?}\nhealth: {:#?}",
-                agent.health()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(agent, timeout, done, |snap| {
+        let rows: Vec<&DnsNameView> = snap
+            .dns_names
+            .iter()
+            .filter(|r| r.workload.cgroup_id == cgroup)
+            .collect();
+        format!("DNS rows of the test pod: {rows:#?}")
+    })
 }
