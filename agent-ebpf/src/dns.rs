@@ -33,6 +33,22 @@ use crate::{
     maps::{count, DNS_EVENTS},
 };
 
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// IPv6 next-header values of extension headers that may precede UDP/TCP:
+/// hop-by-hop, routing, fragment, authentication, destination options.
+const IPV6_EXTENSIONS: [u8; 5] = [0, 43, 44, 51, 60];
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+/// Extension headers followed before giving up (and counting the packet).
+const MAX_IPV6_EXTENSIONS: usize = 3;
+const UDP_HEADER: u32 = 8;
+const TCP_SYN_FIN_RST: u8 = 0x07;
+/// cgroup_skb verdict: let the packet through.
+const PASS: i32 = 1;
+
 /// Ports watched for DNS, host byte order, 0 = unused slot. Read-only data
 /// the agent sets at load time (`--dns-ports`): every packet of the node
 /// passes this check, and a few compares against constants cost less than
@@ -76,22 +92,6 @@ fn read<T: Copy>(ctx: &SkBuffContext, offset: usize) -> Option<T> {
     }
     ctx.load::<T>(offset).ok()
 }
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// IPv6 next-header values of extension headers that may precede UDP/TCP:
-/// hop-by-hop, routing, fragment, authentication, destination options.
-const IPV6_EXTENSIONS: [u8; 5] = [0, 43, 44, 51, 60];
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AUTH: u8 = 51;
-/// Extension headers followed before giving up (and counting the packet).
-const MAX_IPV6_EXTENSIONS: usize = 3;
-const UDP_HEADER: u32 = 8;
-const TCP_SYN_FIN_RST: u8 = 0x07;
-/// cgroup_skb verdict: let the packet through.
-const PASS: i32 = 1;
 
 /// Queries leaving containers, with the sending process.
 #[cgroup_skb(egress)]
