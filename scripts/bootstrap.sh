@@ -20,8 +20,10 @@ command -v rustup >/dev/null || die "rustup not found; install Rust with rustup 
 debs=(iproute2 util-linux procps)
 if (( want_test )); then
   # End-to-end tests run real containers (crun fails on hybrid cgroups: runc).
+  # DNS tests: a real server (dnsmasq-base: the binary without the system
+  # service) and real clients (dig; glibc's resolver through getent).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
-  debs+=(podman runc python3-venv)
+  debs+=(podman runc dnsmasq-base bind9-dnsutils python3-venv)
 fi
 missing=()
 for p in "${debs[@]}"; do
@@ -66,6 +68,12 @@ if ! rustup run nightly bpf-linker --version >/dev/null 2>&1; then
   log "building bpf-linker against $(basename "$lib") (about 80 s, once)"
   LLVM_PREFIX="$llvm_dir" LD_LIBRARY_PATH="$sysroot/lib" \
     cargo install bpf-linker --force --locked --version '^0.13' --no-default-features --features "llvm-${llvm_ver}"
+fi
+
+# --- cargo-fuzz, for the bounded fuzzing run of the DNS parser -----------------
+if (( want_test )) && ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz (about a minute, once)"
+  cargo install cargo-fuzz --locked --version '^0.13'
 fi
 
 # --- Kernel filesystems --------------------------------------------------------

@@ -12,6 +12,7 @@ step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 
 step "format"
 cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
 
 step "clippy (user space)"
 cargo clippy --locked --workspace --exclude sockeye-agent-ebpf --all-targets -- -D warnings
@@ -22,9 +23,20 @@ step "clippy (kernel programs, bpf target)"
 step "deployment manifests (Kubernetes schema, agent flags)"
 scripts/validate-deploy.sh
 
-step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+step "fuzz: the user-side DNS parser, ${FUZZ_SECONDS:=30} s"
+# New corpus entries go to fuzz/corpus (ignored by git); the seeds are read.
+if ! (cd fuzz && cargo +nightly fuzz run dns_record corpus/dns_record seeds/dns_record -- \
+      -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048) >"$log" 2>&1; then
+  tail -n 40 "$log"
+  echo "fuzz: the DNS parser failed; the input that did it is in fuzz/artifacts/dns_record/" >&2
+  exit 1
+fi
+grep -E '^Done [0-9]+ runs' "$log"
+
+step "tests"
 # The kernel crate only builds for the bpf target; the agent's build.rs builds it.
 set +e
 cargo test --locked --workspace --exclude sockeye-agent-ebpf --no-fail-fast 2>&1 | tee "$log"

@@ -23,10 +23,21 @@ pub enum Counter {
     /// Recording a connect error failed (allocation failure in the LRU map):
     /// that connect's failure cause will be less precise.
     ConnectErrorsMapFull = 7,
+    /// The DNS ring buffer was full: a DNS query or answer is lost.
+    DnsRingbufFull = 8,
+    /// DNS packets copied into the DNS ring buffer.
+    DnsPacketsEmitted = 9,
+    /// An IPv6 packet with more extension headers before UDP/TCP than the
+    /// program follows (3): its ports are not known, so a DNS packet among
+    /// these is missed.
+    DnsSkippedIpv6Extension = 10,
+    /// Reading a DNS packet's headers or payload failed (a packet shorter
+    /// than its headers claim): that packet is missed.
+    DnsReadFailed = 11,
 }
 
 /// Number of counters (the size of the counters array map).
-pub const COUNTER_COUNT: u32 = 8;
+pub const COUNTER_COUNT: u32 = 12;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -38,6 +49,10 @@ impl Counter {
         Counter::UntrackedSocket,
         Counter::TracepointReadFailed,
         Counter::ConnectErrorsMapFull,
+        Counter::DnsRingbufFull,
+        Counter::DnsPacketsEmitted,
+        Counter::DnsSkippedIpv6Extension,
+        Counter::DnsReadFailed,
     ];
 
     /// Stable snake_case name used in logs, JSON and metrics.
@@ -51,11 +66,18 @@ impl Counter {
             Counter::UntrackedSocket => "kernel_untracked_socket_events",
             Counter::TracepointReadFailed => "kernel_tracepoint_read_failed",
             Counter::ConnectErrorsMapFull => "kernel_connect_errors_map_full",
+            Counter::DnsRingbufFull => "kernel_dns_ringbuf_full",
+            Counter::DnsPacketsEmitted => "kernel_dns_packets_emitted",
+            Counter::DnsSkippedIpv6Extension => "kernel_dns_skipped_ipv6_extension",
+            Counter::DnsReadFailed => "kernel_dns_read_failed",
         }
     }
 
     /// Whether the counter records lost data (as opposed to throughput).
     pub const fn is_loss(self) -> bool {
-        !matches!(self, Counter::EventsEmitted | Counter::UntrackedSocket)
+        !matches!(
+            self,
+            Counter::EventsEmitted | Counter::UntrackedSocket | Counter::DnsPacketsEmitted
+        )
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod counters;
+pub mod dns;
 pub mod event;
 pub mod names;
 pub mod tcp_state;
@@ -31,4 +32,6 @@ mod pod_impls {
     unsafe impl aya::Pod for crate::event::ListenerKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::cgroup::CgroupEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::dns::DnsPacket {}
 }

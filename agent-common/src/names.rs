@@ -13,6 +13,11 @@ pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
 pub const CONNECT_ERRORS_MAP: &str = "SOCKEYE_CONNECT_ERRORS";
 /// Ring buffer carrying [`crate::cgroup::CgroupEvent`] records (cgroup names).
 pub const CGROUP_EVENTS_MAP: &str = "SOCKEYE_CGROUP_EVENTS";
+/// Ring buffer carrying [`crate::dns::DnsPacket`] records (DNS queries and answers).
+pub const DNS_EVENTS_MAP: &str = "SOCKEYE_DNS_EVENTS";
+/// Read-only global `[u16; MAX_DNS_PORTS]`: the ports watched for DNS (host
+/// byte order, 0 = unused), set by the agent at load time.
+pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 
@@ -24,3 +29,11 @@ pub const PROG_RECEIVE_RESET: &str = "sockeye_tcp_receive_reset";
 pub const PROG_ERROR_REPORT: &str = "sockeye_inet_sk_error_report";
 /// Tracepoint `cgroup:cgroup_mkdir`: the name of every new cgroup.
 pub const PROG_CGROUP_MKDIR: &str = "sockeye_cgroup_mkdir";
+/// cgroup_skb egress on the cgroup v2 root: DNS queries leaving containers,
+/// with the sending process.
+pub const PROG_DNS_EGRESS: &str = "sockeye_dns_egress";
+/// The same without the sending process, for kernels that do not let
+/// cgroup_skb programs read the current task.
+pub const PROG_DNS_EGRESS_NO_TASK: &str = "sockeye_dns_egress_no_task";
+/// cgroup_skb ingress on the cgroup v2 root: DNS answers reaching containers.
+pub const PROG_DNS_INGRESS: &str = "sockeye_dns_ingress";

@@ -3,6 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
+    maps::RingBuf,
 };
 use sockeye_common::{
     counters::Counter,
@@ -85,11 +86,18 @@ pub fn emit(facts: &SockFacts, owner: Option<&SockInfo>, detail: &Detail) {
         (*ev).remote_addr = facts.remote_addr;
         (*ev).comm = comm;
     }
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD_BYTES {
+    entry.submit(wakeup_flags(&EVENTS));
+    count(Counter::EventsEmitted);
+}
+
+/// Submit flags for a ring buffer record: wake the agent only once a lot of
+/// data is waiting (see [`WAKEUP_THRESHOLD_BYTES`]).
+#[inline(always)]
+pub fn wakeup_flags(ring: &RingBuf) -> u64 {
+    let wake = if ring.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(wake as u64);
-    count(Counter::EventsEmitted);
+    wake as u64
 }

@@ -1,8 +1,10 @@
-//! Sockeye's kernel programs: the TCP lifecycle from sock_ops, connect errors from tracepoints.
+//! Sockeye's kernel programs: the TCP lifecycle from sock_ops, connect errors
+//! and cgroup names from tracepoints, DNS from cgroup_skb.
 #![no_std]
 #![no_main]
 
 mod cgroups;
+mod dns;
 mod emit;
 mod errors;
 mod maps;

@@ -15,6 +15,7 @@ const RINGBUF_BYTES: u32 = 4 << 20;
 const MAX_SOCKETS: u32 = 65_536;
 const MAX_LISTENERS: u32 = 4_096;
 const MAX_CONNECT_ERRORS: u32 = 8_192;
+const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 
 #[map(name = "SOCKEYE_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -22,6 +23,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
 /// Cgroup names: a few per container start, so small.
 #[map(name = "SOCKEYE_CGROUP_EVENTS")]
 pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// DNS queries and answers ([`sockeye_common::dns::DnsPacket`], 408 bytes
+/// each): separate from the TCP events so a DNS flood cannot crowd them out.
+#[map(name = "SOCKEYE_DNS_EVENTS")]
+pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RINGBUF_BYTES, 0);
 
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -8,6 +8,7 @@ use crate::{
     aggregate::{Aggregator, Limits},
     attribution::{cgroup_fs, filter::WorkloadFilter, runtime_records::RecordRoots, Attributor},
     clock,
+    dns::{DnsConfig, DnsTracer},
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::CgroupName,
     preexisting::Preexisting,
@@ -25,6 +26,10 @@ pub struct Config {
     pub scan_preexisting: bool,
     /// Where container runtimes keep their records (pod names).
     pub records: RecordRoots,
+    /// Ports watched for DNS; empty turns DNS tracing off.
+    pub dns_ports: Vec<u16>,
+    pub dns_ringbuf_bytes: u32,
+    pub dns: DnsConfig,
 }
 
 impl Default for Config {
@@ -37,6 +42,9 @@ impl Default for Config {
             limits: Limits::default(),
             scan_preexisting: true,
             records: RecordRoots::default(),
+            dns_ports: vec![53],
+            dns_ringbuf_bytes: 2 << 20,
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -56,6 +64,7 @@ pub struct Agent {
     pub aggregator: Aggregator,
     pub attributor: Attributor,
     pub preexisting: Preexisting,
+    pub dns: DnsTracer,
     pub cgroup_root: PathBuf,
 }
 
@@ -80,6 +89,8 @@ impl Agent {
             ringbuf_bytes: config.ringbuf_bytes,
             max_sockets,
             max_listeners: 4096,
+            dns_ports: config.dns_ports.clone(),
+            dns_ringbuf_bytes: config.dns_ringbuf_bytes,
         })?;
         for f in &probes.features {
             if f.enabled {
@@ -113,6 +124,7 @@ impl Agent {
             aggregator,
             attributor: Attributor::with_records(cgroup_root.clone(), config.records.clone()),
             preexisting,
+            dns: DnsTracer::new(config.dns),
             cgroup_root,
         })
     }
@@ -121,9 +133,9 @@ impl Agent {
         &self.probes.features
     }
 
-    /// Consumes every event waiting in the ring buffer; returns how many.
-    /// Cgroups seen for the first time are resolved right away: a
-    /// short-lived container's cgroup may be gone by the next snapshot.
+    /// Consumes every event waiting in the ring buffers; returns how many
+    /// TCP events. Cgroups seen for the first time are resolved right away:
+    /// a short-lived container's cgroup may be gone by the next snapshot.
     pub fn drain(&mut self) -> usize {
         if let Some(ring) = self.probes.cgroup_events.as_mut() {
             while let Some(item) = ring.next() {
@@ -138,7 +150,16 @@ impl Agent {
             self.aggregator.handle_record(&item);
             n += 1;
         }
-        for id in std::mem::take(&mut self.aggregator.new_cgroups) {
+        if let Some(ring) = self.probes.dns_events.as_mut() {
+            while let Some(item) = ring.next() {
+                self.dns.handle_record(&item);
+            }
+            self.dns.tick(clock::monotonic_ns());
+        }
+        let new_cgroups = std::mem::take(&mut self.aggregator.new_cgroups)
+            .into_iter()
+            .chain(std::mem::take(&mut self.dns.new_cgroups));
+        for id in new_cgroups {
             self.attributor.workload(id);
         }
         n
@@ -154,6 +175,12 @@ impl Agent {
         self.aggregator.sweep(now);
     }
 
+    /// Ends an output interval: per-interval counts start again.
+    pub fn end_window(&mut self) {
+        self.aggregator.reset_window();
+        self.dns.end_window();
+    }
+
     /// Workloads matching `text` like `--container` does (None: all).
     pub fn snapshot(&mut self, text: Option<&str>) -> Snapshot {
         self.snapshot_filtered(&WorkloadFilter::from(text))
@@ -162,6 +189,7 @@ impl Agent {
     pub fn snapshot_filtered(&mut self, filter: &WorkloadFilter) -> Snapshot {
         snapshot::take(
             &self.aggregator,
+            &self.dns.aggregates,
             &mut self.attributor,
             clock::monotonic_ns(),
             filter,
@@ -171,6 +199,7 @@ impl Agent {
     pub fn health(&self) -> Health {
         Health::collect(
             &self.aggregator,
+            self.dns.health(),
             &counters::read_all(&self.probes.ebpf),
             &self.attributor,
         )

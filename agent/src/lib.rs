@@ -8,6 +8,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod attribution;
 pub mod clock;
+pub mod dns;
 pub mod ebpf;
 pub mod event;
 pub mod http;

@@ -1,5 +1,6 @@
-//! `sockeye-agent`: traces every TCP socket on this node and prints, per
-//! container, connects, failures by cause, latency and open sockets.
+//! `sockeye-agent`: traces every TCP socket and DNS query on this node and
+//! prints, per container, connects, failures by cause, latency, open
+//! sockets, and DNS names with latency, errors and timeouts.
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -11,11 +12,13 @@ use sockeye_agent::{
         kube_watch::{self, WatchOptions},
         runtime_records::{RecordRoots, CONTAINERD_ROOT, CONTAINERS_STORAGE_ROOTS},
     },
+    dns::DnsConfig,
     http::{self, health::DEFAULT_STALE_AFTER, HealthState},
     output::OutputFormat,
     run::{run, RunOptions},
     Agent, Config,
 };
+use sockeye_common::dns::MAX_DNS_PORTS;
 
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -79,6 +82,24 @@ struct Args {
     /// Address of the HTTP endpoint with /healthz and /readyz, or "off".
     #[arg(long, default_value = http::DEFAULT_ADDR)]
     http_addr: String,
+    /// UDP and TCP ports watched for DNS, comma-separated (at most 16).
+    #[arg(long, value_delimiter = ',', default_value = "53", value_parser = clap::value_parser!(u16).range(1..))]
+    dns_ports: Vec<u16>,
+    /// Do not trace DNS.
+    #[arg(long)]
+    no_dns: bool,
+    /// Seconds without an answer after which a DNS query counts as a timeout.
+    #[arg(long, default_value_t = 5.0)]
+    dns_timeout: f64,
+    /// DNS (container, name, type, server) rows kept; further names are counted in an "<other>" row.
+    #[arg(long, default_value_t = 2_048)]
+    dns_max_names: usize,
+    /// DNS queries awaiting an answer at once; beyond it queries are counted as lost.
+    #[arg(long, default_value_t = 16_384)]
+    dns_max_pending: usize,
+    /// DNS ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 2)]
+    dns_ringbuf_mib: u32,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -86,6 +107,15 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("--{name} must be a positive number of seconds, got {v}"))
+}
+
+/// A ring buffer size given in MiB, checked the way the kernel wants it.
+fn mib(name: &str, v: u32) -> Result<u32, String> {
+    if !v.is_power_of_two() {
+        return Err(format!("--{name} must be a power of two, got {v}"));
+    }
+    v.checked_mul(1 << 20)
+        .ok_or_else(|| format!("--{name} is too large"))
 }
 
 fn main() -> ExitCode {
@@ -110,17 +140,18 @@ fn main() -> ExitCode {
 fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let interval = seconds("interval", args.interval)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
-    if !args.ringbuf_mib.is_power_of_two() {
+    let ringbuf_bytes = mib("ringbuf-mib", args.ringbuf_mib)?;
+    let dns_ringbuf_bytes = mib("dns-ringbuf-mib", args.dns_ringbuf_mib)?;
+    if args.dns_max_names == 0 || args.dns_max_pending == 0 {
+        return Err("--dns-max-names and --dns-max-pending must be at least 1".into());
+    }
+    if args.dns_ports.len() > MAX_DNS_PORTS as usize {
         return Err(format!(
-            "--ringbuf-mib must be a power of two, got {}",
-            args.ringbuf_mib
+            "--dns-ports lists {} ports; at most {MAX_DNS_PORTS} can be watched",
+            args.dns_ports.len()
         )
         .into());
     }
-    let ringbuf_bytes = args
-        .ringbuf_mib
-        .checked_mul(1 << 20)
-        .ok_or("--ringbuf-mib is too large")?;
     let output = args.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputFormat::Table
     } else {
@@ -140,6 +171,18 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         records: RecordRoots {
             containerd: args.containerd_root.iter().map(PathBuf::from).collect(),
             containers_storage: args.containers_storage.iter().map(PathBuf::from).collect(),
+        },
+        dns_ports: if args.no_dns {
+            Vec::new()
+        } else {
+            args.dns_ports
+        },
+        dns_ringbuf_bytes,
+        dns: DnsConfig {
+            timeout: seconds("dns-timeout", args.dns_timeout)?,
+            max_names: args.dns_max_names,
+            max_pending: args.dns_max_pending,
+            ..DnsConfig::default()
         },
     };
     let http_addr: Option<SocketAddr> = match args.http_addr.as_str() {

@@ -56,6 +56,16 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
         )
     }
     .map_err(std::io::Error::from)?;
+    // SAFETY: as above, for the DNS ring buffer.
+    let dns_ring = match agent.probes.dns_events.as_ref() {
+        Some(r) => Some(
+            unsafe {
+                AsyncFd::register_with_interest(Fd(r.as_raw_fd()), tokio::io::Interest::READABLE)
+            }
+            .map_err(std::io::Error::from)?,
+        ),
+        None => None,
+    };
     let mut stdout = std::io::stdout().lock();
     if opts.output == OutputFormat::Json {
         json::ready(
@@ -86,6 +96,11 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
                 agent.drain();
                 guard.clear_ready();
             }
+            guard = readable(dns_ring.as_ref()) => {
+                let mut guard = guard?;
+                agent.drain();
+                guard.clear_ready();
+            }
             _ = drain_tick.tick() => {
                 agent.drain();
                 if let Some(h) = health {
@@ -96,7 +111,7 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
                 agent.drain();
                 agent.housekeeping();
                 printed_seq = emit(&mut stdout, &mut agent, &opts, printed_seq)?;
-                agent.aggregator.reset_window();
+                agent.end_window();
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -106,13 +121,21 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
     if let Some(h) = health {
         h.set_ready(false);
     }
+    // A last window, so what happened since the previous one is not lost;
+    // in JSON it ends with the final stats line.
     agent.drain();
-    match opts.output {
-        OutputFormat::Json => json::stats(&mut stdout, &agent.health()),
-        OutputFormat::Table => {
-            emit(&mut stdout, &mut agent, &opts, printed_seq)?;
-            Ok(())
-        }
+    agent.housekeeping();
+    emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+    Ok(())
+}
+
+/// Readiness of an optional ring buffer; never ready when there is none.
+async fn readable(
+    fd: Option<&AsyncFd<Fd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, Fd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
     }
 }
 

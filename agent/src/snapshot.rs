@@ -14,6 +14,11 @@ use crate::{
         Aggregator, UserDrops,
     },
     attribution::{filter::WorkloadFilter, Attributor, MetadataStats, Workload},
+    dns::{
+        aggregate::DnsAggregates,
+        view::{DnsNameView, DnsTotalView},
+        DnsHealth,
+    },
     event::comm_string,
 };
 
@@ -64,6 +69,7 @@ pub struct ListenerView {
 pub struct Health {
     pub events_received: u64,
     pub kernel_events_emitted: u64,
+    pub kernel_dns_packets_emitted: u64,
     pub lost: BTreeMap<&'static str, u64>,
     pub lost_total: u64,
     pub untracked_socket_events: u64,
@@ -72,10 +78,16 @@ pub struct Health {
     pub cgroups_unresolved: u64,
     /// Runtime record reads and the Kubernetes API watch.
     pub metadata: MetadataStats,
+    pub dns: DnsHealth,
 }
 
 impl Health {
-    pub fn collect(agg: &Aggregator, kernel: &[(Counter, u64)], attributor: &Attributor) -> Self {
+    pub fn collect(
+        agg: &Aggregator,
+        dns: DnsHealth,
+        kernel: &[(Counter, u64)],
+        attributor: &Attributor,
+    ) -> Self {
         let mut h = Health {
             events_received: agg.events_received,
             tracked_sockets: agg.sockets.len() as u64,
@@ -88,6 +100,7 @@ impl Health {
             match c {
                 Counter::EventsEmitted => h.kernel_events_emitted = v,
                 Counter::UntrackedSocket => h.untracked_socket_events = v,
+                Counter::DnsPacketsEmitted => h.kernel_dns_packets_emitted = v,
                 c => {
                     h.lost.insert(c.name(), v);
                 }
@@ -104,6 +117,19 @@ impl Health {
         h.lost.insert("user_flows_evicted", flows_evicted);
         h.lost
             .insert("user_time_wait_buckets_full", time_wait_buckets_full);
+        // DNS we could not use. Not losses, and so only in `dns`: malformed
+        // messages (`dns.parse_errors`), names folded into "other" (their
+        // counts are kept), answers to queries sent before the agent started
+        // and TCP streams that began before it (`unmatched_answers`,
+        // `tcp.resyncs`), like `untracked_socket_events` for TCP.
+        h.lost.insert("user_dns_decode_errors", dns.decode_errors);
+        h.lost
+            .insert("user_dns_pending_full", dns.tracker.pending_full);
+        h.lost
+            .insert("user_dns_tcp_beyond_capture", dns.tcp.beyond_capture);
+        h.lost
+            .insert("user_dns_tcp_streams_evicted", dns.tcp.evicted);
+        h.dns = dns;
         h.lost_total = h.lost.values().sum();
         h
     }
@@ -132,11 +158,14 @@ pub struct Snapshot {
     pub flows: Vec<FlowView>,
     pub listeners: Vec<ListenerView>,
     pub listener_changes: Vec<ListenerChangeView>,
+    pub dns_names: Vec<DnsNameView>,
+    pub dns_totals: Vec<DnsTotalView>,
 }
 
 /// Builds the view; `filter` keeps only matching workloads.
 pub fn take(
     agg: &Aggregator,
+    dns: &DnsAggregates,
     attributor: &mut Attributor,
     now_ns: u64,
     filter: &WorkloadFilter,
@@ -214,6 +243,7 @@ pub fn take(
         })
         .collect();
     listeners.sort_by_key(|l| (l.workload.label(), l.port));
+    let (dns_names, dns_totals) = crate::dns::view::views(dns, attributor, filter);
     Snapshot {
         flows,
         listeners,
@@ -227,5 +257,7 @@ pub fn take(
             })
             .filter(|c| filter.matches(&c.workload))
             .collect(),
+        dns_names,
+        dns_totals,
     }
 }

@@ -12,7 +12,11 @@ use sockeye_agent::{
 };
 
 pub fn start() -> Agent {
-    Agent::start(&Config::default()).unwrap_or_else(|e| {
+    start_with(&Config::default())
+}
+
+pub fn start_with(config: &Config) -> Agent {
+    Agent::start(config).unwrap_or_else(|e| {
         let mut msg = format!("agent failed to start: {e}");
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
@@ -31,6 +35,24 @@ pub fn wait_for(
     timeout: Duration,
     done: impl Fn(&Snapshot) -> bool,
 ) -> Snapshot {
+    wait_until(agent, timeout, done, |snap| {
+        let flows: Vec<&FlowView> = snap
+            .flows
+            .iter()
+            .filter(|f| cgroups.contains(&f.workload.cgroup_id))
+            .collect();
+        format!("flows of the test pods: {flows:#?}")
+    })
+}
+
+/// Drains events until `done(snapshot)` holds; if it does not within
+/// `timeout`, panics with `explain(last snapshot)` and the agent's health.
+pub fn wait_until(
+    agent: &mut Agent,
+    timeout: Duration,
+    done: impl Fn(&Snapshot) -> bool,
+    explain: impl Fn(&Snapshot) -> String,
+) -> Snapshot {
     let deadline = Instant::now() + timeout;
     loop {
         agent.drain();
@@ -40,13 +62,9 @@ pub fn wait_for(
             return snap;
         }
         if Instant::now() > deadline {
-            let flows: Vec<&FlowView> = snap
-                .flows
-                .iter()
-                .filter(|f| cgroups.contains(&f.workload.cgroup_id))
-                .collect();
             panic!(
-                "condition not met within {timeout:?}; flows of the test pods: {flows:#?}\nhealth: {:#?}",
+                "condition not met within {timeout:?}; {}\nhealth: {:#?}",
+                explain(&snap),
                 agent.health()
             );
         }

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod container;
+pub mod dns;
 pub mod net;
 pub mod peer;
 

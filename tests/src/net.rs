@@ -67,6 +67,14 @@ impl Pod {
         panic!("counter {group}:{name} not found");
     }
 
+    /// The resolv.conf that `ip netns exec` shows processes of this pod
+    /// (removed with the network).
+    pub fn set_resolv_conf(&self, content: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.netns);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        fs::write(dir.join("resolv.conf"), content).expect("write resolv.conf");
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) {
         let kv = format!("{key}={value}");
         sh("ip", &["netns", "exec", &self.netns, "sysctl", "-qw", &kv]);
@@ -202,6 +210,7 @@ impl Drop for TestNet {
                 .args(["netns", "del", &pod.netns])
                 .status();
             let _ = fs::remove_dir(&pod.cgroup_dir);
+            let _ = fs::remove_dir_all(PathBuf::from("/etc/netns").join(&pod.netns));
         }
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &self.bridge_ns])

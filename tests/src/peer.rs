@@ -1,7 +1,8 @@
-//! Processes inside pods: the `netpeer` binary, started in a pod's cgroup and
-//! network namespace.
+//! Processes inside pods: the `netpeer` and `dnsresponder` test binaries,
+//! or any program, started in a pod's cgroup and network namespace.
 
 use std::{
+    ffi::OsStr,
     fs::File,
     io::{BufRead, BufReader},
     os::{fd::AsRawFd, unix::process::CommandExt},
@@ -53,34 +54,43 @@ impl Drop for Peer {
     }
 }
 
-/// Starts `netpeer ARGS` inside `pod`.
-pub fn spawn(pod: &Pod, args: &[&str]) -> Peer {
+/// A command that will run inside `pod`: in its cgroup and, if
+/// `enter_netns`, in its network namespace (leave it out for `ip netns
+/// exec`, which enters the namespace itself and also applies the pod's
+/// /etc/netns files, such as resolv.conf).
+pub fn command_in(pod: &Pod, program: impl AsRef<OsStr>, enter_netns: bool) -> Command {
     let netns = File::open(format!("/run/netns/{}", pod.netns)).expect("open netns");
     let procs = File::options()
         .write(true)
         .open(pod.cgroup_dir.join("cgroup.procs"))
         .expect("open cgroup.procs");
-    let (ns_fd, procs_fd) = (netns.as_raw_fd(), procs.as_raw_fd());
-    let mut cmd = Command::new(netpeer_path());
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut cmd = Command::new(program);
     // SAFETY: between fork and exec we only make async-signal-safe syscalls
-    // (write, setns) on fds opened before the fork.
+    // (write, setns) on fds opened before the fork; the closure owns them.
     unsafe {
         cmd.pre_exec(move || {
             // "0" moves the writing process itself into the cgroup.
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+            if enter_netns && libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn netpeer");
-    drop((netns, procs));
+    cmd
+}
+
+/// Starts a test binary (built next to the tests) inside `pod`, reading its
+/// output lines.
+pub fn spawn_bin(pod: &Pod, bin: &str, args: &[&str]) -> Peer {
+    let mut child = command_in(pod, bin_path(bin), true)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     Peer {
         child,
@@ -88,14 +98,24 @@ pub fn spawn(pod: &Pod, args: &[&str]) -> Peer {
     }
 }
 
+/// Starts `netpeer ARGS` inside `pod`.
+pub fn spawn(pod: &Pod, args: &[&str]) -> Peer {
+    spawn_bin(pod, "netpeer", args)
+}
+
 /// Cargo builds `netpeer` next to the test binaries' `deps/` directory.
 pub fn netpeer_path() -> std::path::PathBuf {
+    bin_path("netpeer")
+}
+
+/// Cargo builds the test binaries next to the tests' `deps/` directory.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let path = dir.join("netpeer");
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} not built (run the tests through cargo)",

@@ -4,8 +4,11 @@
 //! Tasks:
 //! - `bench`: the agent's overhead on a tight loopback TCP connect/accept/close
 //!   loop, with and without the agent, interleaved in one run.
+//! - `bench-dns`: the agent's overhead on DNS (dnsperf against dnsmasq), and
+//!   whether it sees and matches every query at a fixed rate.
 
 mod bench;
+mod bench_dns;
 
 use std::process::ExitCode;
 
@@ -22,11 +25,14 @@ struct Cli {
 enum Task {
     /// Measure the agent's overhead on a loopback TCP connect/close loop.
     Bench(bench::BenchArgs),
+    /// Measure the agent's overhead on DNS and check it sees every query.
+    BenchDns(bench_dns::BenchDnsArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Bench(args) => bench::run(&args),
+        Task::BenchDns(args) => bench_dns::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

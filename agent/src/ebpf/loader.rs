@@ -9,7 +9,7 @@ use aya::{
     programs::{links::CgroupAttachMode, SockOps, TracePoint},
     Ebpf, EbpfLoader,
 };
-use sockeye_common::{names, tracepoint::ABSENT};
+use sockeye_common::{dns::MAX_DNS_PORTS, names, tracepoint::ABSENT};
 
 use super::tracefs;
 
@@ -30,12 +30,18 @@ pub struct LoadOptions {
     /// Capacity of the kernel's socket map (sockets tracked at once).
     pub max_sockets: u32,
     pub max_listeners: u32,
+    /// Ports watched for DNS; empty turns DNS tracing off.
+    pub dns_ports: Vec<u16>,
+    /// DNS ring buffer size: a power of two, multiple of the page size.
+    pub dns_ringbuf_bytes: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("ring buffer size {bytes} is not a power of two of at least 4096 bytes")]
-    RingbufSize { bytes: u32 },
+    #[error("{what} ring buffer size {bytes} is not a power of two of at least 4096 bytes")]
+    RingbufSize { what: &'static str, bytes: u32 },
+    #[error("DNS ports {ports:?}: at most {MAX_DNS_PORTS}, none of them 0")]
+    DnsPorts { ports: Vec<u16> },
     #[error("failed to load the eBPF object (is this a BPF-capable kernel, and are we root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON?)")]
     Object {
         #[source]
@@ -81,18 +87,32 @@ pub struct Probes {
     pub events: RingBuf<MapData>,
     /// Names of new cgroups; None when the cgroup_names feature is off.
     pub cgroup_events: Option<RingBuf<MapData>>,
+    /// DNS queries and answers; None when the dns feature is off.
+    pub dns_events: Option<RingBuf<MapData>>,
     pub features: Vec<Feature>,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
-    if !opts.ringbuf_bytes.is_power_of_two() || opts.ringbuf_bytes < 4096 {
-        return Err(LoadError::RingbufSize {
-            bytes: opts.ringbuf_bytes,
+    for (what, bytes) in [
+        ("event", opts.ringbuf_bytes),
+        ("DNS", opts.dns_ringbuf_bytes),
+    ] {
+        if !bytes.is_power_of_two() || bytes < 4096 {
+            return Err(LoadError::RingbufSize { what, bytes });
+        }
+    }
+    if opts.dns_ports.len() > MAX_DNS_PORTS as usize || opts.dns_ports.contains(&0) {
+        return Err(LoadError::DnsPorts {
+            ports: opts.dns_ports.clone(),
         });
     }
+    let mut dns_ports = [0u16; MAX_DNS_PORTS as usize];
+    dns_ports[..opts.dns_ports.len()].copy_from_slice(&opts.dns_ports);
     raise_memlock_rlimit();
     let mut ebpf = EbpfLoader::new()
+        .override_global(names::DNS_PORTS_GLOBAL, &dns_ports, true)
         .map_max_entries(names::EVENTS_MAP, opts.ringbuf_bytes)
+        .map_max_entries(names::DNS_EVENTS_MAP, opts.dns_ringbuf_bytes)
         .map_max_entries(names::SOCKETS_MAP, opts.max_sockets)
         .map_max_entries(names::LISTENERS_MAP, opts.max_listeners)
         .load(OBJECT)
@@ -100,7 +120,12 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
 
     let mut features = Vec::new();
     attach_tracepoints(&mut ebpf, opts, &mut features)?;
-    attach_sock_ops(&mut ebpf, opts)?;
+    let path = opts.cgroup_root.display().to_string();
+    let cgroup = File::open(&opts.cgroup_root).map_err(|source| LoadError::CgroupRoot {
+        path: path.clone(),
+        source,
+    })?;
+    attach_sock_ops(&mut ebpf, &cgroup, path)?;
     features.insert(
         0,
         Feature {
@@ -109,6 +134,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             detail: format!("sock_ops on cgroup v2 root {}", opts.cgroup_root.display()),
         },
     );
+    let dns_events = attach_dns(&mut ebpf, &cgroup, opts, &mut features);
 
     let events = ebpf.take_map(names::EVENTS_MAP).ok_or(LoadError::Missing {
         kind: "map",
@@ -132,16 +158,61 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         ebpf,
         events,
         cgroup_events,
+        dns_events,
         features,
     })
 }
 
-fn attach_sock_ops(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<(), LoadError> {
-    let path = opts.cgroup_root.display().to_string();
-    let cgroup = File::open(&opts.cgroup_root).map_err(|source| LoadError::CgroupRoot {
-        path: path.clone(),
-        source,
-    })?;
+/// DNS is optional: without it the agent still traces TCP.
+fn attach_dns(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+    opts: &LoadOptions,
+    features: &mut Vec<Feature>,
+) -> Option<RingBuf<MapData>> {
+    if opts.dns_ports.is_empty() {
+        features.push(Feature {
+            name: "dns",
+            enabled: false,
+            detail: "turned off (--no-dns)".into(),
+        });
+        return None;
+    }
+    match super::dns::attach(ebpf, cgroup) {
+        Ok(probes) => {
+            let ports: Vec<String> = opts.dns_ports.iter().map(|p| p.to_string()).collect();
+            features.push(Feature {
+                name: "dns",
+                enabled: true,
+                detail: format!(
+                    "cgroup_skb on the cgroup v2 root: DNS over UDP and TCP ports {}",
+                    ports.join(",")
+                ),
+            });
+            features.push(Feature {
+                name: "dns_process",
+                enabled: probes.with_process,
+                detail: if probes.with_process {
+                    "DNS queries name their process".into()
+                } else {
+                    "this kernel does not let cgroup_skb read the current task: DNS queries are attributed to containers, not processes".into()
+                },
+            });
+            Some(probes.events)
+        }
+        Err(why) => {
+            log::warn!("feature dns disabled: {why}");
+            features.push(Feature {
+                name: "dns",
+                enabled: false,
+                detail: why,
+            });
+            None
+        }
+    }
+}
+
+fn attach_sock_ops(ebpf: &mut Ebpf, cgroup: &File, path: String) -> Result<(), LoadError> {
     let prog: &mut SockOps = ebpf
         .program_mut(names::PROG_SOCK_OPS)
         .ok_or(LoadError::Missing {
@@ -157,7 +228,7 @@ fn attach_sock_ops(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<(), LoadError>
     // bpf_link_create, which rejects attach flags and always behaves like
     // "allow multiple": other tools' sock_ops programs on the root keep running.
     prog.load()
-        .and_then(|()| prog.attach(&cgroup, CgroupAttachMode::Single))
+        .and_then(|()| prog.attach(cgroup, CgroupAttachMode::Single))
         .map(|_link| ())
         .map_err(|source| LoadError::SockOps { path, source })
 }

@@ -1,5 +1,7 @@
-//! JSON lines: one `flow` object per flow per interval, a `stats` object per
-//! interval, `listener_change` objects as they happen, and `ready` once.
+//! JSON lines: one `flow` object per flow and one `dns` object per DNS name
+//! per interval, `dns_total` objects per workload (all servers and each
+//! server), a `stats` object per interval, `listener_change` objects as they
+//! happen, and `ready` once.
 
 use std::io::Write;
 
@@ -65,6 +67,12 @@ pub fn window<W: Write>(
 ) -> std::io::Result<u64> {
     for flow in &snap.flows {
         line(out, "flow", flow)?;
+    }
+    for name in &snap.dns_names {
+        line(out, "dns", name)?;
+    }
+    for total in &snap.dns_totals {
+        line(out, "dns_total", total)?;
     }
     let mut seq = printed_seq;
     for change in snap.listener_changes.iter().filter(|c| c.seq > printed_seq) {

@@ -1,6 +1,7 @@
 //! How the agent prints what it sees: a refreshing table on a terminal, or
 //! JSON lines for machines.
 
+pub mod dns_table;
 pub mod format;
 pub mod json;
 pub mod table;

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::format::{age_s, bytes, duration_ns};
+use super::format::{age_s, bytes, columns, duration_ns, header, socket, truncate, Column};
 use crate::snapshot::{FlowView, Health, Snapshot};
 
 /// Renders the whole screen as a string (tests can check it without a TTY).
@@ -37,8 +37,7 @@ pub fn render(
             .collect();
         let _ = writeln!(s, "LOST: {}", lost.join(" "));
     }
-    let header: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
-    let _ = writeln!(s, "\n{}", row(&header));
+    let _ = writeln!(s, "\n{}", header(&COLUMNS));
     let mut ranked: Vec<&FlowView> = snap.flows.iter().collect();
     // Failures first, then open sockets (leaks), then the busiest.
     ranked.sort_by_key(|f| {
@@ -57,6 +56,7 @@ pub fn render(
     if snap.flows.is_empty() {
         let _ = writeln!(s, "(no TCP activity seen yet)");
     }
+    s.push_str(&super::dns_table::render(snap, top));
     let _ = writeln!(s, "\nLISTENERS");
     for l in &snap.listeners {
         let _ = writeln!(
@@ -122,10 +122,9 @@ fn flow_row(f: &FlowView) -> String {
 }
 
 /// Fits "namespace/pod-name-with-hash/container" for typical names.
-const WORKLOAD_WIDTH: usize = 44;
+pub(super) const WORKLOAD_WIDTH: usize = 44;
 
-/// Column title, width and whether it is right-aligned (numbers are).
-const COLUMNS: [(&str, usize, bool); 17] = [
+const COLUMNS: [Column; 17] = [
     ("WORKLOAD", WORKLOAD_WIDTH, false),
     ("DIR", 3, false),
     ("REMOTE", 28, false),
@@ -146,22 +145,7 @@ const COLUMNS: [(&str, usize, bool); 17] = [
 ];
 
 fn row(cells: &[String]) -> String {
-    let mut line = String::new();
-    for (cell, (_, width, right)) in cells.iter().zip(COLUMNS) {
-        let _ = if right {
-            write!(line, "{cell:>width$} ")
-        } else {
-            write!(line, "{cell:<width$} ")
-        };
-    }
-    line.trim_end().to_string()
-}
-
-fn socket(ip: &std::net::IpAddr, port: u16) -> String {
-    match ip {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        v4 => format!("{v4}:{port}"),
-    }
+    columns(cells, &COLUMNS)
 }
 
 fn short_state(s: &str) -> &str {
@@ -174,16 +158,6 @@ fn short_state(s: &str) -> &str {
         "FIN_WAIT2" => "FW2",
         "LAST_ACK" => "LA",
         other => other,
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
     }
 }
 
@@ -242,6 +216,8 @@ mod tests {
             flows: vec![flow(1, 0, 0), flow(2, 0, 7), flow(3, 5, 0)],
             listeners: vec![],
             listener_changes: vec![],
+            dns_names: vec![],
+            dns_totals: vec![],
         };
         let mut health = Health::default();
         health.lost.insert("kernel_ringbuf_full", 3);

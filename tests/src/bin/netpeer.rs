@@ -5,6 +5,8 @@
 //!                                    read (accept, read until EOF, close)
 //!   netpeer connect ADDR COUNT HOLD TIMEOUT_MS
 //!                                    HOLD: hold (keep sockets open) or close
+//!   netpeer udp ADDR HEX             send one datagram (bytes in hex), for
+//!                                    malformed DNS packets
 //!
 //! Prints "ready" once listening, one "ok <µs>"/"err <errno>" per connect,
 //! then "done"; holds (sleeps) until killed when asked to.
@@ -20,7 +22,8 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("listen") if args.len() == 4 => listen(&args[2], &args[3]),
         Some("connect") if args.len() == 6 => connect(&args[2], &args[3], &args[4], &args[5]),
-        _ => Err("usage: netpeer listen ADDR close|hold|read | netpeer connect ADDR COUNT hold|close TIMEOUT_MS".into()),
+        Some("udp") if args.len() == 4 => udp(&args[2], &args[3]),
+        _ => Err("usage: netpeer listen ADDR close|hold|read | netpeer connect ADDR COUNT hold|close TIMEOUT_MS | netpeer udp ADDR HEX".into()),
     };
     if let Err(e) = result {
         eprintln!("netpeer: {e}");
@@ -98,5 +101,26 @@ fn connect(addr: &str, count: &str, hold: &str, timeout_ms: &str) -> Result<(), 
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    Ok(())
+}
+
+fn udp(addr: &str, hex: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    if !hex.len().is_multiple_of(2) {
+        return Err("odd number of hex digits".into());
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|e| format!("bad hex: {e}"))?;
+    let local = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
+    sock.send_to(&bytes, addr).map_err(|e| e.to_string())?;
+    say("done");
     Ok(())
 }

@@ -32,6 +32,11 @@ pub struct FinalStats {
     pub lost_total: u64,
     /// Each loss counter by name.
     pub lost: BTreeMap<String, u64>,
+    /// The whole final stats line.
+    pub raw: Value,
+    /// The lines of the agent's last window (printed just before the final
+    /// stats line), e.g. its `dns_total` objects.
+    pub last_window: Vec<Value>,
 }
 
 /// A running agent. Dropping it without [`Agent::stop`] kills it, so that an
@@ -50,10 +55,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent and waits up to `ready_timeout` for its ready line.
-    pub fn start(path: &Path, ready_timeout: Duration) -> Result<Agent> {
+    /// Starts the agent (with `extra_args`) and waits up to
+    /// `ready_timeout` for its ready line.
+    pub fn start(path: &Path, extra_args: &[&str], ready_timeout: Duration) -> Result<Agent> {
         let mut child = Command::new(path)
             .args(["--output", "json", "--interval", "1"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -166,13 +173,20 @@ impl Agent {
         // exits; the lines queue up in the channel during the round, so read
         // until its stdout closes and keep the last one.
         let mut last_stats = None;
+        let (mut window, mut last_window) = (Vec::new(), Vec::new());
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(remaining) {
                 Ok(line) if line_type(&line).as_deref() == Some("stats") => {
                     last_stats = Some(line);
+                    last_window = std::mem::take(&mut window);
                 }
-                Ok(line) => self.remember(line),
+                Ok(line) => {
+                    if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                        window.push(value);
+                    }
+                    self.remember(line);
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     self.kill();
                     bail!(
@@ -218,7 +232,10 @@ impl Agent {
             thread::sleep(Duration::from_millis(20));
         }
 
-        parse_stats(&stats_line).with_context(|| format!("bad agent stats line: {stats_line}"))
+        let mut stats = parse_stats(&stats_line)
+            .with_context(|| format!("bad agent stats line: {stats_line}"))?;
+        stats.last_window = last_window;
+        Ok(stats)
     }
 
     fn remember(&mut self, line: String) {
@@ -332,6 +349,8 @@ fn parse_stats(line: &str) -> Result<FinalStats> {
         events_received,
         lost_total,
         lost,
+        raw: value,
+        last_window: Vec::new(),
     })
 }
 

@@ -11,8 +11,8 @@
 //! them. It fails only when the agent misbehaves (no ready line, no stats
 //! line, bad exit) or the workload cannot run or hits connection errors.
 
-mod agent_proc;
-mod preflight;
+pub(crate) mod agent_proc;
+pub(crate) mod preflight;
 mod report;
 mod workload;
 
@@ -152,7 +152,7 @@ fn agent_round(
 ) -> Result<Round> {
     // Dropping `agent` on any error below kills it, so a failed round never
     // leaves the agent running.
-    let agent = Agent::start(agent_path, READY_TIMEOUT)
+    let agent = Agent::start(agent_path, &[], READY_TIMEOUT)
         .with_context(|| format!("round {number}: starting the agent"))?;
     let workload = workload::Workload::bind(threads)?;
     let mut foreign_bpf = preflight::foreign_bpf_holders(Some(agent.pid()));
@@ -197,7 +197,7 @@ fn note_holders(seen: &mut Vec<String>, exclude: Option<u32>) {
 }
 
 /// Builds the agent in release mode and returns its path.
-fn build_agent() -> Result<PathBuf> {
+pub(crate) fn build_agent() -> Result<PathBuf> {
     // xtask lives one level below the workspace root.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
