@@ -4,7 +4,8 @@
 # container with `drop: [ALL]` + `add: [...]` gets), while
 #   - a listener that predates the agent waits in a network namespace, and
 #   - a podman container with the Kubernetes annotations of a kubelet connects
-#     to it three times from that namespace,
+#     to it three times from that namespace and asks a DNS server there one
+#     name,
 # then reports what the agent saw. By default it runs the DaemonSet's set and
 # that set with each capability removed in turn.
 #
@@ -25,14 +26,17 @@ in_container=0
 [[ ${1:-} == --container ]] && { in_container=1; shift; }
 agent=target/release/sockeye-agent
 netpeer=target/debug/netpeer
+dnsresponder=target/debug/dnsresponder
 [[ -x $agent ]] || { echo "build the agent first: cargo build --release -p sockeye-agent" >&2; exit 1; }
-[[ -x $netpeer ]] || cargo build -q -p sockeye-tests --bin netpeer
+[[ -x $netpeer && -x $dnsresponder ]] || cargo build -q -p sockeye-tests --bin netpeer --bin dnsresponder
 
 work=$(mktemp -d)
 ns=capchk$$
 listener_pid=
+dns_pid=
 cleanup() {
   [[ -n $listener_pid ]] && kill "$listener_pid" 2>/dev/null || true
+  [[ -n $dns_pid ]] && kill "$dns_pid" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   ip netns del "$ns-agent" 2>/dev/null || true
   rm -rf "$work"
@@ -67,7 +71,9 @@ done
 cgroup2=$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)
 ip netns exec "$ns" "$netpeer" listen 127.0.0.1:7001 close > "$work/listener.log" &
 listener_pid=$!
-for _ in $(seq 50); do grep -qs ready "$work/listener.log" && break; sleep 0.1; done
+ip netns exec "$ns" "$dnsresponder" 127.0.0.53:53 > "$work/dns.log" &
+dns_pid=$!
+for _ in $(seq 50); do grep -qs ready "$work/listener.log" && grep -qs ready "$work/dns.log" && break; sleep 0.1; done
 
 all_caps() {
   local last; last=$(cat /proc/sys/kernel/cap_last_cap)
@@ -100,7 +106,8 @@ run_one() {
     id=$(podman run -d --network "ns:/run/netns/$ns" \
       --annotation io.kubernetes.pod.namespace=capchk --annotation io.kubernetes.pod.name=client-0 \
       --annotation io.kubernetes.container.name=client --rootfs "$work/root" \
-      /bin/busybox sh -c 'for i in 1 2 3; do /bin/busybox nc 127.0.0.1 7001 </dev/null; done')
+      /bin/busybox sh -c 'for i in 1 2 3; do /bin/busybox nc 127.0.0.1 7001 </dev/null; done
+                          /bin/busybox nslookup -type=a api.capchk.test 127.0.0.53 >/dev/null')
     client_exit=$(podman wait "$id")
     [[ $client_exit == 0 ]] || echo "  client container exited $client_exit: $(podman logs "$id" 2>&1 | tail -n 2)" >&2
     podman rm -f "$id" >/dev/null
@@ -129,20 +136,22 @@ pre = f"{m.group(1)} in {m.group(2)} netns" if m else "-"
 for w in sorted({l.split("]", 1)[-1].strip() for l in errs.splitlines() if " WARN " in l or " ERROR " in l}):
     print(f"  {caps}: {w}", file=sys.stderr)
 handles = "CAP_DAC_READ_SEARCH is missing" not in errs
+dns = any(l["type"] == "dns" and l["name"] == "api.capchk.test" and l["answers"] >= 1
+          and (l["workload"].get("pod") or {}).get("container") == "client" for l in lines)
 if ready is None:
     first = next((l for l in errs.splitlines() if "error" in l.lower()), errs.strip()[-120:])
-    print(f"| {caps} | **fails**: {first.strip()} | | | | |")
+    print(f"| {caps} | **fails**: {first.strip()} | | | | | |")
 else:
     feats = ",".join(f["name"] for f in ready["features"] if f["enabled"])
     if client != "0":
-        print(f"| {caps} | yes ({feats}) | the client container failed (exit {client}): no verdict | | {pre} | {ok(handles)} |")
+        print(f"| {caps} | yes ({feats}) | the client container failed (exit {client}): no verdict | | | {pre} | {ok(handles)} |")
     else:
-        print(f"| {caps} | yes ({feats}) | {ok(seen)} / {ok(named)} | {ok(served)} | {pre} | {ok(handles)} |")
+        print(f"| {caps} | yes ({feats}) | {ok(seen)} / {ok(named)} | {ok(dns)} | {ok(served)} | {pre} | {ok(handles)} |")
 PY
 }
 
-echo "| capabilities | loads (features) | sees the connects / named ns/pod/container | pre-existing listener owns accepted connects | pre-existing sockets found | cgroup ids by handle |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| capabilities | loads (features) | sees the connects / named ns/pod/container | DNS query seen, named | pre-existing listener owns accepted connects | pre-existing sockets found | cgroup ids by handle |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 # leave_one_out SETNAME CAP...: the set, then the set less each of the caps
 # named after "--" (all of them when there is no "--").
 leave_one_out() {
