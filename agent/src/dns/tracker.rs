@@ -289,6 +289,11 @@ impl Tracker {
         now_ns: u64,
         out: &mut Vec<DnsEvent>,
     ) {
+        // Most answers are NOERROR with no walk under way: skip building the
+        // key (an allocation) for them.
+        if rcode != NXDOMAIN && (rcode != NOERROR || self.chains.is_empty()) {
+            return;
+        }
         let key = ChainKey {
             cgroup_id: query.cgroup_id,
             client: query.client.ip(),
