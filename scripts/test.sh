@@ -28,6 +28,8 @@ trap 'rm -f "$log"' EXIT
 
 step "fuzz: the user-side DNS parser, ${FUZZ_SECONDS:=30} s"
 # New corpus entries go to fuzz/corpus (ignored by git); the seeds are read.
+# libFuzzer refuses a corpus directory that does not exist (a fresh clone).
+mkdir -p fuzz/corpus/dns_record
 if ! (cd fuzz && cargo +nightly fuzz run dns_record corpus/dns_record seeds/dns_record -- \
       -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048) >"$log" 2>&1; then
   tail -n 40 "$log"
