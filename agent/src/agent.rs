@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use crate::{
     aggregate::{Aggregator, Limits},
+    api::traces::TracePublisher,
     attribution::{cgroup_fs, filter::WorkloadFilter, runtime_records::RecordRoots, Attributor},
     clock,
     dns::{DnsConfig, DnsTracer},
     ebpf::{self, counters, Feature, LoadOptions, Probes},
-    event::CgroupName,
+    event::{CgroupName, Event},
     preexisting::Preexisting,
     snapshot::{self, Health, Snapshot},
 };
@@ -30,6 +31,8 @@ pub struct Config {
     pub dns_ports: Vec<u16>,
     pub dns_ringbuf_bytes: u32,
     pub dns: DnsConfig,
+    /// This node's name, as the API reports it.
+    pub node_name: String,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             dns_ports: vec![53],
             dns_ringbuf_bytes: 2 << 20,
             dns: DnsConfig::default(),
+            node_name: node_name(),
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct Agent {
     pub attributor: Attributor,
     pub preexisting: Preexisting,
     pub dns: DnsTracer,
+    /// Live traces for API watchers; built only while someone watches.
+    pub traces: TracePublisher,
     pub cgroup_root: PathBuf,
 }
 
@@ -125,6 +131,7 @@ impl Agent {
             attributor: Attributor::with_records(cgroup_root.clone(), config.records.clone()),
             preexisting,
             dns: DnsTracer::new(config.dns),
+            traces: TracePublisher::new(config.node_name.clone()),
             cgroup_root,
         })
     }
@@ -145,16 +152,27 @@ impl Agent {
                 }
             }
         }
+        let watched = self.traces.watched();
         let mut n = 0;
         while let Some(item) = self.probes.events.next() {
             self.aggregator.handle_record(&item);
+            if watched {
+                // Decoded twice, but only while someone watches.
+                if let Ok(ev) = Event::decode(&item) {
+                    self.traces.tcp(&mut self.attributor, &ev);
+                }
+            }
             n += 1;
         }
         if let Some(ring) = self.probes.dns_events.as_mut() {
+            self.dns.set_tracing(watched);
             while let Some(item) = ring.next() {
                 self.dns.handle_record(&item);
             }
             self.dns.tick(clock::monotonic_ns());
+            for e in self.dns.take_traces() {
+                self.traces.dns(&mut self.attributor, &e);
+            }
         }
         let new_cgroups = std::mem::take(&mut self.aggregator.new_cgroups)
             .into_iter()
@@ -179,6 +197,7 @@ impl Agent {
     pub fn end_window(&mut self) {
         self.aggregator.reset_window();
         self.dns.end_window();
+        self.traces.forget_workloads();
     }
 
     /// Workloads matching `text` like `--container` does (None: all).
@@ -204,4 +223,17 @@ impl Agent {
             &self.attributor,
         )
     }
+}
+
+/// The node's name: `NODE_NAME` (set by the DaemonSet from spec.nodeName)
+/// or the host name.
+pub fn node_name() -> String {
+    if let Ok(n) = std::env::var("NODE_NAME") {
+        if !n.is_empty() {
+            return n;
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

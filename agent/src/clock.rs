@@ -9,3 +9,13 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
+
+/// Add this to a monotonic timestamp to get Unix time in ns (as of now: a
+/// wall-clock step later shifts it, which is fine for showing times).
+pub fn monotonic_to_unix_offset_ns() -> i64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    unix - monotonic_ns() as i64
+}

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod api;
 pub mod attribution;
 pub mod clock;
 pub mod dns;

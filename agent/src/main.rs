@@ -6,7 +6,12 @@ use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, tim
 
 use clap::Parser;
 use sockeye_agent::{
+    agent::node_name,
     aggregate::Limits,
+    api::{
+        server::{self, ServeOptions, TlsFiles},
+        service::AgentApi,
+    },
     attribution::{
         filter::WorkloadFilter,
         kube_watch::{self, WatchOptions},
@@ -73,6 +78,21 @@ struct Args {
     /// containers/storage run or graph root of CRI-O and podman, for pod names from container records (repeatable).
     #[arg(long, value_name = "DIR", default_values_t = CONTAINERS_STORAGE_ROOTS.map(String::from))]
     containers_storage: Vec<String>,
+    /// Unix socket of the agent API (gRPC, root only), or "off".
+    #[arg(long, default_value = server::DEFAULT_SOCKET)]
+    api_socket: PathBuf,
+    /// Also serve the agent API on TCP at this address (e.g. 0.0.0.0:7071).
+    #[arg(long)]
+    api_addr: Option<SocketAddr>,
+    /// TLS certificate (PEM) for the TCP API.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the TCP API.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that TCP API clients' certificates must chain to (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// This node's name, to watch only its pods through the Kubernetes API (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -184,6 +204,24 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             max_pending: args.dns_max_pending,
             ..DnsConfig::default()
         },
+        node_name: args.node_name.clone().unwrap_or_else(node_name),
+    };
+    let api_opts = ServeOptions {
+        unix: (args.api_socket.as_os_str() != "off").then(|| args.api_socket.clone()),
+        tcp: args.api_addr,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            }),
+            (None, None) if args.tls_client_ca.is_none() => None,
+            _ => {
+                return Err(
+                    "--tls-cert and --tls-key go together (and --tls-client-ca needs them)".into(),
+                )
+            }
+        },
     };
     let http_addr: Option<SocketAddr> = match args.http_addr.as_str() {
         "off" => None,
@@ -216,6 +254,30 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
+    let api = if api_opts.unix.is_some() || api_opts.tcp.is_some() {
+        let bound = runtime.block_on(server::bind(&api_opts))?;
+        if let Some(p) = bound.unix_path() {
+            log::info!("API on unix socket {} (root only)", p.display());
+        }
+        if let Some(a) = bound.tcp_addr() {
+            let tls = match &api_opts.tls {
+                Some(t) if t.client_ca.is_some() => "mutual TLS",
+                Some(_) => "TLS",
+                None => "plaintext",
+            };
+            log::info!("API on tcp {a} ({tls})");
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let service = AgentApi::new(tx, agent.traces.sender(), config.node_name.clone());
+        runtime.spawn(async move {
+            if let Err(e) = bound.serve(service).await {
+                log::error!("API stopped: {e}");
+            }
+        });
+        Some(rx)
+    } else {
+        None
+    };
     let result = runtime.block_on(run(
         agent,
         RunOptions {
@@ -229,6 +291,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             duration,
             top: args.top,
             health,
+            api,
         },
     ));
     match result {

@@ -10,10 +10,12 @@ use std::{
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
+    sync::mpsc,
     time::{interval, MissedTickBehavior},
 };
 
 use crate::{
+    api::{respond, service::ApiRequest},
     attribution::filter::WorkloadFilter,
     http::HealthState,
     output::{json, table, OutputFormat},
@@ -24,7 +26,7 @@ use crate::{
 /// wakeup per event), so we also drain on this short timer.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunOptions {
     pub output: OutputFormat,
     pub interval: Duration,
@@ -35,6 +37,8 @@ pub struct RunOptions {
     pub top: usize,
     /// Told that the loop runs, for the health endpoint.
     pub health: Option<HealthState>,
+    /// Requests from the API service, when it runs.
+    pub api: Option<mpsc::Receiver<ApiRequest>>,
 }
 
 /// Borrowed ring buffer fd for tokio's readiness polling.
@@ -46,7 +50,8 @@ impl AsRawFd for Fd {
     }
 }
 
-pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
+pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> {
+    let mut api = opts.api.take();
     // SAFETY: the fd belongs to `agent.probes.events`, which `agent` owns for
     // the whole function; `ring` is declared later, so it is dropped first.
     let ring = unsafe {
@@ -101,6 +106,10 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
                 agent.drain();
                 guard.clear_ready();
             }
+            Some(request) = next_request(api.as_mut()) => {
+                agent.drain();
+                respond::answer(&mut agent, request);
+            }
             _ = drain_tick.tick() => {
                 agent.drain();
                 if let Some(h) = health {
@@ -127,6 +136,18 @@ pub async fn run(mut agent: Agent, opts: RunOptions) -> std::io::Result<()> {
     agent.housekeeping();
     emit(&mut stdout, &mut agent, &opts, printed_seq)?;
     Ok(())
+}
+
+/// The next API request; never ready when the API is off (or its service
+/// has stopped).
+async fn next_request(api: Option<&mut mpsc::Receiver<ApiRequest>>) -> Option<ApiRequest> {
+    match api {
+        Some(rx) => match rx.recv().await {
+            Some(r) => Some(r),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Readiness of an optional ring buffer; never ready when there is none.

@@ -9,7 +9,7 @@ use crate::{
     aggregate::{
         cause::FailureCause,
         flows::{Direction, Window},
-        histogram::Percentiles,
+        histogram::{Histogram, Percentiles},
         listeners::ListenerChange,
         Aggregator, UserDrops,
     },
@@ -31,6 +31,9 @@ pub struct FlowView {
     pub connects_ok: u64,
     pub connects_failed: BTreeMap<&'static str, u64>,
     pub connect_latency: Option<Percentiles>,
+    /// The whole histogram, for the gRPC API (JSON shows the percentiles).
+    #[serde(skip)]
+    pub connect_histogram: Histogram,
     pub syn_retransmits: u64,
     pub open: u64,
     pub states: BTreeMap<&'static str, u64>,
@@ -199,6 +202,7 @@ pub fn take(
             connects_ok: f.connects_ok,
             connects_failed,
             connect_latency: f.latency.percentiles(),
+            connect_histogram: f.latency.clone(),
             syn_retransmits: f.syn_retransmits,
             open: o.open,
             states,

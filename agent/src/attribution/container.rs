@@ -59,6 +59,16 @@ impl Owner {
         }
     }
 
+    /// "containerd", "crio", "docker", "podman"; "host" for the host and
+    /// "" for a pod's own cgroup (no container runtime is named there).
+    pub fn runtime_name(&self) -> &'static str {
+        match self {
+            Owner::Host => "host",
+            Owner::Container { runtime, .. } => runtime.as_str(),
+            Owner::Pod { .. } => "",
+        }
+    }
+
     pub fn container_id(&self) -> Option<&str> {
         match self {
             Owner::Container { id, .. } => Some(id),

@@ -76,6 +76,8 @@ pub struct DnsTracer {
     seen_cgroups: HashSet<u64>,
     /// Cgroups seen for the first time, to name before they disappear.
     pub new_cgroups: Vec<u64>,
+    /// Events kept for live traces while someone watches.
+    traces: Option<Vec<DnsEvent>>,
 }
 
 impl DnsTracer {
@@ -92,6 +94,7 @@ impl DnsTracer {
             last_sweep_ns: 0,
             seen_cgroups: HashSet::new(),
             new_cgroups: Vec::new(),
+            traces: None,
         }
     }
 
@@ -144,7 +147,24 @@ impl DnsTracer {
     fn flush_events(&mut self) {
         for e in self.events.drain(..) {
             self.aggregates.record(&e);
+            if let Some(t) = self.traces.as_mut() {
+                t.push(e);
+            }
         }
+    }
+
+    /// Keep events for live traces (or stop keeping them).
+    pub fn set_tracing(&mut self, on: bool) {
+        match (on, self.traces.is_some()) {
+            (true, false) => self.traces = Some(Vec::new()),
+            (false, true) => self.traces = None,
+            _ => {}
+        }
+    }
+
+    /// The events kept since the last call.
+    pub fn take_traces(&mut self) -> Vec<DnsEvent> {
+        self.traces.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Looks for timeouts, at most every [`SWEEP_EVERY_NS`].

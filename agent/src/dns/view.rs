@@ -13,7 +13,7 @@ use super::{
     message::qtype_name,
 };
 use crate::{
-    aggregate::histogram::Percentiles,
+    aggregate::histogram::{Histogram, Percentiles},
     attribution::{filter::WorkloadFilter, Attributor, Workload},
     event::comm_string,
 };
@@ -38,6 +38,9 @@ pub struct DnsCounts {
     /// Queries wasted walking the search list (NXDOMAIN for suffixed names).
     pub fanout_wasted: u64,
     pub latency: Option<Percentiles>,
+    /// The whole histogram, for the gRPC API (JSON shows the percentiles).
+    #[serde(skip)]
+    pub latency_histogram: Histogram,
     pub interval: DnsWindow,
 }
 
@@ -64,6 +67,7 @@ impl DnsCounts {
             fanout_lookups: s.fanout_lookups,
             fanout_wasted: s.fanout_wasted,
             latency: s.latency.percentiles(),
+            latency_histogram: s.latency.clone(),
             interval: s.window,
         }
     }

@@ -149,6 +149,7 @@ mod tests {
             fanout_lookups: 0,
             fanout_wasted: 0,
             latency: None,
+            latency_histogram: Default::default(),
             interval: DnsWindow::default(),
         }
     }

@@ -192,6 +192,7 @@ mod tests {
             connects_ok: 3,
             connects_failed: BTreeMap::from([("refused", failed)]),
             connect_latency: None,
+            connect_histogram: Default::default(),
             syn_retransmits: 0,
             open,
             states: BTreeMap::from([("CLOSE_WAIT", open)]),
