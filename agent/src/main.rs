@@ -9,8 +9,8 @@ use sockeye_agent::{
     agent::node_name,
     aggregate::Limits,
     api::{
+        self,
         server::{self, ServeOptions, TlsFiles},
-        service::AgentApi,
     },
     attribution::{
         filter::WorkloadFilter,
@@ -255,11 +255,11 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let api = if api_opts.unix.is_some() || api_opts.tcp.is_some() {
-        let bound = runtime.block_on(server::bind(&api_opts))?;
-        if let Some(p) = bound.unix_path() {
+        let (rx, at) = runtime.block_on(api::start(&agent, &api_opts))?;
+        if let Some(p) = &at.unix {
             log::info!("API on unix socket {} (root only)", p.display());
         }
-        if let Some(a) = bound.tcp_addr() {
+        if let Some(a) = at.tcp {
             let tls = match &api_opts.tls {
                 Some(t) if t.client_ca.is_some() => "mutual TLS",
                 Some(_) => "TLS",
@@ -267,13 +267,6 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             };
             log::info!("API on tcp {a} ({tls})");
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let service = AgentApi::new(tx, agent.traces.sender(), config.node_name.clone());
-        runtime.spawn(async move {
-            if let Err(e) = bound.serve(service).await {
-                log::error!("API stopped: {e}");
-            }
-        });
         Some(rx)
     } else {
         None
@@ -292,6 +285,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             top: args.top,
             health,
             api,
+            stop: None,
         },
     ));
     match result {

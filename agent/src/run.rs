@@ -10,7 +10,7 @@ use std::{
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     time::{interval, MissedTickBehavior},
 };
 
@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub health: Option<HealthState>,
     /// Requests from the API service, when it runs.
     pub api: Option<mpsc::Receiver<ApiRequest>>,
+    /// Stops the loop when it fires (or its sender is dropped), like a signal.
+    pub stop: Option<oneshot::Receiver<()>>,
 }
 
 /// Borrowed ring buffer fd for tokio's readiness polling.
@@ -52,6 +54,7 @@ impl AsRawFd for Fd {
 
 pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> {
     let mut api = opts.api.take();
+    let mut stop = opts.stop.take();
     // SAFETY: the fd belongs to `agent.probes.events`, which `agent` owns for
     // the whole function; `ring` is declared later, so it is dropped first.
     let ring = unsafe {
@@ -125,6 +128,7 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
+            _ = stopped(stop.as_mut()) => break,
         }
     }
     if let Some(h) = health {
@@ -136,6 +140,16 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
     agent.housekeeping();
     emit(&mut stdout, &mut agent, &opts, printed_seq)?;
     Ok(())
+}
+
+/// Fires when the stop channel does; never when there is none.
+async fn stopped(stop: Option<&mut oneshot::Receiver<()>>) {
+    match stop {
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The next API request; never ready when the API is off (or its service
@@ -166,9 +180,13 @@ fn emit<W: Write>(
     opts: &RunOptions,
     printed_seq: u64,
 ) -> std::io::Result<u64> {
+    if opts.output == OutputFormat::None {
+        return Ok(printed_seq);
+    }
     let snap = agent.snapshot_filtered(&opts.filter);
     let health = agent.health();
     match opts.output {
+        OutputFormat::None => Ok(printed_seq),
         OutputFormat::Json => json::window(out, &snap, &health, printed_seq),
         OutputFormat::Table => {
             // Clear the screen and home the cursor, then redraw.

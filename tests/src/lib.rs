@@ -5,10 +5,12 @@
 //! when the test panics.
 
 pub mod agent;
+pub mod api;
 pub mod container;
 pub mod dns;
 pub mod net;
 pub mod peer;
+pub mod tls;
 
 /// Privileged tests need root; without it they say why and pass vacuously
 /// only when `SOCKEYE_ALLOW_SKIP=1` (CI runs as root and never sets it).

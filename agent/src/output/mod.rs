@@ -1,5 +1,5 @@
-//! How the agent prints what it sees: a refreshing table on a terminal, or
-//! JSON lines for machines.
+//! How the agent prints what it sees: a refreshing table on a terminal,
+//! JSON lines for machines, or nothing (when it is read through its API).
 
 pub mod dns_table;
 pub mod format;
@@ -12,4 +12,7 @@ pub enum OutputFormat {
     Table,
     /// One JSON object per line (the default when stdout is not a terminal).
     Json,
+    /// Nothing on stdout: for an agent read through its API, its metrics or
+    /// its collector (the DaemonSet), whose logs should not fill with tables.
+    None,
 }
