@@ -26,9 +26,10 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("cannot set permissions of unix socket {path}: {source}")]
-    SocketPermissions {
+    #[error("unix socket {path} {what}: {source}", path = path.display())]
+    UnixSocket {
         path: std::path::PathBuf,
+        what: &'static str,
         #[source]
         source: std::io::Error,
     },

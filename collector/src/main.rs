@@ -1,17 +1,15 @@
 //! `sockeye-collector`: stores the windows agents push and answers
 //! cluster-wide queries. See the README's "Collector" section.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use sockeye_collector::{Collector, CollectorConfig, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES};
+use sockeye_collector::{
+    bind_unix, Collector, CollectorConfig, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES,
+};
 use tokio::{
-    net::{TcpListener, UnixListener, UnixStream},
+    net::TcpListener,
     signal::unix::{signal, SignalKind},
     task::JoinSet,
 };
@@ -70,22 +68,6 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|e| format!("{s:?} is not an address like 0.0.0.0:7070 or \"off\": {e}"))
 }
 
-/// Binds a unix socket, replacing a stale socket file left by a collector
-/// that died, but never one another process still serves on.
-async fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            bail!("{} is in use by another process", path.display());
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    UnixListener::bind(path).with_context(|| format!("binding unix socket {}", path.display()))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -122,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = args.unix.clone() {
         let listener = bind_unix(&path).await?;
         let c = collector.clone();
-        servers.spawn(async move { c.serve_unix(listener, &path).await });
+        servers.spawn(async move { c.serve_unix(listener).await });
     }
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

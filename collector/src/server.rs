@@ -5,7 +5,7 @@
 use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use sockeye_proto::v1::collector_service_server::CollectorServiceServer;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{
     service::Routes,
@@ -94,17 +94,16 @@ impl Collector {
         .await
     }
 
-    /// Serves on a bound unix socket until shutdown. The socket is made
-    /// private to its owner (mode 0600): no TLS there, access is by file
-    /// permission.
-    pub async fn serve_unix(&self, listener: UnixListener, path: &Path) -> Result<(), Error> {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| Error::SocketPermissions {
-                path: path.to_path_buf(),
-                source,
+    /// Serves on a bound unix socket until shutdown. No TLS there: access
+    /// is by file permission (see [`bind_unix`], which makes it 0600).
+    pub async fn serve_unix(&self, listener: UnixListener) -> Result<(), Error> {
+        let name = match listener.local_addr() {
+            Ok(a) => match a.as_pathname() {
+                Some(p) => format!("unix {}", p.display()),
+                None => "unix (unnamed)".to_string(),
             },
-        )?;
-        let name = format!("unix {}", path.display());
+            Err(_) => "unix".to_string(),
+        };
         log::info!("serving gRPC on {name}");
         let router = self.server_builder().add_routes(self.routes()?);
         let token = self.shared.shutdown.clone();
@@ -136,4 +135,36 @@ impl Collector {
             }
         }
     }
+}
+
+/// Binds a unix socket private to its owner (mode 0600 from the start: the
+/// process umask is narrowed around the bind, so there is no moment when
+/// others could connect). Replaces a stale socket file left by a process
+/// that died, but never one that another process still serves on; creates
+/// the parent directory. Call it at start-up: the umask is process-wide.
+pub async fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
+    let err = |what: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Error::UnixSocket { path, what, source }
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(err("is in use by another process")(std::io::Error::from(
+                std::io::ErrorKind::AddrInUse,
+            )));
+        }
+        std::fs::remove_file(path).map_err(err("cannot remove the stale socket"))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err("cannot create the parent directory of"))?;
+    }
+    // SAFETY: umask only swaps the process's file mode mask; it cannot fail.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(err("cannot bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(err("cannot set the permissions of"))?;
+    Ok(listener)
 }

@@ -7,6 +7,7 @@
 
 use std::{
     ops::{Bound, RangeInclusive},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::Duration,
@@ -68,10 +69,17 @@ impl RedbStore {
     /// Opens (or creates) `data_dir/collector.redb`. Blocking: the first open
     /// after a crash may repair the file.
     pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+        // Windows name every workload and destination of the cluster: a new
+        // data directory is private to the collector's user. An existing one
+        // keeps the mode its owner gave it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
         let path = data_dir.join(DB_FILE);
         let db = Database::builder()
             .set_cache_size(cache_bytes)
