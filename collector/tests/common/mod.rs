@@ -136,6 +136,13 @@ pub async fn tcp_client(addr: SocketAddr) -> Client {
     .expect("connect over tcp")
 }
 
+pub async fn tcp_channel(addr: SocketAddr) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+    within("tcp connect", endpoint.connect())
+        .await
+        .expect("connect over tcp")
+}
+
 pub async fn unix_channel(path: &Path) -> Channel {
     let path = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
