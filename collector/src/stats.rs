@@ -86,6 +86,18 @@ impl GaugeGuard {
         gauge(&counters).fetch_add(1, Relaxed);
         Self { counters, gauge }
     }
+
+    /// Counts one more unless the gauge is already at `max`; the check and
+    /// the increment are one atomic step, so concurrent callers cannot
+    /// overshoot.
+    pub fn try_new(
+        counters: Arc<Counters>,
+        gauge: fn(&Counters) -> &AtomicU64,
+        max: u64,
+    ) -> Result<Self, u64> {
+        gauge(&counters).fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))?;
+        Ok(Self { counters, gauge })
+    }
 }
 
 impl Drop for GaugeGuard {

@@ -69,16 +69,17 @@ impl Hub {
         filter: Filter,
         shutdown: CancellationToken,
     ) -> Result<WatchStream, Status> {
-        let open = self
-            .counters
-            .watch_subscribers
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if open >= self.max_subscribers {
+        let gauge = GaugeGuard::try_new(
+            self.counters.clone(),
+            |c| &c.watch_subscribers,
+            self.max_subscribers,
+        )
+        .map_err(|open| {
             Counters::add(&self.counters.watch_refused, 1);
-            return Err(Status::resource_exhausted(format!(
+            Status::resource_exhausted(format!(
                 "{open} WatchWindows streams are open, the maximum (--max-watchers); retry later"
-            )));
-        }
+            ))
+        })?;
         Ok(WatchStream {
             inner: BroadcastStream::new(self.tx.subscribe()),
             filter,
@@ -86,7 +87,7 @@ impl Hub {
             missed_total: 0,
             shutdown: Box::pin(shutdown.cancelled_owned()),
             counters: self.counters.clone(),
-            _gauge: GaugeGuard::new(self.counters.clone(), |c| &c.watch_subscribers),
+            _gauge: gauge,
         })
     }
 }

@@ -125,9 +125,17 @@ impl RedbStore {
     }
 }
 
+/// A write transaction with quick repair: each commit also saves the
+/// allocator state, so reopening after a crash does not walk the whole file.
+fn write_txn(db: &Database, op: &'static str) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = tx!(op, db.begin_write())?;
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
 fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
     const OP: &str = "init schema";
-    let txn = tx!(OP, db.begin_write())?;
+    let txn = write_txn(db, OP)?;
     {
         let mut meta = tx!(OP, txn.open_table(META))?;
         let found = tx!(OP, meta.get("schema_version"))?.map(|v| v.value());
@@ -161,39 +169,42 @@ fn put_blocking(db: &Database, window: &Window, bytes: &[u8]) -> Result<PutResul
         window.end_unix_ms,
         window.node.as_str(),
     );
-    let mut txn = tx!(OP, db.begin_write())?;
-    // Commits that a crash could half-apply are what quick repair guards.
-    txn.set_quick_repair(true);
-    let highest_seq;
+    let txn = write_txn(db, OP)?;
+    let mut highest_seq = seq;
+    let mut duplicate_of = None;
     {
         let mut seen = tx!(OP, txn.open_table(SEEN))?;
         let mut agents = tx!(OP, txn.open_table(AGENTS))?;
         let previous = tx!(OP, agents.get(agent))?.map(|g| g.value());
         if tx!(OP, seen.get((agent, seq)))?.is_some() {
-            let highest = previous.map_or(seq, |(h, _)| h);
-            return Ok(PutResult {
-                outcome: PutOutcome::Duplicate,
-                highest_seq: highest,
-            });
-            // Dropping `txn` here aborts it: nothing was written.
-        }
-        tx!(OP, seen.insert((agent, seq), end))?;
-        let mut windows = tx!(OP, txn.open_table(WINDOWS))?;
-        tx!(OP, windows.insert((end, agent, seq), bytes))?;
-        let (h, latest_end) = previous.unwrap_or((seq, end));
-        highest_seq = h.max(seq);
-        tx!(OP, agents.insert(agent, (highest_seq, latest_end.max(end))))?;
-        let mut latest = tx!(OP, txn.open_table(LATEST))?;
-        let newer = match tx!(OP, latest.get(node))? {
-            None => true,
-            Some(g) => {
-                let (e, a, s) = g.value();
-                (end, agent, seq) > (e, a, s)
+            duplicate_of = Some(previous.map_or(seq, |(h, _)| h));
+        } else {
+            tx!(OP, seen.insert((agent, seq), end))?;
+            let mut windows = tx!(OP, txn.open_table(WINDOWS))?;
+            tx!(OP, windows.insert((end, agent, seq), bytes))?;
+            let (h, latest_end) = previous.unwrap_or((seq, end));
+            highest_seq = h.max(seq);
+            tx!(OP, agents.insert(agent, (highest_seq, latest_end.max(end))))?;
+            let mut latest = tx!(OP, txn.open_table(LATEST))?;
+            let newer = match tx!(OP, latest.get(node))? {
+                None => true,
+                Some(g) => {
+                    let (e, a, s) = g.value();
+                    (end, agent, seq) > (e, a, s)
+                }
+            };
+            if newer {
+                tx!(OP, latest.insert(node, (end, agent, seq)))?;
             }
-        };
-        if newer {
-            tx!(OP, latest.insert(node, (end, agent, seq)))?;
         }
+    }
+    if let Some(highest_seq) = duplicate_of {
+        // Nothing was written; say so explicitly rather than by drop.
+        tx!(OP, txn.abort())?;
+        return Ok(PutResult {
+            outcome: PutOutcome::Duplicate,
+            highest_seq,
+        });
     }
     tx!(OP, txn.commit())?;
     Ok(PutResult {
@@ -289,7 +300,7 @@ fn delete_blocking(db: &Database, cutoff: i64) -> Result<u64, StoreError> {
     const OP: &str = "delete expired windows";
     let mut deleted = 0u64;
     loop {
-        let txn = tx!(OP, db.begin_write())?;
+        let txn = write_txn(db, OP)?;
         let batch;
         {
             let mut windows = tx!(OP, txn.open_table(WINDOWS))?;
