@@ -36,8 +36,8 @@ pub struct CollectorConfig {
     /// Windows the live fan-in keeps for WatchWindows clients (one ring
     /// shared by all of them). A client further behind misses windows, and
     /// the miss is counted. This bounds what slow clients can hold: at most
-    /// this many decoded windows (a decoded window takes about five times
-    /// its encoded size), plus HTTP/2's send buffer per stream.
+    /// this many decoded windows (a decoded window takes several times its
+    /// encoded size), plus HTTP/2's send buffer per stream.
     pub watch_buffer: usize,
     /// WatchWindows streams open at once; more get `ResourceExhausted`.
     pub max_watchers: usize,
