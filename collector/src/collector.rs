@@ -1,0 +1,248 @@
+//! The collector as a value: open it on a data directory, serve it on any
+//! number of listeners, read its counters, close it.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sockeye_proto::v1::collector_service_server::CollectorServiceServer;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic_health::server::HealthReporter;
+
+use crate::{
+    retention,
+    service::CollectorApi,
+    stats::{Counters, Stats},
+    store::{RedbStore, Store},
+    watch::Hub,
+    Error,
+};
+
+/// Settings of a collector. [`CollectorConfig::new`] fills the defaults.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Where the embedded store keeps its file (`collector.redb`).
+    pub data_dir: PathBuf,
+    /// Windows that ended longer ago than this are deleted.
+    pub retention: Duration,
+    /// How often retention runs; `None`: a tenth of `retention`, between
+    /// 1 s and 5 min.
+    pub retention_interval: Option<Duration>,
+    /// Largest gRPC message accepted (and sent). A larger one gets
+    /// `OutOfRange` and the stream or call ends; the server is unaffected.
+    pub max_message_bytes: usize,
+    /// Windows the live fan-in keeps for WatchWindows clients (one ring
+    /// shared by all of them). A client further behind misses windows, and
+    /// the miss is counted. This bounds what slow clients can hold: at most
+    /// this many decoded windows (a decoded window takes several times its
+    /// encoded size), plus HTTP/2's send buffer per stream.
+    pub watch_buffer: usize,
+    /// WatchWindows streams open at once; more get `ResourceExhausted`.
+    pub max_watchers: usize,
+    /// Memory redb may use as a page cache.
+    pub store_cache_bytes: usize,
+    /// After shutdown is requested, how long open connections get to finish
+    /// before the serve futures return anyway.
+    pub shutdown_grace: Duration,
+}
+
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl CollectorConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            retention: Duration::from_secs(24 * 3600),
+            retention_interval: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            watch_buffer: 64,
+            max_watchers: 64,
+            store_cache_bytes: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str| {
+            Err(Error::Config {
+                what: what.to_string(),
+            })
+        };
+        if self.retention.is_zero() {
+            return bad("retention must be longer than zero");
+        }
+        if self.retention_interval.is_some_and(|d| d.is_zero()) {
+            return bad("retention interval must be longer than zero");
+        }
+        if self.max_message_bytes < 1024 {
+            return bad("max message size must be at least 1024 bytes");
+        }
+        if self.watch_buffer == 0 || self.watch_buffer > 1 << 20 {
+            return bad("watch buffer must hold 1 to 1048576 windows");
+        }
+        if self.max_watchers == 0 {
+            return bad("max watchers must be at least 1");
+        }
+        if i64::try_from(self.retention.as_millis()).is_err() {
+            return bad("retention is too long");
+        }
+        Ok(())
+    }
+
+    fn effective_retention_interval(&self) -> Duration {
+        self.retention_interval.unwrap_or_else(|| {
+            (self.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(300))
+        })
+    }
+}
+
+pub(crate) fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// State shared by every handler and task.
+pub(crate) struct Shared {
+    pub config: CollectorConfig,
+    pub store: Arc<dyn Store>,
+    pub hub: Hub,
+    pub counters: Arc<Counters>,
+    /// The one shutdown signal: ends Push and Watch streams, the retention
+    /// loop and the servers.
+    pub shutdown: CancellationToken,
+    /// Push stream tasks and background loops, awaited by `close`.
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    pub fn retention_ms(&self) -> i64 {
+        // Validated to fit when the collector opened.
+        i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A running collector. Clones share it.
+#[derive(Clone)]
+pub struct Collector {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) health: HealthReporter,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// Opens the embedded store in `config.data_dir` and starts retention.
+    /// Must run inside a tokio runtime.
+    pub async fn open(config: CollectorConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&dir, cache))
+            .await
+            .map_err(|source| Error::Task { source })??;
+        log::info!("store: {}", store.path().display());
+        Self::with_store(config, Arc::new(store)).await
+    }
+
+    /// Like [`Collector::open`] with any [`Store`]: the seam for a store
+    /// shared by several replicas.
+    pub async fn with_store(config: CollectorConfig, store: Arc<dyn Store>) -> Result<Self, Error> {
+        config.validate()?;
+        let counters = Arc::new(Counters::default());
+        let hub = Hub::new(config.watch_buffer, config.max_watchers, counters.clone());
+        let interval = config.effective_retention_interval();
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            hub,
+            counters,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        // Delete what expired while the collector was down before serving.
+        retention::prune(&shared, unix_ms_now()).await?;
+        shared.tasks.spawn(retention::run(shared.clone(), interval));
+        shared.tasks.spawn(log_stats(shared.clone()));
+        let health = HealthReporter::new();
+        health
+            .set_serving::<CollectorServiceServer<CollectorApi>>()
+            .await;
+        Ok(Self { shared, health })
+    }
+
+    /// The collector's counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The store, for embedders and tests that read it directly.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.shared.store.clone()
+    }
+
+    pub fn config(&self) -> &CollectorConfig {
+        &self.shared.config
+    }
+
+    /// Runs retention once as if the time were `now_unix_ms`.
+    pub async fn prune_expired(&self, now_unix_ms: i64) -> Result<u64, Error> {
+        Ok(retention::prune(&self.shared, now_unix_ms).await?)
+    }
+
+    /// Marks the collector NOT_SERVING, ends every Push and Watch stream
+    /// (agents get `Unavailable` and reconnect elsewhere or later) and makes
+    /// the serve futures return.
+    pub async fn shutdown(&self) {
+        self.health
+            .set_not_serving::<CollectorServiceServer<CollectorApi>>()
+            .await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.shared.shutdown.cancel();
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub async fn shutdown_requested(&self) {
+        self.shared.shutdown.cancelled().await;
+    }
+
+    /// Shuts down, waits for stream tasks and background loops, and closes
+    /// the store (releasing its file, so the same data directory can be
+    /// opened again).
+    pub async fn close(&self) -> Result<(), Error> {
+        self.shutdown().await;
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        self.shared.store.close().await?;
+        log::info!("collector closed: {}", self.stats());
+        Ok(())
+    }
+}
+
+/// Logs the counters every minute when they changed, so drops and
+/// duplicates show up in the log without a metrics system.
+async fn log_stats(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut last = Stats::default();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let now = shared.counters.snapshot();
+                if now != last {
+                    log::info!("stats: {now}");
+                    last = now;
+                }
+            }
+        }
+    }
+}

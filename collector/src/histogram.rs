@@ -1,0 +1,150 @@
+//! Merging the agents' latency histograms across windows and nodes, and
+//! percentiles from the merged result.
+//!
+//! All agents use one bin scheme (log-linear, 10 µs to 60 s), so bins merge
+//! by adding counts per lower bound. Percentiles are computed like the
+//! agent's own: linear interpolation inside the bin that holds the rank,
+//! clamped to the exact min and max.
+
+use std::collections::BTreeMap;
+
+use sockeye_proto::v1 as pb;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergedHistogram {
+    /// lower_ns -> (upper_ns, count).
+    bins: BTreeMap<u64, (u64, u64)>,
+    sum_ns: u64,
+    min_ns: Option<u64>,
+    max_ns: Option<u64>,
+}
+
+impl MergedHistogram {
+    pub fn add(&mut self, h: &pb::Histogram) {
+        let mut added = 0u64;
+        for b in h.bins.iter().filter(|b| b.count > 0) {
+            let e = self.bins.entry(b.lower_ns).or_insert((b.upper_ns, 0));
+            // Bins of one scheme agree on the upper bound; keep the widest if
+            // a malformed one does not, so no sample falls outside its bin.
+            e.0 = e.0.max(b.upper_ns).max(b.lower_ns);
+            e.1 = e.1.saturating_add(b.count);
+            added = added.saturating_add(b.count);
+        }
+        if added == 0 {
+            return;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(h.sum_ns);
+        // min/max are only meaningful with samples; fall back to the bin
+        // edges when an agent left them out.
+        let lowest = h
+            .bins
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| b.lower_ns)
+            .min();
+        let min = if h.min_ns > 0 || lowest == Some(0) {
+            Some(h.min_ns)
+        } else {
+            lowest
+        };
+        let max = if h.max_ns > 0 {
+            Some(h.max_ns)
+        } else {
+            h.bins
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| b.upper_ns)
+                .max()
+        };
+        self.min_ns = match (self.min_ns, min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_ns = self.max_ns.max(max);
+    }
+
+    /// Samples in the merged bins.
+    pub fn count(&self) -> u64 {
+        self.bins
+            .values()
+            .fold(0u64, |n, &(_, c)| n.saturating_add(c))
+    }
+
+    /// q in [0, 1]; `None` when empty.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let (min, max) = (self.min_ns?, self.max_ns?);
+        let count = self.count();
+        if count == 0 || q.is_nan() {
+            return None;
+        }
+        let target = q.clamp(0.0, 1.0) * count as f64;
+        let mut before = 0u64;
+        for (&lo, &(hi, n)) in &self.bins {
+            let after = before.saturating_add(n);
+            if target <= after as f64 {
+                let frac = ((target - before as f64) / n as f64).clamp(0.0, 1.0);
+                let v = lo as f64 + frac * hi.saturating_sub(lo) as f64;
+                // `as u64` saturates on out-of-range floats: no panic.
+                return Some((v as u64).clamp(min, max.max(min)));
+            }
+            before = after;
+        }
+        Some(max)
+    }
+
+    pub fn percentiles(&self) -> Option<pb::Percentiles> {
+        Some(pb::Percentiles {
+            count: self.count(),
+            p50_ns: self.quantile_ns(0.50)?,
+            p90_ns: self.quantile_ns(0.90)?,
+            p99_ns: self.quantile_ns(0.99)?,
+            max_ns: self.max_ns?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(bins: &[(u64, u64, u64)], min: u64, max: u64) -> pb::Histogram {
+        pb::Histogram {
+            bins: bins
+                .iter()
+                .map(|&(lower_ns, upper_ns, count)| pb::histogram::Bin {
+                    lower_ns,
+                    upper_ns,
+                    count,
+                })
+                .collect(),
+            count: bins.iter().map(|b| b.2).sum(),
+            sum_ns: 0,
+            min_ns: min,
+            max_ns: max,
+        }
+    }
+
+    #[test]
+    fn merges_by_lower_bound() {
+        let mut m = MergedHistogram::default();
+        // 98 fast connects on one node, 2 slow ones on another: p99 is slow.
+        m.add(&hist(&[(1_000_000, 1_100_000, 98)], 1_000_000, 1_090_000));
+        m.add(&hist(
+            &[(1_000_000, 1_100_000, 0), (500_000_000, 510_000_000, 2)],
+            500_000_000,
+            505_000_000,
+        ));
+        assert_eq!(m.count(), 100);
+        let p = m.percentiles().unwrap();
+        assert!((1_000_000..1_100_000).contains(&p.p50_ns), "{p:?}");
+        assert!((500_000_000..=505_000_000).contains(&p.p99_ns), "{p:?}");
+        assert_eq!(p.max_ns, 505_000_000);
+    }
+
+    #[test]
+    fn empty_has_no_percentiles() {
+        let mut m = MergedHistogram::default();
+        m.add(&pb::Histogram::default());
+        assert_eq!(m.percentiles(), None);
+    }
+}

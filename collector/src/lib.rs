@@ -1,0 +1,47 @@
+//! Sockeye's collector: agents push aggregated windows to it over gRPC, it
+//! stores them durably, removes duplicates, answers cluster-wide queries and
+//! fans what agents report out to live watchers.
+//!
+//! Embedding (the agent does this to run the whole path on one machine):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sockeye_collector::Error> {
+//! use sockeye_collector::{Collector, CollectorConfig};
+//! let collector = Collector::open(CollectorConfig::new("/var/lib/sockeye")).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await.expect("bind");
+//! let serving = tokio::spawn({
+//!     let c = collector.clone();
+//!     async move { c.serve_tcp(listener, None).await }
+//! });
+//! // ... later:
+//! collector.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules follow the data path: `ingest` (Push) -> `store` -> `query`
+//! (QueryTop, GetClusterSnapshot) and `watch` (WatchWindows); `retention`
+//! deletes old windows; `server` and `tls` put it on the network.
+
+mod collector;
+mod error;
+pub mod filter;
+pub mod histogram;
+mod ingest;
+pub mod query;
+mod retention;
+mod server;
+mod service;
+mod stats;
+pub mod store;
+pub mod tls;
+pub mod watch;
+
+pub use collector::{Collector, CollectorConfig, DEFAULT_MAX_MESSAGE_BYTES};
+pub use error::Error;
+pub use ingest::HELLO_TIMEOUT;
+pub use server::bind_unix;
+pub use service::CollectorApi;
+pub use stats::Stats;
+pub use store::{Store, StoreError};
+pub use tls::{install_crypto_provider, TlsConfig, TlsError};
+pub use watch::WATCH_MISSED_COUNTER;

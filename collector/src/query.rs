@@ -1,0 +1,368 @@
+//! Cluster-wide queries: QueryTop over a time range and GetClusterSnapshot.
+//!
+//! QueryTop ranks outbound TCP destinations. Rows are keyed by (workload,
+//! destination): a pod is (namespace, pod, container), a container outside
+//! Kubernetes is its container id, anything else (the host, unknown cgroups)
+//! is its label on its node. Counts are summed over the windows that end in
+//! the range on every node; latency percentiles come from the merged
+//! histograms; `open` is the gauge of each node's latest window in the range,
+//! summed over nodes (0 for a node whose latest window no longer has the
+//! flow).
+
+use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive};
+
+use sockeye_proto::v1 as pb;
+
+use crate::{
+    filter::{has_no_rows, Destination, Filter, FilterError},
+    histogram::MergedHistogram,
+    store::{Store, StoreError},
+};
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 1000;
+/// Windows read from the store per page: bounds the memory of a query to
+/// one page plus the rows being merged.
+const PAGE: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankBy {
+    /// Failed connects, most first.
+    Failures,
+    /// p99 connect latency, slowest first.
+    Latency,
+    /// Open sockets now (latest gauge), most first.
+    Open,
+}
+
+impl RankBy {
+    pub const NAMES: &'static str = "\"failures\", \"latency\" or \"open\"";
+
+    fn parse(by: &str) -> Result<Self, QueryError> {
+        match by {
+            "" | "failures" => Ok(Self::Failures),
+            "latency" => Ok(Self::Latency),
+            "open" => Ok(Self::Open),
+            other => Err(QueryError::UnknownBy {
+                by: other.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("by {by:?} is not a ranking; use {}", RankBy::NAMES)]
+    UnknownBy { by: String },
+    #[error("{field} is {value}; times are Unix milliseconds, 0 meaning unbounded")]
+    NegativeTime { field: &'static str, value: i64 },
+    #[error("from_unix_ms {from} is after to_unix_ms {to}")]
+    EmptyRange { from: i64, to: i64 },
+    #[error("limit {limit} is above the maximum of {MAX_LIMIT}")]
+    Limit { limit: u32 },
+    #[error("filter.destination {value:?} is a DNS name; QueryTop ranks TCP destinations: use an IP, IP:port or :port")]
+    NameDestination { value: String },
+}
+
+/// A validated QueryTop request.
+#[derive(Debug, Clone)]
+pub struct TopQuery {
+    pub filter: Filter,
+    /// Windows count when their end lies in this range.
+    pub end_range: RangeInclusive<i64>,
+    pub by: RankBy,
+    pub limit: usize,
+}
+
+impl TopQuery {
+    pub fn parse(req: &pb::QueryTopRequest) -> Result<Self, QueryError> {
+        let filter = Filter::parse(req.filter.as_ref())?;
+        if let Destination::Name(value) = filter.destination() {
+            return Err(QueryError::NameDestination {
+                value: value.clone(),
+            });
+        }
+        for (field, value) in [
+            ("from_unix_ms", req.from_unix_ms),
+            ("to_unix_ms", req.to_unix_ms),
+        ] {
+            if value < 0 {
+                return Err(QueryError::NegativeTime { field, value });
+            }
+        }
+        let to = if req.to_unix_ms == 0 {
+            i64::MAX
+        } else {
+            req.to_unix_ms
+        };
+        if req.from_unix_ms > to {
+            return Err(QueryError::EmptyRange {
+                from: req.from_unix_ms,
+                to: req.to_unix_ms,
+            });
+        }
+        if req.limit > MAX_LIMIT {
+            return Err(QueryError::Limit { limit: req.limit });
+        }
+        let limit = if req.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            req.limit
+        };
+        Ok(Self {
+            filter,
+            end_range: req.from_unix_ms..=to,
+            by: RankBy::parse(&req.by)?,
+            limit: limit as usize,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WorkloadKey {
+    Pod {
+        namespace: String,
+        pod: String,
+        container: String,
+    },
+    Container {
+        id: String,
+    },
+    /// Host processes and cgroups without a container: only meaningful on
+    /// their own node.
+    Local {
+        node: String,
+        label: String,
+    },
+}
+
+fn workload_key(w: Option<&pb::Workload>, node: &str) -> WorkloadKey {
+    let empty = pb::Workload::default();
+    let w = w.unwrap_or(&empty);
+    if !w.pod.is_empty() {
+        WorkloadKey::Pod {
+            namespace: w.namespace.clone(),
+            pod: w.pod.clone(),
+            container: w.container.clone(),
+        }
+    } else if !w.container_id.is_empty() {
+        WorkloadKey::Container {
+            id: w.container_id.clone(),
+        }
+    } else {
+        let label = if w.label.is_empty() {
+            &w.cgroup_path
+        } else {
+            &w.label
+        };
+        WorkloadKey::Local {
+            node: node.to_string(),
+            label: label.clone(),
+        }
+    }
+}
+
+/// The agent already writes IPv4-mapped addresses as IPv4; normalise again
+/// so two spellings of one address are one row.
+fn canonical_ip(ip: &str) -> String {
+    ip.parse::<IpAddr>()
+        .map_or_else(|_| ip.to_string(), |a| a.to_canonical().to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RowKey {
+    workload: WorkloadKey,
+    ip: String,
+    port: u32,
+}
+
+#[derive(Debug, Default)]
+struct RowAcc {
+    /// The workload as reported in the latest window that had this row.
+    workload: pb::Workload,
+    workload_end: i64,
+    connects_ok: u64,
+    connects_failed: u64,
+    latency: MergedHistogram,
+    /// node -> (end of the latest window with this row, open there).
+    open_by_node: HashMap<String, (i64, u64)>,
+}
+
+/// Accumulates windows into ranked rows.
+#[derive(Debug, Default)]
+pub struct TopBuilder {
+    rows: HashMap<RowKey, RowAcc>,
+    /// End of each node's latest window seen.
+    node_latest_end: HashMap<String, i64>,
+    windows: u64,
+    dropped_windows: u64,
+}
+
+impl TopBuilder {
+    /// Adds one window; it must already have passed the node filter.
+    pub fn add_window(&mut self, w: &pb::Window, filter: &Filter) {
+        self.windows += 1;
+        self.dropped_windows = self
+            .dropped_windows
+            .saturating_add(w.dropped_windows_before);
+        let latest = self
+            .node_latest_end
+            .entry(w.node.clone())
+            .or_insert(w.end_unix_ms);
+        *latest = (*latest).max(w.end_unix_ms);
+        let Some(agg) = &w.aggregates else {
+            return;
+        };
+        for f in &agg.tcp_flows {
+            if f.direction != pb::Direction::Outbound as i32
+                || !filter.matches_workload(f.workload.as_ref())
+                || !filter.matches_endpoint(f.remote.as_ref())
+            {
+                continue;
+            }
+            let remote = f.remote.clone().unwrap_or_default();
+            let key = RowKey {
+                workload: workload_key(f.workload.as_ref(), &w.node),
+                ip: canonical_ip(&remote.ip),
+                port: remote.port,
+            };
+            let row = self.rows.entry(key).or_default();
+            if w.end_unix_ms >= row.workload_end {
+                row.workload = f.workload.clone().unwrap_or_default();
+                row.workload_end = w.end_unix_ms;
+            }
+            row.connects_ok = row.connects_ok.saturating_add(f.connects_ok);
+            let failed = f
+                .connects_failed
+                .values()
+                .fold(0u64, |n, &c| n.saturating_add(c));
+            row.connects_failed = row.connects_failed.saturating_add(failed);
+            if let Some(h) = &f.connect_latency {
+                row.latency.add(h);
+            }
+            let open = row
+                .open_by_node
+                .entry(w.node.clone())
+                .or_insert((w.end_unix_ms, 0));
+            if w.end_unix_ms > open.0 {
+                *open = (w.end_unix_ms, f.open);
+            } else if w.end_unix_ms == open.0 {
+                // Two flows of one window in one row (a restarted container
+                // still has sockets in its old cgroup): both are open.
+                open.1 = open.1.saturating_add(f.open);
+            }
+        }
+    }
+
+    pub fn finish(self, by: RankBy, limit: usize) -> pb::QueryTopResponse {
+        let node_latest_end = self.node_latest_end;
+        let mut rows: Vec<pb::TopRow> = self
+            .rows
+            .into_iter()
+            .map(|(key, acc)| {
+                let open = acc
+                    .open_by_node
+                    .iter()
+                    .filter(|(node, (end, _))| node_latest_end.get(*node) == Some(end))
+                    .fold(0u64, |n, (_, (_, o))| n.saturating_add(*o));
+                let mut nodes: Vec<String> = acc.open_by_node.into_keys().collect();
+                nodes.sort();
+                pb::TopRow {
+                    workload: Some(acc.workload),
+                    destination: Some(pb::Endpoint {
+                        ip: key.ip,
+                        port: key.port,
+                    }),
+                    connects_ok: acc.connects_ok,
+                    connects_failed: acc.connects_failed,
+                    connect_percentiles: acc.latency.percentiles(),
+                    open,
+                    nodes,
+                }
+            })
+            .collect();
+        let p99 = |r: &pb::TopRow| r.connect_percentiles.as_ref().map_or(0, |p| p.p99_ns);
+        let samples = |r: &pb::TopRow| r.connect_percentiles.as_ref().map_or(0, |p| p.count);
+        rows.sort_by(|a, b| {
+            let primary = match by {
+                RankBy::Failures => b.connects_failed.cmp(&a.connects_failed).then(
+                    (b.connects_ok + b.connects_failed).cmp(&(a.connects_ok + a.connects_failed)),
+                ),
+                RankBy::Latency => p99(b).cmp(&p99(a)).then(samples(b).cmp(&samples(a))),
+                RankBy::Open => b.open.cmp(&a.open),
+            };
+            primary.then_with(|| tie_break(a).cmp(&tie_break(b)))
+        });
+        rows.truncate(limit);
+        pb::QueryTopResponse {
+            rows,
+            windows: self.windows,
+            dropped_windows: self.dropped_windows,
+        }
+    }
+}
+
+/// A stable order for equal rows, so the same query gives the same answer.
+fn tie_break(r: &pb::TopRow) -> (String, String, String, String, u32) {
+    let w = r.workload.clone().unwrap_or_default();
+    let d = r.destination.clone().unwrap_or_default();
+    (w.namespace, w.pod, w.label, d.ip, d.port)
+}
+
+/// What a query read besides its answer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanCounts {
+    pub corrupt: u64,
+}
+
+/// Runs a QueryTop over the store, one page at a time.
+pub async fn query_top(
+    store: &dyn Store,
+    q: &TopQuery,
+) -> Result<(pb::QueryTopResponse, ScanCounts), StoreError> {
+    let mut top = TopBuilder::default();
+    let mut counts = ScanCounts::default();
+    let mut after = None;
+    loop {
+        let page = store.scan(q.end_range.clone(), after, PAGE).await?;
+        counts.corrupt += page.corrupt;
+        for w in page
+            .windows
+            .iter()
+            .filter(|w| q.filter.matches_node(&w.node))
+        {
+            top.add_window(w, &q.filter);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok((top.finish(q.by, q.limit), counts))
+}
+
+/// The latest window of every node that passes the filter, filtered, as
+/// snapshots ordered by node. A node filtered down to no rows is still
+/// listed (its drop counters say whether "nothing" is trustworthy) unless
+/// the filter asks for rows it does not have.
+pub fn cluster_snapshot(filter: &Filter, latest: Vec<pb::Window>) -> pb::ClusterSnapshot {
+    let mut nodes: Vec<pb::Snapshot> = latest
+        .into_iter()
+        .filter(|w| filter.matches_node(&w.node))
+        .filter_map(|w| {
+            let agg = filter.apply(&w.aggregates.unwrap_or_default());
+            if !filter.selects_all_rows() && has_no_rows(&agg) {
+                return None;
+            }
+            Some(pb::Snapshot {
+                node: w.node,
+                taken_unix_ms: w.end_unix_ms,
+                aggregates: Some(agg),
+            })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    pb::ClusterSnapshot { nodes }
+}

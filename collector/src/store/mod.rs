@@ -1,0 +1,132 @@
+//! Where windows are kept: the [`Store`] trait (the seam for scaling past one
+//! machine) and its embedded, durable implementation on redb.
+//!
+//! A store only has to do five things, all keyed so that several collector
+//! replicas could share one store: put a window idempotently by
+//! `(agent_id, seq)`, tell an agent's highest stored seq, scan windows by end
+//! time in pages, return each node's latest window, and delete what ended
+//! before a cutoff.
+
+mod redb_store;
+
+use std::ops::RangeInclusive;
+
+use sockeye_proto::v1::Window;
+
+pub use redb_store::RedbStore;
+
+/// Name of the store's file inside the data directory.
+pub const DB_FILE: &str = "collector.redb";
+
+/// Identity and time position of a stored window. Windows sort by end time
+/// first, so a time-range scan is one contiguous range.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WindowKey {
+    pub end_unix_ms: i64,
+    pub agent_id: String,
+    pub seq: u64,
+}
+
+/// Whether [`Store::put`] stored the window or already had it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    /// `(agent_id, seq)` was already stored: nothing was written.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutResult {
+    pub outcome: PutOutcome,
+    /// Highest seq stored for this agent, after this put.
+    pub highest_seq: u64,
+}
+
+/// One page of a time-range scan.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub windows: Vec<Window>,
+    /// Where the next page starts (exclusive); `None` when the range is done.
+    pub next: Option<WindowKey>,
+    /// Records in the range that could not be decoded (skipped, logged).
+    pub corrupt: u64,
+}
+
+/// Errors of a store. Every variant says which operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot open the store {path}: {source} (is another sockeye-collector using this --data-dir?)"
+    )]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("store {path} has schema version {found}, this collector reads version {expected}; use another --data-dir or a matching collector")]
+    Schema {
+        path: std::path::PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("store operation `{op}` failed: {source}")]
+    Db {
+        op: &'static str,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("the store is closed")]
+    Closed,
+    #[error("store task `{op}` did not complete: {source}")]
+    Task {
+        op: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Durable storage of pushed windows.
+///
+/// The embedded [`RedbStore`] is the default. A store shared by several
+/// collector replicas (a TSDB, or an object store with an index) implements
+/// the same trait: `put` must be idempotent on `(agent_id, seq)` across
+/// replicas, which is what keeps dedup correct when an agent reconnects to a
+/// different replica.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `window` unless its `(agent_id, seq)` is already stored.
+    /// `window.agent_id` and `window.node` are already validated (non-empty).
+    async fn put(&self, window: &Window) -> Result<PutResult, StoreError>;
+
+    /// Highest seq stored for `agent_id`, if any window of it is stored.
+    async fn highest_seq(&self, agent_id: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Windows whose end lies in `end_unix_ms`, in (end, agent, seq) order,
+    /// at most `limit` of them, starting after `after`.
+    async fn scan(
+        &self,
+        end_unix_ms: RangeInclusive<i64>,
+        after: Option<WindowKey>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+
+    /// The latest stored window of every node (by end time).
+    async fn latest_per_node(&self) -> Result<Page, StoreError>;
+
+    /// Deletes every window that ended before `cutoff_unix_ms`, with its
+    /// dedup record. Returns how many windows were deleted.
+    async fn delete_ended_before(&self, cutoff_unix_ms: i64) -> Result<u64, StoreError>;
+
+    /// Number of windows stored.
+    async fn window_count(&self) -> Result<u64, StoreError>;
+
+    /// Flushes and releases the store (its file lock, for the embedded
+    /// store). Later calls fail with [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}

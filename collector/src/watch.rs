@@ -1,0 +1,181 @@
+//! WatchWindows: the live fan-in of every stored window to any number of
+//! clients, with memory bounded whatever the clients do.
+//!
+//! One `tokio::sync::broadcast` ring of `capacity` windows is shared by all
+//! subscribers (windows are `Arc`s, stored once). A subscriber's stream pulls
+//! from the ring only when gRPC can send, so a client that reads slowly or
+//! not at all holds nothing but its position in the ring (plus HTTP/2's own
+//! bounded send buffer). When the ring laps it, the windows it skipped are
+//! counted: in [`crate::Stats::watch_missed_windows`], in a log line, and in
+//! the next window it receives, as the drop counter
+//! [`WATCH_MISSED_COUNTER`] in `aggregates.drops.counters` (windows missed
+//! since the previous one it received; `drops.total` stays the agent's).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use sockeye_proto::v1 as pb;
+use tokio::sync::broadcast;
+use tokio_stream::{
+    wrappers::{errors::BroadcastStreamRecvError, BroadcastStream},
+    Stream,
+};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Status;
+
+use crate::{
+    filter::{has_no_rows, Filter},
+    stats::{Counters, GaugeGuard},
+};
+
+/// Drop counter added to a watched window: windows this stream missed
+/// before it because the client read too slowly.
+pub const WATCH_MISSED_COUNTER: &str = "collector_watch_missed_windows";
+
+/// The fan-in point. At scale this is where a cross-replica bus would plug
+/// in: `publish` would also send to it, and each replica's hub would be fed
+/// from it, so a watcher sees every replica's agents.
+#[derive(Debug)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<pb::Window>>,
+    max_subscribers: u64,
+    counters: Arc<Counters>,
+}
+
+impl Hub {
+    pub(crate) fn new(capacity: usize, max_subscribers: usize, counters: Arc<Counters>) -> Self {
+        // broadcast panics on a zero capacity; the config is validated, but
+        // never let a zero reach it.
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            tx,
+            max_subscribers: max_subscribers as u64,
+            counters,
+        }
+    }
+
+    /// Sends a newly stored window to every subscriber. Never blocks.
+    pub fn publish(&self, window: Arc<pb::Window>) {
+        // Err only means nobody is watching: nothing to deliver.
+        let _ = self.tx.send(window);
+    }
+
+    pub(crate) fn subscribe(
+        &self,
+        filter: Filter,
+        shutdown: CancellationToken,
+    ) -> Result<WatchStream, Status> {
+        let gauge = GaugeGuard::try_new(
+            self.counters.clone(),
+            |c| &c.watch_subscribers,
+            self.max_subscribers,
+        )
+        .map_err(|open| {
+            Counters::add(&self.counters.watch_refused, 1);
+            Status::resource_exhausted(format!(
+                "{open} WatchWindows streams are open, the maximum (--max-watchers); retry later"
+            ))
+        })?;
+        Ok(WatchStream {
+            inner: BroadcastStream::new(self.tx.subscribe()),
+            filter,
+            missed_pending: 0,
+            missed_total: 0,
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+            counters: self.counters.clone(),
+            _gauge: gauge,
+        })
+    }
+}
+
+/// One client's stream of windows.
+pub struct WatchStream {
+    inner: BroadcastStream<Arc<pb::Window>>,
+    filter: Filter,
+    /// Missed since the last window delivered.
+    missed_pending: u64,
+    missed_total: u64,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    counters: Arc<Counters>,
+    _gauge: GaugeGuard,
+}
+
+impl WatchStream {
+    /// The window as this client sees it: filtered, or `None` if nothing in
+    /// it is for this client.
+    fn view(&mut self, w: &pb::Window) -> Option<pb::Window> {
+        if !self.filter.matches_node(&w.node) {
+            return None;
+        }
+        let agg = w.aggregates.as_ref().map(|a| self.filter.apply(a));
+        if !self.filter.selects_all_rows() && agg.as_ref().is_none_or(has_no_rows) {
+            return None;
+        }
+        let mut out = pb::Window {
+            aggregates: agg,
+            ..header(w)
+        };
+        if self.missed_pending > 0 {
+            let drops = out
+                .aggregates
+                .get_or_insert_with(Default::default)
+                .drops
+                .get_or_insert_with(Default::default);
+            drops
+                .counters
+                .insert(WATCH_MISSED_COUNTER.to_string(), self.missed_pending);
+            self.missed_pending = 0;
+        }
+        Some(out)
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<pb::Window, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        loop {
+            let next = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => next,
+            };
+            match next {
+                None => return Poll::Ready(None),
+                Some(Err(BroadcastStreamRecvError::Lagged(n))) => {
+                    self.missed_pending = self.missed_pending.saturating_add(n);
+                    self.missed_total = self.missed_total.saturating_add(n);
+                    Counters::add(&self.counters.watch_missed_windows, n);
+                    log::warn!(
+                        "watch: a client reads too slowly and missed {n} windows ({} on this stream)",
+                        self.missed_total
+                    );
+                }
+                Some(Ok(w)) => {
+                    if let Some(out) = self.view(&w) {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A window's header: everything but the aggregates.
+fn header(w: &pb::Window) -> pb::Window {
+    pb::Window {
+        node: w.node.clone(),
+        agent_id: w.agent_id.clone(),
+        seq: w.seq,
+        start_unix_ms: w.start_unix_ms,
+        end_unix_ms: w.end_unix_ms,
+        aggregates: None,
+        dropped_windows_before: w.dropped_windows_before,
+    }
+}

@@ -1,0 +1,187 @@
+//! TLS and mutual TLS on the TCP listener, with certificates made for the
+//! test (rcgen): a CA, a server certificate for localhost/127.0.0.1, client
+//! certificates from that CA and from a stranger's CA.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use sockeye_collector::{Collector, TlsConfig};
+use sockeye_proto::v1::{self as pb, collector_service_client::CollectorServiceClient};
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn new_ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        cert_pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// (certificate PEM, key PEM) signed by `ca`.
+fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca.issuer)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+struct TlsCollector {
+    collector: Collector,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(tls: TlsConfig) -> TlsCollector {
+    sockeye_collector::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::open(config(dir.path())).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let c = collector.clone();
+    tokio::spawn(async move { c.serve_tcp(listener, Some(tls)).await.unwrap() });
+    TlsCollector {
+        collector,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// One QueryTop over a fresh connection; `Err` with the reason when the
+/// connection or the call fails.
+async fn try_query(
+    addr: SocketAddr,
+    ca_pem: Option<&str>,
+    identity: Option<&(String, String)>,
+) -> Result<pb::QueryTopResponse, String> {
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).unwrap();
+    if let Some(ca) = ca_pem {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    let channel = within("connect", endpoint.connect())
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    within(
+        "QueryTop",
+        CollectorServiceClient::new(channel).query_top(pb::QueryTopRequest::default()),
+    )
+    .await
+    .map(|r| r.into_inner())
+    .map_err(|s| format!("call: {s:?}"))
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_trust_its_ca() {
+    let ca = new_ca("sockeye test CA");
+    let (cert, key) = leaf(&ca, &["localhost", "127.0.0.1"]);
+    let tls = TlsConfig::from_pem(cert.into_bytes(), key.into_bytes(), None).unwrap();
+    assert!(!tls.is_mutual());
+    let s = start(tls).await;
+    let ok = try_query(s.addr, Some(&ca.cert_pem), None).await;
+    assert_eq!(ok.map(|r| r.windows), Ok(0));
+    // Plaintext to a TLS port fails.
+    assert!(try_query(s.addr, None, None).await.is_err());
+    // A client that trusts another CA refuses the server.
+    let other = new_ca("someone else");
+    assert!(try_query(s.addr, Some(&other.cert_pem), None)
+        .await
+        .is_err());
+    s.collector.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
+    let ca = new_ca("sockeye test CA");
+    let (cert, key) = leaf(&ca, &["localhost", "127.0.0.1"]);
+    let tls = TlsConfig::from_pem(
+        cert.into_bytes(),
+        key.into_bytes(),
+        Some(ca.cert_pem.clone().into_bytes()),
+    )
+    .unwrap();
+    assert!(tls.is_mutual());
+    let s = start(tls).await;
+
+    let agent = leaf(&ca, &["agent-node-a"]);
+    let ok = try_query(s.addr, Some(&ca.cert_pem), Some(&agent)).await;
+    assert_eq!(
+        ok.map(|r| r.windows),
+        Ok(0),
+        "a client with a certificate from the CA"
+    );
+
+    let no_cert = try_query(s.addr, Some(&ca.cert_pem), None).await;
+    let why = no_cert.expect_err("a client without a certificate is refused");
+    assert!(why.contains("CertificateRequired"), "{why}");
+
+    let stranger = new_ca("someone else");
+    let forged = leaf(&stranger, &["agent-node-a"]);
+    let refused = try_query(s.addr, Some(&ca.cert_pem), Some(&forged)).await;
+    let why = refused.expect_err("a certificate from another CA is refused");
+    assert!(why.contains("UnknownCA"), "{why}");
+
+    // Push works end to end under mTLS too.
+    let endpoint = Endpoint::from_shared(format!("https://{}", s.addr))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+                .domain_name("localhost")
+                .identity(Identity::from_pem(&agent.0, &agent.1)),
+        )
+        .unwrap();
+    let mut client = CollectorServiceClient::new(endpoint.connect().await.unwrap());
+    let mut p = Pusher::open(&mut client, "node-a", "agent-1").await;
+    p.send(busy_window("node-a", "agent-1", 1, now_ms())).await;
+    assert_eq!(p.next_ack().await.acked_seq, 1);
+    drop(p);
+    s.collector.close().await.unwrap();
+}
+
+#[test]
+fn bad_tls_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let e = TlsConfig::from_files(&missing, &missing, None).unwrap_err();
+    assert!(e.to_string().starts_with("cannot read --tls-cert"), "{e}");
+
+    let ca = new_ca("sockeye test CA");
+    let (cert, key) = leaf(&ca, &["localhost"]);
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    assert!(TlsConfig::from_files(&cert_path, &key_path, None).is_ok());
+    // Key and certificate swapped.
+    let e = TlsConfig::from_files(&key_path, &cert_path, None).unwrap_err();
+    assert!(e.to_string().contains("has no PEM certificate"), "{e}");
+    let e = TlsConfig::from_files(&cert_path, &cert_path, None).unwrap_err();
+    assert!(e.to_string().contains("has no PEM private key"), "{e}");
+    let e = TlsConfig::from_files(&cert_path, &key_path, Some(&key_path)).unwrap_err();
+    assert!(e.to_string().contains("--tls-client-ca"), "{e}");
+}
