@@ -76,6 +76,21 @@ pub struct FlowStats {
     /// The last process seen using this flow.
     pub last_tgid: u32,
     pub last_comm: [u8; 16],
+    /// Changed since the metrics last took its counts.
+    pub changed: bool,
+    /// The cumulative counts the metrics have already taken (None: none
+    /// yet). Kept with the flow so that a flow evicted and created again
+    /// starts from nothing, and the metrics add only what changed.
+    pub exported: Option<Box<Exported>>,
+}
+
+/// A flow's cumulative counts as the metrics last took them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exported {
+    pub connects_ok: u64,
+    pub failed: [u64; FailureCause::ALL.len()],
+    pub syn_retransmits: u64,
+    pub latency: Histogram,
 }
 
 impl FlowStats {
@@ -100,7 +115,19 @@ impl FlowStats {
         self.failed.iter().sum()
     }
 
+    /// The counts as they are now, for [`Self::exported`].
+    pub fn counts(&self) -> Exported {
+        Exported {
+            connects_ok: self.connects_ok,
+            failed: self.failed,
+            syn_retransmits: self.syn_retransmits,
+            latency: self.latency.clone(),
+        }
+    }
+
     pub fn touch(&mut self, now_ns: u64, tgid: u32, comm: [u8; 16]) {
+        // Every change to the counts comes through here.
+        self.changed = true;
         self.last_activity_ns = self.last_activity_ns.max(now_ns);
         if tgid != 0 {
             self.last_tgid = tgid;

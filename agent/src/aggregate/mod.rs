@@ -5,6 +5,7 @@ pub mod cause;
 pub mod flows;
 pub mod histogram;
 pub mod listeners;
+pub mod retired;
 pub mod sockets;
 pub mod time_wait;
 
@@ -19,6 +20,7 @@ use crate::event::{comm_bytes, Event};
 use cause::FailureCause;
 use flows::{Direction, FlowKey, FlowStats};
 use listeners::Listeners;
+use retired::Retired;
 use sockets::{Origin, SocketTable, TrackedSocket};
 use time_wait::TimeWait;
 
@@ -67,6 +69,8 @@ pub struct Aggregator {
     pub new_cgroups: Vec<u64>,
     flows_evicted: u64,
     pub decode_errors: u64,
+    /// Removed flows whose last counts the metrics have not taken yet.
+    pub retired: Retired,
 }
 
 impl Aggregator {
@@ -82,6 +86,7 @@ impl Aggregator {
             new_cgroups: Vec::new(),
             flows_evicted: 0,
             decode_errors: 0,
+            retired: Retired::default(),
         }
     }
 
@@ -273,7 +278,9 @@ impl Aggregator {
             candidates.select_nth_unstable(n);
         }
         for (_, _, k) in candidates.into_iter().take(n) {
-            self.flows.remove(&k);
+            if let Some(f) = self.flows.remove(&k) {
+                self.retired.keep(k, f);
+            }
             self.flows_evicted += 1;
         }
     }
@@ -284,9 +291,21 @@ impl Aggregator {
         let open = self.sockets.open_flows();
         let idle = self.limits.flow_idle_ns;
         let tw = &self.time_wait;
-        self.flows.retain(|k, f| {
-            open.contains(k) || tw.count(k) > 0 || now_ns.saturating_sub(f.last_activity_ns) < idle
-        });
+        let gone: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(k, f)| {
+                !open.contains(k)
+                    && tw.count(k) == 0
+                    && now_ns.saturating_sub(f.last_activity_ns) >= idle
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(f) = self.flows.remove(&k) {
+                self.retired.keep(k, f);
+            }
+        }
     }
 
     /// Starts a new output window.
@@ -298,4 +317,4 @@ impl Aggregator {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

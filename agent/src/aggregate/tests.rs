@@ -16,7 +16,8 @@ use crate::event::Event;
 const MS: u64 = 1_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
 
-fn ev(kind: EventKind, cookie: u64, ts_ns: u64) -> Event {
+/// An event of cgroup 42 to 10.0.0.9:6379 (also used by the metrics' tests).
+pub(crate) fn ev(kind: EventKind, cookie: u64, ts_ns: u64) -> Event {
     let mut remote_addr = [0u8; 16];
     remote_addr[..4].copy_from_slice(&SERVER.octets());
     Event {
@@ -66,7 +67,7 @@ fn state(cookie: u64, ts: u64, old: u8, new: u8) -> Event {
     e
 }
 
-fn closed(cookie: u64, ts: u64, old: u8) -> Event {
+pub(crate) fn closed(cookie: u64, ts: u64, old: u8) -> Event {
     let mut e = ev(EventKind::Closed, cookie, ts);
     e.raw.old_state = old;
     e.raw.new_state = tcp_state::CLOSE;

@@ -228,6 +228,11 @@ impl DnsAggregates {
         }
     }
 
+    /// Rows for names (not "other"), bounded by `max_names`.
+    pub fn named(&self) -> usize {
+        self.named
+    }
+
     pub fn reset_window(&mut self) {
         for s in self.rows.values_mut() {
             s.window = DnsWindow::default();
