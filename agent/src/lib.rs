@@ -2,7 +2,8 @@
 //!
 //! Data path: kernel programs (`agent-ebpf`) -> ring buffer -> [`event`]
 //! decoding -> [`aggregate`] (flows, sockets, listeners) -> [`attribution`]
-//! (cgroup -> container) -> [`snapshot`] -> [`output`].
+//! (cgroup -> container) -> [`snapshot`] -> [`output`], and [`metrics`]
+//! for Prometheus.
 
 pub mod agent;
 pub mod aggregate;
@@ -13,6 +14,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod event;
 pub mod http;
+pub mod metrics;
 pub mod netns;
 pub mod output;
 pub mod preexisting;

@@ -19,6 +19,7 @@ use sockeye_agent::{
     },
     dns::DnsConfig,
     http::{self, health::DEFAULT_STALE_AFTER, HealthState},
+    metrics::{Capacities, Metrics, MetricsConfig, DEFAULT_MAX_LABEL_SETS},
     output::OutputFormat,
     run::{run, RunOptions},
     Agent, Config,
@@ -99,9 +100,12 @@ struct Args {
     /// Do not watch pods through the Kubernetes API (labels and owners); names still come from container records.
     #[arg(long)]
     no_kube_api: bool,
-    /// Address of the HTTP endpoint with /healthz and /readyz, or "off".
+    /// Address of the HTTP endpoint with /healthz, /readyz and /metrics, or "off".
     #[arg(long, default_value = http::DEFAULT_ADDR)]
     http_addr: String,
+    /// Label sets of the TCP metrics (workload, direction, destination), and of the DNS ones (workload, server), each; further ones are counted under "other".
+    #[arg(long, default_value_t = DEFAULT_MAX_LABEL_SETS)]
+    metrics_max_label_sets: usize,
     /// UDP and TCP ports watched for DNS, comma-separated (at most 16).
     #[arg(long, value_delimiter = ',', default_value = "53", value_parser = clap::value_parser!(u16).range(1..))]
     dns_ports: Vec<u16>,
@@ -164,6 +168,9 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let dns_ringbuf_bytes = mib("dns-ringbuf-mib", args.dns_ringbuf_mib)?;
     if args.dns_max_names == 0 || args.dns_max_pending == 0 {
         return Err("--dns-max-names and --dns-max-pending must be at least 1".into());
+    }
+    if args.metrics_max_label_sets == 0 {
+        return Err("--metrics-max-label-sets must be at least 1".into());
     }
     if args.dns_ports.len() > MAX_DNS_PORTS as usize {
         return Err(format!(
@@ -244,15 +251,23 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(watch) = watch {
         runtime.spawn(watch);
     }
-    let health = match http_addr {
+    let (health, metrics) = match http_addr {
         Some(addr) => {
             let listener = runtime.block_on(http::bind(addr))?;
-            log::info!("health endpoint on http://{addr} (/healthz, /readyz)");
+            log::info!(
+                "health and metrics endpoint on http://{addr} (/healthz, /readyz, /metrics)"
+            );
             let state = HealthState::new(DEFAULT_STALE_AFTER);
-            runtime.spawn(http::serve(listener, state.clone()));
-            Some(state)
+            let (metrics, handle) = Metrics::new(
+                MetricsConfig {
+                    max_label_sets: args.metrics_max_label_sets,
+                },
+                Capacities::of(&config),
+            );
+            runtime.spawn(http::serve(listener, state.clone(), Some(handle)));
+            (Some(state), Some(metrics))
         }
-        None => None,
+        None => (None, None),
     };
     let api = if api_opts.unix.is_some() || api_opts.tcp.is_some() {
         let (rx, at) = runtime.block_on(api::start(&agent, &api_opts))?;
@@ -286,6 +301,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             health,
             api,
             stop: None,
+            metrics,
         },
     ));
     match result {

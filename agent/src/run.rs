@@ -18,6 +18,7 @@ use crate::{
     api::{respond, service::ApiRequest},
     attribution::filter::WorkloadFilter,
     http::HealthState,
+    metrics::Metrics,
     output::{json, table, OutputFormat},
     Agent,
 };
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub api: Option<mpsc::Receiver<ApiRequest>>,
     /// Stops the loop when it fires (or its sender is dropped), like a signal.
     pub stop: Option<oneshot::Receiver<()>>,
+    /// Prometheus metrics, updated at start and every interval.
+    pub metrics: Option<Metrics>,
 }
 
 /// Borrowed ring buffer fd for tokio's readiness polling.
@@ -55,6 +58,10 @@ impl AsRawFd for Fd {
 pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> {
     let mut api = opts.api.take();
     let mut stop = opts.stop.take();
+    let mut metrics = opts.metrics.take();
+    if let Some(m) = metrics.as_mut() {
+        m.update(&mut agent);
+    }
     // SAFETY: the fd belongs to `agent.probes.events`, which `agent` owns for
     // the whole function; `ring` is declared later, so it is dropped first.
     let ring = unsafe {
@@ -122,6 +129,9 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
             _ = out_tick.tick() => {
                 agent.drain();
                 agent.housekeeping();
+                if let Some(m) = metrics.as_mut() {
+                    m.update(&mut agent);
+                }
                 printed_seq = emit(&mut stdout, &mut agent, &opts, printed_seq)?;
                 agent.end_window();
             }

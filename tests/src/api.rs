@@ -57,6 +57,7 @@ impl ApiAgent {
                 health: None,
                 api: Some(requests),
                 stop: Some(stop_rx),
+                metrics: None,
             };
             runtime.block_on(run(agent, opts)).expect("agent loop");
         });

@@ -1,8 +1,9 @@
-//! The agent's HTTP endpoint for Kubernetes probes: `/healthz` (the event
-//! loop is turning) and `/readyz` (programs attached, events read). The
-//! Prometheus `/metrics` endpoint will be served here too.
+//! The agent's HTTP endpoint: `/healthz` (the event loop is turning) and
+//! `/readyz` (programs attached, events read) for Kubernetes probes, and
+//! `/metrics` for Prometheus.
 
 pub mod health;
+pub mod metrics;
 
 use std::net::SocketAddr;
 
@@ -11,13 +12,15 @@ pub use health::HealthState;
 use health::Verdict;
 use tokio::net::TcpListener;
 
+use crate::metrics::MetricsHandle;
+
 /// Default listen address: all interfaces (the kubelet probes the pod IP,
 /// which is the node's with hostNetwork), port 9464 (Prometheus exporters'
 /// range, free of the usual node daemons).
 pub const DEFAULT_ADDR: &str = "0.0.0.0:9464";
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} for the health endpoint; pick another with --http-addr, or turn it off with --http-addr off")]
+#[error("cannot listen on {addr} for the health and metrics endpoint; pick another with --http-addr, or turn it off with --http-addr off")]
 pub struct BindError {
     pub addr: SocketAddr,
     #[source]
@@ -30,8 +33,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|source| BindError { addr, source })
 }
 
-pub fn router(state: HealthState) -> Router {
-    Router::new()
+/// `/metrics` is served when `metrics` is given (404 otherwise).
+pub fn router(state: HealthState, metrics: Option<MetricsHandle>) -> Router {
+    let probes = Router::new()
         .route(
             "/healthz",
             get(|State(h): State<HealthState>| async move { answer(h.liveness()) }),
@@ -40,7 +44,15 @@ pub fn router(state: HealthState) -> Router {
             "/readyz",
             get(|State(h): State<HealthState>| async move { answer(h.readiness()) }),
         )
-        .with_state(state)
+        .with_state(state);
+    match metrics {
+        Some(m) => probes.merge(
+            Router::new()
+                .route("/metrics", get(metrics::scrape))
+                .with_state(m),
+        ),
+        None => probes,
+    }
 }
 
 fn answer(v: Verdict) -> (StatusCode, String) {
@@ -54,8 +66,8 @@ fn answer(v: Verdict) -> (StatusCode, String) {
 
 /// Serves until the process ends; an error is logged (the agent keeps
 /// tracing, and the failing probes make it visible).
-pub async fn serve(listener: TcpListener, state: HealthState) {
-    if let Err(e) = axum::serve(listener, router(state)).await {
+pub async fn serve(listener: TcpListener, state: HealthState, metrics: Option<MetricsHandle>) {
+    if let Err(e) = axum::serve(listener, router(state, metrics)).await {
         log::error!("health endpoint stopped: {e}");
     }
 }
@@ -86,7 +98,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = HealthState::new(Duration::from_secs(30));
-        tokio::spawn(serve(listener, state.clone()));
+        tokio::spawn(serve(listener, state.clone(), None));
 
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         let not_ready = get(addr, "/readyz").await;
@@ -100,9 +112,41 @@ mod tests {
             "{ready}"
         );
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        assert!(
+            get(addr, "/metrics").await.starts_with("HTTP/1.1 404"),
+            "no metrics handle, no /metrics"
+        );
 
         // A port in use is a clear error, not a panic.
         let err = bind(addr).await.unwrap_err();
         assert!(err.to_string().contains("--http-addr"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn metrics_answer_over_http() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_metrics, handle) = crate::metrics::Metrics::new(
+            crate::metrics::MetricsConfig::default(),
+            crate::metrics::Capacities::default(),
+        );
+        let state = HealthState::new(Duration::from_secs(30));
+        tokio::spawn(serve(listener, state, Some(handle)));
+        let answer = get(addr, "/metrics").await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("headers end");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{head}"
+        );
+        // Before the loop's first fold: build info and the process figures.
+        assert!(body.contains("# TYPE sockeye_build info"), "{body}");
+        assert!(
+            body.contains("sockeye_process_resident_memory_bytes "),
+            "{body}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
     }
 }

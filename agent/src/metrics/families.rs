@@ -1,0 +1,351 @@
+//! Renders a [`MetricsState`] as OpenMetrics text (which Prometheus
+//! scrapes natively) through prometheus-client's encoder, which takes
+//! care of the format: `_total` suffixes, `# UNIT` lines, escaping of
+//! label values, cumulative buckets and the closing `# EOF`.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::{Registry, Unit},
+};
+use sockeye_common::tcp_state;
+
+use super::{buckets::Buckets, dns::RCODE_NAMES, labels::WorkloadLabels, process::Process};
+use super::{
+    labels::{DnsKey, TcpKey},
+    MetricsState,
+};
+use crate::aggregate::{cause::FailureCause, flows::Direction};
+
+/// What `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub fn render(state: Arc<MetricsState>, process: Process) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Families { state, process }));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Families {
+    state: Arc<MetricsState>,
+    process: Process,
+}
+
+type Done = std::result::Result<(), std::fmt::Error>;
+
+impl Collector for Families {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Done {
+        self.tcp(&mut enc)?;
+        self.dns(&mut enc)?;
+        self.agent(&mut enc)
+    }
+}
+
+fn workload(w: &WorkloadLabels) -> [(&'static str, &str); 3] {
+    [
+        ("namespace", &w.namespace),
+        ("workload", &w.workload),
+        ("container", &w.container),
+    ]
+}
+
+fn direction(d: Direction) -> &'static str {
+    match d {
+        Direction::Outbound => "outbound",
+        Direction::Inbound => "inbound",
+    }
+}
+
+/// The labels of an outbound-only TCP series (no direction label).
+fn outbound(k: &TcpKey) -> Option<[(&'static str, &str); 4]> {
+    let [ns, wl, c] = workload(&k.workload);
+    (k.direction == Direction::Outbound).then_some([ns, wl, c, ("destination", &k.destination)])
+}
+
+fn dns_labels(k: &DnsKey) -> [(&'static str, &str); 4] {
+    let [ns, wl, c] = workload(&k.workload);
+    [ns, wl, c, ("server", &k.server)]
+}
+
+fn both(k: &TcpKey) -> [(&'static str, &str); 5] {
+    let [ns, wl, c] = workload(&k.workload);
+    [
+        ns,
+        wl,
+        c,
+        ("direction", direction(k.direction)),
+        ("destination", &k.destination),
+    ]
+}
+
+/// Starts a family; samples follow through the returned encoder.
+fn family<'s>(
+    enc: &'s mut DescriptorEncoder,
+    name: &'s str,
+    help: &str,
+    unit: Option<&'s Unit>,
+    kind: MetricType,
+) -> std::result::Result<MetricEncoder<'s>, std::fmt::Error> {
+    enc.encode_descriptor(name, help, unit, kind)
+}
+
+fn counter(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Done {
+    m.encode_family(labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+fn gauge(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Done {
+    m.encode_family(labels)?.encode_gauge(&v)
+}
+
+fn histogram(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, b: &Buckets) -> Done {
+    m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+        b.sum_seconds(),
+        b.count,
+        &b.prometheus(),
+        None,
+    )
+}
+
+const SECONDS: Unit = Unit::Seconds;
+const BYTES: Unit = Unit::Bytes;
+
+impl Families {
+    fn tcp(&self, enc: &mut DescriptorEncoder) -> Done {
+        let series = &self.state.tcp;
+        let mut m = family(
+            enc,
+            "sockeye_tcp_connect_duration",
+            "Outbound connects that completed: SYN sent to SYN-ACK received.",
+            Some(&SECONDS),
+            MetricType::Histogram,
+        )?;
+        for (k, s) in series {
+            if let Some(l) = outbound(k) {
+                histogram(&mut m, &l, &s.connect_duration)?;
+            }
+        }
+        let mut m = family(
+            enc,
+            "sockeye_tcp_connect_failures",
+            "Outbound connects that failed, by cause: refused (RST), timed_out (SYN retries ran out), unreachable (ICMP error), aborted (closed by the application before the handshake ended), other.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, s) in series {
+            let Some([ns, wl, c, dst]) = outbound(k) else {
+                continue;
+            };
+            for (cause, n) in FailureCause::ALL.iter().zip(s.failed) {
+                counter(&mut m, &[ns, wl, c, dst, ("cause", cause.name())], n)?;
+            }
+        }
+        let mut m = family(
+            enc,
+            "sockeye_tcp_syn_retransmits",
+            "SYN retransmissions of outbound connects.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, s) in series {
+            if let Some(l) = outbound(k) {
+                counter(&mut m, &l, s.syn_retransmits)?;
+            }
+        }
+        let mut m = family(
+            enc,
+            "sockeye_tcp_connections",
+            "Connections established: outbound connects that completed, inbound connections accepted.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, s) in series {
+            counter(&mut m, &both(k), s.connections)?;
+        }
+        let mut m = family(
+            enc,
+            "sockeye_tcp_open_sockets",
+            "Sockets open now by TCP state (TIME_WAIT for the kernel's 60 s); states with none are left out.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (k, s) in series {
+            let [ns, wl, c, dir, dst] = both(k);
+            for (state, &n) in s.open.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let state = ("state", tcp_state::name(state as u8));
+                gauge(&mut m, &[ns, wl, c, dir, dst, state], n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dns(&self, enc: &mut DescriptorEncoder) -> Done {
+        let series = &self.state.dns;
+        let mut m = family(
+            enc,
+            "sockeye_dns_request_duration",
+            "DNS queries answered: the query leaving the client to the answer reaching it.",
+            Some(&SECONDS),
+            MetricType::Histogram,
+        )?;
+        for (k, s) in series {
+            histogram(&mut m, &dns_labels(k), &s.duration)?;
+        }
+        let mut m = family(
+            enc,
+            "sockeye_dns_queries",
+            "DNS queries sent, retries included.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, s) in series {
+            counter(&mut m, &dns_labels(k), s.queries)?;
+        }
+        let mut m = family(
+            enc,
+            "sockeye_dns_responses",
+            "DNS answers by RCODE (OTHER: any RCODE above REFUSED).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, s) in series {
+            let [ns, wl, c, srv] = dns_labels(k);
+            for (rcode, &n) in RCODE_NAMES.iter().zip(&s.responses) {
+                counter(&mut m, &[ns, wl, c, srv, ("rcode", rcode)], n)?;
+            }
+        }
+        let mut m = family(
+            enc,
+            "sockeye_dns_timeouts",
+            "DNS queries with no answer within --dns-timeout.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, s) in series {
+            counter(&mut m, &dns_labels(k), s.timeouts)?;
+        }
+        Ok(())
+    }
+
+    fn agent(&self, enc: &mut DescriptorEncoder) -> Done {
+        let state = &self.state;
+        let mut m = family(
+            enc,
+            "sockeye_build",
+            "The agent's version.",
+            None,
+            MetricType::Info,
+        )?;
+        m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        if let Some(h) = &state.health {
+            let mut m = family(
+                enc,
+                "sockeye_events_received",
+                "Records read from the kernel's ring buffers: socket events (tcp) and DNS packets (dns).",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut m, &[("ring", "tcp")], h.events_received)?;
+            counter(&mut m, &[("ring", "dns")], h.dns.packets)?;
+            let mut m = family(
+                enc,
+                "sockeye_kernel_events_emitted",
+                "Records the kernel programs wrote to the ring buffers.",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut m, &[("ring", "tcp")], h.kernel_events_emitted)?;
+            counter(&mut m, &[("ring", "dns")], h.kernel_dns_packets_emitted)?;
+            let mut m = family(
+                enc,
+                "sockeye_dropped_events",
+                "Everything lost, by counter (the names of the JSON stats' lost map; kernel_ringbuf_full and kernel_dns_ringbuf_full are ring buffer losses).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, &n) in &h.lost {
+                counter(&mut m, &[("counter", *name)], n)?;
+            }
+            counter(
+                &mut m,
+                &[("counter", "user_metrics_flows_lost")],
+                state.flows_lost,
+            )?;
+            let mut m = family(
+                enc,
+                "sockeye_untracked_socket_events",
+                "State changes of sockets opened before the agent (followed through /proc instead); not a loss.",
+                None,
+                MetricType::Counter,
+            )?;
+            m.encode_counter::<NoLabelSet, _, u64>(&h.untracked_socket_events, None)?;
+            let mut m = family(
+                enc,
+                "sockeye_dns_malformed_messages",
+                "DNS messages that could not be parsed, by reason.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, &n) in &h.dns.parse_errors {
+                counter(&mut m, &[("reason", *reason)], n)?;
+            }
+        }
+        let mut m = family(
+            enc,
+            "sockeye_table_entries",
+            "Entries in each bounded table of the agent.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for f in &state.fills {
+            gauge(&mut m, &[("table", f.table)], f.entries)?;
+        }
+        let mut m = family(
+            enc,
+            "sockeye_table_capacity",
+            "Entries each bounded table holds at most (see its flag).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for f in &state.fills {
+            gauge(&mut m, &[("table", f.table)], f.capacity)?;
+        }
+        let mut m = family(
+            enc,
+            "sockeye_metrics_overflow",
+            "Additions counted under the \"other\" label set because the group's label sets were at --metrics-max-label-sets.",
+            None,
+            MetricType::Counter,
+        )?;
+        for &(group, n) in &state.overflowed {
+            counter(&mut m, &[("group", group)], n)?;
+        }
+        if let Some(b) = self.process.resident_bytes {
+            let mut m = family(
+                enc,
+                "sockeye_process_resident_memory",
+                "Resident memory of the agent process.",
+                Some(&BYTES),
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&b)?;
+        }
+        if let Some(s) = self.process.cpu_seconds {
+            let mut m = family(
+                enc,
+                "sockeye_process_cpu",
+                "CPU time of the agent process (user and system).",
+                Some(&SECONDS),
+                MetricType::Counter,
+            )?;
+            m.encode_counter::<NoLabelSet, _, u64>(&s, None)?;
+        }
+        Ok(())
+    }
+}

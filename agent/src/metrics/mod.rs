@@ -1,0 +1,224 @@
+//! Prometheus metrics: connect and DNS latency histograms, failures by
+//! cause, open sockets by state, DNS answers by RCODE and timeouts, per
+//! workload with a bounded number of label sets, and the agent's own
+//! health (events, every loss counter, table fill levels, memory).
+//!
+//! The event loop owns the aggregates, so it folds them into the metrics
+//! once per interval ([`Metrics::update`]) and publishes an immutable
+//! [`MetricsState`]; the HTTP handler renders the latest one. Counters are
+//! kept here per label set and only ever added to, from what each flow or
+//! DNS (container, server) gained since the last fold: evicting a flow,
+//! folding DNS names or relabelling a pod never makes them go down.
+
+pub mod buckets;
+pub mod dns;
+pub mod families;
+pub mod labels;
+pub mod process;
+pub mod tcp;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use labels::{DnsKey, LabelTable, TcpKey, WorkloadLabels};
+
+use crate::{
+    aggregate::Aggregator, dns::aggregate::DnsAggregates, snapshot::Health, Agent, Config,
+};
+
+/// Default bound on label sets per group of families.
+pub const DEFAULT_MAX_LABEL_SETS: usize = 200;
+/// A label set nothing was added to for this long may make room for a new
+/// one when the table is full.
+pub const IDLE_EXPIRY_S: u64 = 3600;
+
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsConfig {
+    /// Label sets (workload, direction, destination) of the TCP families,
+    /// and (workload, server) of the DNS ones, each; past it they are
+    /// counted under "other".
+    pub max_label_sets: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_label_sets: DEFAULT_MAX_LABEL_SETS,
+        }
+    }
+}
+
+/// The agent's table sizes, for the fill-level gauges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capacities {
+    pub sockets: usize,
+    pub flows: usize,
+    pub dns_names: usize,
+    pub dns_pending: usize,
+}
+
+impl Capacities {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            sockets: config.limits.max_sockets,
+            flows: config.limits.max_flows,
+            dns_names: config.dns.max_names,
+            dns_pending: config.dns.max_pending,
+        }
+    }
+}
+
+/// One table's fill level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub table: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// What one fold produced: everything `/metrics` shows but the process
+/// figures, which are read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsState {
+    pub tcp: Vec<(TcpKey, tcp::TcpSeries)>,
+    pub dns: Vec<(DnsKey, dns::DnsSeries)>,
+    /// None before the first fold.
+    pub health: Option<Health>,
+    pub fills: Vec<Fill>,
+    /// Additions counted under "other", per group ("tcp", "dns").
+    pub overflowed: Vec<(&'static str, u64)>,
+    /// Removed flows whose last counts did not fit the retired list.
+    pub flows_lost: u64,
+}
+
+/// The latest published state, shared with the HTTP handler.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsHandle(Arc<RwLock<Arc<MetricsState>>>);
+
+impl MetricsHandle {
+    pub fn latest(&self) -> Arc<MetricsState> {
+        // A writer cannot panic while holding the lock (it swaps an Arc),
+        // but a poisoned lock still holds a whole state.
+        match self.0.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn publish(&self, state: MetricsState) {
+        let state = Arc::new(state);
+        match self.0.write() {
+            Ok(mut s) => *s = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+}
+
+/// The loop's side: the cumulative series and what was taken last time.
+#[derive(Debug)]
+pub struct Metrics {
+    capacities: Capacities,
+    tcp: LabelTable<TcpKey, tcp::TcpSeries>,
+    dns: LabelTable<DnsKey, dns::DnsSeries>,
+    dns_taken: dns::Taken,
+    started: Instant,
+    handle: MetricsHandle,
+}
+
+impl Metrics {
+    pub fn new(config: MetricsConfig, capacities: Capacities) -> (Self, MetricsHandle) {
+        let handle = MetricsHandle::default();
+        let m = Self {
+            capacities,
+            tcp: LabelTable::new(config.max_label_sets, IDLE_EXPIRY_S),
+            dns: LabelTable::new(config.max_label_sets, IDLE_EXPIRY_S),
+            dns_taken: Default::default(),
+            started: Instant::now(),
+            handle: handle.clone(),
+        };
+        (m, handle)
+    }
+
+    /// Folds what the agent counted since the last call and publishes it.
+    /// Call once per interval, after the housekeeping.
+    pub fn update(&mut self, agent: &mut Agent) {
+        let health = agent.health();
+        let attributor = &mut agent.attributor;
+        let mut lookup = |id: u64| WorkloadLabels::of(&attributor.workload(id));
+        let now_s = self.started.elapsed().as_secs();
+        self.fold(
+            &mut agent.aggregator,
+            &agent.dns.aggregates,
+            health,
+            &mut lookup,
+            now_s,
+        );
+    }
+
+    /// [`Self::update`] from its parts: `workload` names a cgroup, `now_s`
+    /// is seconds on any monotonic clock (for idle label sets).
+    pub fn fold(
+        &mut self,
+        agg: &mut Aggregator,
+        dns_aggs: &DnsAggregates,
+        health: Health,
+        workload: &mut dyn FnMut(u64) -> WorkloadLabels,
+        now_s: u64,
+    ) {
+        // From now on, keep flows removed before we take their counts (at
+        // most a table's worth between two folds).
+        agg.retired.enable(self.capacities.flows);
+        let mut labels = tcp::LabelCache::new(workload);
+        tcp::fold(&mut self.tcp, agg, &mut labels, now_s);
+        dns::fold(
+            &mut self.dns,
+            &mut self.dns_taken,
+            dns_aggs,
+            &mut labels,
+            now_s,
+        );
+        let c = &self.capacities;
+        let fill = |table, entries: u64, capacity: usize| Fill {
+            table,
+            entries,
+            capacity: capacity as u64,
+        };
+        let fills = vec![
+            fill("sockets", health.tracked_sockets, c.sockets),
+            fill("flows", health.flows, c.flows),
+            fill("dns_names", dns_aggs.named() as u64, c.dns_names),
+            fill(
+                "dns_pending_queries",
+                health.dns.pending_queries,
+                c.dns_pending,
+            ),
+            fill(
+                "metrics_tcp_label_sets",
+                self.tcp.regular() as u64,
+                self.tcp.max(),
+            ),
+            fill(
+                "metrics_dns_label_sets",
+                self.dns.regular() as u64,
+                self.dns.max(),
+            ),
+        ];
+        self.handle.publish(MetricsState {
+            tcp: self.tcp.sorted(),
+            dns: self.dns.sorted(),
+            health: Some(health),
+            fills,
+            overflowed: vec![("tcp", self.tcp.overflowed), ("dns", self.dns.overflowed)],
+            flows_lost: agg.retired.lost,
+        });
+    }
+
+    pub fn handle(&self) -> MetricsHandle {
+        self.handle.clone()
+    }
+}
