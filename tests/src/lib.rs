@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod container;
 pub mod dns;
+pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod tls;
