@@ -9,8 +9,7 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use super::{
     buckets::Buckets,
-    labels::{DnsKey, LabelTable},
-    tcp::LabelCache,
+    labels::{DnsKey, LabelCache, LabelTable},
 };
 use crate::dns::aggregate::{DnsAggregates, DnsStats, RCODES};
 

@@ -68,6 +68,29 @@ impl WorkloadLabels {
     }
 }
 
+/// Workload labels per cgroup, looked up once per fold.
+pub struct LabelCache<'a> {
+    lookup: &'a mut dyn FnMut(u64) -> WorkloadLabels,
+    known: HashMap<u64, WorkloadLabels>,
+}
+
+impl<'a> LabelCache<'a> {
+    pub fn new(lookup: &'a mut dyn FnMut(u64) -> WorkloadLabels) -> Self {
+        Self {
+            lookup,
+            known: HashMap::new(),
+        }
+    }
+
+    pub fn get(&mut self, cgroup_id: u64) -> WorkloadLabels {
+        let lookup = &mut self.lookup;
+        self.known
+            .entry(cgroup_id)
+            .or_insert_with(|| lookup(cgroup_id))
+            .clone()
+    }
+}
+
 /// A label set of the TCP families.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TcpKey {
@@ -150,8 +173,6 @@ pub struct LabelTable<K, V> {
     tried_expiry: bool,
     /// Additions counted under an overflow label set because the table was full.
     pub overflowed: u64,
-    /// Label sets dropped after `idle_s` without additions.
-    pub expired: u64,
 }
 
 impl<K: Bounded, V: Default> LabelTable<K, V> {
@@ -163,7 +184,6 @@ impl<K: Bounded, V: Default> LabelTable<K, V> {
             regular: 0,
             tried_expiry: false,
             overflowed: 0,
-            expired: 0,
         }
     }
 
@@ -221,9 +241,7 @@ impl<K: Bounded, V: Default> LabelTable<K, V> {
         let before = self.slots.len();
         self.slots
             .retain(|_, s| s.overflow || now_s.saturating_sub(s.touched_s) < idle);
-        let dropped = before - self.slots.len();
-        self.regular -= dropped;
-        self.expired += dropped as u64;
+        self.regular -= before - self.slots.len();
         self.regular < self.max
     }
 

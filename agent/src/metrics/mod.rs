@@ -173,7 +173,7 @@ impl Metrics {
         // From now on, keep flows removed before we take their counts (at
         // most a table's worth between two folds).
         agg.retired.enable(self.capacities.flows);
-        let mut labels = tcp::LabelCache::new(workload);
+        let mut labels = labels::LabelCache::new(workload);
         tcp::fold(&mut self.tcp, agg, &mut labels, now_s);
         dns::fold(
             &mut self.dns,
@@ -216,9 +216,5 @@ impl Metrics {
             overflowed: vec![("tcp", self.tcp.overflowed), ("dns", self.dns.overflowed)],
             flows_lost: agg.retired.lost,
         });
-    }
-
-    pub fn handle(&self) -> MetricsHandle {
-        self.handle.clone()
     }
 }

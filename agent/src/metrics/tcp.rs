@@ -2,13 +2,11 @@
 //! each flow gained since the metrics last took its counts, and open
 //! sockets by state, recomputed every fold.
 
-use std::collections::HashMap;
-
 use sockeye_common::tcp_state;
 
 use super::{
     buckets::Buckets,
-    labels::{LabelTable, TcpKey, WorkloadLabels},
+    labels::{LabelCache, LabelTable, TcpKey},
 };
 use crate::aggregate::{
     cause::FailureCause,
@@ -60,29 +58,6 @@ impl TcpSeries {
             connect_duration: Buckets::of(&flow.latency).since(&Buckets::of(&t.latency)),
             open: Default::default(),
         }
-    }
-}
-
-/// Workload labels per cgroup, looked up once per fold.
-pub struct LabelCache<'a> {
-    lookup: &'a mut dyn FnMut(u64) -> WorkloadLabels,
-    known: HashMap<u64, WorkloadLabels>,
-}
-
-impl<'a> LabelCache<'a> {
-    pub fn new(lookup: &'a mut dyn FnMut(u64) -> WorkloadLabels) -> Self {
-        Self {
-            lookup,
-            known: HashMap::new(),
-        }
-    }
-
-    pub fn get(&mut self, cgroup_id: u64) -> WorkloadLabels {
-        let lookup = &mut self.lookup;
-        self.known
-            .entry(cgroup_id)
-            .or_insert_with(|| lookup(cgroup_id))
-            .clone()
     }
 }
 
