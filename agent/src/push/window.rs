@@ -164,7 +164,7 @@ pub fn histogram_delta(cur: &pb::Histogram, prev: Option<&pb::Histogram>) -> pb:
             .iter()
             .filter_map(|b| {
                 let n = sub(b.count, before.get(&b.lower_ns).copied().unwrap_or(0));
-                (n > 0).then(|| pb::histogram::Bin { count: n, ..*b })
+                (n > 0).then_some(pb::histogram::Bin { count: n, ..*b })
             })
             .collect(),
         count: cur.count - prev.count,
