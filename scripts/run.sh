@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The README's first command: installs or checks what the agent needs, builds
-# it (kernel programs included) and runs it. Arguments go to sockeye-agent.
+# the agent (kernel programs included) and the CLI, and runs the agent with
+# an embedded collector, showing the live table. Arguments go to
+# sockeye-agent (they replace the default --collector embedded only if they
+# name another --collector).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 cargo build --release --locked -p sockeye-agent
-exec target/release/sockeye-agent "$@"
+args=("$@")
+if [[ " ${args[*]-} " != *" --collector"* ]]; then
+  args=(--collector embedded "${args[@]}")
+fi
+exec target/release/sockeye-agent "${args[@]}"

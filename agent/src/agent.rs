@@ -2,7 +2,7 @@
 //! aggregator, and produce snapshots. The binary and the integration tests
 //! both drive this.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::atomic::Ordering};
 
 use crate::{
     aggregate::{Aggregator, Limits},
@@ -13,7 +13,8 @@ use crate::{
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::{CgroupName, Event},
     preexisting::Preexisting,
-    snapshot::{self, Health, Snapshot},
+    push::{PushConfig, Pusher},
+    snapshot::{self, Health, PushHealth, Snapshot},
 };
 
 #[derive(Debug, Clone)]
@@ -71,6 +72,8 @@ pub struct Agent {
     pub dns: DnsTracer,
     /// Live traces for API watchers; built only while someone watches.
     pub traces: TracePublisher,
+    /// Windows for the collector, when one is configured.
+    pub pusher: Option<Pusher>,
     pub cgroup_root: PathBuf,
 }
 
@@ -132,6 +135,7 @@ impl Agent {
             preexisting,
             dns: DnsTracer::new(config.dns),
             traces: TracePublisher::new(config.node_name.clone()),
+            pusher: None,
             cgroup_root,
         })
     }
@@ -216,12 +220,30 @@ impl Agent {
     }
 
     pub fn health(&self) -> Health {
-        Health::collect(
+        let mut h = Health::collect(
             &self.aggregator,
             self.dns.health(),
             &counters::read_all(&self.probes.ebpf),
             &self.attributor,
-        )
+        );
+        if let Some(p) = &self.pusher {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let dropped = get(&p.stats.dropped);
+            h.lost.insert("push_windows_dropped", dropped);
+            h.lost_total += dropped;
+            h.push = Some(PushHealth {
+                windows_sent: get(&p.stats.sent),
+                windows_acked: get(&p.stats.acked),
+                windows_buffered: get(&p.stats.buffered),
+                reconnects: get(&p.stats.reconnects),
+            });
+        }
+        h
+    }
+
+    /// Starts pushing windows to a collector (on the current tokio runtime).
+    pub fn start_pushing(&mut self, cfg: PushConfig) {
+        self.pusher = Some(Pusher::start(cfg, self.traces.node().to_string()));
     }
 }
 

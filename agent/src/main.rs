@@ -21,10 +21,13 @@ use sockeye_agent::{
     http::{self, health::DEFAULT_STALE_AFTER, HealthState},
     metrics::{Capacities, Metrics, MetricsConfig, DEFAULT_MAX_LABEL_SETS},
     output::OutputFormat,
+    push::PushConfig,
     run::{run, RunOptions},
     Agent, Config,
 };
+use sockeye_collector::{Collector, CollectorConfig};
 use sockeye_common::dns::MAX_DNS_PORTS;
+use sockeye_proto::connect::ClientTls;
 
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -94,6 +97,33 @@ struct Args {
     /// CA (PEM) that TCP API clients' certificates must chain to (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Push aggregated windows to this collector: http://host:port,
+    /// https://host:port, unix:///path, or "embedded" to run a collector
+    /// inside the agent (on a unix socket next to the API's).
+    #[arg(long, env = "SOCKEYE_COLLECTOR")]
+    collector: Option<String>,
+    /// Data directory of the embedded collector.
+    #[arg(long, default_value = "/var/lib/sockeye")]
+    collector_data_dir: PathBuf,
+    /// Unix socket of the embedded collector.
+    #[arg(long, default_value = "/run/sockeye/collector.sock")]
+    collector_socket: PathBuf,
+    /// Seconds between windows pushed to the collector.
+    #[arg(long, default_value_t = 10.0)]
+    push_every: f64,
+    /// Unacknowledged windows kept while the collector is away; past it the
+    /// oldest are dropped and counted (default: one hour of 10 s windows).
+    #[arg(long, default_value_t = 360)]
+    push_buffer: usize,
+    /// CA (PEM) to trust for an https:// collector.
+    #[arg(long)]
+    collector_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector that requires mutual TLS.
+    #[arg(long, requires = "collector_key")]
+    collector_cert: Option<PathBuf>,
+    /// Client key (PEM) for a collector that requires mutual TLS.
+    #[arg(long, requires = "collector_cert")]
+    collector_key: Option<PathBuf>,
     /// This node's name, to watch only its pods through the Kubernetes API (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -140,6 +170,28 @@ fn mib(name: &str, v: u32) -> Result<u32, String> {
     }
     v.checked_mul(1 << 20)
         .ok_or_else(|| format!("--{name} is too large"))
+}
+
+/// Runs a collector inside the agent, on a unix socket, so the whole path
+/// (agent -> collector -> CLI) works on one machine.
+async fn start_embedded_collector(
+    data_dir: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<(PathBuf, Collector), Box<dyn std::error::Error>> {
+    let collector = Collector::open(CollectorConfig::new(data_dir)).await?;
+    let listener = sockeye_collector::bind_unix(socket).await?;
+    let serving = collector.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serving.serve_unix(listener).await {
+            log::error!("embedded collector stopped: {e}");
+        }
+    });
+    log::info!(
+        "embedded collector on unix://{} (data in {})",
+        socket.display(),
+        data_dir.display()
+    );
+    Ok((socket.to_path_buf(), collector))
 }
 
 fn main() -> ExitCode {
@@ -286,6 +338,35 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
+    let embedded = match args.collector.as_deref() {
+        None => None,
+        Some(target) => {
+            let (target, embedded) = if target == "embedded" {
+                let (path, collector) = runtime.block_on(start_embedded_collector(
+                    &args.collector_data_dir,
+                    &args.collector_socket,
+                ))?;
+                (format!("unix://{}", path.display()), Some(collector))
+            } else {
+                (target.to_string(), None)
+            };
+            let tls =
+                (args.collector_ca.is_some() || args.collector_cert.is_some()).then(|| ClientTls {
+                    ca: args.collector_ca.clone(),
+                    cert: args.collector_cert.clone(),
+                    key: args.collector_key.clone(),
+                    domain: None,
+                });
+            log::info!("pushing windows every {}s to {target}", args.push_every);
+            agent.start_pushing(PushConfig {
+                target,
+                tls,
+                every: seconds("push-every", args.push_every)?,
+                buffer: args.push_buffer.max(1),
+            });
+            embedded
+        }
+    };
     let result = runtime.block_on(run(
         agent,
         RunOptions {
@@ -304,6 +385,11 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             metrics,
         },
     ));
+    if let Some(c) = embedded {
+        if let Err(e) = runtime.block_on(c.close()) {
+            log::warn!("closing the embedded collector: {e}");
+        }
+    }
     match result {
         // A closed pipe (`| head`) is a normal way to stop reading.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    api::{respond, service::ApiRequest},
+    api::{filter::ApiFilter, respond, service::ApiRequest},
     attribution::filter::WorkloadFilter,
     http::HealthState,
     metrics::Metrics,
@@ -99,6 +99,11 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut printed_seq = 0;
+    let mut push_tick = agent.pusher.as_ref().map(|p| {
+        let mut t = interval(p.every);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    });
     let health = opts.health.as_ref();
     if let Some(h) = health {
         h.set_ready(true);
@@ -119,6 +124,10 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
             Some(request) = next_request(api.as_mut()) => {
                 agent.drain();
                 respond::answer(&mut agent, request);
+            }
+            _ = ticked(push_tick.as_mut()) => {
+                agent.drain();
+                push_window(&mut agent);
             }
             _ = drain_tick.tick() => {
                 agent.drain();
@@ -149,7 +158,42 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
     agent.drain();
     agent.housekeeping();
     emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+    if agent.pusher.is_some() {
+        push_window(&mut agent);
+        flush_pushes(&agent).await;
+    }
     Ok(())
+}
+
+fn push_window(agent: &mut Agent) {
+    let agg = respond::aggregates(agent, &ApiFilter::everything());
+    if let Some(p) = agent.pusher.as_mut() {
+        p.window(agg);
+    }
+}
+
+/// Gives the last windows a moment to reach the collector before exit.
+async fn flush_pushes(agent: &Agent) {
+    const GRACE: Duration = Duration::from_secs(2);
+    let Some(p) = &agent.pusher else { return };
+    // Let the sender take the last window in before looking.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + GRACE;
+    while p.stats.buffered.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fires with an optional interval; never without one.
+async fn ticked(t: Option<&mut tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Fires when the stop channel does; never when there is none.

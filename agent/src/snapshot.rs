@@ -82,6 +82,18 @@ pub struct Health {
     /// Runtime record reads and the Kubernetes API watch.
     pub metadata: MetadataStats,
     pub dns: DnsHealth,
+    /// Windows pushed to the collector, when pushing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushHealth>,
+}
+
+/// The pusher's counters (its losses are also in `lost`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PushHealth {
+    pub windows_sent: u64,
+    pub windows_acked: u64,
+    pub windows_buffered: u64,
+    pub reconnects: u64,
 }
 
 impl Health {

@@ -188,6 +188,8 @@ struct RowAcc {
     latency: MergedHistogram,
     /// node -> (end of the latest window with this row, open there).
     open_by_node: HashMap<String, (i64, u64)>,
+    /// node -> (end of the latest window with this row, its drop counters).
+    drops_by_node: HashMap<String, (i64, pb::Drops)>,
 }
 
 /// Accumulates windows into ranked rows.
@@ -242,6 +244,15 @@ impl TopBuilder {
             if let Some(h) = &f.connect_latency {
                 row.latency.add(h);
             }
+            if let Some(d) = &f.drops {
+                let latest = row
+                    .drops_by_node
+                    .entry(w.node.clone())
+                    .or_insert((w.end_unix_ms, d.clone()));
+                if w.end_unix_ms > latest.0 {
+                    *latest = (w.end_unix_ms, d.clone());
+                }
+            }
             let open = row
                 .open_by_node
                 .entry(w.node.clone())
@@ -269,6 +280,14 @@ impl TopBuilder {
                     .fold(0u64, |n, (_, (_, o))| n.saturating_add(*o));
                 let mut nodes: Vec<String> = acc.open_by_node.into_keys().collect();
                 nodes.sort();
+                let mut drops = pb::Drops::default();
+                for (_, d) in acc.drops_by_node.into_values() {
+                    for (name, n) in d.counters {
+                        let c = drops.counters.entry(name).or_default();
+                        *c = c.saturating_add(n);
+                    }
+                    drops.total = drops.total.saturating_add(d.total);
+                }
                 pb::TopRow {
                     workload: Some(acc.workload),
                     destination: Some(pb::Endpoint {
@@ -280,6 +299,7 @@ impl TopBuilder {
                     connect_percentiles: acc.latency.percentiles(),
                     open,
                     nodes,
+                    drops: Some(drops),
                 }
             })
             .collect();

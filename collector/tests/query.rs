@@ -200,6 +200,14 @@ async fn ranks_by_failures_latency_and_open() {
     );
     // Latest gauge of the range: neither the peak (5) nor the sum (10).
     assert_eq!(by_open.rows[0].open, 50);
+    let drops = by_open.rows[0]
+        .drops
+        .as_ref()
+        .expect("rows carry drop counters");
+    assert!(
+        drops.counters.contains_key("kernel_ringbuf_full"),
+        "{drops:?}"
+    );
     assert_eq!(by_open.rows[1].open, 2);
     c.tc.stop().await;
 }

@@ -7,6 +7,7 @@ use sockeye_agent::{
     api::{self, server::ServeOptions, Listening},
     attribution::filter::WorkloadFilter,
     output::OutputFormat,
+    push::PushConfig,
     run::{run, RunOptions},
     Config,
 };
@@ -30,7 +31,16 @@ pub struct ApiAgent {
 impl ApiAgent {
     /// Starts the agent with `config`, its API on a fresh unix socket plus
     /// whatever `serve` adds (TCP, TLS).
-    pub fn start(config: Config, mut serve: ServeOptions) -> Self {
+    pub fn start(config: Config, serve: ServeOptions) -> Self {
+        Self::start_pushing(config, serve, None)
+    }
+
+    /// As [`ApiAgent::start`], also pushing windows to a collector.
+    pub fn start_pushing(
+        config: Config,
+        mut serve: ServeOptions,
+        push: Option<PushConfig>,
+    ) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("sockeye-api-{}-{n}", std::process::id()));
@@ -43,7 +53,11 @@ impl ApiAgent {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            let agent = start_with(&config);
+            let mut agent = start_with(&config);
+            if let Some(push) = push {
+                let _entered = runtime.enter();
+                agent.start_pushing(push);
+            }
             let (requests, listening) = runtime
                 .block_on(api::start(&agent, &serve))
                 .expect("API starts");

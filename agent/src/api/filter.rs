@@ -86,6 +86,14 @@ pub struct ApiFilter {
 }
 
 impl ApiFilter {
+    /// Everything of this node.
+    pub fn everything() -> Self {
+        Self {
+            this_node: true,
+            ..Self::default()
+        }
+    }
+
     pub fn parse(f: Option<&pb::Filter>, node: &str) -> Result<Self, Status> {
         let Some(f) = f else {
             return Ok(Self {

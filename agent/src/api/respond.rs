@@ -2,24 +2,28 @@
 
 use sockeye_proto::v1 as pb;
 
-use super::{convert, service::ApiRequest};
+use super::{convert, filter::ApiFilter, service::ApiRequest};
 use crate::Agent;
 
 pub fn answer(agent: &mut Agent, request: ApiRequest) {
     match request {
         ApiRequest::Snapshot { filter, reply } => {
-            let snap = filter.apply(agent.snapshot_filtered(&filter.workload));
-            let health = agent.health();
-            let node = agent.traces.node().to_string();
             let snapshot = pb::Snapshot {
-                aggregates: Some(convert::aggregates(&snap, &health, &node)),
-                node,
+                aggregates: Some(aggregates(agent, &filter)),
+                node: agent.traces.node().to_string(),
                 taken_unix_ms: unix_ms(),
             };
             // The client may have gone: nothing to do then.
             let _ = reply.send(snapshot);
         }
     }
+}
+
+/// The agent's aggregates that pass `filter`, as the API sends them.
+pub fn aggregates(agent: &mut Agent, filter: &ApiFilter) -> pb::Aggregates {
+    let snap = filter.apply(agent.snapshot_filtered(&filter.workload));
+    let health = agent.health();
+    convert::aggregates(&snap, &health, agent.traces.node())
 }
 
 fn unix_ms() -> i64 {
