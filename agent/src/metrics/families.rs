@@ -18,7 +18,10 @@ use super::{
     labels::{DnsKey, TcpKey},
     MetricsState,
 };
-use crate::aggregate::{cause::FailureCause, flows::Direction};
+use crate::{
+    aggregate::{cause::FailureCause, flows::Direction},
+    snapshot::PushHealth,
+};
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -111,6 +114,39 @@ fn histogram(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, b: &Buckets) -
         &b.prometheus(),
         None,
     )
+}
+
+/// Windows for the collector (when the agent pushes); the windows dropped
+/// are in `sockeye_dropped_events_total{counter="push_windows_dropped"}`.
+fn push(enc: &mut DescriptorEncoder, p: &PushHealth) -> Done {
+    for (name, help, v) in [
+        (
+            "sockeye_push_windows_sent",
+            "Windows sent to the collector, resends included.",
+            p.windows_sent,
+        ),
+        (
+            "sockeye_push_windows_acked",
+            "Windows the collector acknowledged.",
+            p.windows_acked,
+        ),
+        (
+            "sockeye_push_reconnects",
+            "Sessions with the collector that failed or were lost (each retried with backoff).",
+            p.reconnects,
+        ),
+    ] {
+        family(enc, name, help, None, MetricType::Counter)?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
+    family(
+        enc,
+        "sockeye_push_windows_buffered",
+        "Windows kept until the collector acknowledges them.",
+        None,
+        MetricType::Gauge,
+    )?
+    .encode_gauge(&p.windows_buffered)
 }
 
 const SECONDS: Unit = Unit::Seconds;
@@ -294,6 +330,9 @@ impl Families {
             )?;
             for (reason, &n) in &h.dns.parse_errors {
                 counter(&mut m, &[("reason", *reason)], n)?;
+            }
+            if let Some(p) = &h.push {
+                push(enc, p)?;
             }
         }
         let mut m = family(

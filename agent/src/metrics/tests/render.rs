@@ -85,6 +85,12 @@ fn renders_every_family_from_a_fixed_state() {
     health.lost.insert("user_flows_evicted", 0);
     health.dns.packets = 9;
     health.dns.parse_errors.insert("label_too_long", 1);
+    health.push = Some(crate::snapshot::PushHealth {
+        windows_sent: 5,
+        windows_acked: 4,
+        windows_buffered: 1,
+        reconnects: 2,
+    });
 
     let (mut m, handle) = metrics(200);
     m.fold(&mut agg, &dns, health, &mut checkout, 0);
@@ -219,6 +225,10 @@ fn renders_every_family_from_a_fixed_state() {
         (r#"sockeye_metrics_overflow_total{group="tcp"}"#, 0.0),
         ("sockeye_process_resident_memory_bytes", 4096.0),
         ("sockeye_process_cpu_seconds_total", 0.5),
+        ("sockeye_push_windows_sent_total", 5.0),
+        ("sockeye_push_windows_acked_total", 4.0),
+        ("sockeye_push_windows_buffered", 1.0),
+        ("sockeye_push_reconnects_total", 2.0),
     ] {
         assert_eq!(value(&t, series), Some(v), "{series}");
     }
