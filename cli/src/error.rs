@@ -84,12 +84,13 @@ pub enum CliError {
         service: &'static str,
         hint: &'static str,
     },
-    #[error("the {role} at {target} answered {code:?}: {message}")]
+    #[error("the {role} at {target} answered {code:?}: {message}{hint}")]
     Status {
         role: Role,
         target: String,
         code: Code,
         message: String,
+        hint: &'static str,
     },
     #[error("the {role} at {target} ended the stream (is it shutting down?)")]
     StreamEnded { role: Role, target: String },
@@ -137,14 +138,46 @@ impl CliError {
                     Role::Collector => " (is it an agent? use --agent)",
                 },
             },
-            code => Self::Status {
-                role,
-                target: target.to_string(),
-                code,
-                message: s.message().to_string(),
-            },
+            code => {
+                let message = with_cause(s);
+                // A TLS server that wants a client certificate accepts the
+                // handshake and refuses the first call.
+                let hint = if target.starts_with("https://") && message.contains("Certificate") {
+                    " (TLS refused: the server may require a client certificate: --tls-cert and --tls-key)"
+                } else {
+                    ""
+                };
+                Self::Status {
+                    role,
+                    target: target.to_string(),
+                    code,
+                    message,
+                    hint,
+                }
+            }
         }
     }
+}
+
+/// The status message, and the innermost error under it when there is one
+/// ("transport error: received fatal alert: CertificateRequired"): tonic's
+/// own message alone does not say what went wrong.
+fn with_cause(s: &tonic::Status) -> String {
+    let mut message = s.message().to_string();
+    let mut cur = std::error::Error::source(s);
+    let mut innermost = None;
+    while let Some(e) = cur {
+        innermost = Some(e.to_string());
+        cur = e.source();
+    }
+    if let Some(inner) = innermost.filter(|i| !message.contains(i.as_str())) {
+        if message.is_empty() {
+            message = inner;
+        } else {
+            message = format!("{message}: {inner}");
+        }
+    }
+    message
 }
 
 #[cfg(test)]

@@ -138,6 +138,14 @@ fn row(view: &View, r: &pb::TopRow) -> Vec<String> {
     out
 }
 
+fn windows(n: u64) -> &'static str {
+    if n == 1 {
+        "window"
+    } else {
+        "windows"
+    }
+}
+
 pub fn render(resp: &pb::QueryTopResponse, basis: Basis, view: &View) -> String {
     if view.output == Output::Json {
         let mut out: String = resp
@@ -180,9 +188,10 @@ pub fn render(resp: &pb::QueryTopResponse, basis: Basis, view: &View) -> String 
                 (0, _) => format!(
                     "note: no windows over the last {range}: are agents pushing to this collector?\n"
                 ),
-                (w, 0) => format!("{w} windows over the last {range}, none dropped\n"),
+                (w, 0) => format!("{w} {} over the last {range}, none dropped\n", windows(w)),
                 (w, d) => format!(
-                    "note: {w} windows over the last {range}; agents dropped {d} more (the collector was away too long): counts may be low\n"
+                    "note: {w} {} over the last {range}; agents dropped {d} more (the collector was away too long): counts may be low\n",
+                    windows(w)
                 ),
             });
         }
