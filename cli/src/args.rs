@@ -194,6 +194,16 @@ fn since(s: &str) -> Result<Duration, String> {
 }
 
 impl Cli {
+    /// Parses `args` (the first is the program name) without exiting, so
+    /// callers without clap in scope can run commands in-process.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
+    }
+
     /// The filter as the API takes it; flags not given match everything.
     pub fn filter(&self) -> pb::Filter {
         let v = |o: &Option<String>| o.clone().unwrap_or_default();

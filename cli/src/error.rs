@@ -40,9 +40,10 @@ pub enum CliError {
         role: Role,
         target: String,
         reason: String,
-        hint: String,
+        hint: &'static str,
+        // Boxed: it is large, and every Result of the CLI carries this type.
         #[source]
-        source: sockeye_proto::connect::ConnectError,
+        source: Box<sockeye_proto::connect::ConnectError>,
     },
     #[error(
         "cannot reach the {role} at {target}: no connection within {secs}s (--connect-timeout)"

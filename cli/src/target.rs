@@ -109,9 +109,9 @@ fn connect_error(target: &Target, e: ConnectError) -> CliError {
             CliError::Unreachable {
                 role: target.role,
                 target: target.url.clone(),
-                hint: hint(target, kind, &reason).to_string(),
+                hint: hint(target, kind, &reason),
                 reason,
-                source: e,
+                source: Box::new(e),
             }
         }
     }
@@ -243,6 +243,39 @@ mod tests {
             normalize("/a.sock", true),
             Err(CliError::TlsWithoutHttps { .. })
         ));
+    }
+
+    #[test]
+    fn hints_follow_the_cause() {
+        use io::ErrorKind::*;
+        let t = |role, url: &str| Target {
+            role,
+            url: url.to_string(),
+        };
+        let sock = t(Role::Agent, DEFAULT_AGENT);
+        // Tests run as root, which a 0600 socket cannot refuse: this case is
+        // only checked here.
+        assert_eq!(
+            hint(&sock, Some(PermissionDenied), "Permission denied"),
+            " (the socket is root-only: try sudo)"
+        );
+        assert!(hint(&sock, Some(NotFound), "").contains("is sockeye-agent running?"));
+        assert!(hint(
+            &t(Role::Agent, "http://n:7071"),
+            Some(ConnectionRefused),
+            ""
+        )
+        .contains("--api-addr"));
+        assert!(hint(
+            &t(Role::Collector, "https://c:7070"),
+            Some(InvalidData),
+            "bad"
+        )
+        .starts_with(" (TLS failed"));
+        assert_eq!(
+            hint(&t(Role::Collector, "http://c:7070"), Some(TimedOut), ""),
+            ""
+        );
     }
 
     #[tokio::test]

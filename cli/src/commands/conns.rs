@@ -4,7 +4,7 @@
 
 use sockeye_proto::v1 as pb;
 
-use super::{cut, endpoint_key, notes, pod_uid, workload_name, View};
+use super::{cgroup_path, cut, endpoint_key, notes, pod_uid, workload_name, View};
 use crate::{
     args::Output,
     error::Role,
@@ -81,6 +81,7 @@ fn columns(view: &View) -> Vec<Column> {
             right("RECV"),
             left("PROCESS"),
             left("POD-UID"),
+            left("CGROUP"),
         ]);
     }
     c
@@ -127,6 +128,7 @@ fn row(view: &View, node: &str, f: &pb::TcpFlow) -> Vec<String> {
             format::bytes(f.bytes_received),
             format::process(&f.last_comm, f.last_pid),
             pod_uid(f.workload.as_ref()),
+            cgroup_path(f.workload.as_ref()),
         ]);
     }
     r

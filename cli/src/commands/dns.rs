@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 
 use sockeye_proto::v1 as pb;
 
-use super::{cut, endpoint_key, notes, pod_uid, workload_name, View};
+use super::{cgroup_path, cut, endpoint_key, notes, pod_uid, workload_name, View};
 use crate::{
     args::Output,
     error::Role,
@@ -89,6 +89,7 @@ fn columns(view: &View) -> Vec<Column> {
             left("RCODES"),
             left("PROCESS"),
             left("POD-UID"),
+            left("CGROUP"),
         ]);
     }
     c
@@ -100,7 +101,8 @@ fn row(view: &View, node: &str, r: &Row) -> Vec<String> {
     let p = c.percentiles.as_ref().filter(|p| p.count > 0);
     let pct = |pick: fn(&pb::Percentiles) -> u64| format::duration_ns(p.map(pick));
     let (name, qtype) = match r {
-        Row::Total(_) => ("(all names)", "*"),
+        // One word, so every cell splits on whitespace.
+        Row::Total(_) => ("(total)", "*"),
         Row::Name(n) => (n.name.as_str(), n.qtype.as_str()),
     };
     let server = match r.server() {
@@ -146,6 +148,7 @@ fn row(view: &View, node: &str, r: &Row) -> Vec<String> {
             },
             format::process(comm, pid),
             pod_uid(r.workload()),
+            cgroup_path(r.workload()),
         ]);
     }
     out

@@ -111,6 +111,15 @@ pub fn pod_uid(w: Option<&pb::Workload>) -> String {
         .to_string()
 }
 
+/// The cgroup path, for wide tables: labels such as "host" cover every
+/// cgroup outside a container.
+pub fn cgroup_path(w: Option<&pb::Workload>) -> String {
+    w.map(|w| w.cgroup_path.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("-")
+        .to_string()
+}
+
 /// Orders endpoints as addresses (10.0.0.9 before 10.0.0.10); text that is
 /// not an address sorts before them, by itself.
 pub type EndpointKey = (Option<std::net::IpAddr>, String, u32);
