@@ -199,3 +199,42 @@ async fn answer(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(args: &[&str], role: Role) -> Result<(), CliError> {
+        let cli = Cli::from_args(args).expect("flags parse");
+        let target = Target {
+            role,
+            url: "unix:///a.sock".into(),
+        };
+        check(&cli, &target)
+    }
+
+    #[test]
+    fn flag_combinations_that_cannot_work_are_refused_before_connecting() {
+        use Role::*;
+        let refused = [
+            (&["sockeye", "top", "--since", "1h"][..], Agent),
+            (&["sockeye", "watch", "-w"], Agent),
+            (&["sockeye", "watch", "--kind", "dns"], Collector),
+            (&["sockeye", "conns", "--count", "2"], Agent),
+        ];
+        for (args, role) in refused {
+            let e = checked(args, role).expect_err(&args.join(" "));
+            assert_eq!(e.exit_code(), exit::USAGE, "{args:?}: {e}");
+        }
+        for (args, role) in [
+            (&["sockeye", "top", "--since", "1h"][..], Collector),
+            (
+                &["sockeye", "watch", "--kind", "dns", "--count", "1"],
+                Agent,
+            ),
+            (&["sockeye", "dns", "-w", "--count", "2"], Collector),
+        ] {
+            checked(args, role).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+}
