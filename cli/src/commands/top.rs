@@ -1,0 +1,200 @@
+//! `sockeye top`: outbound destinations ranked by failed connects, p99
+//! connect latency or open sockets. The collector ranks over a time range
+//! (QueryTop); an agent's flows are ranked here the same way, over what the
+//! agent counted since it started.
+
+use std::time::Duration;
+
+use sockeye_proto::v1 as pb;
+
+use super::{cut, notes, pod_uid, workload_name, View};
+use crate::{
+    args::{Output, RankBy},
+    error::Role,
+    format, json,
+    table::{left, right, Column, Table},
+};
+
+const WORKLOAD_WIDTH: usize = 48;
+
+/// What the ranking was computed from.
+#[derive(Debug, Clone, Copy)]
+pub enum Basis<'a> {
+    /// One agent's snapshot.
+    Agent(&'a pb::Snapshot),
+    /// The collector's windows that ended in `[from, to]`.
+    Collector {
+        since: Duration,
+        from_unix_ms: i64,
+        to_unix_ms: i64,
+    },
+}
+
+/// An agent's outbound flows as QueryTop rows, ranked like the collector
+/// ranks them (`collector/src/query.rs`), so both answer alike.
+pub fn rank(snap: &pb::Snapshot, by: RankBy, limit: usize) -> pb::QueryTopResponse {
+    let flows = snap.aggregates.iter().flat_map(|a| &a.tcp_flows);
+    let mut rows: Vec<pb::TopRow> = flows
+        .filter(|f| f.direction == pb::Direction::Outbound as i32)
+        .map(|f| pb::TopRow {
+            workload: f.workload.clone(),
+            destination: f.remote.clone(),
+            connects_ok: f.connects_ok,
+            connects_failed: f
+                .connects_failed
+                .values()
+                .fold(0u64, |n, v| n.saturating_add(*v)),
+            connect_percentiles: f.connect_percentiles,
+            open: f.open,
+            nodes: vec![snap.node.clone()],
+        })
+        .collect();
+    let p99 = |r: &pb::TopRow| r.connect_percentiles.map_or(0, |p| p.p99_ns);
+    let samples = |r: &pb::TopRow| r.connect_percentiles.map_or(0, |p| p.count);
+    let attempts = |r: &pb::TopRow| r.connects_ok.saturating_add(r.connects_failed);
+    rows.sort_by(|a, b| {
+        let primary = match by {
+            RankBy::Failures => b
+                .connects_failed
+                .cmp(&a.connects_failed)
+                .then(attempts(b).cmp(&attempts(a))),
+            RankBy::Latency => p99(b).cmp(&p99(a)).then(samples(b).cmp(&samples(a))),
+            RankBy::Open => b.open.cmp(&a.open),
+        };
+        primary.then_with(|| tie_break(a).cmp(&tie_break(b)))
+    });
+    rows.truncate(limit);
+    pb::QueryTopResponse {
+        rows,
+        windows: 0,
+        dropped_windows: 0,
+    }
+}
+
+fn tie_break(r: &pb::TopRow) -> (String, String, String, super::EndpointKey) {
+    let w = r.workload.clone().unwrap_or_default();
+    (
+        w.namespace,
+        w.pod,
+        w.label,
+        super::endpoint_key(r.destination.as_ref()),
+    )
+}
+
+fn columns(view: &View) -> Vec<Column> {
+    let mut c = vec![
+        left("WORKLOAD"),
+        left("DESTINATION"),
+        right("OK"),
+        right("FAIL"),
+        right("FAIL%"),
+        right("P50"),
+        right("P90"),
+        right("P99"),
+    ];
+    if view.wide() {
+        c.push(right("MAX"));
+    }
+    c.push(right("OPEN"));
+    if view.wide() || view.role == Role::Collector {
+        c.push(left("NODES"));
+    }
+    if view.wide() {
+        c.push(left("POD-UID"));
+    }
+    c
+}
+
+fn row(view: &View, r: &pb::TopRow) -> Vec<String> {
+    let p = r.connect_percentiles.as_ref().filter(|p| p.count > 0);
+    let pct = |pick: fn(&pb::Percentiles) -> u64| format::duration_ns(p.map(pick));
+    let mut out = vec![
+        cut(view, &workload_name(r.workload.as_ref()), WORKLOAD_WIDTH),
+        format::endpoint_of(r.destination.as_ref()),
+        r.connects_ok.to_string(),
+        r.connects_failed.to_string(),
+        format::percent(
+            r.connects_failed,
+            r.connects_ok.saturating_add(r.connects_failed),
+        ),
+        pct(|p| p.p50_ns),
+        pct(|p| p.p90_ns),
+        pct(|p| p.p99_ns),
+    ];
+    if view.wide() {
+        out.push(pct(|p| p.max_ns));
+    }
+    out.push(r.open.to_string());
+    if view.wide() || view.role == Role::Collector {
+        out.push(if r.nodes.is_empty() {
+            "-".to_string()
+        } else {
+            r.nodes.join(",")
+        });
+    }
+    if view.wide() {
+        out.push(pod_uid(r.workload.as_ref()));
+    }
+    out
+}
+
+fn windows(n: u64) -> &'static str {
+    if n == 1 {
+        "window"
+    } else {
+        "windows"
+    }
+}
+
+pub fn render(resp: &pb::QueryTopResponse, basis: Basis, view: &View) -> String {
+    if view.output == Output::Json {
+        let mut out: String = resp
+            .rows
+            .iter()
+            .map(|r| json::line(&json::top(r)))
+            .collect();
+        out.push_str(&match basis {
+            Basis::Agent(snap) => json::line(&json::node(snap)),
+            Basis::Collector {
+                from_unix_ms,
+                to_unix_ms,
+                ..
+            } => json::line(&json::Range {
+                kind: "range",
+                from_unix_ms,
+                to_unix_ms,
+                windows: resp.windows,
+                dropped_windows: resp.dropped_windows,
+            }),
+        });
+        return out;
+    }
+    let mut out = if resp.rows.is_empty() {
+        format!("No destinations found{}.\n", view.for_filter())
+    } else {
+        let mut t = Table::new(columns(view));
+        for r in &resp.rows {
+            t.push(row(view, r));
+        }
+        t.render()
+    };
+    match basis {
+        Basis::Agent(snap) => out.push_str(&notes(std::slice::from_ref(snap), view, |a| {
+            a.tcp_flows.first().and_then(|f| f.drops.as_ref())
+        })),
+        Basis::Collector { since, .. } => {
+            let range = humantime::format_duration(since);
+            out.push_str(&match (resp.windows, resp.dropped_windows) {
+                (0, _) => format!(
+                    "note: no windows over the last {range}: are agents pushing to this collector?\n"
+                ),
+                (w, 0) => format!("{w} {} over the last {range}, none dropped\n", windows(w)),
+                (w, d) => format!(
+                    "note: {w} {} over the last {range}; agents dropped {d} more (the collector was away too long): counts may be low\n",
+                    windows(w)
+                ),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,334 @@
+//! Human formatting of durations, ages, byte counts, addresses and times,
+//! in the same vocabulary as the agent's own table ("850µs", "3h12m",
+//! "EST:3,CW:1", "curl(4411)").
+
+use std::{collections::HashMap, net::IpAddr};
+
+/// "850µs", "12.3ms", "1.02s", "3m05s"; "-" when there is no value.
+pub fn duration_ns(ns: Option<u64>) -> String {
+    let Some(ns) = ns else {
+        return "-".to_string();
+    };
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    let us = ns as f64 / 1e3;
+    // Rounding can carry a value into the next unit ("999.96µs" would
+    // print as "1000µs"), so compare the rounded text's magnitude.
+    if us < 999.5 {
+        return format!("{us:.0}µs");
+    }
+    let ms = us / 1e3;
+    if ms < 99.95 {
+        return format!("{ms:.1}ms");
+    }
+    if ms < 999.5 {
+        return format!("{ms:.0}ms");
+    }
+    let s = ms / 1e3;
+    if s < 59.995 {
+        return format!("{s:.2}s");
+    }
+    let whole = ns / 1_000_000_000;
+    if whole < 3600 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        age_s(whole as f64)
+    }
+}
+
+/// A duration where zero means "not measured".
+pub fn duration_nonzero(ns: u64) -> String {
+    duration_ns((ns > 0).then_some(ns))
+}
+
+/// "42s", "7m", "3h12m", "2d03h".
+pub fn age_s(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".to_string();
+    }
+    let s = secs as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m", s / 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// "512B", "1.5KiB", "3.2MiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+/// "2.5%" of `part` in `whole`; "-" when `whole` is 0.
+pub fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_string();
+    }
+    let p = part as f64 * 100.0 / whole as f64;
+    if p >= 10.0 || p == 0.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// Cuts `s` to `max` characters by replacing its middle with "…": both
+/// ends of a name carry meaning (a namespace and a container, a host and
+/// its domain).
+pub fn truncate(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max || max == 0 {
+        return s.to_string();
+    }
+    if max == 1 {
+        return "…".to_string();
+    }
+    let keep = max - 1;
+    let head = keep.div_ceil(2);
+    let tail = keep - head;
+    let mut out: String = s.chars().take(head).collect();
+    out.push('…');
+    out.extend(s.chars().skip(n - tail));
+    out
+}
+
+/// "10.0.1.12:6379", "[fd00::1]:53"; a text that is not an address is
+/// kept as it is.
+pub fn endpoint(ip: &str, port: u32) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        Ok(v4) => format!("{v4}:{port}"),
+        Err(_) if ip.is_empty() => format!("*:{port}"),
+        Err(_) => format!("{ip}:{port}"),
+    }
+}
+
+pub fn endpoint_of(e: Option<&sockeye_proto::v1::Endpoint>) -> String {
+    e.map_or_else(|| "-".to_string(), |e| endpoint(&e.ip, e.port))
+}
+
+/// "curl(4411)", or "-" when no process was seen.
+pub fn process(comm: &str, pid: u32) -> String {
+    match (comm.is_empty(), pid) {
+        (true, 0) => "-".to_string(),
+        (false, 0) => comm.to_string(),
+        (true, pid) => format!("({pid})"),
+        (false, pid) => format!("{comm}({pid})"),
+    }
+}
+
+/// The agent's short TCP state names.
+pub fn short_state(s: &str) -> &str {
+    match s {
+        "ESTABLISHED" => "EST",
+        "CLOSE_WAIT" => "CW",
+        "TIME_WAIT" => "TW",
+        "SYN_SENT" => "SYN",
+        "SYN_RECV" => "SYNR",
+        "FIN_WAIT1" => "FW1",
+        "FIN_WAIT2" => "FW2",
+        "LAST_ACK" => "LA",
+        "CLOSING" => "CLG",
+        other => other,
+    }
+}
+
+/// "EST:198,CW:14": most first, then by name; "-" when empty.
+pub fn states(m: &HashMap<String, u64>) -> String {
+    let mut v: Vec<(&String, &u64)> = m.iter().filter(|(_, n)| **n > 0).collect();
+    if v.is_empty() {
+        return "-".to_string();
+    }
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(s, n)| format!("{}:{n}", short_state(s)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// "kernel_ringbuf_full:12,user_flows_evicted:3" for the counters above 0,
+/// by name.
+pub fn counters(m: &HashMap<String, u64>) -> String {
+    let mut v: Vec<(&String, &u64)> = m.iter().filter(|(_, n)| **n > 0).collect();
+    v.sort();
+    v.iter()
+        .map(|(k, n)| format!("{k}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`): no time zone database needed,
+/// because the CLI prints UTC.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn split_ns(ts_ns: i64) -> (i64, i64) {
+    (
+        ts_ns.div_euclid(1_000_000_000),
+        ts_ns.rem_euclid(1_000_000_000),
+    )
+}
+
+/// "07:31:02.123" (UTC).
+pub fn time_of_day_ns(ts_ns: i64) -> String {
+    let (secs, ns) = split_ns(ts_ns);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        (s % 3600) / 60,
+        s % 60,
+        ns / 1_000_000
+    )
+}
+
+/// "2025-03-01T07:31:02.123456Z".
+pub fn rfc3339_ns(ts_ns: i64) -> String {
+    let (secs, ns) = split_ns(ts_ns);
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        (s % 3600) / 60,
+        s % 60,
+        ns / 1_000
+    )
+}
+
+pub fn time_of_day_ms(ms: i64) -> String {
+    time_of_day_ns(ms.saturating_mul(1_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ns(None), "-");
+        assert_eq!(duration_nonzero(0), "-");
+        assert_eq!(duration_ns(Some(999)), "999ns");
+        assert_eq!(duration_ns(Some(12_400)), "12µs");
+        assert_eq!(duration_ns(Some(850_000)), "850µs");
+        // Rounds up into the next unit rather than printing "1000µs".
+        assert_eq!(duration_ns(Some(999_700)), "1.0ms");
+        assert_eq!(duration_ns(Some(1_230_000)), "1.2ms");
+        assert_eq!(duration_ns(Some(12_300_000)), "12.3ms");
+        assert_eq!(duration_ns(Some(99_960_000)), "100ms");
+        assert_eq!(duration_ns(Some(850_000_000)), "850ms");
+        assert_eq!(duration_ns(Some(999_600_000)), "1.00s");
+        assert_eq!(duration_ns(Some(1_020_000_000)), "1.02s");
+        assert_eq!(duration_ns(Some(59_990_000_000)), "59.99s");
+        assert_eq!(duration_ns(Some(65_000_000_000)), "1m05s");
+        assert_eq!(duration_ns(Some(3 * 3600 * 1_000_000_000)), "3h00m");
+    }
+
+    #[test]
+    fn ages_bytes_percent() {
+        assert_eq!(age_s(42.9), "42s");
+        assert_eq!(age_s(7.0 * 60.0 + 59.0), "7m");
+        assert_eq!(age_s(3.0 * 3600.0 + 12.0 * 60.0), "3h12m");
+        assert_eq!(age_s(2.0 * 86_400.0 + 3.0 * 3600.0), "2d03h");
+        assert_eq!(age_s(f64::NAN), "-");
+        assert_eq!(age_s(-1.0), "-");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(1536), "1.5KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 + 200 * 1024), "3.2MiB");
+        assert_eq!(percent(1, 40), "2.5%");
+        assert_eq!(percent(3, 4), "75%");
+        assert_eq!(percent(0, 4), "0%");
+        assert_eq!(percent(0, 0), "-");
+    }
+
+    #[test]
+    fn truncation_keeps_both_ends() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(
+            truncate("prod/payments-7d9f8b6c5-x2x4q/php", 20),
+            "prod/payme…x2x4q/php"
+        );
+        assert_eq!(
+            truncate("prod/payments-7d9f8b6c5-x2x4q/php", 20)
+                .chars()
+                .count(),
+            20
+        );
+        assert_eq!(truncate("abcdef", 1), "…");
+        assert_eq!(truncate("abcdef", 2), "a…");
+        assert_eq!(truncate("µµµµµµ", 3), "µ…µ");
+    }
+
+    #[test]
+    fn addresses_processes_states() {
+        assert_eq!(endpoint("10.0.1.12", 6379), "10.0.1.12:6379");
+        assert_eq!(endpoint("fd00::1", 53), "[fd00::1]:53");
+        assert_eq!(endpoint("", 80), "*:80");
+        assert_eq!(endpoint_of(None), "-");
+        assert_eq!(process("curl", 4411), "curl(4411)");
+        assert_eq!(process("", 0), "-");
+        assert_eq!(process("", 7), "(7)");
+        let m: HashMap<String, u64> = [
+            ("CLOSE_WAIT".to_string(), 14),
+            ("ESTABLISHED".to_string(), 198),
+            ("TIME_WAIT".to_string(), 0),
+            ("LISTEN".to_string(), 14),
+        ]
+        .into();
+        assert_eq!(states(&m), "EST:198,CW:14,LISTEN:14");
+        assert_eq!(states(&HashMap::new()), "-");
+        let c: HashMap<String, u64> = [
+            ("b".to_string(), 2),
+            ("a".to_string(), 1),
+            ("z".to_string(), 0),
+        ]
+        .into();
+        assert_eq!(counters(&c), "a:1,b:2");
+    }
+
+    #[test]
+    fn utc_times() {
+        // 2025-03-01T07:31:02.123456789Z
+        let ts = 1_740_814_262_123_456_789;
+        assert_eq!(time_of_day_ns(ts), "07:31:02.123");
+        assert_eq!(rfc3339_ns(ts), "2025-03-01T07:31:02.123456Z");
+        assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000Z");
+        // A leap day and the end of a century year.
+        assert_eq!(
+            rfc3339_ns(951_782_400 * 1_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+        assert_eq!(
+            rfc3339_ns(978_307_199 * 1_000_000_000),
+            "2000-12-31T23:59:59.000000Z"
+        );
+        assert_eq!(time_of_day_ms(1_740_814_262_123), "07:31:02.123");
+    }
+}
