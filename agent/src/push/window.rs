@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use sockeye_collector::histogram::MergedHistogram;
 use sockeye_proto::v1 as pb;
 
 /// Identity of a row across windows.
@@ -186,7 +187,6 @@ fn flow_delta(cur: &pb::TcpFlow, prev: Option<&pb::TcpFlow>) -> Option<pb::TcpFl
             .connect_latency
             .as_ref()
             .map(|h| histogram_delta(h, prev.and_then(|p| p.connect_latency.as_ref()))),
-        // Percentiles of a window come from its histogram, at the collector.
         connect_percentiles: None,
         syn_retransmits: d(cur.syn_retransmits, |p| p.syn_retransmits),
         opened: d(cur.opened, |p| p.opened),
@@ -195,6 +195,8 @@ fn flow_delta(cur: &pb::TcpFlow, prev: Option<&pb::TcpFlow>) -> Option<pb::TcpFl
         bytes_received: d(cur.bytes_received, |p| p.bytes_received),
         ..cur.clone()
     };
+    let mut delta = delta;
+    delta.connect_percentiles = delta.connect_latency.as_ref().and_then(percentiles);
     let changed = delta.connects_ok > 0
         || !delta.connects_failed.is_empty()
         || delta.opened > 0
@@ -225,12 +227,22 @@ fn counts_delta(cur: &pb::DnsCounts, prev: Option<&pb::DnsCounts>) -> Option<pb:
             .map(|h| histogram_delta(h, prev.and_then(|p| p.latency.as_ref()))),
         percentiles: None,
     };
+    let mut delta = delta;
+    delta.percentiles = delta.latency.as_ref().and_then(percentiles);
     let changed = delta.queries > 0
         || delta.answers > 0
         || delta.timeouts > 0
         || delta.late_answers > 0
         || delta.fanout_lookups > 0;
     changed.then_some(delta)
+}
+
+/// The window's own percentiles, from its histogram (the same merge the
+/// collector does), so a client shown a single window gets them too.
+fn percentiles(h: &pb::Histogram) -> Option<pb::Percentiles> {
+    let mut m = MergedHistogram::default();
+    m.add(h);
+    m.percentiles()
 }
 
 #[cfg(test)]
@@ -288,6 +300,7 @@ mod tests {
         assert_eq!(h.count, 2);
         let bins: Vec<(u64, u64)> = h.bins.iter().map(|b| (b.lower_ns, b.count)).collect();
         assert_eq!(bins, vec![(10_000, 1), (20_000, 1)]);
+        assert_eq!(f.connect_percentiles.map(|p| p.count), Some(2));
     }
 
     #[test]

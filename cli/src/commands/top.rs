@@ -47,6 +47,7 @@ pub fn rank(snap: &pb::Snapshot, by: RankBy, limit: usize) -> pb::QueryTopRespon
             connect_percentiles: f.connect_percentiles,
             open: f.open,
             nodes: vec![snap.node.clone()],
+            drops: f.drops.clone(),
         })
         .collect();
     let p99 = |r: &pb::TopRow| r.connect_percentiles.map_or(0, |p| p.p99_ns);
