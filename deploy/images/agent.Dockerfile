@@ -18,12 +18,14 @@ RUN rustup toolchain install nightly --profile minimal --component rust-src \
  && LLVM_PREFIX=/opt/llvm LD_LIBRARY_PATH="$sysroot/lib" \
     cargo install bpf-linker --locked --version '^0.13' --no-default-features --features "llvm-${llvm_ver}"
 COPY . .
-RUN cargo build --release --locked -p sockeye-agent \
- && cp target/release/sockeye-agent /sockeye-agent
+RUN cargo build --release --locked -p sockeye-agent -p sockeye-cli \
+ && cp target/release/sockeye-agent target/release/sockeye /
 
 # distroless/cc: glibc and libgcc, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /sockeye-agent /usr/bin/sockeye-agent
+# The CLI, for `kubectl exec ... -- sockeye conns` against the agent's socket.
+COPY --from=build /sockeye /usr/bin/sockeye
 # Runs as uid 0 with every capability dropped except the few the DaemonSet
 # adds (Kubernetes gives added capabilities to uid 0 only).
 USER 0
