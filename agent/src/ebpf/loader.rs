@@ -14,7 +14,7 @@ use sockeye_common::{dns::MAX_DNS_PORTS, names, tracepoint::ABSENT};
 use super::tracefs;
 
 /// The kernel object built by `build.rs` from the `agent-ebpf` crate.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockeye"));
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockeye"));
 
 /// Feature name of the cgroup-naming tracepoint (its ring buffer is only
 /// read when the feature is on).
@@ -355,7 +355,7 @@ fn attach_tracepoint(
 /// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; newer ones use
 /// memory cgroups and ignore it. Failure is not fatal: in a container the
 /// limit may not be ours to raise, and a modern kernel does not need it.
-fn raise_memlock_rlimit() {
+pub(super) fn raise_memlock_rlimit() {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

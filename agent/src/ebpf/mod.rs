@@ -5,6 +5,7 @@ pub mod dns;
 pub mod listeners;
 pub mod loader;
 pub mod tracefs;
+pub mod verify;
 
 pub use loader::{load, Feature, LoadError, LoadOptions, Probes};
 
