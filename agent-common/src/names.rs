@@ -37,3 +37,9 @@ pub const PROG_DNS_EGRESS: &str = "sockeye_dns_egress";
 pub const PROG_DNS_EGRESS_NO_TASK: &str = "sockeye_dns_egress_no_task";
 /// cgroup_skb ingress on the cgroup v2 root: DNS answers reaching containers.
 pub const PROG_DNS_INGRESS: &str = "sockeye_dns_ingress";
+
+/// Programs a kernel may refuse because a better variant needs what only
+/// newer kernels allow, each with the program the agent loads instead:
+/// `(preferred, fallback)`. Every other program must load on every supported
+/// kernel; `sockeye-agent verify` and the kernel matrix hold to that.
+pub const FALLBACKS: &[(&str, &str)] = &[(PROG_DNS_EGRESS, PROG_DNS_EGRESS_NO_TASK)];

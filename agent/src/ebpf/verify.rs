@@ -13,6 +13,7 @@ use aya::{
     programs::{Program, ProgramError},
     Ebpf, EbpfLoader,
 };
+use sockeye_common::names;
 
 /// Lines of a refused program's verifier log kept in its report. The reason
 /// is at the end of the log; the start can be megabytes of instructions.
@@ -36,6 +37,20 @@ pub struct ProgramReport {
     /// the JIT. (aya 0.14 asks the kernel for a verifier log, which carries
     /// the verifier's own "verification time", only after a failed load.)
     pub load_us: u64,
+    /// The program the agent loads instead if this one is refused
+    /// ([`names::FALLBACKS`]); `None` for a program that must load.
+    pub fallback: Option<&'static str>,
+}
+
+impl ProgramReport {
+    /// Loaded, or refused with a fallback that loaded: the agent has the
+    /// feature on this kernel.
+    pub fn covered(&self, all: &[ProgramReport]) -> bool {
+        self.loaded
+            || self
+                .fallback
+                .is_some_and(|f| all.iter().any(|r| r.name == f && r.loaded))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +119,10 @@ fn verify_one(name: &str, program: &mut Program) -> ProgramReport {
         error,
         verified_insns,
         load_us,
+        fallback: names::FALLBACKS
+            .iter()
+            .find(|(preferred, _)| *preferred == name)
+            .map(|&(_, fallback)| fallback),
     }
 }
 
