@@ -64,6 +64,13 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("the socket owner hook {name} (on {path}) could not be loaded or attached; without it no connection is attributed to a container")]
+    OwnerHook {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name} has an unexpected type")]
     Map {
         name: &'static str,
@@ -125,13 +132,19 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         path: path.clone(),
         source,
     })?;
+    // Owners first: a socket that connects between the two attaches would
+    // be seen by sock_ops without its owner.
+    super::owners::attach(&mut ebpf, &cgroup, &path)?;
     attach_sock_ops(&mut ebpf, &cgroup, path)?;
     features.insert(
         0,
         Feature {
             name: "tcp_lifecycle",
             enabled: true,
-            detail: format!("sock_ops on cgroup v2 root {}", opts.cgroup_root.display()),
+            detail: format!(
+                "sock_ops and the connect/bind/release owner hooks on cgroup v2 root {}",
+                opts.cgroup_root.display()
+            ),
         },
     );
     let dns_events = attach_dns(&mut ebpf, &cgroup, opts, &mut features);

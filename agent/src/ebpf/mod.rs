@@ -4,6 +4,7 @@ pub mod counters;
 pub mod dns;
 pub mod listeners;
 pub mod loader;
+pub mod owners;
 pub mod tracefs;
 pub mod verify;
 
