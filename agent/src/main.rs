@@ -146,7 +146,7 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_LABEL_SETS)]
     metrics_max_label_sets: usize,
     /// UDP and TCP ports watched for DNS, comma-separated (at most 16).
-    #[arg(long, value_delimiter = ',', default_value = "53", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_DNS_PORTS, value_parser = clap::value_parser!(u16).range(1..))]
     dns_ports: Vec<u16>,
     /// Do not trace DNS.
     #[arg(long)]
@@ -172,8 +172,16 @@ enum Command {
     /// error with the verifier's message, verified_insns, load_us, fallback)
     /// and exit with status 1 if any was refused without a fallback that
     /// loaded.
-    Verify,
+    Verify {
+        /// The DNS ports to verify with, as the agent's --dns-ports: the
+        /// verifier sees them as constants, so they shape the DNS programs.
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_DNS_PORTS, value_parser = clap::value_parser!(u16).range(1..))]
+        dns_ports: Vec<u16>,
+    },
 }
+
+/// `--dns-ports` of the agent and of `verify`.
+const DEFAULT_DNS_PORTS: &str = "53";
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v)
@@ -233,8 +241,8 @@ fn main() -> ExitCode {
 }
 
 fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(Command::Verify) = args.command {
-        return verify_programs();
+    if let Some(Command::Verify { dns_ports }) = &args.command {
+        return verify_programs(dns_ports);
     }
     let interval = seconds("interval", args.interval)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
@@ -421,8 +429,8 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// `sockeye-agent verify`: one JSON line per program, whatever the outcome,
 /// then an error if any program was refused.
-fn verify_programs() -> Result<(), Box<dyn std::error::Error>> {
-    let reports = verify::verify()?;
+fn verify_programs(dns_ports: &[u16]) -> Result<(), Box<dyn std::error::Error>> {
+    let reports = verify::verify(dns_ports)?;
     let mut out = std::io::stdout().lock();
     for report in &reports {
         serde_json::to_writer(&mut out, report)?;

@@ -108,13 +108,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             return Err(LoadError::RingbufSize { what, bytes });
         }
     }
-    if opts.dns_ports.len() > MAX_DNS_PORTS as usize || opts.dns_ports.contains(&0) {
-        return Err(LoadError::DnsPorts {
-            ports: opts.dns_ports.clone(),
-        });
-    }
-    let mut dns_ports = [0u16; MAX_DNS_PORTS as usize];
-    dns_ports[..opts.dns_ports.len()].copy_from_slice(&opts.dns_ports);
+    let dns_ports = dns_port_list(&opts.dns_ports)?;
     raise_memlock_rlimit();
     let mut ebpf = EbpfLoader::new()
         .override_global(names::DNS_PORTS_GLOBAL, &dns_ports, true)
@@ -174,6 +168,18 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         dns_events,
         features,
     })
+}
+
+/// The DNS port list as the kernel programs read it: `ports`, then zeros.
+pub(super) fn dns_port_list(ports: &[u16]) -> Result<[u16; MAX_DNS_PORTS as usize], LoadError> {
+    if ports.len() > MAX_DNS_PORTS as usize || ports.contains(&0) {
+        return Err(LoadError::DnsPorts {
+            ports: ports.to_vec(),
+        });
+    }
+    let mut list = [0u16; MAX_DNS_PORTS as usize];
+    list[..ports.len()].copy_from_slice(ports);
+    Ok(list)
 }
 
 /// DNS is optional: without it the agent still traces TCP.

@@ -55,6 +55,8 @@ impl ProgramReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    #[error(transparent)]
+    Options(#[from] super::LoadError),
     #[error("failed to parse the eBPF object or create its maps, before any program reached the verifier")]
     Object {
         #[source]
@@ -62,15 +64,22 @@ pub enum VerifyError {
     },
 }
 
-/// Loads every program of the embedded object and reports on each, sorted
-/// by name. Programs are unloaded again when this returns.
+/// Loads every program of the embedded object, as the agent does with
+/// `--dns-ports` set to `dns_ports`, and reports on each, sorted by name.
+/// Programs are unloaded again when this returns.
+///
+/// The ports matter: they are read-only data the verifier sees as
+/// constants, so with none set it would prune the DNS programs' whole
+/// packet path and verify a program the agent never loads.
 ///
 /// # Minimum kernel version
 /// Instruction counts of loaded programs need 5.16 (`verified_insns`);
 /// before that they are `None`.
-pub fn verify() -> Result<Vec<ProgramReport>, VerifyError> {
+pub fn verify(dns_ports: &[u16]) -> Result<Vec<ProgramReport>, VerifyError> {
+    let dns_ports = super::loader::dns_port_list(dns_ports)?;
     super::loader::raise_memlock_rlimit();
     let mut ebpf: Ebpf = EbpfLoader::new()
+        .override_global(names::DNS_PORTS_GLOBAL, &dns_ports, true)
         .load(super::loader::OBJECT)
         .map_err(|source| VerifyError::Object { source })?;
     let mut reports: Vec<ProgramReport> = ebpf
