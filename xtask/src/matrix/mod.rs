@@ -111,6 +111,16 @@ struct Ran {
     problems: Vec<String>,
 }
 
+impl Ran {
+    /// A row that never ran.
+    fn failed(problem: String) -> Self {
+        Self {
+            output: RowOutput::default(),
+            problems: vec![problem],
+        }
+    }
+}
+
 fn host_row(xtask: &Path, agent: &Path, out_dir: &Path) -> Result<Ran> {
     eprintln!("matrix: host: running the smoke row on this kernel");
     let output = Command::new(xtask)
@@ -143,7 +153,12 @@ fn guest_row(label: &str, args: &MatrixArgs, initramfs: &Path, out_dir: &Path) -
         Some(dir) => dir.clone(),
         None => default_cache()?,
     };
-    let kernel = kernels::fetch(series, &cache)?;
+    // A kernel that cannot be fetched or booted fails its row, not the run:
+    // the other rows still report.
+    let kernel = match kernels::fetch(series, &cache) {
+        Ok(kernel) => kernel,
+        Err(e) => return Ok(Ran::failed(format!("fetching the {label} kernel: {e:#}"))),
+    };
     let serial_log = out_dir.join(format!("{label}.serial.log"));
     eprintln!(
         "matrix: {label}: booting {} under QEMU TCG (console: {})",
@@ -151,7 +166,10 @@ fn guest_row(label: &str, args: &MatrixArgs, initramfs: &Path, out_dir: &Path) -
         serial_log.display()
     );
     let timeout = Duration::from_secs(args.guest_timeout);
-    let boot = qemu::boot(&kernel.vmlinuz, initramfs, timeout, &serial_log)?;
+    let boot = match qemu::boot(&kernel.vmlinuz, initramfs, timeout, &serial_log) {
+        Ok(boot) => boot,
+        Err(e) => return Ok(Ran::failed(format!("booting {}: {e:#}", kernel.package))),
+    };
     let mut problems = Vec::new();
     if boot.timed_out {
         problems.push(format!(
@@ -203,7 +221,11 @@ fn judge_and_report(rows: &[(&str, Ran, Duration)], update: bool, out_dir: &Path
         .iter()
         .map(|(_, ran, _)| {
             let mut failures = ran.problems.clone();
-            failures.extend(judge::failures(&ran.output, &all_programs));
+            // A row that printed nothing has said why in its problems; the
+            // judge would only add that every record is missing.
+            if ran.output.release.is_some() || failures.is_empty() {
+                failures.extend(judge::failures(&ran.output, &all_programs));
+            }
             failures
         })
         .collect();
