@@ -4,10 +4,18 @@
 #
 #   scripts/bootstrap.sh            build + run prerequisites
 #   scripts/bootstrap.sh --test     also what the test suites need (podman, runc, ...)
+#   scripts/bootstrap.sh --matrix   also what the kernel matrix needs (QEMU, busybox)
 set -euo pipefail
 
 want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+want_matrix=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    --matrix) want_matrix=1 ;;
+    *) printf 'usage: %s [--test] [--matrix]\n' "$0" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[bootstrap] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -24,6 +32,11 @@ if (( want_test )); then
   # service) and real clients (dig; glibc's resolver through getent).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
   debs+=(podman runc dnsmasq-base bind9-dnsutils python3-venv)
+fi
+if (( want_matrix )); then
+  # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox
+  # initramfs.
+  debs+=(qemu-system-x86 busybox-static)
 fi
 missing=()
 for p in "${debs[@]}"; do

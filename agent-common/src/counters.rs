@@ -34,10 +34,15 @@ pub enum Counter {
     /// Reading a DNS packet's headers or payload failed (a packet shorter
     /// than its headers claim): that packet is missed.
     DnsReadFailed = 11,
+    /// A TCP socket connected or started listening without its owner having
+    /// been captured (the connect/bind hooks did not see it, e.g. it was bound
+    /// before the agent started): its connections are shown under an
+    /// unknown workload.
+    OwnerNotCaptured = 12,
 }
 
 /// Number of counters (the size of the counters array map).
-pub const COUNTER_COUNT: u32 = 12;
+pub const COUNTER_COUNT: u32 = 13;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -53,6 +58,7 @@ impl Counter {
         Counter::DnsPacketsEmitted,
         Counter::DnsSkippedIpv6Extension,
         Counter::DnsReadFailed,
+        Counter::OwnerNotCaptured,
     ];
 
     /// Stable snake_case name used in logs, JSON and metrics.
@@ -70,6 +76,7 @@ impl Counter {
             Counter::DnsPacketsEmitted => "kernel_dns_packets_emitted",
             Counter::DnsSkippedIpv6Extension => "kernel_dns_skipped_ipv6_extension",
             Counter::DnsReadFailed => "kernel_dns_read_failed",
+            Counter::OwnerNotCaptured => "kernel_owner_not_captured",
         }
     }
 

@@ -18,11 +18,27 @@ pub const DNS_EVENTS_MAP: &str = "SOCKEYE_DNS_EVENTS";
 /// Read-only global `[u16; MAX_DNS_PORTS]`: the ports watched for DNS (host
 /// byte order, 0 = unused), set by the agent at load time.
 pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
+/// LRU hash: socket cookie -> owner of a TCP socket, captured at connect() or
+/// bind() and taken by sock_ops when the socket connects or listens.
+pub const OWNERS_MAP: &str = "SOCKEYE_OWNERS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 
 /// sock_ops program attached to the cgroup v2 root: the TCP lifecycle.
 pub const PROG_SOCK_OPS: &str = "sockeye_sock_ops";
+/// cgroup_sock_addr `connect4` on the cgroup v2 root: the owner of an IPv4
+/// TCP connect, in the connecting process's context.
+pub const PROG_CONNECT4: &str = "sockeye_connect4";
+/// cgroup_sock_addr `connect6`: the same for IPv6.
+pub const PROG_CONNECT6: &str = "sockeye_connect6";
+/// cgroup_sock `post_bind4` on the cgroup v2 root: the owner of a bound IPv4
+/// TCP socket (a listener to be), in the binding process's context.
+pub const PROG_POST_BIND4: &str = "sockeye_post_bind4";
+/// cgroup_sock `post_bind6`: the same for IPv6.
+pub const PROG_POST_BIND6: &str = "sockeye_post_bind6";
+/// cgroup_sock `sock_release`: the application closed a socket (a connect it
+/// aborted, when the socket is still connecting).
+pub const PROG_SOCK_RELEASE: &str = "sockeye_sock_release";
 /// Tracepoint `tcp:tcp_receive_reset`: a connect refused by RST.
 pub const PROG_RECEIVE_RESET: &str = "sockeye_tcp_receive_reset";
 /// Tracepoint `sock:inet_sk_error_report`: ICMP unreachable and other socket errors.
@@ -37,3 +53,9 @@ pub const PROG_DNS_EGRESS: &str = "sockeye_dns_egress";
 pub const PROG_DNS_EGRESS_NO_TASK: &str = "sockeye_dns_egress_no_task";
 /// cgroup_skb ingress on the cgroup v2 root: DNS answers reaching containers.
 pub const PROG_DNS_INGRESS: &str = "sockeye_dns_ingress";
+
+/// Programs a kernel may refuse because a better variant needs what only
+/// newer kernels allow, each with the program the agent loads instead:
+/// `(preferred, fallback)`. Every other program must load on every supported
+/// kernel; `sockeye-agent verify` and the kernel matrix hold to that.
+pub const FALLBACKS: &[(&str, &str)] = &[(PROG_DNS_EGRESS, PROG_DNS_EGRESS_NO_TASK)];

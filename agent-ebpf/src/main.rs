@@ -1,5 +1,6 @@
-//! Sockeye's kernel programs: the TCP lifecycle from sock_ops, connect errors
-//! and cgroup names from tracepoints, DNS from cgroup_skb.
+//! Sockeye's kernel programs: the TCP lifecycle from sock_ops, socket owners
+//! from cgroup connect/bind/release hooks, connect errors and cgroup names
+//! from tracepoints, DNS from cgroup_skb.
 #![no_std]
 #![no_main]
 
@@ -8,6 +9,7 @@ mod dns;
 mod emit;
 mod errors;
 mod maps;
+mod owners;
 mod sock_facts;
 mod sock_ops;
 mod tp_field;

@@ -15,6 +15,7 @@ const RINGBUF_BYTES: u32 = 4 << 20;
 const MAX_SOCKETS: u32 = 65_536;
 const MAX_LISTENERS: u32 = 4_096;
 const MAX_CONNECT_ERRORS: u32 = 8_192;
+const MAX_OWNERS: u32 = 16_384;
 const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 
 #[map(name = "SOCKEYE_EVENTS")]
@@ -44,6 +45,13 @@ pub static LISTENERS: HashMap<ListenerKey, SockInfo> = HashMap::with_max_entries
 #[map(name = "SOCKEYE_CONNECT_ERRORS")]
 pub static CONNECT_ERRORS: LruHashMap<ErrorKey, LastError> =
     LruHashMap::with_max_entries(MAX_CONNECT_ERRORS, 0);
+
+/// LRU on purpose: an owner parked at connect() or bind() is taken when the
+/// socket connects or listens, but a connect that fails before it reaches
+/// TCP, or a bound socket that never listens, leaves its entry behind; the
+/// oldest such entries are the ones to lose.
+#[map(name = "SOCKEYE_OWNERS")]
+pub static OWNERS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
 
 #[map(name = "SOCKEYE_TP_OFFSETS")]
 pub static TP_OFFSETS: Array<TracepointOffsets> = Array::with_max_entries(1, 0);

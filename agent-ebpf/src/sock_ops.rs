@@ -23,10 +23,7 @@ use aya_ebpf::{
         BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
-    },
+    helpers::generated::bpf_get_socket_cookie,
     macros::sock_ops,
     programs::SockOpsContext,
     EbpfContext as _,
@@ -42,6 +39,7 @@ use crate::{
     emit::{emit, now_ns, Detail},
     errors::ECONNRESET,
     maps::{count, CONNECT_ERRORS, LISTENERS, SOCKETS},
+    owners,
     sock_facts::{facts, SockFacts},
 };
 
@@ -74,7 +72,7 @@ pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
 fn on_connect(ctx: &SockOpsContext) {
     // SAFETY: helper taking the sock_ops context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    insert_socket(cookie, &current_owner(now_ns()));
+    insert_socket(cookie, &owners::take(cookie, now_ns()));
     // RTO callbacks tell SYN retransmissions and connect timeouts apart.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
 }
@@ -141,9 +139,17 @@ fn on_listen(ctx: &SockOpsContext) {
         return;
     };
     let now = now_ns();
-    let info = current_owner(now);
+    let info = owners::take(facts.cookie, now);
     let tracked = insert_socket(facts.cookie, &info);
-    if LISTENERS.insert(listener_key(&facts), info, 0).is_err() {
+    // By reference: by value, `info` is copied onto the stack once more, and
+    // on_listen's frame plus its callee's no longer fit 6.1's 512-byte
+    // stack limit for a call chain (the kernel matrix found it).
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "a by-value copy costs stack that 6.1's verifier does not allow"
+    )]
+    let inserted = LISTENERS.insert(listener_key(&facts), &info, 0);
+    if inserted.is_err() {
         count(Counter::ListenersMapFull);
     }
     // The STATE flag makes the listener's close (LISTEN -> CLOSE) visible, and
@@ -296,12 +302,11 @@ fn failed_connect_cause(facts: &SockFacts, owner: Option<&SockInfo>, d: &mut Det
     }
     // The error report tracepoint cannot tell us about ICMP errors reliably
     // (it reads sk_err after waking the application, which may already have
-    // consumed it), but who closes the socket can: the owner's close() runs
-    // in its context, the kernel's ICMP-triggered close in softirq.
+    // consumed it), but who closes the socket can: the application's close()
+    // passes the sock_release hook first, which marks the socket; the
+    // kernel's ICMP-triggered close does not.
     if let Some(o) = owner {
-        if (bpf_get_current_pid_tgid() >> 32) as u32 == o.tgid {
-            d.flags |= flags::CLOSED_BY_OWNER;
-        }
+        d.flags |= o.flags & flags::CLOSED_BY_OWNER;
     }
 }
 
@@ -353,24 +358,6 @@ fn set_flags(ctx: &SockOpsContext, wanted: u32) {
     }
     if ctx.set_cb_flags((current | wanted) as i32).is_err() {
         count(Counter::CbFlagsFailed);
-    }
-}
-
-/// The process the kernel is running for right now; only meaningful in the
-/// callbacks that run in process context (connect, listen).
-#[inline(always)]
-fn current_owner(now: u64) -> SockInfo {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    SockInfo {
-        start_ns: now,
-        state_ns: now,
-        // SAFETY: helper without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        syn_retransmits: 0,
-        flags: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
 }
 

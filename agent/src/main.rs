@@ -2,9 +2,15 @@
 //! prints, per container, connects, failures by cause, latency, open
 //! sockets, and DNS names with latency, errors and timeouts.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sockeye_agent::{
     agent::node_name,
     aggregate::Limits,
@@ -18,6 +24,7 @@ use sockeye_agent::{
         runtime_records::{RecordRoots, CONTAINERD_ROOT, CONTAINERS_STORAGE_ROOTS},
     },
     dns::DnsConfig,
+    ebpf::verify,
     http::{self, health::DEFAULT_STALE_AFTER, HealthState},
     metrics::{Capacities, Metrics, MetricsConfig, DEFAULT_MAX_LABEL_SETS},
     output::OutputFormat,
@@ -30,8 +37,10 @@ use sockeye_common::dns::MAX_DNS_PORTS;
 use sockeye_proto::connect::ClientTls;
 
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Output format [default: table on a terminal, json otherwise].
     #[arg(short, long, value_enum)]
     output: Option<OutputFormat>,
@@ -137,7 +146,7 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_LABEL_SETS)]
     metrics_max_label_sets: usize,
     /// UDP and TCP ports watched for DNS, comma-separated (at most 16).
-    #[arg(long, value_delimiter = ',', default_value = "53", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_DNS_PORTS, value_parser = clap::value_parser!(u16).range(1..))]
     dns_ports: Vec<u16>,
     /// Do not trace DNS.
     #[arg(long)]
@@ -155,6 +164,24 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     dns_ringbuf_mib: u32,
 }
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load every kernel program through this kernel's verifier without
+    /// attaching it, print one JSON line per program (name, kind, loaded,
+    /// error with the verifier's message, verified_insns, load_us, fallback)
+    /// and exit with status 1 if any was refused without a fallback that
+    /// loaded.
+    Verify {
+        /// The DNS ports to verify with, as the agent's --dns-ports: the
+        /// verifier sees them as constants, so they shape the DNS programs.
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_DNS_PORTS, value_parser = clap::value_parser!(u16).range(1..))]
+        dns_ports: Vec<u16>,
+    },
+}
+
+/// `--dns-ports` of the agent and of `verify`.
+const DEFAULT_DNS_PORTS: &str = "53";
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v)
@@ -214,6 +241,9 @@ fn main() -> ExitCode {
 }
 
 fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(Command::Verify { dns_ports }) = &args.command {
+        return verify_programs(dns_ports);
+    }
     let interval = seconds("interval", args.interval)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
     let ringbuf_bytes = mib("ringbuf-mib", args.ringbuf_mib)?;
@@ -394,5 +424,35 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // A closed pipe (`| head`) is a normal way to stop reading.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+/// `sockeye-agent verify`: one JSON line per program, whatever the outcome,
+/// then an error if any program was refused.
+fn verify_programs(dns_ports: &[u16]) -> Result<(), Box<dyn std::error::Error>> {
+    let reports = verify::verify(dns_ports)?;
+    let mut out = std::io::stdout().lock();
+    for report in &reports {
+        serde_json::to_writer(&mut out, report)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    // A refused program whose fallback loaded is how the agent is meant to
+    // run on this kernel, not a failure.
+    let refused: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.covered(&reports))
+        .map(|r| r.name.as_str())
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} programs were refused by this kernel, without a fallback that loaded: {} (see the error field of each)",
+            refused.len(),
+            reports.len(),
+            refused.join(", ")
+        )
+        .into())
     }
 }

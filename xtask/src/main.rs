@@ -6,9 +6,13 @@
 //!   loop, with and without the agent, interleaved in one run.
 //! - `bench-dns`: the agent's overhead on DNS (dnsperf against dnsmasq), and
 //!   whether it sees and matches every query at a fixed rate.
+//! - `matrix`: every kernel program loaded, and the agent smoke tested, on
+//!   Debian's 6.1 and 6.12 kernels (in QEMU) and on the host's kernel.
+//! - `smoke`: one row of that matrix, on the running kernel.
 
 mod bench;
 mod bench_dns;
+mod matrix;
 
 use std::process::ExitCode;
 
@@ -27,12 +31,22 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Measure the agent's overhead on DNS and check it sees every query.
     BenchDns(bench_dns::BenchDnsArgs),
+    /// Load every program and smoke test the agent on Debian's 6.1 and 6.12
+    /// kernels (QEMU, TCG) and on this host's kernel; print the verifier
+    /// figures per kernel and program and compare them with
+    /// tests/kernel-matrix.txt.
+    Matrix(matrix::MatrixArgs),
+    /// One row of the matrix on the running kernel: `sockeye-agent verify`,
+    /// then the smoke test; prints SOCKEYE-MATRIX record lines.
+    Smoke(matrix::row::SmokeArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Bench(args) => bench::run(&args),
         Task::BenchDns(args) => bench_dns::run(&args),
+        Task::Matrix(args) => matrix::run(&args),
+        Task::Smoke(args) => matrix::row::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use sockeye_common::{dns::MAX_DNS_PORTS, names, tracepoint::ABSENT};
 use super::tracefs;
 
 /// The kernel object built by `build.rs` from the `agent-ebpf` crate.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockeye"));
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockeye"));
 
 /// Feature name of the cgroup-naming tracepoint (its ring buffer is only
 /// read when the feature is on).
@@ -64,6 +64,13 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("the socket owner hook {name} (on {path}) could not be loaded or attached; without it no connection is attributed to a container")]
+    OwnerHook {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name} has an unexpected type")]
     Map {
         name: &'static str,
@@ -101,13 +108,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             return Err(LoadError::RingbufSize { what, bytes });
         }
     }
-    if opts.dns_ports.len() > MAX_DNS_PORTS as usize || opts.dns_ports.contains(&0) {
-        return Err(LoadError::DnsPorts {
-            ports: opts.dns_ports.clone(),
-        });
-    }
-    let mut dns_ports = [0u16; MAX_DNS_PORTS as usize];
-    dns_ports[..opts.dns_ports.len()].copy_from_slice(&opts.dns_ports);
+    let dns_ports = dns_port_list(&opts.dns_ports)?;
     raise_memlock_rlimit();
     let mut ebpf = EbpfLoader::new()
         .override_global(names::DNS_PORTS_GLOBAL, &dns_ports, true)
@@ -125,13 +126,19 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         path: path.clone(),
         source,
     })?;
+    // Owners first: a socket that connects between the two attaches would
+    // be seen by sock_ops without its owner.
+    super::owners::attach(&mut ebpf, &cgroup, &path)?;
     attach_sock_ops(&mut ebpf, &cgroup, path)?;
     features.insert(
         0,
         Feature {
             name: "tcp_lifecycle",
             enabled: true,
-            detail: format!("sock_ops on cgroup v2 root {}", opts.cgroup_root.display()),
+            detail: format!(
+                "sock_ops and the connect/bind/release owner hooks on cgroup v2 root {}",
+                opts.cgroup_root.display()
+            ),
         },
     );
     let dns_events = attach_dns(&mut ebpf, &cgroup, opts, &mut features);
@@ -161,6 +168,18 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         dns_events,
         features,
     })
+}
+
+/// The DNS port list as the kernel programs read it: `ports`, then zeros.
+pub(super) fn dns_port_list(ports: &[u16]) -> Result<[u16; MAX_DNS_PORTS as usize], LoadError> {
+    if ports.len() > MAX_DNS_PORTS as usize || ports.contains(&0) {
+        return Err(LoadError::DnsPorts {
+            ports: ports.to_vec(),
+        });
+    }
+    let mut list = [0u16; MAX_DNS_PORTS as usize];
+    list[..ports.len()].copy_from_slice(ports);
+    Ok(list)
 }
 
 /// DNS is optional: without it the agent still traces TCP.
@@ -355,7 +374,7 @@ fn attach_tracepoint(
 /// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; newer ones use
 /// memory cgroups and ignore it. Failure is not fatal: in a container the
 /// limit may not be ours to raise, and a modern kernel does not need it.
-fn raise_memlock_rlimit() {
+pub(super) fn raise_memlock_rlimit() {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

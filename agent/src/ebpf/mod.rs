@@ -4,7 +4,9 @@ pub mod counters;
 pub mod dns;
 pub mod listeners;
 pub mod loader;
+pub mod owners;
 pub mod tracefs;
+pub mod verify;
 
 pub use loader::{load, Feature, LoadError, LoadOptions, Probes};
 

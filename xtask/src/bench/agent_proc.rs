@@ -40,7 +40,8 @@ pub struct FinalStats {
 }
 
 /// A running agent. Dropping it without [`Agent::stop`] kills it, so that an
-/// error mid-round never leaves probes attached behind the benchmark.
+/// error mid-round never leaves probes attached behind the benchmark (or
+/// the kernel matrix's smoke test).
 pub struct Agent {
     child: Child,
     pid: libc::pid_t,
@@ -49,6 +50,8 @@ pub struct Agent {
     /// the measurement.
     lines: Receiver<String>,
     recent_stdout: Vec<String>,
+    /// The `ready` line: the features this kernel gave the agent.
+    ready: String,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_reader: Option<JoinHandle<()>>,
     exited: bool,
@@ -99,6 +102,7 @@ impl Agent {
             pid,
             lines,
             recent_stdout: Vec::new(),
+            ready: String::new(),
             stderr,
             stderr_reader: Some(stderr_reader),
             exited: false,
@@ -114,6 +118,7 @@ impl Agent {
             match self.lines.recv_timeout(remaining) {
                 Ok(line) => {
                     if line_type(&line).as_deref() == Some("ready") {
+                        self.ready = line;
                         return Ok(());
                     }
                     self.remember(line);
@@ -140,6 +145,31 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The agent's `ready` line (JSON).
+    pub fn ready_line(&self) -> &str {
+        &self.ready
+    }
+
+    /// The next stdout line, or `None` if none came within `timeout`. An
+    /// agent that exits before it is stopped is an error.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<Option<String>> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                self.remember(line.clone());
+                Ok(Some(line))
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.reap();
+                bail!(
+                    "the agent exited while running ({}){}",
+                    describe(status),
+                    self.diagnostics()
+                );
+            }
+        }
     }
 
     /// Agent CPU time so far (user + system, all threads), in clock ticks.
