@@ -19,3 +19,11 @@ pub fn monotonic_to_unix_offset_ns() -> i64 {
         .unwrap_or(0);
     unix - monotonic_ns() as i64
 }
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -3,7 +3,7 @@
 use sockeye_proto::v1 as pb;
 
 use super::{convert, filter::ApiFilter, service::ApiRequest};
-use crate::Agent;
+use crate::{clock, Agent};
 
 pub fn answer(agent: &mut Agent, request: ApiRequest) {
     match request {
@@ -11,7 +11,7 @@ pub fn answer(agent: &mut Agent, request: ApiRequest) {
             let snapshot = pb::Snapshot {
                 aggregates: Some(aggregates(agent, &filter)),
                 node: agent.traces.node().to_string(),
-                taken_unix_ms: unix_ms(),
+                taken_unix_ms: clock::unix_ms(),
             };
             // The client may have gone: nothing to do then.
             let _ = reply.send(snapshot);
@@ -24,11 +24,4 @@ pub fn aggregates(agent: &mut Agent, filter: &ApiFilter) -> pb::Aggregates {
     let snap = filter.apply(agent.snapshot_filtered(&filter.workload));
     let health = agent.health();
     convert::aggregates(&snap, &health, agent.traces.node())
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -13,6 +13,7 @@ use std::{
 use sockeye_proto::{connect::ClientTls, v1 as pb};
 use tokio::sync::mpsc;
 
+use crate::clock;
 use sender::{PushStats, SenderConfig};
 use window::WindowBuilder;
 
@@ -36,7 +37,7 @@ pub struct Pusher {
 impl Pusher {
     /// Starts the sender on the current tokio runtime.
     pub fn start(cfg: PushConfig, node: String) -> Self {
-        let now = unix_ms();
+        let now = clock::unix_ms();
         let agent_id = format!("{node}-{}-{now}", std::process::id());
         let stats = Arc::new(PushStats::default());
         let (tx, rx) = mpsc::channel(cfg.buffer.max(1));
@@ -61,18 +62,11 @@ impl Pusher {
 
     /// Makes the window that ends now and queues it for the collector.
     pub fn window(&mut self, aggregates: pb::Aggregates) {
-        let w = self.builder.build(aggregates, unix_ms());
+        let w = self.builder.build(aggregates, clock::unix_ms());
         // The sender takes windows in even while the collector is away, so
         // this only fails if it stopped: count the window as dropped.
         if self.tx.try_send(w).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
