@@ -12,6 +12,7 @@ use crate::{
     dns::{DnsConfig, DnsTracer},
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::{CgroupName, Event},
+    findings::{Findings, FindingsConfig, Inputs},
     preexisting::Preexisting,
     push::{PushConfig, Pusher},
     snapshot::{self, Health, PushHealth, Snapshot},
@@ -34,6 +35,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// This node's name, as the API reports it.
     pub node_name: String,
+    /// Detection thresholds; None turns findings off.
+    pub findings: Option<FindingsConfig>,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             dns_ringbuf_bytes: 2 << 20,
             dns: DnsConfig::default(),
             node_name: node_name(),
+            findings: Some(FindingsConfig::default()),
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Agent {
     /// Windows for the collector, when one is configured.
     pub pusher: Option<Pusher>,
     pub cgroup_root: PathBuf,
+    /// What is wrong, from the aggregates (see `findings`).
+    pub findings: Findings,
 }
 
 impl Agent {
@@ -137,6 +143,10 @@ impl Agent {
             traces: TracePublisher::new(config.node_name.clone()),
             pusher: None,
             cgroup_root,
+            findings: match &config.findings {
+                Some(c) => Findings::new(c.clone()),
+                None => Findings::disabled(),
+            },
         })
     }
 
@@ -195,6 +205,16 @@ impl Agent {
             self.preexisting.refresh(&mut self.aggregator, now);
         }
         self.aggregator.sweep(now);
+    }
+
+    /// Runs the detectors on the aggregates as they are now.
+    pub fn evaluate_findings(&mut self) {
+        let inputs = Inputs {
+            tcp: &self.aggregator,
+            dns: &self.dns.aggregates,
+            now_ns: clock::monotonic_ns(),
+        };
+        self.findings.evaluate(&inputs, &mut self.attributor);
     }
 
     /// Ends an output interval: per-interval counts start again.

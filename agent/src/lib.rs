@@ -13,6 +13,7 @@ pub mod clock;
 pub mod dns;
 pub mod ebpf;
 pub mod event;
+pub mod findings;
 pub mod http;
 pub mod metrics;
 pub mod netns;

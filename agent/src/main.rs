@@ -25,6 +25,7 @@ use sockeye_agent::{
     },
     dns::DnsConfig,
     ebpf::verify,
+    findings::FindingsConfig,
     http::{self, health::DEFAULT_STALE_AFTER, HealthState},
     metrics::{Capacities, Metrics, MetricsConfig, DEFAULT_MAX_LABEL_SETS},
     output::OutputFormat,
@@ -163,6 +164,12 @@ struct Args {
     /// DNS ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 2)]
     dns_ringbuf_mib: u32,
+    /// TOML file with detection thresholds (see `sockeye-agent findings-config` for every key and its default).
+    #[arg(long, value_name = "FILE")]
+    findings_config: Option<PathBuf>,
+    /// Do not detect findings (leaks, CLOSE_WAIT, pool exhaustion, restarts, DNS degradation).
+    #[arg(long, conflicts_with = "findings_config")]
+    no_findings: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +185,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = DEFAULT_DNS_PORTS, value_parser = clap::value_parser!(u16).range(1..))]
         dns_ports: Vec<u16>,
     },
+    /// Print the detection thresholds' defaults as a TOML file for
+    /// --findings-config (every key is optional).
+    FindingsConfig,
 }
 
 /// `--dns-ports` of the agent and of `verify`.
@@ -244,6 +254,15 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(Command::Verify { dns_ports }) = &args.command {
         return verify_programs(dns_ports);
     }
+    if let Some(Command::FindingsConfig) = &args.command {
+        print!("{}", FindingsConfig::defaults_toml());
+        return Ok(());
+    }
+    let findings = match (&args.findings_config, args.no_findings) {
+        (_, true) => None,
+        (Some(path), false) => Some(FindingsConfig::load(path)?),
+        (None, false) => Some(FindingsConfig::default()),
+    };
     let interval = seconds("interval", args.interval)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
     let ringbuf_bytes = mib("ringbuf-mib", args.ringbuf_mib)?;
@@ -294,6 +313,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..DnsConfig::default()
         },
         node_name: args.node_name.clone().unwrap_or_else(node_name),
+        findings,
     };
     let api_opts = ServeOptions {
         unix: (args.api_socket.as_os_str() != "off").then(|| args.api_socket.clone()),

@@ -27,6 +27,11 @@ use crate::{
 /// wakeup per event), so we also drain on this short timer.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
+/// How often the detectors run: often enough that a finding shows within
+/// seconds of its evidence, rarely enough to cost nothing (one pass over
+/// the flow table).
+pub const FINDINGS_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub struct RunOptions {
     pub output: OutputFormat,
@@ -104,6 +109,8 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         t
     });
+    let mut findings_tick = interval(FINDINGS_EVERY);
+    findings_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let health = opts.health.as_ref();
     if let Some(h) = health {
         h.set_ready(true);
@@ -128,6 +135,10 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
             _ = ticked(push_tick.as_mut()) => {
                 agent.drain();
                 push_window(&mut agent);
+            }
+            _ = findings_tick.tick(), if agent.findings.enabled() => {
+                agent.drain();
+                agent.evaluate_findings();
             }
             _ = drain_tick.tick() => {
                 agent.drain();

@@ -65,6 +65,14 @@ impl CollectorService for CollectorApi {
         )))
     }
 
+    // TODO(findings): being built; replaced by the merge of pushed findings.
+    async fn list_findings(
+        &self,
+        _request: Request<pb::ClusterFindingsRequest>,
+    ) -> Result<Response<pb::ClusterFindingsReply>, Status> {
+        Err(Status::unimplemented("findings are not merged yet"))
+    }
+
     async fn query_top(
         &self,
         request: Request<pb::QueryTopRequest>,

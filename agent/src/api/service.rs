@@ -73,6 +73,25 @@ impl AgentService for AgentApi {
             .map_err(|_| Status::unavailable("the agent is shutting down"))
     }
 
+    // TODO(findings): being built; replaced by the agent's findings.
+    async fn list_findings(
+        &self,
+        _request: Request<pb::ListFindingsRequest>,
+    ) -> Result<Response<pb::FindingsReply>, Status> {
+        Err(Status::unimplemented("findings are not served yet"))
+    }
+
+    type WatchFindingsStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::FindingUpdate, Status>> + Send>,
+    >;
+
+    async fn watch_findings(
+        &self,
+        _request: Request<pb::ListFindingsRequest>,
+    ) -> Result<Response<Self::WatchFindingsStream>, Status> {
+        Err(Status::unimplemented("findings are not served yet"))
+    }
+
     type WatchTracesStream = TraceStream;
 
     async fn watch_traces(

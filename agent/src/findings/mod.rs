@@ -1,0 +1,270 @@
+//! Findings: what is wrong, with the numbers that show it. Detectors read
+//! the aggregates (and short histories of them) every evaluation; this
+//! module keeps each finding's life: opened when a detector first reports
+//! it, updated while it holds, resolved with its end time when it stops.
+
+pub mod config;
+pub mod model;
+
+use std::collections::VecDeque;
+
+use ahash::HashMap;
+
+use crate::{aggregate::Aggregator, attribution::Attributor, dns::aggregate::DnsAggregates};
+pub use config::FindingsConfig;
+pub use model::{Confidence, Destination, Evidence, Finding, Kind, Severity};
+
+/// What the detectors read.
+pub struct Inputs<'a> {
+    pub tcp: &'a Aggregator,
+    pub dns: &'a DnsAggregates,
+    pub now_ns: u64,
+}
+
+/// Identity of one problem: a new finding opens when a detector reports a
+/// key that is not open.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub kind: Kind,
+    pub subject: u64,
+    pub destination: Option<Destination>,
+}
+
+/// A detector's report that a problem holds now.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub key: Key,
+    pub since_ns: u64,
+    pub severity: Severity,
+    pub signals: u32,
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+    pub next_step: String,
+    /// cgroup ids of other workloads that felt it.
+    pub affected: Vec<u64>,
+}
+
+/// Counts of the findings machinery, for /metrics and health.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FindingsStats {
+    pub evaluations: u64,
+    /// Findings opened and resolved since start, by kind (as [`Kind::ALL`]).
+    pub opened: [u64; Kind::ALL.len()],
+    pub resolved: [u64; Kind::ALL.len()],
+    /// Resolved findings forgotten to stay within `resolved_kept`.
+    pub resolved_forgotten: u64,
+}
+
+struct OpenFinding {
+    finding: Finding,
+    /// The last evaluation at which a detector reported it.
+    last_held_ns: u64,
+}
+
+pub struct Findings {
+    config: FindingsConfig,
+    enabled: bool,
+    open: HashMap<Key, OpenFinding>,
+    /// Newest last.
+    resolved: VecDeque<Finding>,
+    /// Findings opened, changed or resolved since `take_changes`.
+    changes: Vec<Finding>,
+    pub stats: FindingsStats,
+}
+
+impl Findings {
+    pub fn new(config: FindingsConfig) -> Self {
+        Self {
+            config,
+            enabled: true,
+            open: HashMap::default(),
+            resolved: VecDeque::new(),
+            changes: Vec::new(),
+            stats: FindingsStats::default(),
+        }
+    }
+
+    /// Detection off (`--no-findings`): lists stay empty.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::new(FindingsConfig::default())
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn config(&self) -> &FindingsConfig {
+        &self.config
+    }
+
+    /// Runs every detector and updates the findings' lives.
+    pub fn evaluate(&mut self, inputs: &Inputs<'_>, attributor: &mut Attributor) {
+        if !self.enabled {
+            return;
+        }
+        self.stats.evaluations += 1;
+        let candidates: Vec<Candidate> = Vec::new();
+        self.apply(candidates, inputs.now_ns, attributor);
+    }
+
+    /// Opens, updates and resolves findings from this evaluation's reports.
+    fn apply(&mut self, candidates: Vec<Candidate>, now_ns: u64, attributor: &mut Attributor) {
+        for c in candidates {
+            let affected = c
+                .affected
+                .iter()
+                .filter(|id| **id != c.key.subject)
+                .map(|id| attributor.workload(*id))
+                .collect();
+            let subject = attributor.workload(c.key.subject);
+            match self.open.get_mut(&c.key) {
+                Some(open) => {
+                    open.last_held_ns = now_ns;
+                    let f = &mut open.finding;
+                    let changed = f.severity != c.severity || f.signals != c.signals;
+                    f.severity = c.severity;
+                    f.signals = c.signals;
+                    f.confidence = Confidence::from_signals(c.signals);
+                    f.since_ns = f.since_ns.min(c.since_ns);
+                    f.summary = c.summary;
+                    f.evidence = c.evidence;
+                    f.next_step = c.next_step;
+                    f.subject = subject;
+                    f.affected = affected;
+                    f.updated_ns = now_ns;
+                    if changed {
+                        self.changes.push(f.clone());
+                    }
+                }
+                None => {
+                    let id = finding_id(&c.key, c.since_ns);
+                    let finding = Finding {
+                        id,
+                        kind: c.key.kind,
+                        subject,
+                        destination: c.key.destination.clone(),
+                        since_ns: c.since_ns,
+                        resolved_ns: None,
+                        updated_ns: now_ns,
+                        severity: c.severity,
+                        confidence: Confidence::from_signals(c.signals),
+                        signals: c.signals,
+                        summary: c.summary,
+                        evidence: c.evidence,
+                        next_step: c.next_step,
+                        affected,
+                    };
+                    self.stats.opened[kind_index(c.key.kind)] += 1;
+                    log::info!("finding opened: {}", finding.summary);
+                    self.changes.push(finding.clone());
+                    self.open.insert(
+                        c.key,
+                        OpenFinding {
+                            finding,
+                            last_held_ns: now_ns,
+                        },
+                    );
+                }
+            }
+        }
+        let gone: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(k, o)| now_ns.saturating_sub(o.last_held_ns) >= self.grace_ns(k.kind))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            let Some(o) = self.open.remove(&k) else {
+                continue;
+            };
+            let mut f = o.finding;
+            // It ended when it last held, not when we noticed.
+            f.resolved_ns = Some(o.last_held_ns);
+            f.updated_ns = now_ns;
+            self.stats.resolved[kind_index(k.kind)] += 1;
+            log::info!("finding resolved: {}", f.summary);
+            self.changes.push(f.clone());
+            if self.resolved.len() >= self.config.resolved_kept {
+                self.resolved.pop_front();
+                self.stats.resolved_forgotten += 1;
+            }
+            self.resolved.push_back(f);
+        }
+    }
+
+    /// How long a finding may go unreported before it is resolved: the
+    /// detectors of sustained conditions report every evaluation, those
+    /// of episodes (a restart, a burst of timeouts) stop once it is over.
+    fn grace_ns(&self, kind: Kind) -> u64 {
+        let c = &self.config;
+        match kind {
+            // The leak detector decides itself when growth has stopped.
+            Kind::ConnectionLeak => 1,
+            // A few seconds, so a count hovering at the threshold does not flap.
+            Kind::CloseWait => config::ns(10.0),
+            Kind::PoolExhaustion => config::ns(c.pool.resolve_after_s),
+            Kind::DependencyRestart => config::ns(c.restart.resolve_after_s),
+            Kind::DnsDegradation => config::ns(c.dns.resolve_after_s),
+            Kind::ConnectResourceExhaustion => config::ns(c.resources.resolve_after_s),
+        }
+    }
+
+    /// Findings that hold now, worst first.
+    pub fn open(&self) -> Vec<&Finding> {
+        let mut v: Vec<&Finding> = self.open.values().map(|o| &o.finding).collect();
+        v.sort_by(|a, b| {
+            (b.severity, b.confidence, a.since_ns, &a.id).cmp(&(
+                a.severity,
+                a.confidence,
+                b.since_ns,
+                &b.id,
+            ))
+        });
+        v
+    }
+
+    /// Resolved findings still remembered, newest first.
+    pub fn resolved(&self) -> impl Iterator<Item = &Finding> {
+        self.resolved.iter().rev()
+    }
+
+    /// Open findings (worst first), then resolved ones if asked (newest first).
+    pub fn list(&self, include_resolved: bool) -> Vec<Finding> {
+        let mut v: Vec<Finding> = self.open().into_iter().cloned().collect();
+        if include_resolved {
+            v.extend(self.resolved().cloned());
+        }
+        v
+    }
+
+    /// Findings opened, changed (severity, confidence) or resolved since the
+    /// last call, in that order.
+    pub fn take_changes(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.changes)
+    }
+}
+
+pub fn kind_index(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// Readable and unique per occurrence: kind, subject, destination, start.
+fn finding_id(key: &Key, since_ns: u64) -> String {
+    let dest = match &key.destination {
+        Some(d) => match &d.dns_name {
+            Some(n) => format!("{d}/{n}"),
+            None => d.to_string(),
+        },
+        None => "-".into(),
+    };
+    format!(
+        "{}/{}/{}/{}",
+        key.kind.name(),
+        key.subject,
+        dest,
+        since_ns / 1_000_000
+    )
+}
