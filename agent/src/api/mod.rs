@@ -1,8 +1,10 @@
-//! The agent's gRPC API (`sockeye.v1.AgentService`): snapshots and live
-//! traces for the CLI and other clients.
+//! The agent's gRPC API (`sockeye.v1.AgentService`): snapshots, live
+//! traces and findings for the CLI and other clients.
 
 pub mod convert;
+pub mod convert_findings;
 pub mod filter;
+pub mod findings;
 pub mod respond;
 pub mod server;
 pub mod service;
