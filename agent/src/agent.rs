@@ -83,6 +83,7 @@ pub struct Agent {
     pub findings: Findings,
     /// Finding changes for API watchers.
     pub finding_updates: FindingUpdates,
+    proc_root: PathBuf,
 }
 
 impl Agent {
@@ -146,6 +147,7 @@ impl Agent {
             pusher: None,
             cgroup_root,
             finding_updates: FindingUpdates::new(config.node_name.clone()),
+            proc_root: config.proc_root.clone(),
             findings: match &config.findings {
                 Some(c) => Findings::new(c.clone()),
                 None => Findings::disabled(),
@@ -216,6 +218,7 @@ impl Agent {
             tcp: &self.aggregator,
             dns: &self.dns.aggregates,
             now_ns: clock::monotonic_ns(),
+            proc_root: &self.proc_root,
         };
         self.findings.evaluate(&inputs, &mut self.attributor);
     }
@@ -250,6 +253,11 @@ impl Agent {
             &self.attributor,
         );
         if self.findings.enabled() {
+            // Flows and DNS servers without a history: problems there are
+            // not judged.
+            let skipped = self.findings.stats.series_skipped;
+            h.lost.insert("findings_series_skipped", skipped);
+            h.lost_total += skipped;
             h.findings = Some(self.findings_health());
         }
         if let Some(p) = &self.pusher {
