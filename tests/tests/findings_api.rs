@@ -212,7 +212,7 @@ fn close_wait_pile_up_is_listed_watched_open_and_resolved() {
 }
 
 #[test]
-fn findings_requests_are_checked_and_answered_without_findings() {
+fn findings_requests_are_checked_and_refused_when_detection_is_off() {
     if !require_root() {
         return;
     }
@@ -237,5 +237,31 @@ fn findings_requests_are_checked_and_answered_without_findings() {
         let r = list(&mut api, other_node, true).await;
         assert!(r.findings.is_empty());
         assert!(!r.node.is_empty() && r.taken_unix_ms > 0);
+    });
+    drop(agent);
+
+    // With detection off an empty list would read as "nothing wrong".
+    let off = ApiAgent::start(
+        Config {
+            findings: None,
+            ..Config::default()
+        },
+        ServeOptions::default(),
+    );
+    runtime().block_on(async {
+        let mut api = off.client().await;
+        let req = pb::ListFindingsRequest::default();
+        let e = api.list_findings(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains("--no-findings"), "{e}");
+        let e = api.watch_findings(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        // Snapshots are still served, without findings.
+        let snap = api
+            .get_snapshot(pb::GetSnapshotRequest::default())
+            .await
+            .expect("snapshot")
+            .into_inner();
+        assert!(snap.aggregates.expect("aggregates").findings.is_empty());
     });
 }

@@ -36,7 +36,9 @@ pub async fn start(
         tcp: bound.tcp_addr(),
     };
     let (tx, rx) = mpsc::channel(16);
-    let api = service::AgentApi::new(tx, agent.traces.sender(), agent.traces.node().to_string());
+    let mut api =
+        service::AgentApi::new(tx, agent.traces.sender(), agent.traces.node().to_string());
+    api.findings_enabled = agent.findings.enabled();
     tokio::spawn(async move {
         if let Err(e) = bound.serve(api).await {
             log::error!("API stopped: {e}");

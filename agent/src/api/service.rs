@@ -48,6 +48,9 @@ pub struct AgentApi {
     /// Traces that watchers missed because they read too slowly, all
     /// watchers together.
     pub missed: Arc<AtomicU64>,
+    /// False with `--no-findings`: the findings calls say so rather than
+    /// answer an empty list that reads as "nothing wrong".
+    pub findings_enabled: bool,
 }
 
 impl AgentApi {
@@ -61,6 +64,7 @@ impl AgentApi {
             traces,
             node,
             missed: Arc::new(AtomicU64::new(0)),
+            findings_enabled: true,
         }
     }
 }
@@ -76,6 +80,16 @@ impl AgentApi {
     /// Hands a request to the agent's loop.
     async fn ask(&self, request: ApiRequest) -> Result<(), Status> {
         self.requests.send(request).await.map_err(|_| stopping())
+    }
+
+    fn findings_on(&self) -> Result<(), Status> {
+        if self.findings_enabled {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(
+                "finding detection is off on this agent (--no-findings)",
+            ))
+        }
     }
 }
 
@@ -97,6 +111,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::FindingsReply>, Status> {
         let req = request.into_inner();
         let filter = ApiFilter::parse(req.filter.as_ref(), &self.node)?;
+        self.findings_on()?;
         let (reply, answer) = oneshot::channel();
         self.ask(ApiRequest::Findings {
             filter,
@@ -115,6 +130,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<FindingStream>, Status> {
         let req = request.into_inner();
         let filter = ApiFilter::parse(req.filter.as_ref(), &self.node)?;
+        self.findings_on()?;
         let (reply, answer) = oneshot::channel();
         self.ask(ApiRequest::WatchFindings {
             filter,
