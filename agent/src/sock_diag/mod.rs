@@ -88,7 +88,7 @@ pub struct TcpInfo {
     pub last_ack_recv_ms: u32,
     /// Bytes the peer acknowledged (the SYN counts one); Linux 4.2+.
     pub bytes_acked: Option<u64>,
-    /// Bytes received in order (the peer's SYN counts one); Linux 4.1+.
+    /// Data bytes received in order (the SYN not counted); Linux 4.1+.
     pub bytes_received: Option<u64>,
 }
 
