@@ -306,8 +306,10 @@ mod tests {
 
     #[test]
     fn too_many_matches_is_refused_before_asking() {
-        let mut q = Query::default();
-        q.matches = vec![Match::local_port(1); MAX_MATCHES + 1];
+        let q = Query {
+            matches: vec![Match::local_port(1); MAX_MATCHES + 1],
+            ..Query::default()
+        };
         let mut s = DiagSocket::current().expect("a sock_diag socket needs no privilege");
         let err = s.tcp_sockets(&q).unwrap_err();
         assert!(
