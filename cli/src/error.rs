@@ -13,6 +13,8 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// The agent or collector could not be reached.
     pub const UNREACHABLE: i32 = 3;
+    /// Not an error: `diagnose` worked and showed open findings.
+    pub const FINDINGS: i32 = 4;
 }
 
 /// Which kind of server the CLI talks to.
