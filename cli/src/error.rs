@@ -68,7 +68,7 @@ pub enum CliError {
     )]
     BothTargetsInEnv,
     #[error(
-        "--since needs --collector: an agent's counts run from its start, not over a time range"
+        "--since needs --collector: an agent answers with what it counted since it started and the findings it holds now, not over a time range"
     )]
     SinceNeedsCollector,
     #[error("-w/--watch refreshes top, conns and dns; watch already streams")]

@@ -733,6 +733,20 @@ warning: 2 windows over the last 15m; agents dropped 2 more (the collector was a
         .expect("diagnose");
     assert!(recent.starts_with("no findings on any node"), "{recent}");
 
+    // The binary exits 4 when it showed open findings, 0 when none.
+    for (args, code) in [(vec!["-n", "shop"], 4), (vec!["-n", "billing"], 0)] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sockeye"));
+        cmd.args(["--collector", &target, "diagnose"]).args(&args);
+        // Off the runtime's thread: the collector serves on it.
+        let run = tokio::task::spawn_blocking(move || cmd.output().expect("run sockeye"));
+        let done = within("the sockeye binary", run).await.expect("joined");
+        assert_eq!(
+            done.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&done.stdout)
+        );
+    }
     // -w asks again each frame; the outcome is the last frame's.
     let (frames, outcome) = sockeye_outcome(&[
         "--collector",
