@@ -1,7 +1,7 @@
 //! One problem as a block of labelled lines: what, where and since when,
-//! the root cause, the evidence, what to do next and how sure it is. Wide
-//! blocks list every node's finding with its id and the evidence's
-//! numbers.
+//! the root cause, the evidence, what to do next and how sure it is,
+//! wrapped to 100 columns. Wide blocks list every node's finding with its
+//! id and the evidence's numbers, unwrapped.
 
 use std::collections::BTreeSet;
 
@@ -45,6 +45,18 @@ fn labelled(out: &mut String, indent: &str, label: &str, lines: &[String]) {
         out.push_str(line);
         out.push('\n');
     }
+}
+
+/// Prose under `label`, wrapped between words to fit WIDTH; one line when
+/// wide (wide output is never cut or wrapped).
+fn prose(out: &mut String, label: &str, text: &str, view: &View) {
+    if view.wide() {
+        labelled(out, "", label, &[text.to_string()]);
+        return;
+    }
+    let words: Vec<String> = text.split(' ').map(str::to_string).collect();
+    let width = WIDTH.saturating_sub(label.chars().count() + 2);
+    labelled(out, "", label, &format::wrap(&words, " ", width));
 }
 
 fn time(ms: i64, view: &View) -> String {
@@ -161,7 +173,7 @@ fn node_finding(out: &mut String, f: &pb::Finding, view: &View) {
 pub fn render(m: &pb::MergedFinding, view: &View) -> String {
     let mut out = headline(m, view);
     out.push('\n');
-    labelled(&mut out, "", "ROOT CAUSE", std::slice::from_ref(&m.summary));
+    prose(&mut out, "ROOT CAUSE", &m.summary, view);
     let worst = worst(m);
     if view.wide() {
         for f in &m.findings {
@@ -190,7 +202,7 @@ pub fn render(m: &pb::MergedFinding, view: &View) -> String {
         }
     }
     if let Some(next) = worst.map(|w| &w.next_step).filter(|n| !n.is_empty()) {
-        labelled(&mut out, "", "NEXT", std::slice::from_ref(next));
+        prose(&mut out, "NEXT", next, view);
     }
     labelled(&mut out, "", "CONFIDENCE", &[confidence(m)]);
     out
