@@ -83,11 +83,13 @@ pub struct Cli {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Redraw every SECS seconds (default 2) until interrupted; on a pipe,
-    /// print one frame after another.
+    /// print one frame after another. diagnose from an agent: stream every
+    /// change instead.
     #[arg(short = 'w', long, global = true, value_name = "SECS", num_args = 0..=1,
           default_missing_value = "2", value_parser = seconds)]
     pub watch: Option<Duration>,
-    /// Stop after N frames (with -w) or N events (watch).
+    /// Stop after N frames (with -w), N events (watch) or N changes
+    /// (diagnose -w from an agent).
     #[arg(long, global = true, value_name = "N")]
     pub count: Option<u64>,
 

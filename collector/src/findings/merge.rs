@@ -102,7 +102,7 @@ fn problem(f: &pb::Finding) -> Problem {
 }
 
 /// "info" < "warning" < "critical"; anything else below them.
-pub fn severity_rank(s: &str) -> u8 {
+fn severity_rank(s: &str) -> u8 {
     match s {
         "critical" => 3,
         "warning" => 2,
@@ -112,7 +112,7 @@ pub fn severity_rank(s: &str) -> u8 {
 }
 
 /// "low" < "medium" < "high"; anything else below them.
-pub fn confidence_rank(s: &str) -> u8 {
+fn confidence_rank(s: &str) -> u8 {
     match s {
         "high" => 3,
         "medium" => 2,

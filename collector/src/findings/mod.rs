@@ -12,7 +12,7 @@ mod merge;
 use sockeye_proto::v1 as pb;
 
 pub use latest::Latest;
-pub use merge::{confidence_rank, merge, severity_rank};
+pub use merge::merge;
 
 use crate::{
     filter::{Filter, FilterError},
