@@ -128,8 +128,10 @@ impl CliError {
             Code::InvalidArgument => Self::InvalidArgument {
                 message: s.message().to_string(),
             },
-            // Pointing --agent at a collector (or the reverse) lands here.
-            Code::Unimplemented => Self::Unimplemented {
+            // Pointing --agent at a collector (or the reverse) lands here:
+            // an unknown route has no message. A server that knows the
+            // method but does not serve it yet says why.
+            Code::Unimplemented if s.message().is_empty() => Self::Unimplemented {
                 role,
                 target: target.to_string(),
                 service: match role {
@@ -204,6 +206,15 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the agent at http://c:7070 does not serve sockeye.v1.AgentService (is it a collector? use --collector)"
+        );
+        let e = CliError::from_status(
+            Role::Agent,
+            "unix:///a.sock",
+            &tonic::Status::unimplemented("findings are not served yet"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the agent at unix:///a.sock answered Unimplemented: findings are not served yet"
         );
         let e = CliError::from_status(
             Role::Agent,
