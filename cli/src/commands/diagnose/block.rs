@@ -1,7 +1,7 @@
 //! One problem as a block of labelled lines: what, where and since when,
-//! the root cause, the evidence, what to do next and how sure it is,
-//! wrapped to 100 columns. Wide blocks list every node's finding with its
-//! id and the evidence's numbers, unwrapped.
+//! the root cause, the evidence (a fact a line), what to do next and how
+//! sure it is, wrapped to 100 columns. Wide blocks list every node's
+//! finding with its id and the evidence's numbers, unwrapped.
 
 use std::collections::BTreeSet;
 
@@ -180,12 +180,6 @@ pub fn render(m: &pb::MergedFinding, view: &View) -> String {
             node_finding(&mut out, f, view);
         }
     } else if let Some(w) = worst {
-        let facts: Vec<String> = w
-            .evidence
-            .iter()
-            .filter(|e| !e.fact.is_empty())
-            .map(|e| e.fact.clone())
-            .collect();
         // Several nodes: the evidence is the worst one's, and says so.
         let label = if m.findings.len() > 1 {
             format!("EVIDENCE ({})", w.node)
@@ -193,8 +187,23 @@ pub fn render(m: &pb::MergedFinding, view: &View) -> String {
             "EVIDENCE".to_string()
         };
         let width = WIDTH.saturating_sub(label.chars().count() + 2);
-        if !facts.is_empty() {
-            labelled(&mut out, "", &label, &format::wrap(&facts, "; ", width));
+        // A fact per line (facts are sentences, some with their own ';'),
+        // a long one continued two spaces further in.
+        let lines: Vec<String> = w
+            .evidence
+            .iter()
+            .filter(|e| !e.fact.is_empty())
+            .flat_map(|e| {
+                let words: Vec<String> = e.fact.split(' ').map(str::to_string).collect();
+                let mut lines = format::wrap(&words, " ", width);
+                for l in lines.iter_mut().skip(1) {
+                    l.insert_str(0, "  ");
+                }
+                lines
+            })
+            .collect();
+        if !lines.is_empty() {
+            labelled(&mut out, "", &label, &lines);
         }
         let hit = affected(m.findings.iter());
         if !hit.is_empty() {
