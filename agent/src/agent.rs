@@ -290,6 +290,7 @@ impl Agent {
             opened: by_kind(&stats.opened),
             resolved: by_kind(&stats.resolved),
             resolved_forgotten: stats.resolved_forgotten,
+            probe_failures: stats.probe_failures,
             watch_updates_missed: self.finding_updates.missed(),
         }
     }

@@ -100,6 +100,9 @@ pub struct FindingsHealth {
     pub resolved: BTreeMap<&'static str, u64>,
     /// Resolved findings no longer remembered (`resolved_kept`).
     pub resolved_forgotten: u64,
+    /// Evidence the kernel could not be asked for (the finding is reported
+    /// without it).
+    pub probe_failures: u64,
     /// Updates that `WatchFindings` clients missed because they read too
     /// slowly (each was told in `missed_before`).
     pub watch_updates_missed: u64,

@@ -319,6 +319,11 @@ impl Families {
                 "Finding updates WatchFindings clients missed because they read too slowly (each client is told how many).",
                 counts.watch_missed,
             ),
+            (
+                "sockeye_findings_probe_failures",
+                "Questions to the kernel for evidence (sock_diag, /proc/<pid>/net/netstat) that failed; the finding is reported without that evidence.",
+                counts.probe_failures,
+            ),
         ] {
             family(enc, name, help, None, MetricType::Counter)?
                 .encode_counter::<NoLabelSet, _, u64>(&v, None)?;

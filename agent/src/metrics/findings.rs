@@ -14,6 +14,8 @@ pub struct FindingsCounts {
     pub resolved: [u64; Kind::ALL.len()],
     /// Updates `WatchFindings` clients missed (each was told).
     pub watch_missed: u64,
+    /// Evidence the kernel could not be asked for.
+    pub probe_failures: u64,
 }
 
 impl FindingsCounts {
@@ -23,6 +25,7 @@ impl FindingsCounts {
             opened: findings.stats.opened,
             resolved: findings.stats.resolved,
             watch_missed,
+            probe_failures: findings.stats.probe_failures,
         }
     }
 }

@@ -119,7 +119,7 @@ impl Pools {
 }
 
 /// The listener of `addr`:`port` on this node, if any.
-fn listener_of<'a>(listeners: &'a Listeners, addr: IpAddr, port: u16) -> Option<&'a Listener> {
+fn listener_of(listeners: &Listeners, addr: IpAddr, port: u16) -> Option<&Listener> {
     listeners.active.values().find(|l| {
         l.port == port
             && (l.addr == addr

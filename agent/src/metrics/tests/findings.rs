@@ -29,6 +29,7 @@ fn open_findings_by_kind_severity_and_subject_and_counters_by_kind() {
     let mut counts = FindingsCounts {
         evaluations: 30,
         watch_missed: 2,
+        probe_failures: 1,
         ..Default::default()
     };
     counts.opened[crate::findings::kind_index(Kind::CloseWait)] = 2;
@@ -65,6 +66,10 @@ fn open_findings_by_kind_severity_and_subject_and_counters_by_kind() {
     }
     assert_eq!(value(&t, "sockeye_findings_evaluations_total"), Some(30.0));
     assert_eq!(value(&t, "sockeye_findings_watch_missed_total"), Some(2.0));
+    assert_eq!(
+        value(&t, "sockeye_findings_probe_failures_total"),
+        Some(1.0)
+    );
 
     // One resolves and the other escalates: the old series read 0.
     let mut escalated = d.clone();
