@@ -15,3 +15,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sockeye_descriptor.bin"));
 
 pub mod connect;
+pub mod rank;

@@ -10,7 +10,7 @@
 
 use std::{cmp::Reverse, collections::HashMap};
 
-use sockeye_proto::v1 as pb;
+use sockeye_proto::{rank, v1 as pb};
 
 use crate::query::canonical_ip;
 
@@ -101,33 +101,13 @@ fn problem(f: &pb::Finding) -> Problem {
     }
 }
 
-/// "info" < "warning" < "critical"; anything else below them.
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "critical" => 3,
-        "warning" => 2,
-        "info" => 1,
-        _ => 0,
-    }
-}
-
-/// "low" < "medium" < "high"; anything else below them.
-fn confidence_rank(s: &str) -> u8 {
-    match s {
-        "high" => 3,
-        "medium" => 2,
-        "low" => 1,
-        _ => 0,
-    }
-}
-
 /// Worst first: open, most severe, most certain, oldest; then a stable
 /// order so the same findings always give the same answer.
 fn worst_first(f: &pb::Finding) -> impl Ord + '_ {
     (
         f.resolved_unix_ms != 0,
-        Reverse(severity_rank(&f.severity)),
-        Reverse(confidence_rank(&f.confidence)),
+        Reverse(rank::severity(&f.severity)),
+        Reverse(rank::confidence(&f.confidence)),
         f.since_unix_ms,
         f.node.as_str(),
         f.id.as_str(),
@@ -142,12 +122,12 @@ fn merged(mut findings: Vec<pb::Finding>) -> pb::MergedFinding {
     nodes.dedup();
     let severity = findings
         .iter()
-        .max_by_key(|f| severity_rank(&f.severity))
+        .max_by_key(|f| rank::severity(&f.severity))
         .map(|f| f.severity.clone())
         .unwrap_or_default();
     let confidence = findings
         .iter()
-        .max_by_key(|f| confidence_rank(&f.confidence))
+        .max_by_key(|f| rank::confidence(&f.confidence))
         .map(|f| f.confidence.clone())
         .unwrap_or_default();
     let since = findings
@@ -205,7 +185,7 @@ pub fn merge(findings: Vec<pb::Finding>) -> Vec<pb::MergedFinding> {
         let key = |m: &pb::MergedFinding| {
             (
                 m.resolved_unix_ms != 0,
-                Reverse(severity_rank(&m.severity)),
+                Reverse(rank::severity(&m.severity)),
                 m.since_unix_ms,
                 m.kind.clone(),
                 m.summary.clone(),

@@ -10,29 +10,10 @@ pub mod fetch;
 
 use std::{cmp::Reverse, collections::HashMap, time::Duration};
 
-use sockeye_proto::v1 as pb;
+use sockeye_proto::{rank, v1 as pb};
 
 use super::View;
 use crate::{args::Output, format, json};
-
-/// Worst first: "critical" > "warning" > "info" > anything else.
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "critical" => 3,
-        "warning" => 2,
-        "info" => 1,
-        _ => 0,
-    }
-}
-
-fn confidence_rank(s: &str) -> u8 {
-    match s {
-        "high" => 3,
-        "medium" => 2,
-        "low" => 1,
-        _ => 0,
-    }
-}
 
 /// The node finding that speaks for a problem: open before resolved, most
 /// severe, most certain, oldest (as the collector picks its summary).
@@ -40,8 +21,8 @@ pub fn worst(m: &pb::MergedFinding) -> Option<&pb::Finding> {
     m.findings.iter().min_by_key(|f| {
         (
             f.resolved_unix_ms != 0,
-            Reverse(severity_rank(&f.severity)),
-            Reverse(confidence_rank(&f.confidence)),
+            Reverse(rank::severity(&f.severity)),
+            Reverse(rank::confidence(&f.confidence)),
             f.since_unix_ms,
             f.node.clone(),
             f.id.clone(),
@@ -80,7 +61,7 @@ pub fn from_agent(reply: &pb::FindingsReply) -> Vec<pb::MergedFinding> {
     v.sort_by_cached_key(|m| {
         (
             m.resolved_unix_ms != 0,
-            Reverse(severity_rank(&m.severity)),
+            Reverse(rank::severity(&m.severity)),
             m.since_unix_ms,
             m.kind.clone(),
             m.summary.clone(),
