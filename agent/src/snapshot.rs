@@ -73,6 +73,10 @@ pub struct Health {
     pub events_received: u64,
     pub kernel_events_emitted: u64,
     pub kernel_dns_packets_emitted: u64,
+    /// Failed connect()/socket() calls (no port, no fd) the kernel sent,
+    /// and those the agent received.
+    pub kernel_resource_failures_emitted: u64,
+    pub resource_failures_received: u64,
     pub lost: BTreeMap<&'static str, u64>,
     pub lost_total: u64,
     pub untracked_socket_events: u64,
@@ -105,6 +109,7 @@ impl Health {
     ) -> Self {
         let mut h = Health {
             events_received: agg.events_received,
+            resource_failures_received: agg.resources.received,
             tracked_sockets: agg.sockets.len() as u64,
             flows: agg.flows.len() as u64,
             cgroups_unresolved: attributor.unresolved(),
@@ -116,6 +121,7 @@ impl Health {
                 Counter::EventsEmitted => h.kernel_events_emitted = v,
                 Counter::UntrackedSocket => h.untracked_socket_events = v,
                 Counter::DnsPacketsEmitted => h.kernel_dns_packets_emitted = v,
+                Counter::ResourceFailuresEmitted => h.kernel_resource_failures_emitted = v,
                 c => {
                     h.lost.insert(c.name(), v);
                 }
@@ -126,12 +132,18 @@ impl Health {
             socket_table_full,
             time_wait_buckets_full,
             flows_evicted,
+            resource_decode_errors,
+            resource_keys_evicted,
         } = agg.drops();
         h.lost.insert("user_decode_errors", decode_errors);
         h.lost.insert("user_socket_table_full", socket_table_full);
         h.lost.insert("user_flows_evicted", flows_evicted);
         h.lost
             .insert("user_time_wait_buckets_full", time_wait_buckets_full);
+        h.lost
+            .insert("user_resource_decode_errors", resource_decode_errors);
+        h.lost
+            .insert("user_resource_keys_evicted", resource_keys_evicted);
         // DNS we could not use. Not losses, and so only in `dns`: malformed
         // messages (`dns.parse_errors`), names folded into "other" (their
         // counts are kept), answers to queries sent before the agent started

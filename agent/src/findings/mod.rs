@@ -4,6 +4,7 @@
 //! it, updated while it holds, resolved with its end time when it stops.
 
 pub mod config;
+pub mod detect;
 pub mod model;
 
 use std::collections::VecDeque;
@@ -106,7 +107,8 @@ impl Findings {
             return;
         }
         self.stats.evaluations += 1;
-        let candidates: Vec<Candidate> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        candidates.extend(detect::resources::detect(inputs, &self.config.resources));
         self.apply(candidates, inputs.now_ns, attributor);
     }
 
