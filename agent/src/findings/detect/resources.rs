@@ -41,14 +41,16 @@ pub const SUSTAINED_NS: u64 = 10_000_000_000;
 /// Usage at or above this share of a limit counts as the limit reached.
 const AT_LIMIT: f64 = 0.9;
 
+/// The failure keys of one (workload, destination).
+type Group<'a> = Vec<(&'a FailureKey, &'a FailureStats)>;
+
 /// The candidates that hold at `inputs.now_ns`.
 pub fn detect(inputs: &Inputs<'_>, config: &ResourcesConfig) -> Vec<Candidate> {
     let now = inputs.now_ns;
     let failures = &inputs.tcp.resources;
     // Group the active keys by (workload, destination); BTreeMap keeps the
     // evidence in a stable order.
-    let mut groups: BTreeMap<(u64, Option<SocketAddr>), Vec<(&FailureKey, &FailureStats)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(u64, Option<SocketAddr>), Group<'_>> = BTreeMap::new();
     for (key, stats) in failures.iter() {
         if stats.recent(now) > 0 {
             groups
