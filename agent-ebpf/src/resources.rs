@@ -9,10 +9,9 @@
 //! The exit tracepoints only see the return value, so each entry
 //! tracepoint keeps what the exit needs (the destination of connect(), the
 //! domain of socket()) under the thread's pid_tgid. Entries are overwritten
-//! by the thread's next call and never deleted: one map write per call,
-//! and none when the thread repeats its last call's arguments, is cheaper
-//! than a write at entry plus a delete at every exit. The success path of
-//! an exit is one field read and a compare.
+//! in place by the thread's next call and never deleted: a lookup per call
+//! is cheaper than an insert at entry plus a delete at every exit. The
+//! success path of an exit is one field read and a compare.
 //!
 //! # Minimum kernel version
 //! The syscall tracepoints need `CONFIG_FTRACE_SYSCALLS` (a kernel without
@@ -147,24 +146,24 @@ fn destination(uaddr: u64, addrlen: u32) -> SyscallArgs {
     args
 }
 
-/// Keeps `args` for this thread's exit tracepoint; skips the write when the
-/// thread's last call had the same arguments (a client reconnecting).
+/// Keeps `args` for this thread's exit tracepoint. A thread that called
+/// before has an entry: it is overwritten in place, which costs a lookup
+/// and no allocation (a map update would take a new LRU node every call).
+/// Only this thread reads or writes its entry, so no one sees it half
+/// written.
 #[inline(always)]
 fn remember(args: &SyscallArgs) {
     let key = bpf_get_current_pid_tgid();
-    if let Some(known) = SYSCALL_ARGS.get_ptr(key) {
+    if let Some(slot) = SYSCALL_ARGS.get_ptr_mut(key) {
         // SAFETY: the pointer comes from the map lookup and stays valid
         // while this program runs.
-        if unsafe { *known } == *args {
-            return;
-        }
+        unsafe { *slot = *args };
+        return;
     }
-    if SYSCALL_ARGS.insert(key, args, 0).is_err() {
-        // An LRU insert fails only when no node can be allocated. The
-        // thread's previous entry must not stand in for this call: drop it,
-        // so the exit counts a miss instead of reporting a stale destination.
-        let _ = SYSCALL_ARGS.remove(key);
-    }
+    // An LRU insert fails only when no node can be allocated; the thread
+    // has no entry then, so its exit counts a miss rather than reading a
+    // stale destination.
+    let _ = SYSCALL_ARGS.insert(key, args, 0);
 }
 
 fn try_exit(ctx: &TracePointContext, ret_offset: u32, which: u32) -> Result<(), i64> {
