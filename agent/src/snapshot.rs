@@ -11,6 +11,7 @@ use crate::{
         flows::{Direction, Window},
         histogram::{Histogram, Percentiles},
         listeners::ListenerChange,
+        resources::view::ResourceFailureView,
         Aggregator, UserDrops,
     },
     attribution::{filter::WorkloadFilter, Attributor, MetadataStats, Workload},
@@ -187,6 +188,8 @@ pub struct Snapshot {
     pub listener_changes: Vec<ListenerChangeView>,
     pub dns_names: Vec<DnsNameView>,
     pub dns_totals: Vec<DnsTotalView>,
+    /// Connects and socket() calls that ran out of ports or fds.
+    pub resource_failures: Vec<ResourceFailureView>,
 }
 
 /// Builds the view; `filter` keeps only matching workloads.
@@ -287,5 +290,11 @@ pub fn take(
             .collect(),
         dns_names,
         dns_totals,
+        resource_failures: crate::aggregate::resources::view::views(
+            &agg.resources,
+            attributor,
+            now_ns,
+            filter,
+        ),
     }
 }

@@ -205,6 +205,29 @@ fn connects_without_a_free_local_port_are_counted_and_found() {
         keys_of(&agent, server.cgroup_id).is_empty(),
         "the server failed nothing"
     );
+    // The same rows in the snapshot (the JSON `resource_failure` lines).
+    let snap = agent.snapshot(None);
+    let rows: Vec<_> = snap
+        .resource_failures
+        .iter()
+        .filter(|r| r.workload.cgroup_id == client.cgroup_id)
+        .map(|r| {
+            (
+                r.syscall,
+                r.errno,
+                r.destination,
+                r.failures_total,
+                r.last_pid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (Syscall::Connect, "EADDRNOTAVAIL", Some(v4), 6, hog4.pid()),
+            (Syscall::Connect, "EADDRNOTAVAIL", Some(v6), 3, hog6.pid()),
+        ]
+    );
 
     wait(
         &mut agent,

@@ -219,6 +219,7 @@ mod tests {
             listener_changes: vec![],
             dns_names: vec![],
             dns_totals: vec![],
+            resource_failures: vec![],
         };
         let mut health = Health::default();
         health.lost.insert("kernel_ringbuf_full", 3);

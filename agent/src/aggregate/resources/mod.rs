@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod recent;
+pub mod view;
 
 use std::net::SocketAddr;
 
