@@ -79,10 +79,9 @@ pub struct Agent {
     /// Windows for the collector, when one is configured.
     pub pusher: Option<Pusher>,
     pub cgroup_root: PathBuf,
-    /// Where other processes' limits are read (`Config::proc_root`).
-    pub proc_root: PathBuf,
     /// What is wrong, from the aggregates (see `findings`).
     pub findings: Findings,
+    proc_root: PathBuf,
 }
 
 impl Agent {
@@ -247,6 +246,7 @@ impl Agent {
             tcp: &self.aggregator,
             dns: &self.dns.aggregates,
             now_ns: clock::monotonic_ns(),
+            proc_root: &self.proc_root,
         };
         self.findings.evaluate(&inputs, &mut self.attributor);
     }

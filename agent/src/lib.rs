@@ -24,5 +24,6 @@ pub mod procfs_sockets;
 pub mod push;
 pub mod run;
 pub mod snapshot;
+pub mod sock_diag;
 
 pub use agent::{Agent, Config};

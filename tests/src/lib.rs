@@ -11,6 +11,7 @@ pub mod dns;
 pub mod metrics;
 pub mod net;
 pub mod peer;
+pub mod sockets;
 pub mod tls;
 
 /// Privileged tests need root; without it they say why and pass vacuously

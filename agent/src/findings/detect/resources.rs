@@ -140,7 +140,11 @@ fn candidate(
                 dns_name: None,
             }),
         },
+        subject: cgroup,
         since_ns,
+        // Failures have no end the kernel reports: the engine resolves the
+        // finding once it stops holding.
+        ended_ns: None,
         severity,
         signals,
         summary: summary(lead_key, lead.recent(now), &process, &window),

@@ -46,6 +46,7 @@ fn run(agg: &Aggregator, now_ns: u64, config: &ResourcesConfig) -> Vec<Candidate
             tcp: agg,
             dns: &dns,
             now_ns,
+            proc_root: std::path::Path::new("/proc"),
         },
         config,
     )
