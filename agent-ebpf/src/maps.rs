@@ -19,9 +19,11 @@ const MAX_CONNECT_ERRORS: u32 = 8_192;
 const MAX_OWNERS: u32 = 16_384;
 const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 /// Failed connects and socket() calls: 80 bytes each with the ring's
-/// header, so about 3200 between two drains (every 20 ms). A retry loop
-/// faster than that loses records, counted in `kernel_resource_ringbuf_full`.
-const RESOURCE_RINGBUF_BYTES: u32 = 256 * 1024;
+/// header, so about 13,000 between two drains (every 20 ms), 650,000 a
+/// second. 256 KiB lost 36% of a single thread's tight socket() loop over
+/// its fd limit (254,000 failures/s); faster loops lose records, counted in
+/// `kernel_resource_ringbuf_full`.
+const RESOURCE_RINGBUF_BYTES: u32 = 1 << 20;
 /// Threads remembered between the entry and exit of socket()/connect().
 /// Entries are never deleted, so this many threads' last calls are kept;
 /// the least recently calling thread's entry goes first. The failures
