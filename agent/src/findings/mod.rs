@@ -7,8 +7,12 @@ pub mod config;
 pub mod detect;
 pub mod facts;
 pub mod model;
+pub mod probe;
 pub mod series;
 pub mod text;
+
+#[cfg(test)]
+mod listing_tests;
 
 use std::{collections::VecDeque, path::Path};
 
@@ -70,6 +74,9 @@ pub struct FindingsStats {
     /// Flows and DNS servers without a history because `max_series` was
     /// reached: problems there may go undetected.
     pub series_skipped: u64,
+    /// Questions to the kernel for evidence (idle times, accept queues,
+    /// listen overflows) that failed: those findings lack that evidence.
+    pub probe_failures: u64,
 }
 
 struct OpenFinding {
@@ -136,6 +143,7 @@ impl Findings {
         };
         let candidates = self.detectors.run(&mut cx);
         self.stats.series_skipped = self.detectors.series_skipped();
+        self.stats.probe_failures = self.detectors.probe_failures();
         self.apply(candidates, inputs.now_ns, attributor);
     }
 
@@ -278,6 +286,14 @@ impl Findings {
     /// Resolved findings still remembered, newest first.
     pub fn resolved(&self) -> impl Iterator<Item = &Finding> {
         self.resolved.iter().rev()
+    }
+
+    /// Findings resolved after `since_ns` (noticed then: their `updated_ns`),
+    /// newest first. A pushed window carries those resolved since the
+    /// previous one; more than `resolved_kept` in between are forgotten
+    /// (counted in `stats.resolved_forgotten`).
+    pub fn resolved_since(&self, since_ns: u64) -> impl Iterator<Item = &Finding> {
+        self.resolved().take_while(move |f| f.updated_ns > since_ns)
     }
 
     /// Open findings (worst first), then resolved ones if asked (newest first).
