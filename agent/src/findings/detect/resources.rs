@@ -18,6 +18,8 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
+use ahash::HashMap;
+
 use sockeye_common::resources::errno;
 
 use crate::{
@@ -60,17 +62,55 @@ pub fn detect(inputs: &Inputs<'_>, config: &ResourcesConfig) -> Vec<Candidate> {
         }
     }
     let window_ns = failures.window_ns();
+    let sockets = SocketsTo::count(inputs.tcp, &groups);
     groups
         .into_iter()
         .filter_map(|((cgroup, dest), mut keys)| {
             keys.sort_by_key(|(k, s)| (std::cmp::Reverse(s.recent(now)), **k));
-            candidate(inputs.tcp, cgroup, dest, &keys, config, window_ns, now)
+            candidate(&sockets, cgroup, dest, &keys, config, window_ns, now)
         })
         .collect()
 }
 
+/// Sockets the agent tracks to the destinations that ran out of ports,
+/// per workload: open ones and those in TIME_WAIT (each still holds its
+/// local port). Counted in one pass over the socket table.
+struct SocketsTo<'a> {
+    open: HashMap<FlowKey, u64>,
+    tcp: &'a Aggregator,
+}
+
+impl<'a> SocketsTo<'a> {
+    fn flow(cgroup: u64, dest: SocketAddr) -> FlowKey {
+        FlowKey::new(cgroup, Direction::Outbound, dest.ip(), 0, dest.port())
+    }
+
+    fn count(tcp: &'a Aggregator, groups: &BTreeMap<(u64, Option<SocketAddr>), Group<'_>>) -> Self {
+        let mut open: HashMap<FlowKey, u64> = groups
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|(k, _)| k.errno == errno::EADDRNOTAVAIL))
+            .filter_map(|((cgroup, dest), _)| Some((Self::flow(*cgroup, (*dest)?), 0)))
+            .collect();
+        if !open.is_empty() {
+            for (_, s) in tcp.sockets.iter() {
+                if let Some(n) = open.get_mut(&s.flow) {
+                    *n += 1;
+                }
+            }
+        }
+        Self { open, tcp }
+    }
+
+    /// (open, in TIME_WAIT) from `cgroup` to `dest`.
+    fn get(&self, cgroup: u64, dest: SocketAddr) -> (u64, u64) {
+        let flow = Self::flow(cgroup, dest);
+        let open = self.open.get(&flow).copied().unwrap_or(0);
+        (open, self.tcp.time_wait.count(&flow))
+    }
+}
+
 fn candidate(
-    tcp: &Aggregator,
+    sockets: &SocketsTo<'_>,
     cgroup: u64,
     dest: Option<SocketAddr>,
     keys: &[(&FailureKey, &FailureStats)],
@@ -119,7 +159,7 @@ fn candidate(
     let mut at_limit = false;
     for (k, s) in keys {
         if let Some(limit) = s.limit {
-            let (fact, reached) = limit_evidence(tcp, k, s, limit);
+            let (fact, reached) = limit_evidence(sockets, k, s, limit);
             at_limit |= reached;
             evidence.push(fact);
         }
@@ -184,7 +224,7 @@ fn summary(key: &FailureKey, recent: u64, process: &str, window: &str) -> String
 
 /// The limit as a fact, and whether usage was at it.
 fn limit_evidence(
-    tcp: &Aggregator,
+    sockets: &SocketsTo<'_>,
     key: &FailureKey,
     s: &FailureStats,
     limit: Limit,
@@ -198,7 +238,7 @@ fn limit_evidence(
             );
             let mut reached = false;
             if let Some(d) = key.destination {
-                let (open, time_wait) = sockets_to(tcp, key.cgroup_id, d);
+                let (open, time_wait) = sockets.get(key.cgroup_id, d);
                 fact.push_str(&format!(
                     "; the agent sees {} sockets from this workload to {d} ({open} open, {time_wait} in TIME_WAIT)",
                     open + time_wait
@@ -235,14 +275,6 @@ fn limit_evidence(
             allocated as f64 >= AT_LIMIT * max as f64,
         ),
     }
-}
-
-/// Sockets of `cgroup` to `dest` the agent tracks: open ones and those in
-/// TIME_WAIT (each still holds its local port).
-fn sockets_to(tcp: &Aggregator, cgroup: u64, dest: SocketAddr) -> (u64, u64) {
-    let flow = FlowKey::new(cgroup, Direction::Outbound, dest.ip(), 0, dest.port());
-    let open = tcp.sockets.iter().filter(|(_, s)| s.flow == flow).count() as u64;
-    (open, tcp.time_wait.count(&flow))
 }
 
 fn next_step(key: &FailureKey, tgid: u32) -> String {
