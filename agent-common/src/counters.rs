@@ -39,10 +39,20 @@ pub enum Counter {
     /// before the agent started): its connections are shown under an
     /// unknown workload.
     OwnerNotCaptured = 12,
+    /// The resource-failure ring buffer was full: a failed connect() or
+    /// socket() (no free port, fd limit) is lost.
+    ResourceRingbufFull = 13,
+    /// Failed connect() and socket() calls sent to user space.
+    ResourceFailuresEmitted = 14,
+    /// A connect() or socket() failed for want of a resource, but what its
+    /// entry tracepoint saw was not found (evicted from the per-thread map,
+    /// or the call began before the agent): it is still reported, without
+    /// its destination or domain.
+    SyscallArgsMissed = 15,
 }
 
 /// Number of counters (the size of the counters array map).
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 16;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -59,6 +69,9 @@ impl Counter {
         Counter::DnsSkippedIpv6Extension,
         Counter::DnsReadFailed,
         Counter::OwnerNotCaptured,
+        Counter::ResourceRingbufFull,
+        Counter::ResourceFailuresEmitted,
+        Counter::SyscallArgsMissed,
     ];
 
     /// Stable snake_case name used in logs, JSON and metrics.
@@ -77,6 +90,9 @@ impl Counter {
             Counter::DnsSkippedIpv6Extension => "kernel_dns_skipped_ipv6_extension",
             Counter::DnsReadFailed => "kernel_dns_read_failed",
             Counter::OwnerNotCaptured => "kernel_owner_not_captured",
+            Counter::ResourceRingbufFull => "kernel_resource_ringbuf_full",
+            Counter::ResourceFailuresEmitted => "kernel_resource_failures_emitted",
+            Counter::SyscallArgsMissed => "kernel_syscall_args_missed",
         }
     }
 
@@ -84,7 +100,10 @@ impl Counter {
     pub const fn is_loss(self) -> bool {
         !matches!(
             self,
-            Counter::EventsEmitted | Counter::UntrackedSocket | Counter::DnsPacketsEmitted
+            Counter::EventsEmitted
+                | Counter::UntrackedSocket
+                | Counter::DnsPacketsEmitted
+                | Counter::ResourceFailuresEmitted
         )
     }
 }

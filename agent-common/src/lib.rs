@@ -11,6 +11,7 @@ pub mod counters;
 pub mod dns;
 pub mod event;
 pub mod names;
+pub mod resources;
 pub mod tcp_state;
 pub mod tracepoint;
 
@@ -34,4 +35,8 @@ mod pod_impls {
     unsafe impl aya::Pod for crate::cgroup::CgroupEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::dns::DnsPacket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::resources::SyscallArgs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::resources::ResourceFailure {}
 }

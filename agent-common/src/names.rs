@@ -21,6 +21,12 @@ pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
 /// LRU hash: socket cookie -> owner of a TCP socket, captured at connect() or
 /// bind() and taken by sock_ops when the socket connects or listens.
 pub const OWNERS_MAP: &str = "SOCKEYE_OWNERS";
+/// Ring buffer carrying [`crate::resources::ResourceFailure`] records:
+/// connects and socket() calls that failed for want of a port or an fd.
+pub const RESOURCE_EVENTS_MAP: &str = "SOCKEYE_RESOURCE_EVENTS";
+/// LRU hash: pid_tgid -> [`crate::resources::SyscallArgs`], what the entry
+/// of a thread's last socket() or connect() saw.
+pub const SYSCALL_ARGS_MAP: &str = "SOCKEYE_SYSCALL_ARGS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 
@@ -53,6 +59,16 @@ pub const PROG_DNS_EGRESS: &str = "sockeye_dns_egress";
 pub const PROG_DNS_EGRESS_NO_TASK: &str = "sockeye_dns_egress_no_task";
 /// cgroup_skb ingress on the cgroup v2 root: DNS answers reaching containers.
 pub const PROG_DNS_INGRESS: &str = "sockeye_dns_ingress";
+/// Tracepoint `syscalls:sys_enter_connect`: remembers the destination.
+pub const PROG_SYS_ENTER_CONNECT: &str = "sockeye_sys_enter_connect";
+/// Tracepoint `syscalls:sys_exit_connect`: a connect that found no free
+/// local port (or memory).
+pub const PROG_SYS_EXIT_CONNECT: &str = "sockeye_sys_exit_connect";
+/// Tracepoint `syscalls:sys_enter_socket`: remembers the domain.
+pub const PROG_SYS_ENTER_SOCKET: &str = "sockeye_sys_enter_socket";
+/// Tracepoint `syscalls:sys_exit_socket`: a socket() that hit the fd limit
+/// (or found no memory).
+pub const PROG_SYS_EXIT_SOCKET: &str = "sockeye_sys_exit_socket";
 
 /// Programs a kernel may refuse because a better variant needs what only
 /// newer kernels allow, each with the program the agent loads instead:

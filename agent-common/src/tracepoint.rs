@@ -25,13 +25,20 @@ pub struct TracepointOffsets {
     pub mkdir_root: u32,
     pub mkdir_id: u32,
     pub mkdir_path: u32,
-    pub _pad: u32,
+    /// `syscalls:sys_enter_connect` (`uservaddr`, `addrlen`) and
+    /// `syscalls:sys_exit_connect` (`ret`).
+    pub connect_addr: u32,
+    pub connect_addrlen: u32,
+    pub connect_ret: u32,
+    /// `syscalls:sys_enter_socket` (`family`) and `syscalls:sys_exit_socket` (`ret`).
+    pub socket_family: u32,
+    pub socket_ret: u32,
 }
 
 /// Marker for a field that does not exist on the running kernel.
 pub const ABSENT: u32 = u32::MAX;
 
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 80);
 
 /// Key of the connect-error map: the remote address and both ports of the
 /// socket an error tracepoint reported. Neither tracepoint carries an id

@@ -1,6 +1,7 @@
 //! Sockeye's kernel programs: the TCP lifecycle from sock_ops, socket owners
 //! from cgroup connect/bind/release hooks, connect errors and cgroup names
-//! from tracepoints, DNS from cgroup_skb.
+//! from tracepoints, DNS from cgroup_skb, connects and socket() calls that
+//! ran out of ports or fds from the syscall tracepoints.
 #![no_std]
 #![no_main]
 
@@ -10,6 +11,7 @@ mod emit;
 mod errors;
 mod maps;
 mod owners;
+mod resources;
 mod sock_facts;
 mod sock_ops;
 mod tp_field;

@@ -7,6 +7,7 @@ use aya_ebpf::{
 use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
     event::{ListenerKey, SockInfo},
+    resources::SyscallArgs,
     tracepoint::{ErrorKey, LastError, TracepointOffsets},
 };
 
@@ -17,6 +18,18 @@ const MAX_LISTENERS: u32 = 4_096;
 const MAX_CONNECT_ERRORS: u32 = 8_192;
 const MAX_OWNERS: u32 = 16_384;
 const DNS_RINGBUF_BYTES: u32 = 2 << 20;
+/// Failed connects and socket() calls: 80 bytes each with the ring's
+/// header, so about 13,000 between two drains (every 20 ms), 650,000 a
+/// second. 256 KiB lost 36% of a single thread's tight socket() loop over
+/// its fd limit (254,000 failures/s); faster loops lose records, counted in
+/// `kernel_resource_ringbuf_full`.
+const RESOURCE_RINGBUF_BYTES: u32 = 1 << 20;
+/// Threads remembered between the entry and exit of socket()/connect().
+/// Entries are never deleted, so this many threads' last calls are kept;
+/// the least recently calling thread's entry goes first. The failures
+/// reported happen at once (no port, no fd), so an entry only has to
+/// survive a few microseconds.
+const MAX_SYSCALL_THREADS: u32 = 16_384;
 
 #[map(name = "SOCKEYE_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -29,6 +42,18 @@ pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// each): separate from the TCP events so a DNS flood cannot crowd them out.
 #[map(name = "SOCKEYE_DNS_EVENTS")]
 pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RINGBUF_BYTES, 0);
+
+/// Separate from the TCP events so a retry loop hitting EMFILE cannot
+/// crowd them out.
+#[map(name = "SOCKEYE_RESOURCE_EVENTS")]
+pub static RESOURCE_EVENTS: RingBuf = RingBuf::with_byte_size(RESOURCE_RINGBUF_BYTES, 0);
+
+/// LRU on purpose: entries are never deleted (see `resources`), and the
+/// threads that have not called socket() or connect() for longest are the
+/// ones to forget.
+#[map(name = "SOCKEYE_SYSCALL_ARGS")]
+pub static SYSCALL_ARGS: LruHashMap<u64, SyscallArgs> =
+    LruHashMap::with_max_entries(MAX_SYSCALL_THREADS, 0);
 
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

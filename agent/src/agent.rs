@@ -5,14 +5,14 @@
 use std::{path::PathBuf, sync::atomic::Ordering};
 
 use crate::{
-    aggregate::{Aggregator, Limits},
+    aggregate::{resources::ResourceFailures, Aggregator, Limits},
     api::{findings::FindingUpdates, traces::TracePublisher},
     attribution::{cgroup_fs, filter::WorkloadFilter, runtime_records::RecordRoots, Attributor},
     clock,
     dns::{DnsConfig, DnsTracer},
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::{CgroupName, Event},
-    findings::{Findings, FindingsConfig, Inputs, Kind},
+    findings::{config, Findings, FindingsConfig, Inputs, Kind},
     preexisting::Preexisting,
     push::{PushConfig, Pusher},
     snapshot::{self, FindingsHealth, Health, PushHealth, Snapshot},
@@ -116,6 +116,18 @@ impl Agent {
             }
         }
         let mut aggregator = Aggregator::new(config.limits);
+        // Resource failures are counted over the span their finding
+        // resolves after, so the two agree on what an episode is.
+        let resolve_after_s = config
+            .findings
+            .as_ref()
+            .map_or(FindingsConfig::default().resources.resolve_after_s, |f| {
+                f.resources.resolve_after_s
+            });
+        aggregator.resources = ResourceFailures::new(
+            crate::aggregate::resources::DEFAULT_MAX_KEYS,
+            config::ns(resolve_after_s),
+        );
         let preexisting = if config.scan_preexisting {
             let p = Preexisting::scan(
                 &config.proc_root,
@@ -193,13 +205,32 @@ impl Agent {
                 self.traces.dns(&mut self.attributor, &e);
             }
         }
+        self.drain_resources();
         let new_cgroups = std::mem::take(&mut self.aggregator.new_cgroups)
             .into_iter()
-            .chain(std::mem::take(&mut self.dns.new_cgroups));
+            .chain(std::mem::take(&mut self.dns.new_cgroups))
+            .chain(std::mem::take(&mut self.aggregator.resources.new_cgroups));
         for id in new_cgroups {
             self.attributor.workload(id);
         }
         n
+    }
+
+    /// Counts connects and socket() calls that ran out of ports or fds, and
+    /// reads the limit each new episode ran into while the process that
+    /// failed is still likely to be there.
+    fn drain_resources(&mut self) {
+        let Some(ring) = self.probes.resource_events.as_mut() else {
+            return;
+        };
+        let resources = &mut self.aggregator.resources;
+        while let Some(item) = ring.next() {
+            resources.handle_record(&item);
+        }
+        for (key, tgid) in resources.take_limit_requests() {
+            let limit = crate::proc_limits::read(&self.proc_root, key.errno, tgid);
+            resources.set_limit(&key, limit);
+        }
     }
 
     /// Periodic housekeeping: TIME_WAIT expiry, idle flows, pre-existing

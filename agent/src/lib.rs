@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod netns;
 pub mod output;
 pub mod preexisting;
+pub mod proc_limits;
 pub mod procfs_sockets;
 pub mod push;
 pub mod run;

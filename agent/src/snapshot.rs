@@ -11,6 +11,7 @@ use crate::{
         flows::{Direction, Window},
         histogram::{Histogram, Percentiles},
         listeners::ListenerChange,
+        resources::view::ResourceFailureView,
         Aggregator, UserDrops,
     },
     attribution::{filter::WorkloadFilter, Attributor, MetadataStats, Workload},
@@ -73,6 +74,10 @@ pub struct Health {
     pub events_received: u64,
     pub kernel_events_emitted: u64,
     pub kernel_dns_packets_emitted: u64,
+    /// Failed connect()/socket() calls (no port, no fd) the kernel sent,
+    /// and those the agent received.
+    pub kernel_resource_failures_emitted: u64,
+    pub resource_failures_received: u64,
     pub lost: BTreeMap<&'static str, u64>,
     pub lost_total: u64,
     pub untracked_socket_events: u64,
@@ -126,6 +131,7 @@ impl Health {
     ) -> Self {
         let mut h = Health {
             events_received: agg.events_received,
+            resource_failures_received: agg.resources.received,
             tracked_sockets: agg.sockets.len() as u64,
             flows: agg.flows.len() as u64,
             cgroups_unresolved: attributor.unresolved(),
@@ -137,6 +143,7 @@ impl Health {
                 Counter::EventsEmitted => h.kernel_events_emitted = v,
                 Counter::UntrackedSocket => h.untracked_socket_events = v,
                 Counter::DnsPacketsEmitted => h.kernel_dns_packets_emitted = v,
+                Counter::ResourceFailuresEmitted => h.kernel_resource_failures_emitted = v,
                 c => {
                     h.lost.insert(c.name(), v);
                 }
@@ -147,12 +154,18 @@ impl Health {
             socket_table_full,
             time_wait_buckets_full,
             flows_evicted,
+            resource_decode_errors,
+            resource_keys_evicted,
         } = agg.drops();
         h.lost.insert("user_decode_errors", decode_errors);
         h.lost.insert("user_socket_table_full", socket_table_full);
         h.lost.insert("user_flows_evicted", flows_evicted);
         h.lost
             .insert("user_time_wait_buckets_full", time_wait_buckets_full);
+        h.lost
+            .insert("user_resource_decode_errors", resource_decode_errors);
+        h.lost
+            .insert("user_resource_keys_evicted", resource_keys_evicted);
         // DNS we could not use. Not losses, and so only in `dns`: malformed
         // messages (`dns.parse_errors`), names folded into "other" (their
         // counts are kept), answers to queries sent before the agent started
@@ -196,6 +209,8 @@ pub struct Snapshot {
     pub listener_changes: Vec<ListenerChangeView>,
     pub dns_names: Vec<DnsNameView>,
     pub dns_totals: Vec<DnsTotalView>,
+    /// Connects and socket() calls that ran out of ports or fds.
+    pub resource_failures: Vec<ResourceFailureView>,
 }
 
 /// Builds the view; `filter` keeps only matching workloads.
@@ -296,5 +311,11 @@ pub fn take(
             .collect(),
         dns_names,
         dns_totals,
+        resource_failures: crate::aggregate::resources::view::views(
+            &agg.resources,
+            attributor,
+            now_ns,
+            filter,
+        ),
     }
 }

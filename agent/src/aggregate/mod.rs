@@ -6,6 +6,7 @@ pub mod flows;
 pub mod histogram;
 pub mod listeners;
 pub mod outage;
+pub mod resources;
 pub mod retired;
 pub mod sockets;
 pub mod time_wait;
@@ -21,6 +22,7 @@ use crate::event::{comm_bytes, Event};
 use cause::FailureCause;
 use flows::{Direction, FlowKey, FlowStats};
 use listeners::Listeners;
+use resources::ResourceFailures;
 use retired::Retired;
 use sockets::{Origin, SocketTable, TrackedSocket};
 use time_wait::TimeWait;
@@ -55,6 +57,10 @@ pub struct UserDrops {
     pub time_wait_buckets_full: u64,
     /// Flows evicted (with their history) to admit new ones.
     pub flows_evicted: u64,
+    /// Resource-failure records that could not be decoded.
+    pub resource_decode_errors: u64,
+    /// Resource-failure keys forgotten (with their counts) to admit new ones.
+    pub resource_keys_evicted: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +78,8 @@ pub struct Aggregator {
     pub decode_errors: u64,
     /// Removed flows whose last counts the metrics have not taken yet.
     pub retired: Retired,
+    /// Connects and socket() calls that ran out of ports or fds.
+    pub resources: ResourceFailures,
 }
 
 impl Aggregator {
@@ -88,6 +96,7 @@ impl Aggregator {
             flows_evicted: 0,
             decode_errors: 0,
             retired: Retired::default(),
+            resources: ResourceFailures::default(),
         }
     }
 
@@ -97,6 +106,8 @@ impl Aggregator {
             socket_table_full: self.sockets.rejected,
             time_wait_buckets_full: self.time_wait.dropped,
             flows_evicted: self.flows_evicted,
+            resource_decode_errors: self.resources.decode_errors,
+            resource_keys_evicted: self.resources.evicted,
         }
     }
 

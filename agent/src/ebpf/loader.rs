@@ -96,6 +96,9 @@ pub struct Probes {
     pub cgroup_events: Option<RingBuf<MapData>>,
     /// DNS queries and answers; None when the dns feature is off.
     pub dns_events: Option<RingBuf<MapData>>,
+    /// Connects and socket() calls that ran out of ports or fds; None when
+    /// the connect_resources feature is off.
+    pub resource_events: Option<RingBuf<MapData>>,
     pub features: Vec<Feature>,
 }
 
@@ -120,7 +123,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         .map_err(|source| LoadError::Object { source })?;
 
     let mut features = Vec::new();
-    attach_tracepoints(&mut ebpf, opts, &mut features)?;
+    let offsets = attach_tracepoints(&mut ebpf, opts, &mut features)?;
     let path = opts.cgroup_root.display().to_string();
     let cgroup = File::open(&opts.cgroup_root).map_err(|source| LoadError::CgroupRoot {
         path: path.clone(),
@@ -142,6 +145,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         },
     );
     let dns_events = attach_dns(&mut ebpf, &cgroup, opts, &mut features);
+    let resource_events = attach_resources(&mut ebpf, &offsets, opts, &mut features);
 
     let events = ebpf.take_map(names::EVENTS_MAP).ok_or(LoadError::Missing {
         kind: "map",
@@ -166,8 +170,42 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         events,
         cgroup_events,
         dns_events,
+        resource_events,
         features,
     })
+}
+
+/// Optional: without the syscall tracepoints the agent still traces TCP,
+/// but does not see connects fail for want of a port or an fd.
+fn attach_resources(
+    ebpf: &mut Ebpf,
+    offsets: &sockeye_common::tracepoint::TracepointOffsets,
+    opts: &LoadOptions,
+    features: &mut Vec<Feature>,
+) -> Option<RingBuf<MapData>> {
+    let (ring, feature) = match super::resources::attach(ebpf, offsets, &opts.tracefs) {
+        Ok(ring) => (
+            Some(ring),
+            Feature {
+                name: super::resources::FEATURE,
+                enabled: true,
+                detail: "syscall tracepoints: connect() failing with EADDRNOTAVAIL (no free local port) and socket() with EMFILE/ENFILE (fd limit), ENOBUFS/ENOMEM".into(),
+            },
+        ),
+        Err(why) => {
+            log::warn!("feature {} disabled: {why}", super::resources::FEATURE);
+            (
+                None,
+                Feature {
+                    name: super::resources::FEATURE,
+                    enabled: false,
+                    detail: why,
+                },
+            )
+        }
+    };
+    features.push(feature);
+    ring
 }
 
 /// The DNS port list as the kernel programs read it: `ports`, then zeros.
@@ -252,7 +290,8 @@ fn attach_sock_ops(ebpf: &mut Ebpf, cgroup: &File, path: String) -> Result<(), L
         .map_err(|source| LoadError::SockOps { path, source })
 }
 
-/// The tracepoints are optional. Without the connect-error ones a failed
+/// The tracepoints are optional (returns the offsets found, which the
+/// syscall tracepoints use too). Without the connect-error ones a failed
 /// connect is still counted, but its cause is less precise; without
 /// cgroup_mkdir, cgroups are named by lookup, which can miss containers that
 /// live for milliseconds.
@@ -260,7 +299,7 @@ fn attach_tracepoints(
     ebpf: &mut Ebpf,
     opts: &LoadOptions,
     features: &mut Vec<Feature>,
-) -> Result<(), LoadError> {
+) -> Result<sockeye_common::tracepoint::TracepointOffsets, LoadError> {
     let (offsets, errors) = tracefs::tracepoint_offsets(&opts.tracefs);
     if let Err(e) = tracefs::check_mounted(&opts.tracefs) {
         log::warn!("{e}; connect failures will not be classified as refused/unreachable");
@@ -351,7 +390,7 @@ fn attach_tracepoints(
             }
         }
     }
-    Ok(())
+    Ok(offsets)
 }
 
 fn attach_tracepoint(

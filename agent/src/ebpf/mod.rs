@@ -5,6 +5,7 @@ pub mod dns;
 pub mod listeners;
 pub mod loader;
 pub mod owners;
+pub mod resources;
 pub mod tracefs;
 pub mod verify;
 

@@ -93,7 +93,11 @@ pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>)
         mkdir_root: ABSENT,
         mkdir_id: ABSENT,
         mkdir_path: ABSENT,
-        _pad: 0,
+        connect_addr: ABSENT,
+        connect_addrlen: ABSENT,
+        connect_ret: ABSENT,
+        socket_family: ABSENT,
+        socket_ret: ABSENT,
     };
     let mut errors = Vec::new();
     let get = |f: &HashMap<String, u32>, n: &str| f.get(n).copied().unwrap_or(ABSENT);
@@ -126,6 +130,29 @@ pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>)
             out.mkdir_path = get(&f, "path");
         }
         Err(e) => errors.push(e),
+    }
+    // Present only on kernels built with CONFIG_FTRACE_SYSCALLS.
+    let syscalls = [
+        ("sys_enter_connect", &mut out.connect_addr, "uservaddr"),
+        ("sys_enter_connect", &mut out.connect_addrlen, "addrlen"),
+        ("sys_exit_connect", &mut out.connect_ret, "ret"),
+        ("sys_enter_socket", &mut out.socket_family, "family"),
+        ("sys_exit_socket", &mut out.socket_ret, "ret"),
+    ];
+    let mut formats: HashMap<&str, Option<HashMap<String, u32>>> = HashMap::new();
+    for (tracepoint, slot, field) in syscalls {
+        let fields = formats.entry(tracepoint).or_insert_with(|| {
+            match read_fields(root, "syscalls", tracepoint) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            }
+        });
+        if let Some(f) = fields {
+            *slot = get(f, field);
+        }
     }
     (out, errors)
 }
@@ -171,6 +198,7 @@ print fmt: \"family=%s\"";
         assert!(err.contains("mount -t tracefs"), "{err}");
         let (off, errs) = tracepoint_offsets(&dir);
         assert_eq!((off.rst_sport, off.mkdir_path), (ABSENT, ABSENT));
-        assert_eq!(errs.len(), 3);
+        assert_eq!((off.connect_ret, off.socket_family), (ABSENT, ABSENT));
+        assert_eq!(errs.len(), 7, "{errs:?}");
     }
 }

@@ -345,12 +345,17 @@ impl Families {
             let mut m = family(
                 enc,
                 "sockeye_events_received",
-                "Records read from the kernel's ring buffers: socket events (tcp) and DNS packets (dns).",
+                "Records read from the kernel's ring buffers: socket events (tcp), DNS packets (dns), connects and socket() calls that ran out of ports or fds (resources).",
                 None,
                 MetricType::Counter,
             )?;
             counter(&mut m, &[("ring", "tcp")], h.events_received)?;
             counter(&mut m, &[("ring", "dns")], h.dns.packets)?;
+            counter(
+                &mut m,
+                &[("ring", "resources")],
+                h.resource_failures_received,
+            )?;
             let mut m = family(
                 enc,
                 "sockeye_kernel_events_emitted",
@@ -360,10 +365,15 @@ impl Families {
             )?;
             counter(&mut m, &[("ring", "tcp")], h.kernel_events_emitted)?;
             counter(&mut m, &[("ring", "dns")], h.kernel_dns_packets_emitted)?;
+            counter(
+                &mut m,
+                &[("ring", "resources")],
+                h.kernel_resource_failures_emitted,
+            )?;
             let mut m = family(
                 enc,
                 "sockeye_dropped_events",
-                "Everything lost, by counter (the names of the JSON stats' lost map; kernel_ringbuf_full and kernel_dns_ringbuf_full are ring buffer losses).",
+                "Everything lost, by counter (the names of the JSON stats' lost map; kernel_ringbuf_full, kernel_dns_ringbuf_full and kernel_resource_ringbuf_full are ring buffer losses).",
                 None,
                 MetricType::Counter,
             )?;

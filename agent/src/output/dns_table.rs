@@ -187,6 +187,7 @@ mod tests {
                 server: None,
                 counts: counts(105, 3, 2),
             }],
+            resource_failures: vec![],
         };
         let out = render(&snap, 2);
         let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("cgroup:7")).collect();
@@ -209,6 +210,7 @@ mod tests {
             listener_changes: vec![],
             dns_names: vec![],
             dns_totals: vec![],
+            resource_failures: vec![],
         };
         assert_eq!(render(&snap, 10), "");
     }

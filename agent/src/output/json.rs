@@ -1,8 +1,10 @@
 //! JSON lines: `finding` objects for the findings that opened, changed or
 //! resolved (see `findings`), one `flow` object per flow and one `dns`
 //! object per DNS name per interval, `dns_total` objects per workload (all
-//! servers and each server), a `stats` object per interval,
-//! `listener_change` objects as they happen, and `ready` once.
+//! servers and each server), `resource_failure` objects per (workload,
+//! errno, syscall, destination) that ran out of ports or fds, a `stats`
+//! object per interval, `listener_change` objects as they happen, and
+//! `ready` once.
 
 use std::io::Write;
 
@@ -74,6 +76,9 @@ pub fn window<W: Write>(
     }
     for total in &snap.dns_totals {
         line(out, "dns_total", total)?;
+    }
+    for failure in &snap.resource_failures {
+        line(out, "resource_failure", failure)?;
     }
     let mut seq = printed_seq;
     for change in snap.listener_changes.iter().filter(|c| c.seq > printed_seq) {

@@ -224,6 +224,7 @@ mod tests {
             listener_changes: vec![],
             dns_names: vec![],
             dns_totals: vec![],
+            resource_failures: vec![],
         };
         let mut health = Health::default();
         health.lost.insert("kernel_ringbuf_full", 3);
@@ -251,6 +252,7 @@ mod tests {
             listener_changes: vec![],
             dns_names: vec![],
             dns_totals: vec![],
+            resource_failures: vec![],
         };
         let f = close_wait(pod_workload(42, "shop", "payments-7d9f8b", "app"));
         let shown = Shown {

@@ -6,6 +6,7 @@ pub mod close_wait;
 pub mod dns;
 pub mod leak;
 pub mod pool;
+pub mod resources;
 pub mod restart;
 
 use ahash::{HashMap, HashSet};
@@ -166,6 +167,7 @@ impl Detectors {
         out.extend(self.pool.detect(cx, &flows, &self.tcp));
         out.extend(restart::detect(cx, &flows));
         out.extend(dns::detect(cx, &mut self.dns));
+        out.extend(resources::detect(cx.inputs, &cx.config.resources));
         out
     }
 }

@@ -51,6 +51,26 @@ impl Expectation {
         }
     }
 
+    /// The `resource_failure` row of `syscall` (`connect`/`socket`)
+    /// failing with `errno` (`EMFILE`, ...), to `destination` if any.
+    pub fn resource_failure(
+        name: &str,
+        syscall: &str,
+        errno: &str,
+        destination: Option<SocketAddr>,
+        fields: Vec<(&'static str, u64)>,
+    ) -> Self {
+        let dest = destination.map_or_else(|| "-".to_string(), |d| d.to_string());
+        Self {
+            name: name.to_string(),
+            line: (
+                "resource_failure".into(),
+                format!("{syscall} {errno} {dest}"),
+            ),
+            fields,
+        }
+    }
+
     /// Compares with the latest report of the line.
     pub fn check(&self, observed: &Observed) -> Check {
         let (kind, id) = &self.line;
@@ -117,6 +137,10 @@ impl Observed {
                     line["open"],
                     line["states"]
                 ),
+                "resource_failure" => format!(
+                    "failures_total={} last_pid={}",
+                    line["failures_total"], line["last_pid"]
+                ),
                 _ => format!(
                     "queries={} answers={} rcodes={} timeouts={}",
                     line["queries"], line["answers"], line["rcodes"], line["timeouts"]
@@ -154,6 +178,15 @@ fn identity(line: &Value) -> Option<(String, String)> {
         "dns" => Some((
             "dns".into(),
             format!("{} {} @{}", text("name"), text("qtype"), text("server")),
+        )),
+        "resource_failure" => Some((
+            "resource_failure".into(),
+            format!(
+                "{} {} {}",
+                text("syscall"),
+                text("errno"),
+                line["destination"].as_str().unwrap_or("-")
+            ),
         )),
         _ => None,
     }

@@ -8,6 +8,8 @@
 //! - 3 connects to a closed port, which must be counted as refused (the
 //!   `tcp_receive_reset` tracepoint classifies them).
 //! - 3 DNS queries answered NOERROR and 1 answered NXDOMAIN, over UDP.
+//! - 3 socket() calls over the smoke process's open-file limit (EMFILE),
+//!   which the syscall tracepoints must count (feature `connect_resources`).
 //!
 //! To add a step: make the traffic in [`exercise`], and add what the agent
 //! must report to [`expectations`] (a flow or DNS line; another line type
@@ -35,6 +37,7 @@ const REFUSED_CONNECTS: u64 = 3;
 const DNS_OK_NAME: &str = "ok.smoke.sockeye.test";
 const DNS_OK_QUERIES: u16 = 3;
 const DNS_NX_NAME: &str = "nx.smoke.sockeye.test";
+const FD_LIMIT_FAILURES: u64 = 3;
 /// Features a kernel may lack by design: the agent then takes the stable
 /// path (see `sockeye_common::names::FALLBACKS`), which the smoke test
 /// checks as strictly.
@@ -138,6 +141,8 @@ fn exercise(agent: &mut Agent, report_timeout: Duration) -> Result<Vec<Check>> {
     dns::ask(DNS_OK_NAME, DNS_OK_QUERIES)?;
     dns::ask(DNS_NX_NAME, 1)?;
     dns_server.finish()?;
+    // Last: every other thread of this process is done opening files.
+    traffic::fd_limit(FD_LIMIT_FAILURES as usize)?;
 
     let expectations = expectations(v4.ip(), v4.port(), v6.port(), closed.port())?;
     let mut observed = Observed::new(cgroup.id);
@@ -246,6 +251,13 @@ fn expectations(
                 ("rcodes.NXDOMAIN", 1),
                 ("timeouts", 0),
             ],
+        ),
+        Expectation::resource_failure(
+            "socket() over the fd limit",
+            "socket",
+            "EMFILE",
+            None,
+            vec![("failures_total", FD_LIMIT_FAILURES)],
         ),
     ])
 }

@@ -1,6 +1,7 @@
 //! Real TCP traffic for the smoke test, with std sockets on loopback: a
 //! server that serves a fixed number of connections, clients that connect,
-//! send a few bytes and close, and connects to a closed port.
+//! send a few bytes and close, connects to a closed port, and socket()
+//! calls over the open-file limit.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -82,4 +83,76 @@ pub fn connect_refused(addr: SocketAddr, count: usize) -> Result<()> {
 pub fn closed_port(ip: IpAddr) -> Result<SocketAddr> {
     let probe = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}"))?;
     probe.local_addr().context("probe address")
+}
+
+/// Lowers this process's open-file limit to just above the descriptors it
+/// uses, opens sockets until socket() fails with EMFILE, fails `failures`
+/// times in all, then closes them and restores the limit. Run it when no
+/// other thread of the process opens files.
+pub fn fd_limit(failures: usize) -> Result<()> {
+    let mut saved = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    // The lowest free descriptor: everything below it is in use.
+    let lowest = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    let low = std::os::fd::AsRawFd::as_raw_fd(&lowest) as u64;
+    drop(lowest);
+    let tight = libc::rlimit {
+        rlim_cur: low + 2,
+        rlim_max: saved.rlim_max,
+    };
+    // SAFETY: setrlimit with a valid struct; lowering the soft limit is
+    // always allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) } != 0 {
+        bail!("setrlimit: {}", std::io::Error::last_os_error());
+    }
+    let result = exhaust(failures);
+    // SAFETY: as above; the soft limit goes back to what it was, within
+    // the unchanged hard limit.
+    let restored = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) } == 0;
+    let held = result?;
+    for fd in held {
+        // SAFETY: our own descriptors, closed once.
+        unsafe { libc::close(fd) };
+    }
+    if !restored {
+        bail!(
+            "restoring RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Sockets until EMFILE, then `failures` failed calls in all; returns the
+/// sockets to close.
+fn exhaust(failures: usize) -> Result<Vec<i32>> {
+    let mut held = Vec::new();
+    let mut failed = 0;
+    while failed < failures {
+        // SAFETY: plain socket creation; the caller closes what we keep.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        if fd >= 0 {
+            held.push(fd);
+            if failed > 0 || held.len() > 64 {
+                for fd in held {
+                    // SAFETY: as above.
+                    unsafe { libc::close(fd) };
+                }
+                bail!("socket() succeeded over the open-file limit");
+            }
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EMFILE) {
+            bail!("socket(): {e}, expected EMFILE");
+        }
+        failed += 1;
+    }
+    Ok(held)
 }
