@@ -20,5 +20,12 @@ fn main() -> anyhow::Result<()> {
         root_dir: root.as_str(),
         ..Default::default()
     };
+    // Checkouts of this repository (git worktrees) that share one target
+    // directory share this build script's results too: cargo hashes
+    // workspace packages by their path relative to the workspace root, so
+    // the recorded rerun-if-changed path may be another checkout's, and the
+    // agent would embed that checkout's kernel programs. Cargo's working
+    // directory tells the checkouts apart.
+    println!("cargo:rerun-if-env-changed=PWD");
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }

@@ -81,6 +81,7 @@ pub struct Agent {
     pub cgroup_root: PathBuf,
     /// What is wrong, from the aggregates (see `findings`).
     pub findings: Findings,
+    proc_root: PathBuf,
 }
 
 impl Agent {
@@ -143,6 +144,7 @@ impl Agent {
             traces: TracePublisher::new(config.node_name.clone()),
             pusher: None,
             cgroup_root,
+            proc_root: config.proc_root.clone(),
             findings: match &config.findings {
                 Some(c) => Findings::new(c.clone()),
                 None => Findings::disabled(),
@@ -213,6 +215,7 @@ impl Agent {
             tcp: &self.aggregator,
             dns: &self.dns.aggregates,
             now_ns: clock::monotonic_ns(),
+            proc_root: &self.proc_root,
         };
         self.findings.evaluate(&inputs, &mut self.attributor);
     }

@@ -85,6 +85,7 @@ impl Preexisting {
                         tgid: owner.pid,
                         comm: owner.comm.clone(),
                         since_ns: now_ns,
+                        netns_cookie: 0,
                     },
                 );
             } else {

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::{cause::FailureCause, histogram::Histogram};
+use super::{cause::FailureCause, histogram::Histogram, outage::Outages};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +76,9 @@ pub struct FlowStats {
     /// The last process seen using this flow.
     pub last_tgid: u32,
     pub last_comm: [u8; 16],
+    /// Runs of failed connects ended by a success (outbound): how long a
+    /// destination was not accepting, from this client's side.
+    pub outage: Outages,
     /// Changed since the metrics last took its counts.
     pub changed: bool,
     /// The cumulative counts the metrics have already taken (None: none

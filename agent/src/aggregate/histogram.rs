@@ -182,6 +182,15 @@ impl Histogram {
         Some(max)
     }
 
+    /// Values in bins that start at or above `ns` (bins are at most 10%
+    /// wide, so this undercounts by at most one bin's share).
+    pub fn count_at_least(&self, ns: u64) -> u64 {
+        self.buckets()
+            .filter(|(lo, _, _)| *lo >= ns)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
     /// (lower_bound_ns, upper_bound_ns, count) for each non-empty bin, in order;
     /// underflow is (0, 10_000, n), overflow is (60e9, u64::MAX, n).
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {

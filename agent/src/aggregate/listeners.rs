@@ -10,6 +10,9 @@ use crate::event::Event;
 
 /// How many listener changes are remembered.
 const HISTORY: usize = 256;
+/// Addresses remembered per network namespace, and namespaces.
+const ADDRS_PER_NETNS: usize = 8;
+const MAX_NETNS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Listener {
@@ -20,6 +23,10 @@ pub struct Listener {
     pub comm: String,
     /// Monotonic ns when it started listening (agent start for pre-existing ones).
     pub since_ns: u64,
+    /// Network namespace cookie; 0 when unknown (pre-existing listeners).
+    /// A restarted server listens again in the same namespace, often from
+    /// a new process or container.
+    pub netns_cookie: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -43,6 +50,13 @@ pub struct Listeners {
     pub active: HashMap<u64, Listener>,
     pub history: VecDeque<ListenerChange>,
     seq: u64,
+    /// Local addresses seen on accepted connections, per network namespace:
+    /// which namespace a destination address belongs to, so that a client's
+    /// refused connects can be matched to the listener that went away.
+    addrs: HashMap<u64, Vec<IpAddr>>,
+    /// Addresses not remembered because the bounds above were reached (the
+    /// match then falls back to the port alone).
+    pub addrs_not_kept: u64,
 }
 
 impl Listeners {
@@ -54,7 +68,11 @@ impl Listeners {
             tgid: ev.raw.tgid,
             comm: ev.comm(),
             since_ns: ev.raw.ts_ns,
+            netns_cookie: ev.raw.netns_cookie,
         };
+        if !ev.local.is_unspecified() {
+            self.saw_local_addr(ev.raw.netns_cookie, ev.local);
+        }
         self.push(Change::Started, ev.raw.ts_ns, l.clone());
         self.active.insert(ev.raw.cookie, l);
     }
@@ -67,8 +85,30 @@ impl Listeners {
             tgid: ev.raw.tgid,
             comm: ev.comm(),
             since_ns: 0,
+            netns_cookie: ev.raw.netns_cookie,
         });
         self.push(Change::Stopped, ev.raw.ts_ns, l);
+    }
+
+    /// Notes that an accepted connection arrived on `addr` in `netns`.
+    pub fn saw_local_addr(&mut self, netns: u64, addr: IpAddr) {
+        if netns == 0 {
+            return;
+        }
+        let full = self.addrs.len() >= MAX_NETNS;
+        match self.addrs.get_mut(&netns) {
+            Some(v) if v.contains(&addr) => {}
+            Some(v) if v.len() < ADDRS_PER_NETNS => v.push(addr),
+            None if !full => {
+                self.addrs.insert(netns, vec![addr]);
+            }
+            _ => self.addrs_not_kept += 1,
+        }
+    }
+
+    /// Whether `addr` is known to be an address of `netns`.
+    pub fn netns_has(&self, netns: u64, addr: IpAddr) -> bool {
+        self.addrs.get(&netns).is_some_and(|v| v.contains(&addr))
     }
 
     /// A listener found by the start-up scan.

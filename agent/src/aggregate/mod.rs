@@ -5,6 +5,7 @@ pub mod cause;
 pub mod flows;
 pub mod histogram;
 pub mod listeners;
+pub mod outage;
 pub mod retired;
 pub mod sockets;
 pub mod time_wait;
@@ -121,28 +122,31 @@ impl Aggregator {
             EventKind::ConnectStart => {
                 let key = self.outbound_key(ev);
                 self.flow(key, ev);
-                self.track(r.cookie, key, tcp_state::SYN_SENT, r.ts_ns);
+                self.track(ev, key, tcp_state::SYN_SENT, r.ts_ns);
             }
             EventKind::Established => {
                 let key = self.outbound_key(ev);
                 let flow = self.flow(key, ev);
                 flow.record_open();
+                flow.outage.succeeded(r.ts_ns);
                 flow.syn_retransmits += u64::from(r.syn_retransmits);
                 if r.duration_ns > 0 {
                     flow.latency.record(r.duration_ns);
                 }
                 // The connect started when the socket entered SYN_SENT.
                 let opened = r.ts_ns.saturating_sub(r.duration_ns);
-                self.track(r.cookie, key, tcp_state::ESTABLISHED, opened);
+                self.track(ev, key, tcp_state::ESTABLISHED, opened);
             }
             EventKind::Accepted => {
+                self.listeners.saw_local_addr(r.netns_cookie, ev.local);
                 let key = self.inbound_key(ev);
                 self.flow(key, ev).record_open();
-                self.track(r.cookie, key, tcp_state::ESTABLISHED, r.ts_ns);
+                self.track(ev, key, tcp_state::ESTABLISHED, r.ts_ns);
             }
             EventKind::StateChange => {
                 if let Some(s) = self.sockets.get_mut(r.cookie) {
                     s.state = r.new_state;
+                    s.state_since_ns = r.ts_ns;
                     let key = s.flow;
                     self.flow(key, ev);
                 }
@@ -171,6 +175,7 @@ impl Aggregator {
                 log::debug!("connect failed with errno {}", r.errno);
             }
             flow.record_failure(cause);
+            flow.outage.failed(cause, r.ts_ns);
             flow.syn_retransmits += u64::from(r.syn_retransmits);
             return;
         }
@@ -202,17 +207,23 @@ impl Aggregator {
         )
     }
 
-    fn track(&mut self, id: u64, flow: FlowKey, state: u8, opened_ns: u64) {
+    fn track(&mut self, ev: &Event, flow: FlowKey, state: u8, opened_ns: u64) {
         let socket = TrackedSocket {
             flow,
             state,
             opened_ns,
+            state_since_ns: ev.raw.ts_ns,
+            tgid: ev.raw.tgid,
             origin: Origin::Kernel,
         };
-        self.sockets.upsert(id, socket, |existing| {
+        self.sockets.upsert(ev.raw.cookie, socket, |existing| {
             // Keep the original open time (ConnectStart came first).
             existing.state = state;
+            existing.state_since_ns = ev.raw.ts_ns;
             existing.flow = flow;
+            if ev.raw.tgid != 0 {
+                existing.tgid = ev.raw.tgid;
+            }
         });
     }
 
@@ -258,6 +269,8 @@ impl Aggregator {
             flow,
             state,
             opened_ns: now_ns,
+            state_since_ns: now_ns,
+            tgid,
             origin: Origin::Preexisting,
         };
         self.sockets.insert(id, socket);

@@ -22,6 +22,10 @@ pub struct TrackedSocket {
     pub flow: FlowKey,
     pub state: u8,
     pub opened_ns: u64,
+    /// When it entered `state` (the open time until a state change).
+    pub state_since_ns: u64,
+    /// The process that opened it (0 if unknown): a leak's evidence names it.
+    pub tgid: u32,
     pub origin: Origin,
 }
 
@@ -161,6 +165,8 @@ mod tests {
             flow: key(port),
             state,
             opened_ns,
+            state_since_ns: opened_ns,
+            tgid: 0,
             origin: Origin::Kernel,
         }
     }

@@ -87,16 +87,17 @@ pub struct PoolConfig {
     pub resolve_after_s: f64,
 }
 
-/// Dependency restart: refused (or failing) connects to one destination
-/// while its listener was gone.
+/// Dependency restart: refused connects to one destination while its
+/// listener was gone. It resolves when the destination accepts again (its
+/// listener is back, or a connect succeeds), with the gap as evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestartConfig {
     /// Refused connects (all clients together) that open the finding.
     pub min_refused: u64,
-    /// Resolves this long after connects succeed again, seconds (so the
-    /// gap and who felt it stay visible for a while).
-    pub resolve_after_s: f64,
+    /// With no listener on this node to watch, an outage whose clients
+    /// stopped trying ends this long after the last refusal, seconds.
+    pub quiet_after_s: f64,
 }
 
 /// DNS degradation: timeouts or latency rising for a server or a name.
@@ -180,7 +181,7 @@ impl Default for RestartConfig {
     fn default() -> Self {
         Self {
             min_refused: 3,
-            resolve_after_s: 120.0,
+            quiet_after_s: 300.0,
         }
     }
 }
@@ -243,7 +244,7 @@ impl FindingsConfig {
             ("pool.window_s", self.pool.window_s),
             ("pool.slow_connect_ms", self.pool.slow_connect_ms),
             ("pool.resolve_after_s", self.pool.resolve_after_s),
-            ("restart.resolve_after_s", self.restart.resolve_after_s),
+            ("restart.quiet_after_s", self.restart.quiet_after_s),
             ("dns.window_s", self.dns.window_s),
             ("dns.slow_p90_ms", self.dns.slow_p90_ms),
             ("dns.resolve_after_s", self.dns.resolve_after_s),
@@ -273,7 +274,7 @@ impl FindingsConfig {
                 )));
             }
         }
-        if !(self.leak.min_rate_per_min > 0.0) {
+        if self.leak.min_rate_per_min.is_nan() || self.leak.min_rate_per_min <= 0.0 {
             return Err(ConfigError::Invalid(format!(
                 "leak.min_rate_per_min must be above 0, got {}",
                 self.leak.min_rate_per_min

@@ -4,9 +4,13 @@
 //! it, updated while it holds, resolved with its end time when it stops.
 
 pub mod config;
+pub mod detect;
+pub mod facts;
 pub mod model;
+pub mod series;
+pub mod text;
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, path::Path};
 
 use ahash::HashMap;
 
@@ -19,6 +23,8 @@ pub struct Inputs<'a> {
     pub tcp: &'a Aggregator,
     pub dns: &'a DnsAggregates,
     pub now_ns: u64,
+    /// procfs, for the names of the processes the evidence cites.
+    pub proc_root: &'a Path,
 }
 
 /// Identity of one problem: a new finding opens when a detector reports a
@@ -26,15 +32,23 @@ pub struct Inputs<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     pub kind: Kind,
+    /// A cgroup id, or 0 for problems of a destination whoever felt them.
     pub subject: u64,
     pub destination: Option<Destination>,
 }
 
-/// A detector's report that a problem holds now.
+/// A detector's report that a problem holds now (or, with `ended_ns`, that
+/// an episode has ended and when).
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub key: Key,
+    /// The workload shown as the subject (cgroup id).
+    pub subject: u64,
     pub since_ns: u64,
+    /// The problem is over since then: the finding is updated with this
+    /// report and resolved at once, and the same episode (same key and
+    /// since) is not opened again.
+    pub ended_ns: Option<u64>,
     pub severity: Severity,
     pub signals: u32,
     pub summary: String,
@@ -53,6 +67,9 @@ pub struct FindingsStats {
     pub resolved: [u64; Kind::ALL.len()],
     /// Resolved findings forgotten to stay within `resolved_kept`.
     pub resolved_forgotten: u64,
+    /// Flows and DNS servers without a history because `max_series` was
+    /// reached: problems there may go undetected.
+    pub series_skipped: u64,
 }
 
 struct OpenFinding {
@@ -69,17 +86,23 @@ pub struct Findings {
     resolved: VecDeque<Finding>,
     /// Findings opened, changed or resolved since `take_changes`.
     changes: Vec<Finding>,
+    /// Episodes reported as ended: (key, since) of the latest per key, so a
+    /// detector that keeps reporting a finished episode does not reopen it.
+    ended: HashMap<Key, u64>,
+    detectors: detect::Detectors,
     pub stats: FindingsStats,
 }
 
 impl Findings {
     pub fn new(config: FindingsConfig) -> Self {
         Self {
+            detectors: detect::Detectors::new(&config),
             config,
             enabled: true,
             open: HashMap::default(),
             resolved: VecDeque::new(),
             changes: Vec::new(),
+            ended: HashMap::default(),
             stats: FindingsStats::default(),
         }
     }
@@ -106,23 +129,36 @@ impl Findings {
             return;
         }
         self.stats.evaluations += 1;
-        let candidates: Vec<Candidate> = Vec::new();
+        let mut cx = detect::Context {
+            inputs,
+            config: &self.config,
+            attributor,
+        };
+        let candidates = self.detectors.run(&mut cx);
+        self.stats.series_skipped = self.detectors.series_skipped();
         self.apply(candidates, inputs.now_ns, attributor);
     }
 
     /// Opens, updates and resolves findings from this evaluation's reports.
     fn apply(&mut self, candidates: Vec<Candidate>, now_ns: u64, attributor: &mut Attributor) {
+        let mut ended = Vec::new();
         for c in candidates {
+            if let Some(end) = c.ended_ns {
+                if self.ended.get(&c.key) == Some(&c.since_ns) {
+                    continue;
+                }
+                ended.push((c.key.clone(), c.since_ns, end));
+            }
             let affected = c
                 .affected
                 .iter()
-                .filter(|id| **id != c.key.subject)
+                .filter(|id| **id != c.subject)
                 .map(|id| attributor.workload(*id))
                 .collect();
-            let subject = attributor.workload(c.key.subject);
+            let subject = attributor.workload(c.subject);
             match self.open.get_mut(&c.key) {
                 Some(open) => {
-                    open.last_held_ns = now_ns;
+                    open.last_held_ns = c.ended_ns.unwrap_or(now_ns);
                     let f = &mut open.finding;
                     let changed = f.severity != c.severity || f.signals != c.signals;
                     f.severity = c.severity;
@@ -164,18 +200,30 @@ impl Findings {
                         c.key,
                         OpenFinding {
                             finding,
-                            last_held_ns: now_ns,
+                            last_held_ns: c.ended_ns.unwrap_or(now_ns),
                         },
                     );
                 }
             }
         }
-        let gone: Vec<Key> = self
+        let mut gone: Vec<Key> = self
             .open
             .iter()
             .filter(|(k, o)| now_ns.saturating_sub(o.last_held_ns) >= self.grace_ns(k.kind))
             .map(|(k, _)| k.clone())
             .collect();
+        for (key, since, _) in ended {
+            if !gone.contains(&key) {
+                gone.push(key.clone());
+            }
+            self.ended.insert(key, since);
+        }
+        // Bounded like the resolved list: only the latest episode per key
+        // matters, and keys of long-gone destinations can go.
+        if self.ended.len() > self.config.resolved_kept {
+            let keep: ahash::HashSet<&Key> = self.open.keys().collect();
+            self.ended.retain(|k, _| keep.contains(k));
+        }
         for k in gone {
             let Some(o) = self.open.remove(&k) else {
                 continue;
@@ -206,7 +254,8 @@ impl Findings {
             // A few seconds, so a count hovering at the threshold does not flap.
             Kind::CloseWait => config::ns(10.0),
             Kind::PoolExhaustion => config::ns(c.pool.resolve_after_s),
-            Kind::DependencyRestart => config::ns(c.restart.resolve_after_s),
+            // It reports its own end (the listener is back, connects succeed).
+            Kind::DependencyRestart => config::ns(10.0),
             Kind::DnsDegradation => config::ns(c.dns.resolve_after_s),
             Kind::ConnectResourceExhaustion => config::ns(c.resources.resolve_after_s),
         }

@@ -1,0 +1,265 @@
+//! Connection leak: open sockets from one container to one destination
+//! grow steadily while they are not being closed.
+//!
+//! Growth alone is not enough: a pool that fills at start grows too. So
+//! the growth must last (`min_span_s`), be fast enough (`min_rate_per_min`),
+//! and continue: both halves of the span must each add a share of it,
+//! which a pool that filled at once and then stayed flat does not.
+
+use ahash::HashMap;
+
+use super::{owners_fact, sample_at, Context, FlowNow, TcpSample};
+use crate::{
+    aggregate::flows::{Direction, FlowKey},
+    findings::{
+        config::ns, series::Series, text, Candidate, Destination, Evidence, Key, Kind, Severity,
+    },
+};
+
+/// Each half of the span must add at least this share of the growth.
+const HALF_SHARE: f64 = 0.25;
+/// Growth at or past this is critical: the pool or the server's limit is
+/// near for most setups.
+const CRITICAL_GROWTH: u64 = 100;
+
+/// A leak being reported: where it started and how far it went.
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    baseline: u64,
+    baseline_ns: u64,
+    opened_at_baseline: u64,
+    closed_at_baseline: u64,
+    peak: u64,
+    peak_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Leaks {
+    episodes: HashMap<FlowKey, Episode>,
+}
+
+impl Leaks {
+    pub fn detect(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        flows: &[FlowNow<'_>],
+        series: &Series<FlowKey, TcpSample>,
+    ) -> Vec<Candidate> {
+        let cfg = cx.config.leak.clone();
+        let now = cx.now();
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for f in flows {
+            let open = f.sample.open;
+            let episode = match self.episodes.get(&f.key).copied() {
+                Some(mut e) => {
+                    if open > e.peak {
+                        e.peak = open;
+                        e.peak_ns = now;
+                    }
+                    let released = open < e.baseline + cfg.min_growth.div_ceil(2);
+                    let flat = now.saturating_sub(e.peak_ns) >= ns(cfg.resolve_after_flat_s);
+                    if released || flat {
+                        continue;
+                    }
+                    e
+                }
+                None => match start(&cfg, now, &f.sample, series.samples(&f.key)) {
+                    Some(e) => e,
+                    None => continue,
+                },
+            };
+            self.episodes.insert(f.key, episode);
+            seen.push(f.key);
+            out.push(candidate(cx, f, &episode));
+        }
+        self.episodes.retain(|k, _| seen.contains(k));
+        out
+    }
+}
+
+/// Whether the samples (oldest first) and the live sample show a leak
+/// starting now; its baseline if so.
+fn start<'s>(
+    cfg: &crate::findings::config::LeakConfig,
+    now: u64,
+    live: &TcpSample,
+    samples: impl DoubleEndedIterator<Item = &'s TcpSample> + Clone,
+) -> Option<Episode> {
+    let window_start = now.saturating_sub(ns(cfg.window_s));
+    // The baseline is the lowest count in the window (the earliest such).
+    let base = samples
+        .clone()
+        .filter(|s| s.t_ns >= window_start)
+        .min_by_key(|s| (s.open, s.t_ns))?;
+    let growth = live.open.checked_sub(base.open)?;
+    let span = now.saturating_sub(base.t_ns);
+    if growth < cfg.min_growth || span < ns(cfg.min_span_s) {
+        return None;
+    }
+    let rate = growth as f64 / (span as f64 / 60e9);
+    if rate < cfg.min_rate_per_min {
+        return None;
+    }
+    // Both halves of the span add to it: still growing, not a pool that
+    // filled once.
+    let mid = sample_at(samples, base.t_ns + span / 2)?;
+    let first = mid.open.saturating_sub(base.open) as f64;
+    let second = live.open.saturating_sub(mid.open) as f64;
+    let share = HALF_SHARE * growth as f64;
+    if first < share || second < share {
+        return None;
+    }
+    Some(Episode {
+        baseline: base.open,
+        baseline_ns: base.t_ns,
+        opened_at_baseline: base.opened,
+        closed_at_baseline: base.closed,
+        peak: live.open,
+        peak_ns: now,
+    })
+}
+
+fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode) -> Candidate {
+    let now = cx.now();
+    let s = &f.sockets;
+    let open = f.sample.open;
+    let growth = open.saturating_sub(e.baseline);
+    let span = now.saturating_sub(e.baseline_ns).max(1);
+    let rate = growth as f64 / (span as f64 / 60e9);
+    let opened = f.sample.opened.saturating_sub(e.opened_at_baseline);
+    let closed = f.sample.closed.saturating_sub(e.closed_at_baseline);
+    let dest = Destination {
+        addr: f.key.remote,
+        port: f.key.port,
+        dns_name: None,
+    };
+    let label = cx.label(f.key.cgroup_id);
+    let (verb, peer) = match f.key.direction {
+        Direction::Outbound => ("opened", format!("to {dest}")),
+        Direction::Inbound => (
+            "accepted",
+            format!("from {} on port {}", dest.addr, dest.port),
+        ),
+    };
+    let oldest = s.oldest_open_since_ns.map_or(0, |t| now.saturating_sub(t));
+    let mut evidence = vec![
+        Evidence::new(
+            format!(
+                "{open} sockets open (was {} at {})",
+                e.baseline,
+                text::clock_time(e.baseline_ns)
+            ),
+            open as f64,
+            "sockets",
+            now,
+        ),
+        Evidence::new(
+            format!("+{rate:.0}/min over {}", text::span(span)),
+            (rate * 10.0).round() / 10.0,
+            "sockets/min",
+            e.baseline_ns,
+        ),
+        Evidence::new(
+            format!(
+                "{opened} {verb} and {closed} closed since {}",
+                text::clock_time(e.baseline_ns)
+            ),
+            closed as f64,
+            "closes",
+            e.baseline_ns,
+        ),
+        Evidence::new(
+            format!(
+                "oldest open {}; {} open longer than 1m",
+                text::span(oldest),
+                s.older_than
+            ),
+            text::secs(oldest),
+            "s",
+            now,
+        ),
+    ];
+    let owners = owners_fact(cx, s, verb);
+    let single_owner = s.owners.len() == 1 && s.other_owners == 0;
+    if let Some((fact, n)) = owners {
+        evidence.push(Evidence::new(fact, n as f64, "sockets", now));
+    }
+    // Growth is the first signal; sockets not being closed, and one
+    // process holding them all, corroborate it.
+    let few_closes = closed.saturating_mul(10) <= opened;
+    let signals = 1 + u32::from(few_closes) + u32::from(single_owner);
+    let severity = if growth >= CRITICAL_GROWTH {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let client = match text::service_of_port(f.key.port) {
+        Some(svc) if f.key.direction == Direction::Outbound => format!("the {svc} client's"),
+        _ => "the connection".to_string(),
+    };
+    Candidate {
+        key: Key {
+            kind: Kind::ConnectionLeak,
+            subject: f.key.cgroup_id,
+            destination: Some(dest.clone()),
+        },
+        subject: f.key.cgroup_id,
+        since_ns: e.baseline_ns,
+        ended_ns: None,
+        severity,
+        signals,
+        summary: format!("{label} is leaking connections {peer}"),
+        evidence,
+        next_step: format!(
+            "check {client} pool release path in {label}: connections {peer} are {verb} and not closed"
+        ),
+        affected: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::config::LeakConfig;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn s(t: u64, open: u64) -> TcpSample {
+        TcpSample {
+            t_ns: t * SEC,
+            open,
+            opened: open,
+            ..Default::default()
+        }
+    }
+
+    fn run(points: &[(u64, u64)]) -> Option<Episode> {
+        let samples: Vec<TcpSample> = points.iter().map(|&(t, o)| s(t, o)).collect();
+        let (last, rest) = samples.split_last().unwrap();
+        start(&LeakConfig::default(), last.t_ns, last, rest.iter())
+    }
+
+    #[test]
+    fn steady_growth_is_a_leak() {
+        // One more socket a second, sampled every 5 s, for 25 s.
+        let pts: Vec<(u64, u64)> = (0..=5).map(|i| (i * 5, 3 + i * 5)).collect();
+        let e = run(&pts).expect("a leak");
+        assert_eq!((e.baseline, e.baseline_ns), (3, 0));
+    }
+
+    #[test]
+    fn a_pool_that_filled_at_once_is_not() {
+        assert!(run(&[(0, 0), (5, 40), (10, 40), (15, 40), (20, 40), (25, 40)]).is_none());
+    }
+
+    #[test]
+    fn too_short_too_slow_or_too_small_is_not() {
+        // 10 s of growth.
+        assert!(run(&[(0, 0), (5, 10), (10, 20)]).is_none());
+        // 9 sockets in 25 s: below min_growth.
+        assert!(run(&[(0, 0), (5, 2), (10, 4), (15, 6), (20, 8), (25, 9)]).is_none());
+        // Churn: up and down.
+        assert!(run(&[(0, 5), (5, 30), (10, 4), (15, 31), (20, 5), (25, 16)]).is_none());
+    }
+}

@@ -1,0 +1,308 @@
+//! Dependency restart: connects to one destination refused (nothing
+//! listening) from one or more containers, explained, when the destination
+//! runs on this node, by its listener stopping and listening again. The
+//! gap is measured from the listener's own stop and start when we saw them,
+//! else from the clients' first refusal to their next success.
+
+use std::net::IpAddr;
+
+use ahash::HashMap;
+
+use super::{dedup, Context, FlowNow};
+use crate::{
+    aggregate::{
+        flows::Direction,
+        listeners::{Change, Listener, ListenerChange, Listeners},
+        outage::Outage,
+    },
+    findings::{config::ns, text, Candidate, Destination, Evidence, Key, Kind, Severity},
+};
+
+/// Outages that ended longer ago than this are history, not findings.
+const RECENT_NS: u64 = 60_000_000_000;
+/// A listener that stopped up to this long before the first refusal can
+/// explain it (clients notice a dead dependency at their next connect).
+const STOP_BEFORE_NS: u64 = 120_000_000_000;
+
+/// The clients' outages towards one destination, together.
+#[derive(Default)]
+struct Group {
+    first_failure_ns: u64,
+    last_failure_ns: u64,
+    failures: u64,
+    refused: u64,
+    /// The latest recovery, when every client has recovered.
+    recovered_ns: Option<u64>,
+    all_recovered: bool,
+    clients: Vec<u64>,
+}
+
+pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Candidate> {
+    let now = cx.now();
+    let mut groups: HashMap<(IpAddr, u16), Group> = HashMap::default();
+    for f in flows {
+        if f.key.direction != Direction::Outbound {
+            continue;
+        }
+        let Some(o) = f.stats.outage.latest() else {
+            continue;
+        };
+        if o.refused == 0
+            || o.recovered_ns
+                .is_some_and(|r| now.saturating_sub(r) > RECENT_NS)
+        {
+            continue;
+        }
+        let g = groups.entry((f.key.remote, f.key.port)).or_insert(Group {
+            first_failure_ns: u64::MAX,
+            all_recovered: true,
+            ..Group::default()
+        });
+        add(g, o, f.key.cgroup_id);
+    }
+    let mut out = Vec::new();
+    for ((addr, port), g) in groups {
+        if g.refused < cx.config.restart.min_refused {
+            continue;
+        }
+        let listener = find_listener(&cx.inputs.tcp.listeners, addr, port, g.first_failure_ns);
+        out.push(candidate(cx, addr, port, &g, listener));
+    }
+    out
+}
+
+fn add(g: &mut Group, o: &Outage, client: u64) {
+    g.first_failure_ns = g.first_failure_ns.min(o.first_failure_ns);
+    g.last_failure_ns = g.last_failure_ns.max(o.last_failure_ns);
+    g.failures += o.failures;
+    g.refused += o.refused;
+    match o.recovered_ns {
+        Some(r) => g.recovered_ns = Some(g.recovered_ns.unwrap_or(0).max(r)),
+        None => g.all_recovered = false,
+    }
+    g.clients.push(client);
+}
+
+/// The listener's side of it: when it stopped and, if it did, when it
+/// listened again.
+struct ListenerGap<'a> {
+    stopped: &'a ListenerChange,
+    started: Option<&'a ListenerChange>,
+    /// Matched by address (not only by port).
+    by_address: bool,
+}
+
+fn owns(l: &Listener, listeners: &Listeners, addr: IpAddr) -> bool {
+    l.addr == addr || (l.addr.is_unspecified() && listeners.netns_has(l.netns_cookie, addr))
+}
+
+fn find_listener(
+    listeners: &Listeners,
+    addr: IpAddr,
+    port: u16,
+    first_failure_ns: u64,
+) -> Option<ListenerGap<'_>> {
+    let stops: Vec<&ListenerChange> = listeners
+        .history
+        .iter()
+        .filter(|c| {
+            c.change == Change::Stopped
+                && c.listener.port == port
+                && c.at_ns <= first_failure_ns
+                && c.at_ns + STOP_BEFORE_NS >= first_failure_ns
+        })
+        .collect();
+    let (stopped, by_address) = match stops
+        .iter()
+        .rev()
+        .find(|c| owns(&c.listener, listeners, addr))
+    {
+        Some(c) => (*c, true),
+        // One listener on that port stopped: most likely it, but say so.
+        None if stops.len() == 1 => (stops[0], false),
+        None => return None,
+    };
+    let same_place = |l: &Listener| {
+        if stopped.listener.netns_cookie != 0 {
+            l.netns_cookie == stopped.listener.netns_cookie
+        } else {
+            l.addr == stopped.listener.addr
+        }
+    };
+    let started = listeners.history.iter().find(|c| {
+        c.change == Change::Started
+            && c.at_ns >= stopped.at_ns
+            && c.listener.port == port
+            && same_place(&c.listener)
+    });
+    Some(ListenerGap {
+        stopped,
+        started,
+        by_address,
+    })
+}
+
+fn candidate(
+    cx: &mut Context<'_, '_>,
+    addr: IpAddr,
+    port: u16,
+    g: &Group,
+    listener: Option<ListenerGap<'_>>,
+) -> Candidate {
+    let now = cx.now();
+    let dest = Destination {
+        addr,
+        port,
+        dns_name: None,
+    };
+    let clients = dedup(g.clients.iter().copied());
+    let client_labels: Vec<String> = clients.iter().map(|c| cx.label(*c)).collect();
+    let recovered = g.all_recovered.then_some(g.recovered_ns).flatten();
+    let mut evidence = Vec::new();
+    let mut signals = 1;
+    let (since, ended, subject, who) = match &listener {
+        Some(l) => {
+            let stopped_at = l.stopped.at_ns;
+            let ls = &l.stopped.listener;
+            let who = format!("{} (pid {}, {})", ls.comm, ls.tgid, cx.label(ls.cgroup_id));
+            signals += 1;
+            let (fact, gap, ended) = match l.started {
+                Some(s) => {
+                    signals += 1;
+                    let gap = s.at_ns.saturating_sub(stopped_at);
+                    (
+                        format!(
+                            "{who} stopped listening on port {port} at {} and listened again at {}: not accepting for {}",
+                            text::clock_time(stopped_at),
+                            text::clock_time(s.at_ns),
+                            text::span(gap)
+                        ),
+                        gap,
+                        Some(s.at_ns),
+                    )
+                }
+                None => {
+                    let gap = now.saturating_sub(stopped_at);
+                    (
+                        format!(
+                            "{who} stopped listening on port {port} at {} and has not listened again ({} so far)",
+                            text::clock_time(stopped_at),
+                            text::span(gap)
+                        ),
+                        gap,
+                        None,
+                    )
+                }
+            };
+            evidence.push(Evidence::new(fact, text::secs(gap), "s", stopped_at));
+            if !l.by_address {
+                evidence.push(Evidence::new(
+                    format!("matched by port only: {addr} was not seen on that listener's network namespace"),
+                    0.0,
+                    "",
+                    stopped_at,
+                ));
+            }
+            // Subject: the dependency, in its new container if it has one.
+            let subject = l.started.map_or(ls.cgroup_id, |s| s.listener.cgroup_id);
+            (stopped_at, ended, subject, Some(who))
+        }
+        None => {
+            let quiet =
+                now.saturating_sub(g.last_failure_ns) >= ns(cx.config.restart.quiet_after_s);
+            let ended = recovered.or(quiet.then_some(g.last_failure_ns));
+            if recovered.is_some() {
+                signals += 1;
+            }
+            (g.first_failure_ns, ended, clients[0], None)
+        }
+    };
+    evidence.push(Evidence::new(
+        format!(
+            "{} connects refused ({} failed in all) from {} workload(s) between {} and {}",
+            g.refused,
+            g.failures,
+            clients.len(),
+            text::clock_time(g.first_failure_ns),
+            text::clock_time(g.last_failure_ns)
+        ),
+        g.refused as f64,
+        "connects",
+        g.first_failure_ns,
+    ));
+    if let Some(r) = recovered {
+        let gap = r.saturating_sub(g.first_failure_ns);
+        evidence.push(Evidence::new(
+            format!(
+                "connects succeeded again at {}, {} after the first refusal",
+                text::clock_time(r),
+                text::span(gap)
+            ),
+            text::secs(gap),
+            "s",
+            r,
+        ));
+    }
+    evidence.push(Evidence::new(
+        format!("clients: {}", client_labels.join(", ")),
+        clients.len() as f64,
+        "workloads",
+        g.first_failure_ns,
+    ));
+    let gap_text = match ended {
+        Some(e) => format!("not accepting for {}", text::span(e.saturating_sub(since))),
+        None => format!(
+            "not accepting for {} so far",
+            text::span(now.saturating_sub(since))
+        ),
+    };
+    let summary = match (&who, ended) {
+        (Some(who), Some(_)) => format!(
+            "{dest} restarted ({who}): {gap_text}; {} connects from {} workload(s) refused",
+            g.refused,
+            clients.len()
+        ),
+        (Some(who), None) => format!(
+            "{dest} is down ({who} stopped listening): {gap_text}; {} connects from {} workload(s) refused",
+            g.refused,
+            clients.len()
+        ),
+        (None, _) => format!(
+            "{dest} refused {} connects from {} workload(s), {gap_text}: the dependency restarted or went away (its listener is not on this node)",
+            g.refused,
+            clients.len()
+        ),
+    };
+    let next_step = match ended {
+        None => format!(
+            "check why {dest} is down (its pod's events and logs); its clients ({}) keep failing",
+            client_labels.join(", ")
+        ),
+        Some(e) => format!(
+            "it was down {}: if its clients' probes or timeouts are shorter than that, they failed too; check restarts of {} and why the dependency restarted",
+            text::span(e.saturating_sub(since)),
+            client_labels.join(", ")
+        ),
+    };
+    Candidate {
+        key: Key {
+            kind: Kind::DependencyRestart,
+            // One finding per destination, whoever felt it.
+            subject: 0,
+            destination: Some(dest),
+        },
+        subject,
+        since_ns: since,
+        ended_ns: ended,
+        severity: if ended.is_some() {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        },
+        signals,
+        summary,
+        evidence,
+        next_step,
+        affected: clients,
+    }
+}
