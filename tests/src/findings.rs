@@ -30,8 +30,8 @@ pub struct Watch {
     cgroups: Vec<u64>,
     next_eval: Instant,
     next_window: Instant,
-    /// Monotonic ns when each finding about the test's pods was first seen
-    /// open, by id.
+    /// Monotonic ns when each finding about the test's pods was first seen,
+    /// by id.
     first_seen: HashMap<String, u64>,
 }
 
@@ -67,9 +67,12 @@ impl Watch {
             self.agent.evaluate_findings();
             self.next_eval = next(self.next_eval, FINDINGS_EVERY);
             let now = monotonic_ns();
+            // Resolved ones too: an episode reported only once it was over
+            // opens and resolves in the same evaluation.
             let new: Vec<String> = self
                 .open()
                 .into_iter()
+                .chain(self.resolved())
                 .map(|f| f.id)
                 .filter(|id| !self.first_seen.contains_key(id))
                 .collect();
@@ -127,12 +130,12 @@ impl Watch {
             .find(|f| f.id == id)
     }
 
-    /// Monotonic ns when the finding was first seen open.
+    /// Monotonic ns when the finding was first seen.
     pub fn first_seen(&self, id: &str) -> u64 {
         *self
             .first_seen
             .get(id)
-            .unwrap_or_else(|| panic!("finding {id} was never seen open"))
+            .unwrap_or_else(|| panic!("finding {id} was never seen"))
     }
 
     /// Every finding about the test's pods, for failure messages.
@@ -155,13 +158,40 @@ impl Watch {
         kind: Kind,
         timeout: Duration,
         want: impl Fn(&Finding) -> bool,
+        each: impl FnMut(&mut Self),
+    ) -> Finding {
+        self.wait_for(kind, timeout, false, want, each)
+    }
+
+    /// Like [`Self::wait_open`], but a finding already resolved counts too
+    /// (an episode the agent saw only once it was over).
+    pub fn wait_found(
+        &mut self,
+        kind: Kind,
+        timeout: Duration,
+        want: impl Fn(&Finding) -> bool,
+        each: impl FnMut(&mut Self),
+    ) -> Finding {
+        self.wait_for(kind, timeout, true, want, each)
+    }
+
+    fn wait_for(
+        &mut self,
+        kind: Kind,
+        timeout: Duration,
+        or_resolved: bool,
+        want: impl Fn(&Finding) -> bool,
         mut each: impl FnMut(&mut Self),
     ) -> Finding {
         let end = Instant::now() + timeout;
         loop {
             self.tick();
             each(self);
-            if let Some(f) = self.open().into_iter().find(|f| f.kind == kind && want(f)) {
+            let mut candidates = self.open();
+            if or_resolved {
+                candidates.extend(self.resolved());
+            }
+            if let Some(f) = candidates.into_iter().find(|f| f.kind == kind && want(f)) {
                 return f;
             }
             assert!(
