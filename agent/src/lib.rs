@@ -23,5 +23,6 @@ pub mod procfs_sockets;
 pub mod push;
 pub mod run;
 pub mod snapshot;
+pub mod sock_diag;
 
 pub use agent::{Agent, Config};

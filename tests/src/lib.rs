@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod redis;
+pub mod sockets;
 pub mod tls;
 
 /// Privileged tests need root; without it they say why and pass vacuously

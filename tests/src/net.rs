@@ -52,19 +52,9 @@ impl Pod {
             .output()
             .expect("read netstat");
         let text = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = text.lines().collect();
-        // Each group is a header line of names followed by a line of values.
-        for pair in lines.windows(2) {
-            let prefix = format!("{group}:");
-            if pair[0].starts_with(&prefix) && pair[1].starts_with(&prefix) {
-                let names = pair[0].split_whitespace();
-                let values = pair[1].split_whitespace();
-                if let Some((_, v)) = names.zip(values).find(|(n, _)| *n == name) {
-                    return v.parse().expect("numeric counter");
-                }
-            }
-        }
-        panic!("counter {group}:{name} not found");
+        // The agent's parser: one place that knows the format.
+        sockeye_agent::sock_diag::netstat::counter(&text, group, name)
+            .unwrap_or_else(|| panic!("counter {group}:{name} not found"))
     }
 
     /// The resolv.conf that `ip netns exec` shows processes of this pod

@@ -317,3 +317,6 @@ fn finding_id(key: &Key, since_ns: u64) -> String {
         since_ns / 1_000_000
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,8 @@ impl DnsSample {
 #[derive(Default)]
 struct ServerWindow {
     d: DnsSample,
+    /// The oldest sample the deltas start from.
+    from_ns: u64,
     since_ns: u64,
     /// (client, its trouble in the window).
     clients: Vec<(u64, u64)>,
@@ -103,6 +105,11 @@ pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) 
         };
         let d = live.minus(start);
         let w = servers.entry(key.1).or_default();
+        w.from_ns = if w.from_ns == 0 {
+            start.t_ns
+        } else {
+            w.from_ns.min(start.t_ns)
+        };
         let since = samples
             .clone()
             .filter(|s| s.t_ns >= start.t_ns)
@@ -149,7 +156,7 @@ pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) 
         }
         w.clients.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let clients = dedup(w.clients.iter().map(|c| c.0));
-        let window = now.saturating_sub(window_start);
+        let window = now.saturating_sub(w.from_ns);
         let mut evidence = Vec::new();
         let mut what = Vec::new();
         if timeouts {

@@ -94,6 +94,7 @@ fn start<'s>(
         .min_by_key(|s| (s.open, s.t_ns))?;
     let growth = live.open.checked_sub(base.open)?;
     let span = now.saturating_sub(base.t_ns);
+
     if growth < cfg.min_growth || span < ns(cfg.min_span_s) {
         return None;
     }

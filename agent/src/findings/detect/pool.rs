@@ -57,6 +57,7 @@ pub fn detect(
             _ => 0,
         };
         let trouble = timed_out + aborted + slow + waiting_now;
+
         if trouble < cfg.min_failed_or_slow {
             continue;
         }
@@ -132,12 +133,15 @@ fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, t: Trouble) -> Candidate
         ),
         Evidence::new(
             format!(
-                "{failed} connects failed in the last {} ({} timed out, {} given up by the application) and {} took longer than {}",
+                "{failed} connects failed in the last {} ({} timed out, {} given up by the application){}",
                 text::span(t.window_ns),
                 t.timed_out,
                 t.aborted,
-                t.slow,
-                text::span(t.slow_ns)
+                if t.slow > 0 {
+                    format!(" and {} took longer than {}", t.slow, text::span(t.slow_ns))
+                } else {
+                    String::new()
+                }
             ),
             (failed + t.slow) as f64,
             "connects",
