@@ -14,21 +14,23 @@ agent at unix:///run/sockeye/agent.sock (root only: run with sudo).
 
 Exit codes: 0 done; 1 the agent or collector answered with an error (or a
 stream broke); 2 bad flags or values; 3 the agent or collector cannot be
-reached.
+reached; 4 (diagnose only) done, and open findings were shown.
 
 Examples:
   sudo sockeye conns -n shop --pod checkout
   sudo sockeye top --by latency -w
   sudo sockeye dns --destination stripe.com -o wide
   sudo sockeye watch --container checkout --kind tcp
+  sudo sockeye diagnose -n shop
   sockeye --collector collector.sockeye:7070 top --since 1h -n prod
-  sockeye --collector collector.sockeye:7070 watch -o json";
+  sockeye --collector collector.sockeye:7070 watch -o json
+  sockeye --collector collector.sockeye:7070 diagnose --since 1h --all";
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "sockeye",
     version,
-    about = "Ask a Sockeye agent (this node) or the collector (the cluster) what TCP connections and DNS queries are doing",
+    about = "Ask a Sockeye agent (this node) or the collector (the cluster) what TCP connections and DNS queries are doing, and what is wrong with them",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -81,11 +83,13 @@ pub struct Cli {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Redraw every SECS seconds (default 2) until interrupted; on a pipe,
-    /// print one frame after another.
+    /// print one frame after another. diagnose from an agent: stream every
+    /// change instead.
     #[arg(short = 'w', long, global = true, value_name = "SECS", num_args = 0..=1,
           default_missing_value = "2", value_parser = seconds)]
     pub watch: Option<Duration>,
-    /// Stop after N frames (with -w) or N events (watch).
+    /// Stop after N frames (with -w), N events (watch) or N changes
+    /// (diagnose -w from an agent).
     #[arg(long, global = true, value_name = "N")]
     pub count: Option<u64>,
 
@@ -108,7 +112,33 @@ pub enum Command {
     /// Live stream: an agent's TCP and DNS traces, or the windows agents push
     /// to the collector.
     Watch(WatchArgs),
+    /// What is wrong: findings (connection leaks, CLOSE_WAIT pile-ups, pool
+    /// exhaustion, dependency restarts, DNS degradation, resource exhaustion
+    /// at connect), each with its root cause, evidence and next step.
+    #[command(after_help = DIAGNOSE_AFTER_HELP)]
+    Diagnose(DiagnoseArgs),
 }
+
+const DIAGNOSE_AFTER_HELP: &str = "\
+From an agent: the findings that hold on its node now. From the collector:
+each node's findings over --since, merged when several nodes report the
+same problem (same kind and destination, or same kind and owner).
+
+-w: from an agent, every change as it happens (opened, changed, resolved;
+SECS is not used); from the collector, ask again every SECS seconds.
+
+Exit codes: 0 no open finding (resolved ones shown by --all do not count);
+4 open findings were shown (with -w, in the last answer or still open when
+the stream stopped); 1 the agent or collector answered with an error; 2 bad
+flags; 3 the agent or collector cannot be reached. So `sockeye diagnose ||
+page-someone` pages on findings and on failures alike, and a script that
+wants to tell them apart tests for 4.
+
+Examples:
+  sudo sockeye diagnose
+  sudo sockeye diagnose -n shop -o wide
+  sudo sockeye diagnose -w -o json
+  sockeye --collector collector.sockeye:7070 diagnose --since 1h --all";
 
 #[derive(Debug, Clone, Args)]
 pub struct TopArgs {
@@ -118,6 +148,18 @@ pub struct TopArgs {
     /// Rows to show (at most 1000).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
+    /// Collector only: the time range, ending now ("15m", "2h", "1d")
+    /// [default: 15m]
+    #[arg(long, value_name = "DURATION", value_parser = since)]
+    pub since: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DiagnoseArgs {
+    /// Also show resolved findings (an agent remembers the latest ones;
+    /// the collector has those in --since).
+    #[arg(long)]
+    pub all: bool,
     /// Collector only: the time range, ending now ("15m", "2h", "1d")
     /// [default: 15m]
     #[arg(long, value_name = "DURATION", value_parser = since)]

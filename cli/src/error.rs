@@ -13,6 +13,8 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// The agent or collector could not be reached.
     pub const UNREACHABLE: i32 = 3;
+    /// Not an error: `diagnose` worked and showed open findings.
+    pub const FINDINGS: i32 = 4;
 }
 
 /// Which kind of server the CLI talks to.
@@ -66,7 +68,7 @@ pub enum CliError {
     )]
     BothTargetsInEnv,
     #[error(
-        "--since needs --collector: an agent's counts run from its start, not over a time range"
+        "--since needs --collector: an agent answers with what it counted since it started and the findings it holds now, not over a time range"
     )]
     SinceNeedsCollector,
     #[error("-w/--watch refreshes top, conns and dns; watch already streams")]
@@ -126,8 +128,10 @@ impl CliError {
             Code::InvalidArgument => Self::InvalidArgument {
                 message: s.message().to_string(),
             },
-            // Pointing --agent at a collector (or the reverse) lands here.
-            Code::Unimplemented => Self::Unimplemented {
+            // Pointing --agent at a collector (or the reverse) lands here:
+            // an unknown route has no message. A server that knows the
+            // method but does not serve it yet says why.
+            Code::Unimplemented if s.message().is_empty() => Self::Unimplemented {
                 role,
                 target: target.to_string(),
                 service: match role {
@@ -202,6 +206,15 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the agent at http://c:7070 does not serve sockeye.v1.AgentService (is it a collector? use --collector)"
+        );
+        let e = CliError::from_status(
+            Role::Agent,
+            "unix:///a.sock",
+            &tonic::Status::unimplemented("findings are not served yet"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the agent at unix:///a.sock answered Unimplemented: findings are not served yet"
         );
         let e = CliError::from_status(
             Role::Agent,

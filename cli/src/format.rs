@@ -1,6 +1,6 @@
-//! Human formatting of durations, ages, byte counts, addresses and times,
-//! in the same vocabulary as the agent's own table ("850µs", "3h12m",
-//! "EST:3,CW:1", "curl(4411)").
+//! Human formatting of durations, ages, byte counts, addresses, numbers and
+//! times (UTC, or the reader's zone for findings), in the same vocabulary
+//! as the agent's own table ("850µs", "3h12m", "EST:3,CW:1", "curl(4411)").
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -227,6 +227,80 @@ pub fn time_of_day_ms(ms: i64) -> String {
     time_of_day_ns(ms.saturating_mul(1_000_000))
 }
 
+/// A moment in the reader's time zone: "02:03:10 CET" on the day of
+/// `now_ms` there, "2025-02-28 23:59:01 CET" on another day; "-" for 0 or
+/// a time out of range.
+pub fn local_time(ms: i64, now_ms: i64, tz: &jiff::tz::TimeZone) -> String {
+    let zoned = |ms| {
+        jiff::Timestamp::from_millisecond(ms)
+            .ok()
+            .map(|t| t.to_zoned(tz.clone()))
+    };
+    let (Some(t), true) = (zoned(ms), ms != 0) else {
+        return "-".to_string();
+    };
+    let same_day = zoned(now_ms).is_some_and(|n| n.date() == t.date());
+    let f = if same_day {
+        "%H:%M:%S %Z"
+    } else {
+        "%Y-%m-%d %H:%M:%S %Z"
+    };
+    t.strftime(f).to_string()
+}
+
+/// How long before `now_ms` `ms` was: "31m ago", "just now" under a
+/// second, "in 5s" for a clock ahead of ours.
+pub fn ago(ms: i64, now_ms: i64) -> String {
+    let d = now_ms.saturating_sub(ms);
+    if d < 0 {
+        format!("in {}", age_s(-d as f64 / 1e3))
+    } else if d < 1_000 {
+        "just now".to_string()
+    } else {
+        format!("{} ago", age_s(d as f64 / 1e3))
+    }
+}
+
+/// A measured value as people write it: "212", "0.25", "1.5e-7".
+pub fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    if v.abs() >= 0.001 {
+        let s = format!("{v:.3}");
+        return s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{v:e}")
+}
+
+/// `items` joined by `sep` into lines of at most `width` characters,
+/// breaking only between items (an item longer than a line gets a line of
+/// its own); each line but the last keeps its separator, trimmed.
+pub fn wrap(items: &[String], sep: &str, width: usize) -> Vec<String> {
+    let len = |s: &str| s.chars().count();
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for (i, item) in items.iter().enumerate() {
+        let piece = if i + 1 < items.len() {
+            format!("{item}{sep}")
+        } else {
+            item.clone()
+        };
+        if !cur.is_empty() && len(&cur) + len(piece.trim_end()) > width {
+            lines.push(cur.trim_end().to_string());
+            cur.clear();
+        }
+        cur.push_str(&piece);
+    }
+    if !cur.is_empty() {
+        lines.push(cur.trim_end().to_string());
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +404,48 @@ mod tests {
             "2000-12-31T23:59:59.000000Z"
         );
         assert_eq!(time_of_day_ms(1_740_814_262_123), "07:31:02.123");
+    }
+
+    #[test]
+    fn local_times_and_ages() {
+        let tz = jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        // 2025-03-01T07:31:02Z is 08:31:02 CET.
+        let now = 1_740_814_262_123;
+        assert_eq!(local_time(now - 60_000, now, &tz), "08:30:02 CET");
+        assert_eq!(
+            local_time(now - 9 * 3_600_000, now, &tz),
+            "2025-02-28 23:31:02 CET"
+        );
+        // Summer time has its own name.
+        assert_eq!(
+            local_time(now + 120 * 86_400_000, now, &tz),
+            "2025-06-29 09:31:02 CEST"
+        );
+        assert_eq!(local_time(0, now, &tz), "-");
+        assert_eq!(ago(now - 1_860_000, now), "31m ago");
+        assert_eq!(ago(now - 300, now), "just now");
+        assert_eq!(ago(now + 5_000, now), "in 5s");
+    }
+
+    #[test]
+    fn numbers_and_wrapping() {
+        assert_eq!(number(212.0), "212");
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(40.0 / 3.0), "13.333");
+        assert_eq!(number(-3.5), "-3.5");
+        assert_eq!(number(0.000_15), "1.5e-4");
+        let items: Vec<String> = ["aaaa", "bbbb", "cc", "a-very-long-item"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            wrap(&items, "; ", 12),
+            ["aaaa; bbbb;", "cc;", "a-very-long-item"]
+        );
+        assert_eq!(
+            wrap(&items, "; ", 100),
+            ["aaaa; bbbb; cc; a-very-long-item"]
+        );
+        assert!(wrap(&[], "; ", 10).is_empty());
     }
 }

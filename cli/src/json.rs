@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sockeye_proto::v1 as pb;
 
+mod findings;
 mod stream;
 
+pub use findings::{finding, node_finding, Evidence, Finding, NodeFinding};
 pub use stream::{trace, window, DnsEvent, TcpEvent, Trace, Window};
 
 #[derive(Debug, Serialize)]
@@ -264,6 +266,16 @@ pub fn node(s: &pb::Snapshot) -> Node<'_> {
         node: &s.node,
         taken_unix_ms: s.taken_unix_ms,
         drops: drops(s.aggregates.as_ref().and_then(|a| a.drops.as_ref())),
+    }
+}
+
+/// `diagnose` from an agent: the node's answer, after its findings.
+pub fn findings_node(r: &pb::FindingsReply) -> Node<'_> {
+    Node {
+        kind: "node",
+        node: &r.node,
+        taken_unix_ms: r.taken_unix_ms,
+        drops: drops(r.drops.as_ref()),
     }
 }
 

@@ -3,11 +3,12 @@
 //! wide tables or JSON lines.
 //!
 //! Modules: `args` (flags), `target` (which server, connecting), `commands`
-//! (`top`, `conns`, `dns`, `watch`: fetch and pure rendering), `live`
-//! (`-w` refresh), `table`, `format` and `json` (output), `error`.
+//! (`top`, `conns`, `dns`, `watch`, `diagnose`: fetch and pure rendering),
+//! `live` (`-w` refresh), `table`, `format` and `json` (output), `error`.
 //!
-//! [`run`] is what the binary calls, with any `Write` as stdout, so tests
-//! run commands in-process and compare their output.
+//! [`execute`] is what the binary calls, with any `Write` as stdout, so
+//! tests run commands in-process and compare their output; [`run`] is the
+//! same without the [`Outcome`].
 
 pub mod args;
 pub mod commands;
@@ -26,8 +27,12 @@ use std::{
 use sockeye_proto::v1 as pb;
 
 pub use args::Cli;
-use args::{Command, TopArgs};
-use commands::{conns, dns, top, watch, Client, View};
+use args::{Command, DiagnoseArgs, TopArgs};
+use commands::{
+    conns,
+    diagnose::{self, fetch::Ask},
+    dns, top, watch, Client, View,
+};
 pub use error::{exit, CliError, Role};
 use target::Target;
 
@@ -40,10 +45,32 @@ pub fn now_unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How a command that worked ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// `diagnose` showed this many problems that hold (exit 4).
+    OpenFindings(u64),
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Done | Self::OpenFindings(0) => 0,
+            Self::OpenFindings(_) => exit::FINDINGS,
+        }
+    }
+}
+
+/// [`execute`], for callers that only want the output.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    execute(cli, out).await.map(|_| ())
+}
+
 /// Runs one command, writing its output to `out`. The target comes from
 /// the flags, else `SOCKEYE_AGENT` / `SOCKEYE_COLLECTOR`, else the local
 /// agent socket.
-pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let tls = cli.tls();
     let target = target::resolve(
         cli.agent.as_deref(),
@@ -59,8 +86,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         role: target.role,
         filter: cli.describe_filter(),
         now_unix_ms: now_unix_ms(),
+        tz: jiff::tz::TimeZone::system(),
     };
     let query = match &cli.command {
+        Command::Diagnose(d) => {
+            return run_diagnose(&cli, d, &target, &mut client, &view, out).await;
+        }
         Command::Watch(w) => {
             return match &mut client {
                 Client::Agent(c) => {
@@ -73,7 +104,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
                 Client::Collector(c) => {
                     watch::windows(c, &target.url, cli.filter(), &view, cli.count, out).await
                 }
-            };
+            }
+            .map(|()| Outcome::Done);
         }
         Command::Top(t) => Query::Top(t),
         Command::Conns => Query::Conns,
@@ -83,7 +115,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         let text = answer(&cli, query, &target, &mut client, &view).await?;
         out.write_all(text.as_bytes())?;
         out.flush()?;
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     let title = format!(
         "sockeye {}  {}{}",
@@ -110,19 +142,60 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         out,
     )
     .await
+    .map(|()| Outcome::Done)
+}
+
+/// `diagnose`: once, as an agent's live stream (`-w`), or the collector's
+/// answer again every few seconds (`-w`).
+async fn run_diagnose(
+    cli: &Cli,
+    d: &DiagnoseArgs,
+    target: &Target,
+    client: &mut Client,
+    view: &View,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let ask = Ask {
+        filter: cli.filter(),
+        include_resolved: d.all,
+        since: d.since,
+    };
+    let open = match (cli.watch, &mut *client) {
+        (None, _) => {
+            let (text, open) = diagnose::fetch::once(client, &target.url, &ask, view).await?;
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+            open
+        }
+        (Some(_), Client::Agent(c)) => {
+            diagnose::fetch::stream(c, &target.url, &ask, view, cli.count, out).await?
+        }
+        (Some(every), Client::Collector(_)) => {
+            let frames = diagnose::fetch::Frames {
+                every,
+                count: cli.count,
+                terminal: cli.terminal,
+            };
+            diagnose::fetch::refresh(client, &target.url, &ask, view, frames, out).await?
+        }
+    };
+    Ok(Outcome::OpenFindings(open))
 }
 
 /// Flag combinations that cannot work, refused before connecting.
 fn check(cli: &Cli, target: &Target) -> Result<(), CliError> {
     match &cli.command {
-        Command::Top(t) if t.since.is_some() && target.role == Role::Agent => {
+        Command::Top(TopArgs { since: Some(_), .. })
+        | Command::Diagnose(DiagnoseArgs { since: Some(_), .. })
+            if target.role == Role::Agent =>
+        {
             Err(CliError::SinceNeedsCollector)
         }
         Command::Watch(_) if cli.watch.is_some() => Err(CliError::WatchFlagOnWatch),
         Command::Watch(w) if !w.kind.is_empty() && target.role == Role::Collector => {
             Err(CliError::KindOnCollector)
         }
-        Command::Top(_) | Command::Conns | Command::Dns
+        Command::Top(_) | Command::Conns | Command::Dns | Command::Diagnose(_)
             if cli.count.is_some() && cli.watch.is_none() =>
         {
             Err(CliError::CountWithoutWatch)
@@ -221,6 +294,8 @@ mod tests {
             (&["sockeye", "watch", "-w"], Agent),
             (&["sockeye", "watch", "--kind", "dns"], Collector),
             (&["sockeye", "conns", "--count", "2"], Agent),
+            (&["sockeye", "diagnose", "--since", "1h"], Agent),
+            (&["sockeye", "diagnose", "--count", "1"], Collector),
         ];
         for (args, role) in refused {
             let e = checked(args, role).expect_err(&args.join(" "));
@@ -233,6 +308,11 @@ mod tests {
                 Agent,
             ),
             (&["sockeye", "dns", "-w", "--count", "2"], Collector),
+            (
+                &["sockeye", "diagnose", "--since", "1h", "--all"],
+                Collector,
+            ),
+            (&["sockeye", "diagnose", "-w", "--count", "3"], Agent),
         ] {
             checked(args, role).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

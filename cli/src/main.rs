@@ -1,10 +1,10 @@
-//! The `sockeye` binary: flags in, `sockeye_cli::run` with stdout, errors
-//! to stderr with the documented exit code.
+//! The `sockeye` binary: flags in, `sockeye_cli::execute` with stdout,
+//! errors to stderr, and the documented exit code.
 
 use std::io::{IsTerminal, Write};
 
 use clap::Parser;
-use sockeye_cli::{exit, run, Cli, CliError};
+use sockeye_cli::{execute, exit, Cli, CliError};
 
 fn main() {
     // Bad flags: clap prints usage and exits with 2 (exit::USAGE).
@@ -21,9 +21,15 @@ fn main() {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    let result = runtime.block_on(run(cli, &mut stdout));
+    let result = runtime.block_on(execute(cli, &mut stdout));
     match result {
-        Ok(()) => {}
+        Ok(outcome) => {
+            let code = outcome.exit_code();
+            if code != 0 {
+                let _ = stdout.flush();
+                std::process::exit(code);
+            }
+        }
         // `sockeye watch | head`: the reader has what it wanted.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(e) => {

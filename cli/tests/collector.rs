@@ -1,7 +1,7 @@
 //! The CLI against a real collector in-process (no root needed): windows
 //! pushed over gRPC like an agent pushes them, then `sockeye --collector`
-//! top, conns, dns, watch and -w, bad filters, the wrong service, and
-//! mutual TLS with certificates made for the test.
+//! top, conns, dns, watch, diagnose and -w, bad filters, the wrong service,
+//! and mutual TLS with certificates made for the test.
 
 use std::{
     future::Future,
@@ -13,7 +13,7 @@ use std::{
 
 use clap::Parser;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use sockeye_cli::{exit, format, run, Cli, CliError};
+use sockeye_cli::{execute, exit, format, run, Cli, CliError, Outcome};
 use sockeye_collector::{Collector, CollectorConfig, TlsConfig};
 use sockeye_proto::v1::{self as pb, collector_service_client::CollectorServiceClient};
 use tokio::{net::TcpListener, sync::mpsc};
@@ -562,5 +562,227 @@ async fn mutual_tls_with_the_tls_flags() {
             .contains("(TLS failed: check --tls-ca and --tls-server-name"),
         "{e}"
     );
+    c.collector.close().await.expect("close");
+}
+
+/// A finding as an agent puts it in a window.
+fn finding(id: &str, node: &str, severity: &str, since: i64, resolved: i64) -> pb::Finding {
+    pb::Finding {
+        id: id.into(),
+        kind: "connection_leak".into(),
+        subject: Some(pod(node)),
+        destination: Some(pb::Endpoint {
+            ip: "10.96.0.12".into(),
+            port: 6379,
+        }),
+        since_unix_ms: since,
+        resolved_unix_ms: resolved,
+        severity: severity.into(),
+        confidence: "medium".into(),
+        summary: "shop/checkout-7d9f8b6c5-x2x4q/app is leaking connections to 10.96.0.12:6379"
+            .into(),
+        evidence: vec![pb::Evidence {
+            fact: format!("open sockets growing on {node}"),
+            value: 1.0,
+            unit: "sockets".into(),
+            at_unix_ms: since,
+        }],
+        next_step: "check the Redis client's pool".into(),
+        node: node.into(),
+        corroborating_signals: 2,
+        updated_unix_ms: resolved.max(since),
+        ..Default::default()
+    }
+}
+
+fn with_findings(mut w: pb::Window, findings: Vec<pb::Finding>) -> pb::Window {
+    if let Some(a) = w.aggregates.as_mut() {
+        a.findings = findings;
+    }
+    w
+}
+
+/// Runs the CLI in-process: its output and outcome, or its error.
+async fn sockeye_outcome(args: &[&str]) -> Result<(String, Outcome), CliError> {
+    let mut argv = vec!["sockeye"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let mut out = Vec::new();
+    let outcome = within("the CLI", execute(cli, &mut out)).await?;
+    Ok((String::from_utf8(out).expect("UTF-8 output"), outcome))
+}
+
+#[tokio::test]
+async fn diagnose_merges_the_nodes_findings() {
+    let c = start(None).await;
+    let target = c.addr.to_string();
+    let (before, outcome) = sockeye_outcome(&["--collector", &target, "diagnose"])
+        .await
+        .expect("diagnose");
+    assert_eq!(
+        before,
+        "no findings on any node (open at the end of the last 15m; --all adds resolved ones)\n\
+         note: no windows over the last 15m: are agents pushing to this collector?\n"
+    );
+    assert_eq!(
+        (outcome, outcome.exit_code()),
+        (Outcome::OpenFindings(0), 0)
+    );
+
+    let now = sockeye_cli::now_unix_ms();
+    let since_a = now - 20 * 60_000;
+    push(
+        c.addr,
+        "node-a",
+        vec![with_findings(
+            window("node-a", 1, now - 5_000, vec![]),
+            vec![finding("leak-a", "node-a", "critical", since_a, 0)],
+        )],
+    )
+    .await;
+    let mut b = with_findings(
+        window("node-b", 1, now - 4_000, vec![]),
+        vec![
+            finding("leak-b", "node-b", "warning", now - 10 * 60_000, 0),
+            pb::Finding {
+                kind: "close_wait".into(),
+                summary: "node-b's close_wait, resolved".into(),
+                ..finding(
+                    "cw-b",
+                    "node-b",
+                    "warning",
+                    now - 9 * 60_000,
+                    now - 8 * 60_000,
+                )
+            },
+        ],
+    );
+    b.dropped_windows_before = 2;
+    push(c.addr, "node-b", vec![b]).await;
+
+    let (text, outcome) = sockeye_outcome(&["--collector", &target, "diagnose", "-n", "shop"])
+        .await
+        .expect("diagnose");
+    let tz = jiff::tz::TimeZone::system();
+    let local = |ms| format::local_time(ms, now, &tz);
+    assert_eq!(
+        text,
+        format!(
+            "\
+CRITICAL connection_leak on node-a, node-b, since {} (20m ago)
+ROOT CAUSE: shop/checkout-7d9f8b6c5-x2x4q/app is leaking connections to 10.96.0.12:6379 (2 nodes)
+EVIDENCE (node-a): open sockets growing on node-a
+NEXT: check the Redis client's pool
+CONFIDENCE: medium (2 corroborating signals)
+
+warning: 2 windows over the last 15m; agents dropped 2 more (the collector was away too long): a finding may be missing
+",
+            local(since_a)
+        )
+    );
+    assert_eq!(
+        (outcome, outcome.exit_code()),
+        (Outcome::OpenFindings(1), exit::FINDINGS)
+    );
+
+    // --all adds the resolved one, after the open one; JSON lines.
+    let (json, _) = sockeye_outcome(&["--collector", &target, "diagnose", "--all", "-o", "json"])
+        .await
+        .expect("diagnose json");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let shape: Vec<(&str, &str, bool)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["type"].as_str().unwrap(),
+                l["kind"].as_str().unwrap_or(""),
+                l["open"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("finding", "connection_leak", true),
+            ("finding", "close_wait", false),
+            ("range", "", false)
+        ],
+        "{json}"
+    );
+    assert_eq!(lines[0]["nodes"], serde_json::json!(["node-a", "node-b"]));
+    assert_eq!(lines[0]["findings"][1]["id"], "leak-b");
+    assert_eq!(lines[2]["dropped_windows"], 2);
+
+    // Filtered down to nothing: exit 0, and still the warning.
+    let (none, outcome) =
+        sockeye_outcome(&["--collector", &target, "diagnose", "--node", "node-c"])
+            .await
+            .expect("diagnose");
+    assert_eq!(
+        none,
+        "no findings on node-c (open at the end of the last 15m; --all adds resolved ones; for node=node-c)\n\
+         note: no windows over the last 15m: are agents pushing to this collector?\n"
+    );
+    assert_eq!(outcome.exit_code(), 0);
+    // A range that ends before node-b's window.
+    let (recent, _) = sockeye_outcome(&["--collector", &target, "diagnose", "--since", "1s"])
+        .await
+        .expect("diagnose");
+    assert!(recent.starts_with("no findings on any node"), "{recent}");
+
+    // The binary exits 4 when it showed open findings, 0 when none.
+    for (args, code) in [(vec!["-n", "shop"], 4), (vec!["-n", "billing"], 0)] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sockeye"));
+        cmd.args(["--collector", &target, "diagnose"]).args(&args);
+        // Off the runtime's thread: the collector serves on it.
+        let run = tokio::task::spawn_blocking(move || cmd.output().expect("run sockeye"));
+        let done = within("the sockeye binary", run).await.expect("joined");
+        assert_eq!(
+            done.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&done.stdout)
+        );
+    }
+    // -w asks again each frame; the outcome is the last frame's.
+    let (frames, outcome) = sockeye_outcome(&[
+        "--collector",
+        &target,
+        "diagnose",
+        "-w",
+        "0.2",
+        "--count",
+        "2",
+        "--node",
+        "node-b",
+    ])
+    .await
+    .expect("diagnose -w");
+    let title = format!("Every 200ms: sockeye diagnose  http://{target}  node=node-b  ");
+    assert_eq!(frames.matches(&title).count(), 2, "{frames}");
+    assert_eq!(
+        frames.matches("WARNING connection_leak on node-b").count(),
+        2,
+        "{frames}"
+    );
+    assert_eq!(outcome, Outcome::OpenFindings(1));
+
+    // The collector's own words for a bad filter; --since needs the collector.
+    let e = sockeye(&["--collector", &target, "diagnose", "-d", "10.0.0.1:0"])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("filter.destination \"10.0.0.1:0\""),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), exit::FAILED);
+    let e = sockeye(&["--agent", &target, "diagnose", "--since", "1h"])
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), exit::USAGE);
     c.collector.close().await.expect("close");
 }

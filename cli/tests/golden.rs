@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser};
 use fixtures::*;
 use sockeye_cli::{
     args::{Output, RankBy},
-    commands::{conns, dns, top, watch, View},
+    commands::{conns, diagnose, dns, top, watch, View},
     Cli, Role,
 };
 
@@ -20,6 +20,7 @@ fn view(output: Output, role: Role) -> View {
         role,
         filter: None,
         now_unix_ms: NOW_MS,
+        tz: tz(),
     }
 }
 
@@ -280,6 +281,172 @@ fn watch_windows_from_the_collector() {
 }
 
 #[test]
+fn diagnose_from_an_agent() {
+    let reply = agent_findings();
+    let findings = diagnose::from_agent(&reply);
+    let basis = diagnose::Basis::Agent(&reply);
+    for (name, output) in [
+        ("diagnose.agent.table.txt", Output::Table),
+        ("diagnose.agent.wide.txt", Output::Wide),
+    ] {
+        check(
+            name,
+            &diagnose::render(&findings, basis, true, &view(output, Role::Agent)),
+        );
+    }
+    check_json(
+        "diagnose.agent.json.txt",
+        &diagnose::render(&findings, basis, true, &view(Output::Json, Role::Agent)),
+        &["finding", "node"],
+    );
+    // Open before resolved, most severe first, then the oldest.
+    let order: Vec<&str> = findings.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "connection_leak",
+            "connect_resource_exhaustion",
+            "close_wait",
+            "dependency_restart",
+            "dns_degradation",
+            "pool_exhaustion"
+        ]
+    );
+    assert_eq!(diagnose::open_count(&findings), 5);
+}
+
+#[test]
+fn diagnose_finds_nothing_and_says_what_may_hide_a_finding() {
+    let mut reply = agent_findings();
+    reply.findings.clear();
+    let v = View {
+        filter: Some("namespace=shop".into()),
+        ..view(Output::Table, Role::Agent)
+    };
+    let none = diagnose::from_agent(&reply);
+    assert_eq!(
+        diagnose::render(&none, diagnose::Basis::Agent(&reply), false, &v),
+        "no findings on node-a (open now; --all adds resolved ones; for namespace=shop)\n\
+         warning: node-a lost 12 events since the agent started (kernel_ringbuf_full:12): a finding may be hidden\n"
+    );
+    reply.drops = Some(tcp_drops(0));
+    assert_eq!(
+        diagnose::render(
+            &none,
+            diagnose::Basis::Agent(&reply),
+            true,
+            &view(Output::Table, Role::Agent)
+        ),
+        "no findings on node-a (open now or resolved lately)\n"
+    );
+    let basis = |windows, dropped_windows, node| diagnose::Basis::Collector {
+        since: Duration::from_secs(3600),
+        from_unix_ms: NOW_MS - 3_600_000,
+        to_unix_ms: NOW_MS,
+        windows,
+        dropped_windows,
+        node,
+    };
+    let cv = view(Output::Table, Role::Collector);
+    assert_eq!(
+        diagnose::render(&[], basis(42, 0, None), false, &cv),
+        "no findings on any node (open at the end of the last 1h; --all adds resolved ones)\n\
+         42 windows over the last 1h, none dropped\n"
+    );
+    assert_eq!(
+        diagnose::render(&[], basis(41, 2, Some("node-b")), true, &cv),
+        "no findings on node-b (open or resolved in the last 1h)\n\
+         warning: 41 windows over the last 1h; agents dropped 2 more (the collector was away too long): a finding may be missing\n"
+    );
+    assert_eq!(
+        diagnose::render(&[], basis(0, 0, None), false, &cv),
+        "no findings on any node (open at the end of the last 1h; --all adds resolved ones)\n\
+         note: no windows over the last 1h: are agents pushing to this collector?\n"
+    );
+}
+
+#[test]
+fn diagnose_from_the_collector() {
+    let reply = cluster_findings();
+    let basis = diagnose::Basis::Collector {
+        since: Duration::from_secs(15 * 60),
+        from_unix_ms: NOW_MS - 15 * 60 * 1000,
+        to_unix_ms: NOW_MS,
+        windows: reply.windows,
+        dropped_windows: reply.dropped_windows,
+        node: None,
+    };
+    for (name, output) in [
+        ("diagnose.collector.table.txt", Output::Table),
+        ("diagnose.collector.wide.txt", Output::Wide),
+    ] {
+        check(
+            name,
+            &diagnose::render(
+                &reply.findings,
+                basis,
+                false,
+                &view(output, Role::Collector),
+            ),
+        );
+    }
+    check_json(
+        "diagnose.collector.json.txt",
+        &diagnose::render(
+            &reply.findings,
+            basis,
+            false,
+            &view(Output::Json, Role::Collector),
+        ),
+        &["finding", "range"],
+    );
+}
+
+#[test]
+fn diagnose_watch_from_an_agent() {
+    let reply = agent_findings();
+    let leak = leak("node-a");
+    let update = |f: &sockeye_proto::v1::Finding, missed| sockeye_proto::v1::FindingUpdate {
+        finding: Some(f.clone()),
+        missed_before: missed,
+    };
+    let escalated = sockeye_proto::v1::Finding {
+        severity: "critical".into(),
+        updated_unix_ms: NOW_MS - 20_000,
+        ..reply.findings[4].clone()
+    };
+    let resolved = sockeye_proto::v1::Finding {
+        resolved_unix_ms: NOW_MS - 12_000,
+        updated_unix_ms: NOW_MS - 10_000,
+        ..leak.clone()
+    };
+    let updates = [
+        update(&leak, 0),
+        update(&reply.findings[4], 0),
+        update(&escalated, 0),
+        update(&resolved, 7),
+    ];
+    for (name, output) in [
+        ("diagnose.watch.table.txt", Output::Table),
+        ("diagnose.watch.json.txt", Output::Json),
+    ] {
+        let v = view(output, Role::Agent);
+        let mut seen = diagnose::Seen::default();
+        let mut out = diagnose::stream_header(&v);
+        for u in &updates {
+            out.push_str(&diagnose::render_update(u, "node-a", &mut seen, &v));
+        }
+        if output == Output::Json {
+            check_json(name, &out, &["finding"]);
+        } else {
+            check(name, &out);
+        }
+        // The DNS finding is still open; the leak resolved.
+        assert_eq!(seen.open(), 1, "{name}");
+    }
+}
+
+#[test]
 fn help_is_what_the_readme_shows() {
     let mut cmd = Cli::command();
     check("help.txt", &cmd.render_help().to_string());
@@ -287,6 +454,8 @@ fn help_is_what_the_readme_shows() {
     let top = Cli::try_parse_from(["sockeye", "top", "--help"]).unwrap_err();
     assert_eq!(top.kind(), clap::error::ErrorKind::DisplayHelp);
     check("help.top.txt", &top.render().to_string());
+    let diagnose = Cli::try_parse_from(["sockeye", "diagnose", "--help"]).unwrap_err();
+    check("help.diagnose.txt", &diagnose.render().to_string());
     // And it parses what the README shows.
     Cli::try_parse_from([
         "sockeye", "conns", "-n", "shop", "--pod", "checkout", "-o", "wide",

@@ -287,6 +287,20 @@ impl Filter {
         }
     }
 
+    /// A finding matches when its subject or any workload that felt it
+    /// matches, and its destination does: an address by the finding's
+    /// endpoint, a DNS name by the name a DNS finding is about.
+    pub fn matches_finding(&self, f: &pb::Finding) -> bool {
+        let workload = self.matches_workload(f.subject.as_ref())
+            || f.affected.iter().any(|w| self.matches_workload(Some(w)));
+        let destination = match &self.destination {
+            Destination::Any => true,
+            Destination::Addr { ip, port } => endpoint_matches(*ip, *port, f.destination.as_ref()),
+            Destination::Name(_) => !f.dns_name.is_empty() && self.matches_dns(&f.dns_name, None),
+        };
+        workload && destination
+    }
+
     /// The rows of `agg` that match; node-level drop counters are kept
     /// because they affect every row.
     pub fn apply(&self, agg: &pb::Aggregates) -> pb::Aggregates {
@@ -322,11 +336,7 @@ impl Filter {
             findings: agg
                 .findings
                 .iter()
-                .filter(|f| {
-                    wl(f.subject.as_ref())
-                        && (self.destination == Destination::Any
-                            || self.matches_endpoint(f.destination.as_ref()))
-                })
+                .filter(|f| self.matches_finding(f))
                 .cloned()
                 .collect(),
             drops: agg.drops.clone(),
@@ -484,5 +494,41 @@ mod tests {
         assert!(!n.matches_endpoint(Some(&ep("10.0.1.12", 443))));
         assert!(n.matches_dns("API.stripe.com.", None));
         assert!(!n.matches_dns("stripe.com", None));
+    }
+
+    #[test]
+    fn findings_match_by_subject_or_affected_and_destination() {
+        let parse = |ns: &str, dest: &str| {
+            Filter::parse(Some(&pb::Filter {
+                namespace: ns.into(),
+                destination: dest.into(),
+                ..Default::default()
+            }))
+            .unwrap()
+        };
+        let in_ns = |ns: &str| pb::Workload {
+            namespace: ns.into(),
+            ..Default::default()
+        };
+        let restart = pb::Finding {
+            subject: Some(in_ns("data")),
+            affected: vec![in_ns("shop"), in_ns("billing")],
+            destination: Some(ep("10.0.1.12", 6379)),
+            ..Default::default()
+        };
+        assert!(parse("data", "").matches_finding(&restart));
+        assert!(parse("billing", ":6379").matches_finding(&restart));
+        assert!(!parse("staging", "").matches_finding(&restart));
+        assert!(!parse("shop", "10.0.1.13").matches_finding(&restart));
+        // A name matches the DNS findings about it, nothing else.
+        assert!(!parse("", "api.stripe.com").matches_finding(&restart));
+        let dns = pb::Finding {
+            dns_name: "api.stripe.com.".into(),
+            destination: Some(ep("10.96.0.10", 53)),
+            ..Default::default()
+        };
+        assert!(parse("", "API.stripe.com").matches_finding(&dns));
+        assert!(parse("", "10.96.0.10:53").matches_finding(&dns));
+        assert!(!parse("", "stripe.com").matches_finding(&dns));
     }
 }

@@ -277,6 +277,18 @@ async fn ingest_window(
                     w.seq
                 );
             }
+            let without_id = w
+                .aggregates
+                .as_ref()
+                .map_or(0, |a| a.findings.iter().filter(|f| f.id.is_empty()).count());
+            if without_id > 0 {
+                Counters::add(&c.findings_without_id, without_id as u64);
+                log::warn!(
+                    "push: window seq {} of agent {} has {without_id} findings without an id; ListFindings leaves them out",
+                    w.seq,
+                    session.agent_id
+                );
+            }
             shared.hub.publish(Arc::new(w));
         }
         PutOutcome::Duplicate => {

@@ -19,12 +19,14 @@
 //! ```
 //!
 //! Modules follow the data path: `ingest` (Push) -> `store` -> `query`
-//! (QueryTop, GetClusterSnapshot) and `watch` (WatchWindows); `retention`
+//! (QueryTop, GetClusterSnapshot), `findings` (ListFindings) and `watch`
+//! (WatchWindows); `retention`
 //! deletes old windows; `server` and `tls` put it on the network.
 
 mod collector;
 mod error;
 pub mod filter;
+pub mod findings;
 pub mod histogram;
 mod ingest;
 pub mod query;

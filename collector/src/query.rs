@@ -166,7 +166,7 @@ fn workload_key(w: Option<&pb::Workload>, node: &str) -> WorkloadKey {
 
 /// The agent already writes IPv4-mapped addresses as IPv4; normalise again
 /// so two spellings of one address are one row.
-fn canonical_ip(ip: &str) -> String {
+pub(crate) fn canonical_ip(ip: &str) -> String {
     ip.parse::<IpAddr>()
         .map_or_else(|_| ip.to_string(), |a| a.to_canonical().to_string())
 }
@@ -337,29 +337,40 @@ pub struct ScanCounts {
     pub corrupt: u64,
 }
 
-/// Runs a QueryTop over the store, one page at a time.
+/// Calls `each` with every window that ends in `end_range` and passes the
+/// node filter, in (end, agent, seq) order, reading the store one page at a
+/// time: a query holds one page plus what it accumulates.
+pub async fn scan_range(
+    store: &dyn Store,
+    end_range: RangeInclusive<i64>,
+    filter: &Filter,
+    mut each: impl FnMut(&pb::Window),
+) -> Result<ScanCounts, StoreError> {
+    let mut counts = ScanCounts::default();
+    let mut after = None;
+    loop {
+        let page = store.scan(end_range.clone(), after, PAGE).await?;
+        counts.corrupt += page.corrupt;
+        for w in page.windows.iter().filter(|w| filter.matches_node(&w.node)) {
+            each(w);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(counts),
+        }
+    }
+}
+
+/// Runs a QueryTop over the store.
 pub async fn query_top(
     store: &dyn Store,
     q: &TopQuery,
 ) -> Result<(pb::QueryTopResponse, ScanCounts), StoreError> {
     let mut top = TopBuilder::default();
-    let mut counts = ScanCounts::default();
-    let mut after = None;
-    loop {
-        let page = store.scan(q.end_range.clone(), after, PAGE).await?;
-        counts.corrupt += page.corrupt;
-        for w in page
-            .windows
-            .iter()
-            .filter(|w| q.filter.matches_node(&w.node))
-        {
-            top.add_window(w, &q.filter);
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let counts = scan_range(store, q.end_range.clone(), &q.filter, |w| {
+        top.add_window(w, &q.filter)
+    })
+    .await?;
     Ok((top.finish(q.by, q.limit), counts))
 }
 

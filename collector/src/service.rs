@@ -1,5 +1,6 @@
 //! The CollectorService gRPC handlers: request validation and the mapping
-//! of errors to statuses; the work is in `ingest`, `query` and `watch`.
+//! of errors to statuses; the work is in `ingest`, `query`, `findings` and
+//! `watch`.
 
 use std::sync::Arc;
 
@@ -7,8 +8,9 @@ use sockeye_proto::v1::{self as pb, collector_service_server::CollectorService};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    collector::Shared,
+    collector::{unix_ms_now, Shared},
     filter::Filter,
+    findings::{self, FindingsQuery},
     ingest::{self, AckStream},
     query::{self, QueryError, TopQuery},
     stats::Counters,
@@ -65,12 +67,16 @@ impl CollectorService for CollectorApi {
         )))
     }
 
-    // TODO(findings): being built; replaced by the merge of pushed findings.
     async fn list_findings(
         &self,
-        _request: Request<pb::ClusterFindingsRequest>,
+        request: Request<pb::ClusterFindingsRequest>,
     ) -> Result<Response<pb::ClusterFindingsReply>, Status> {
-        Err(Status::unimplemented("findings are not merged yet"))
+        let q = FindingsQuery::parse(request.get_ref(), unix_ms_now()).map_err(invalid)?;
+        let (reply, counts) = findings::list(self.shared.store.as_ref(), &q)
+            .await
+            .map_err(store_status)?;
+        Counters::add(&self.shared.counters.store_corrupt_records, counts.corrupt);
+        Ok(Response::new(reply))
     }
 
     async fn query_top(

@@ -34,6 +34,9 @@ pub struct Stats {
     /// Push streams ended with an error status sent to the agent (invalid
     /// message, oversized message, store failure).
     pub push_rejected: u64,
+    /// Findings in stored windows that had no id: ListFindings cannot
+    /// follow them across windows and leaves them out.
+    pub findings_without_id: u64,
     pub watch_subscribers: u64,
     pub push_streams: u64,
 }
@@ -49,6 +52,7 @@ pub(crate) struct Counters {
     pub watch_missed_windows: AtomicU64,
     pub watch_refused: AtomicU64,
     pub push_rejected: AtomicU64,
+    pub findings_without_id: AtomicU64,
     pub watch_subscribers: AtomicU64,
     pub push_streams: AtomicU64,
 }
@@ -69,6 +73,7 @@ impl Counters {
             watch_missed_windows: self.watch_missed_windows.load(Relaxed),
             watch_refused: self.watch_refused.load(Relaxed),
             push_rejected: self.push_rejected.load(Relaxed),
+            findings_without_id: self.findings_without_id.load(Relaxed),
             watch_subscribers: self.watch_subscribers.load(Relaxed),
             push_streams: self.push_streams.load(Relaxed),
         }
@@ -110,13 +115,14 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "windows stored {} duplicate {} expired-on-arrival {} agents-dropped {} deleted-by-retention {} corrupt {}; push streams {} rejected {}; watch subscribers {} missed {} refused {}",
+            "windows stored {} duplicate {} expired-on-arrival {} agents-dropped {} deleted-by-retention {} corrupt {} findings-without-id {}; push streams {} rejected {}; watch subscribers {} missed {} refused {}",
             self.windows_stored,
             self.windows_duplicate,
             self.windows_expired_on_arrival,
             self.windows_agents_dropped,
             self.windows_deleted_by_retention,
             self.store_corrupt_records,
+            self.findings_without_id,
             self.push_streams,
             self.push_rejected,
             self.watch_subscribers,

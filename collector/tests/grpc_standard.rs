@@ -138,7 +138,13 @@ async fn reflection_lists_and_describes_the_services() {
         .collect();
     assert_eq!(
         methods,
-        ["Push", "QueryTop", "GetClusterSnapshot", "WatchWindows"]
+        [
+            "Push",
+            "QueryTop",
+            "GetClusterSnapshot",
+            "WatchWindows",
+            "ListFindings"
+        ]
     );
     tc.stop().await;
 }

@@ -106,6 +106,11 @@ impl Listeners {
         }
     }
 
+    /// The first address seen in `netns`, if any.
+    pub fn netns_addr(&self, netns: u64) -> Option<IpAddr> {
+        self.addrs.get(&netns).and_then(|v| v.first().copied())
+    }
+
     /// Whether `addr` is known to be an address of `netns`.
     pub fn netns_has(&self, netns: u64, addr: IpAddr) -> bool {
         self.addrs.get(&netns).is_some_and(|v| v.contains(&addr))

@@ -7,6 +7,7 @@ pub mod config;
 pub mod detect;
 pub mod facts;
 pub mod model;
+pub mod probe;
 pub mod series;
 pub mod text;
 
@@ -70,6 +71,9 @@ pub struct FindingsStats {
     /// Flows and DNS servers without a history because `max_series` was
     /// reached: problems there may go undetected.
     pub series_skipped: u64,
+    /// Questions to the kernel for evidence (idle times, accept queues,
+    /// listen overflows) that failed: those findings lack that evidence.
+    pub probe_failures: u64,
 }
 
 struct OpenFinding {
@@ -136,6 +140,7 @@ impl Findings {
         };
         let candidates = self.detectors.run(&mut cx);
         self.stats.series_skipped = self.detectors.series_skipped();
+        self.stats.probe_failures = self.detectors.probe_failures();
         self.apply(candidates, inputs.now_ns, attributor);
     }
 

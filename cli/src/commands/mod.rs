@@ -2,6 +2,7 @@
 //! that the golden tests check, and a small `fetch` that asks the server.
 
 pub mod conns;
+pub mod diagnose;
 pub mod dns;
 pub mod top;
 pub mod watch;
@@ -29,8 +30,11 @@ pub struct View {
     pub role: Role,
     /// "namespace=shop pod=web", for "nothing found" lines.
     pub filter: Option<String>,
-    /// For the age of the collector's windows.
+    /// For the age of the collector's windows and of findings.
     pub now_unix_ms: i64,
+    /// The reader's time zone, for the times of findings (the system's;
+    /// fixed in tests).
+    pub tz: jiff::tz::TimeZone,
 }
 
 impl View {
@@ -186,6 +190,30 @@ pub fn notes(
     out
 }
 
+/// The line under a collector answer over a time range: how many windows
+/// it rests on, and the windows agents dropped (`prefix` "note" or
+/// "warning", and what the loss means for this answer).
+pub fn range_note(
+    since: std::time::Duration,
+    windows: u64,
+    dropped: u64,
+    prefix: &str,
+    consequence: &str,
+) -> String {
+    let range = humantime::format_duration(since);
+    let noun = |n: u64| if n == 1 { "window" } else { "windows" };
+    match (windows, dropped) {
+        (0, _) => format!(
+            "note: no windows over the last {range}: are agents pushing to this collector?\n"
+        ),
+        (w, 0) => format!("{w} {} over the last {range}, none dropped\n", noun(w)),
+        (w, d) => format!(
+            "{prefix}: {w} {} over the last {range}; agents dropped {d} more (the collector was away too long): {consequence}\n",
+            noun(w)
+        ),
+    }
+}
+
 fn node_name(n: &str) -> &str {
     if n.is_empty() {
         "the node"
@@ -221,6 +249,7 @@ mod tests {
             role: Role::Agent,
             filter: None,
             now_unix_ms: 100_000,
+            tz: jiff::tz::TimeZone::UTC,
         };
         let agg_drops: fn(&pb::Aggregates) -> Option<&pb::Drops> = |a| a.drops.as_ref();
         assert_eq!(notes(&[snap("n1", 0, 0)], &view, agg_drops), "");

@@ -139,14 +139,6 @@ fn row(view: &View, r: &pb::TopRow) -> Vec<String> {
     out
 }
 
-fn windows(n: u64) -> &'static str {
-    if n == 1 {
-        "window"
-    } else {
-        "windows"
-    }
-}
-
 pub fn render(resp: &pb::QueryTopResponse, basis: Basis, view: &View) -> String {
     if view.output == Output::Json {
         let mut out: String = resp
@@ -183,19 +175,13 @@ pub fn render(resp: &pb::QueryTopResponse, basis: Basis, view: &View) -> String 
         Basis::Agent(snap) => out.push_str(&notes(std::slice::from_ref(snap), view, |a| {
             a.tcp_flows.first().and_then(|f| f.drops.as_ref())
         })),
-        Basis::Collector { since, .. } => {
-            let range = humantime::format_duration(since);
-            out.push_str(&match (resp.windows, resp.dropped_windows) {
-                (0, _) => format!(
-                    "note: no windows over the last {range}: are agents pushing to this collector?\n"
-                ),
-                (w, 0) => format!("{w} {} over the last {range}, none dropped\n", windows(w)),
-                (w, d) => format!(
-                    "note: {w} {} over the last {range}; agents dropped {d} more (the collector was away too long): counts may be low\n",
-                    windows(w)
-                ),
-            });
-        }
+        Basis::Collector { since, .. } => out.push_str(&super::range_note(
+            since,
+            resp.windows,
+            resp.dropped_windows,
+            "note",
+            "counts may be low",
+        )),
     }
     out
 }

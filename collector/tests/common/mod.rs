@@ -462,3 +462,66 @@ pub async fn stored_windows(client: &mut Client) -> u64 {
         .expect("QueryTop")
         .windows
 }
+
+/// A finding as an agent reports it in a window: `id` on `node`, about
+/// `subject` and `destination`, last changed at `updated_ms`.
+pub fn finding(
+    id: &str,
+    node: &str,
+    kind: &str,
+    subject: &pb::Workload,
+    destination: Option<pb::Endpoint>,
+    severity: &str,
+    updated_ms: i64,
+) -> pb::Finding {
+    let dest = destination
+        .as_ref()
+        .map_or("-".to_string(), |d| format!("{}:{}", d.ip, d.port));
+    pb::Finding {
+        id: id.into(),
+        kind: kind.into(),
+        subject: Some(subject.clone()),
+        destination,
+        since_unix_ms: updated_ms - 60_000,
+        resolved_unix_ms: 0,
+        severity: severity.into(),
+        confidence: "medium".into(),
+        summary: format!("{} has {kind} to {dest}", subject.label),
+        evidence: vec![pb::Evidence {
+            fact: format!("{severity} at {updated_ms}"),
+            value: updated_ms as f64,
+            unit: "ms".into(),
+            at_unix_ms: updated_ms,
+        }],
+        next_step: "look".into(),
+        node: node.into(),
+        corroborating_signals: 2,
+        dns_name: String::new(),
+        affected: vec![],
+        updated_unix_ms: updated_ms,
+    }
+}
+
+/// A window carrying `findings` and nothing else.
+pub fn findings_window(
+    node: &str,
+    agent: &str,
+    seq: u64,
+    end_ms: i64,
+    findings: Vec<pb::Finding>,
+) -> pb::Window {
+    let mut w = window(node, agent, seq, end_ms, vec![], vec![]);
+    if let Some(a) = w.aggregates.as_mut() {
+        a.findings = findings;
+    }
+    w
+}
+
+pub async fn list_findings(
+    client: &mut Client,
+    req: pb::ClusterFindingsRequest,
+) -> Result<pb::ClusterFindingsReply, tonic::Status> {
+    within("ListFindings", client.list_findings(req))
+        .await
+        .map(|r| r.into_inner())
+}

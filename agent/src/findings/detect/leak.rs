@@ -12,7 +12,10 @@ use super::{owners_fact, sample_at, Context, FlowNow, TcpSample};
 use crate::{
     aggregate::flows::{Direction, FlowKey},
     findings::{
-        config::ns, series::Series, text, Candidate, Destination, Evidence, Key, Kind, Severity,
+        config::ns,
+        probe::{self, Idle},
+        series::Series,
+        text, Candidate, Destination, Evidence, Key, Kind, Severity,
     },
 };
 
@@ -33,9 +36,17 @@ struct Episode {
     peak_ns: u64,
 }
 
+/// Idle times are asked of the kernel at most this often per leak.
+const IDLE_EVERY_NS: u64 = 5_000_000_000;
+
 #[derive(Debug, Default)]
 pub struct Leaks {
     episodes: HashMap<FlowKey, Episode>,
+    /// The last idle answer per leaking flow, and when it was asked.
+    idle: HashMap<FlowKey, (u64, Option<Idle>)>,
+    /// Kernel questions that failed (the process gone, no permission):
+    /// that leak's evidence then lacks idle times.
+    pub probe_failures: u64,
 }
 
 impl Leaks {
@@ -71,10 +82,41 @@ impl Leaks {
             };
             self.episodes.insert(f.key, episode);
             seen.push(f.key);
-            out.push(candidate(cx, f, &episode));
+            let idle = self.idle_of(cx, f);
+            out.push(candidate(cx, f, &episode, idle));
         }
         self.episodes.retain(|k, _| seen.contains(k));
+        self.idle.retain(|k, _| seen.contains(k));
         out
+    }
+
+    /// How idle the flow's sockets are, asked of the kernel in the
+    /// namespace of the process that opened most of them.
+    fn idle_of(&mut self, cx: &Context<'_, '_>, f: &FlowNow<'_>) -> Option<Idle> {
+        let now = cx.now();
+        if let Some((at, idle)) = self.idle.get(&f.key) {
+            if now.saturating_sub(*at) < IDLE_EVERY_NS {
+                return *idle;
+            }
+        }
+        let pid = f.sockets.owners.first()?.0;
+        let idle_after_ms = (cx.config.leak.idle_after_s * 1000.0) as u64;
+        let answer = match probe::idle(
+            cx.inputs.proc_root,
+            pid,
+            f.key.remote,
+            f.key.port,
+            idle_after_ms,
+        ) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                self.probe_failures += 1;
+                log::debug!("idle times of {:?}: {e}", f.key);
+                None
+            }
+        };
+        self.idle.insert(f.key, (now, answer));
+        answer
     }
 }
 
@@ -121,7 +163,12 @@ fn start<'s>(
     })
 }
 
-fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode) -> Candidate {
+fn candidate(
+    cx: &mut Context<'_, '_>,
+    f: &FlowNow<'_>,
+    e: &Episode,
+    idle: Option<Idle>,
+) -> Candidate {
     let now = cx.now();
     let s = &f.sockets;
     let open = f.sample.open;
@@ -181,6 +228,25 @@ fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode) -> Candidat
             now,
         ),
     ];
+    let mostly_idle = match idle {
+        Some(i) if i.sockets > 0 => {
+            evidence.push(Evidence::new(
+                format!(
+                    "{} of {} idle for more than {} (median idle {}, longest {})",
+                    i.idle,
+                    i.sockets,
+                    text::span(ns(cx.config.leak.idle_after_s)),
+                    text::span(u64::from(i.median_ms) * 1_000_000),
+                    text::span(u64::from(i.longest_ms) * 1_000_000)
+                ),
+                i.idle as f64,
+                "sockets",
+                now,
+            ));
+            i.idle * 2 >= i.sockets
+        }
+        _ => false,
+    };
     let owners = owners_fact(cx, s, verb);
     let single_owner = s.owners.len() == 1 && s.other_owners == 0;
     if let Some((fact, n)) = owners {
@@ -189,7 +255,7 @@ fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode) -> Candidat
     // Growth is the first signal; sockets not being closed, and one
     // process holding them all, corroborate it.
     let few_closes = closed.saturating_mul(10) <= opened;
-    let signals = 1 + u32::from(few_closes) + u32::from(single_owner);
+    let signals = 1 + u32::from(few_closes) + u32::from(single_owner) + u32::from(mostly_idle);
     let severity = if growth >= CRITICAL_GROWTH {
         Severity::Critical
     } else {

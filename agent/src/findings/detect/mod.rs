@@ -80,6 +80,7 @@ pub struct Detectors {
     tcp: Series<FlowKey, TcpSample>,
     dns: Series<dns::DnsKey, dns::DnsSample>,
     leak: leak::Leaks,
+    pool: pool::Pools,
 }
 
 /// Shared by the detectors of one evaluation.
@@ -114,6 +115,7 @@ impl Detectors {
             tcp: Series::new(config.max_series, keep_ns),
             dns: Series::new(config.max_series, keep_ns),
             leak: leak::Leaks::default(),
+            pool: pool::Pools::default(),
         }
     }
 
@@ -121,6 +123,11 @@ impl Detectors {
     /// missing for those flows).
     pub fn series_skipped(&self) -> u64 {
         self.tcp.skipped + self.dns.skipped
+    }
+
+    /// Questions to the kernel for evidence that failed.
+    pub fn probe_failures(&self) -> u64 {
+        self.leak.probe_failures + self.pool.probe_failures
     }
 
     pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Candidate> {
@@ -156,7 +163,7 @@ impl Detectors {
         let mut out = Vec::new();
         out.extend(close_wait::detect(cx, &flows));
         out.extend(self.leak.detect(cx, &flows, &self.tcp));
-        out.extend(pool::detect(cx, &flows, &self.tcp));
+        out.extend(self.pool.detect(cx, &flows, &self.tcp));
         out.extend(restart::detect(cx, &flows));
         out.extend(dns::detect(cx, &mut self.dns));
         out

@@ -2,23 +2,247 @@
 //! while further connects fail or wait. When a server's accept queue is
 //! full, the kernel drops new SYNs: clients see SYN retransmits, slow
 //! connects and timeouts while their established count stops growing.
+//!
+//! Seen from both sides: a client on this node whose connects stall (with
+//! the server's queue as evidence when the server is here too), and a
+//! server on this node whose namespace counts listen overflows, whoever its
+//! clients are.
+
+use std::{collections::VecDeque, net::IpAddr};
+
+use ahash::HashMap;
 
 use super::{sample_at, Context, FlowNow, TcpSample};
 use crate::{
-    aggregate::{cause::FailureCause, flows::Direction, flows::FlowKey},
-    findings::{
-        config::ns, series::Series, text, Candidate, Destination, Evidence, Key, Kind, Severity,
+    aggregate::{
+        cause::FailureCause,
+        flows::Direction,
+        flows::FlowKey,
+        listeners::{Listener, Listeners},
     },
+    findings::{
+        config::ns, probe, series::Series, text, Candidate, Destination, Evidence, Key, Kind,
+        Severity,
+    },
+    sock_diag::netstat,
 };
+
+/// Listen overflow counters are read at most this often per namespace.
+const OVERFLOWS_EVERY_NS: u64 = 5_000_000_000;
 
 /// The count must not have grown over this long to be a ceiling.
 const PLATEAU_NS: u64 = 10_000_000_000;
 const CRITICAL_FAILURES: u64 = 10;
 
-pub fn detect(
+/// State of the pool detector: listen overflow counts per namespace.
+#[derive(Debug, Default)]
+pub struct Pools {
+    /// (time, ListenOverflows) per listener namespace, oldest first.
+    overflows: HashMap<u64, VecDeque<(u64, u64)>>,
+    last_read_ns: u64,
+    /// Kernel questions that failed (evidence missing, or a namespace's
+    /// overflows not read).
+    pub probe_failures: u64,
+}
+
+impl Pools {
+    pub fn detect(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        flows: &[FlowNow<'_>],
+        series: &Series<FlowKey, TcpSample>,
+    ) -> Vec<Candidate> {
+        let mut out = clients(cx, flows, series, &mut self.probe_failures);
+        out.extend(self.servers(cx));
+        out
+    }
+
+    /// Servers on this node whose namespace counts listen overflows.
+    fn servers(&mut self, cx: &mut Context<'_, '_>) -> Vec<Candidate> {
+        let now = cx.now();
+        let listeners = &cx.inputs.tcp.listeners;
+        // One listener per namespace names it (its pid's /proc/<pid>/net).
+        let mut by_netns: HashMap<u64, Vec<&Listener>> = HashMap::default();
+        for l in listeners.active.values().filter(|l| l.netns_cookie != 0) {
+            by_netns.entry(l.netns_cookie).or_default().push(l);
+        }
+        self.overflows
+            .retain(|netns, _| by_netns.contains_key(netns));
+        if now.saturating_sub(self.last_read_ns) >= OVERFLOWS_EVERY_NS {
+            self.last_read_ns = now;
+            let keep = ns(cx.config.pool.window_s) + OVERFLOWS_EVERY_NS;
+            for (netns, ls) in &by_netns {
+                match netstat::listen_overflows(cx.inputs.proc_root, ls[0].tgid) {
+                    Ok(c) => {
+                        let v = self.overflows.entry(*netns).or_default();
+                        v.push_back((now, c.overflows));
+                        while v
+                            .front()
+                            .is_some_and(|(t, _)| now.saturating_sub(*t) > keep)
+                        {
+                            v.pop_front();
+                        }
+                    }
+                    Err(e) => {
+                        self.probe_failures += 1;
+                        log::debug!("listen overflows of pid {}: {e}", ls[0].tgid);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (netns, samples) in &self.overflows {
+            let (Some(first), Some(last)) = (samples.front(), samples.back()) else {
+                continue;
+            };
+            let rose = last.1.saturating_sub(first.1);
+            if rose < cx.config.pool.min_failed_or_slow {
+                continue;
+            }
+            let since = samples
+                .iter()
+                .find(|(_, n)| *n > first.1)
+                .map_or(now, |(t, _)| *t);
+            let ls = &by_netns[netns];
+            out.push(server_candidate(
+                cx,
+                ls,
+                listeners,
+                rose,
+                first.0,
+                since,
+                &mut self.probe_failures,
+            ));
+        }
+        out
+    }
+}
+
+/// The listener of `addr`:`port` on this node, if any.
+fn listener_of(listeners: &Listeners, addr: IpAddr, port: u16) -> Option<&Listener> {
+    listeners.active.values().find(|l| {
+        l.port == port
+            && (l.addr == addr
+                || (l.addr.is_unspecified() && listeners.netns_has(l.netns_cookie, addr)))
+    })
+}
+
+/// Evidence about a listener's accept queue; true when it is full.
+fn queue_fact(
+    cx: &mut Context<'_, '_>,
+    l: &Listener,
+    probe_failures: &mut u64,
+) -> Option<(Evidence, bool)> {
+    match probe::accept_queue(cx.inputs.proc_root, l.tgid, l.port) {
+        Ok(Some((waiting, limit))) => {
+            let full = waiting > limit;
+            let label = cx.label(l.cgroup_id);
+            Some((
+                Evidence::new(
+                    format!(
+                        "accept queue of {} (pid {}, {label}) on port {}: {waiting} waiting, limit {limit}{}",
+                        l.comm,
+                        l.tgid,
+                        l.port,
+                        if full { ": full" } else { "" }
+                    ),
+                    f64::from(waiting),
+                    "connections",
+                    cx.now(),
+                ),
+                full,
+            ))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            *probe_failures += 1;
+            log::debug!("accept queue of pid {}: {e}", l.tgid);
+            None
+        }
+    }
+}
+
+fn server_candidate(
+    cx: &mut Context<'_, '_>,
+    ls: &[&Listener],
+    listeners: &Listeners,
+    rose: u64,
+    from_ns: u64,
+    since: u64,
+    probe_failures: &mut u64,
+) -> Candidate {
+    let now = cx.now();
+    // The listener whose queue is full now names it; else the first.
+    let mut chosen = ls[0];
+    let mut queue = None;
+    for l in ls {
+        if let Some((ev, full)) = queue_fact(cx, l, probe_failures) {
+            if full || queue.is_none() {
+                chosen = l;
+                queue = Some((ev, full));
+            }
+            if full {
+                break;
+            }
+        }
+    }
+    let label = cx.label(chosen.cgroup_id);
+    // A wildcard listener is reached on its namespace's address.
+    let addr = if chosen.addr.is_unspecified() {
+        listeners
+            .netns_addr(chosen.netns_cookie)
+            .unwrap_or(chosen.addr)
+    } else {
+        chosen.addr
+    };
+    let dest = Destination {
+        addr,
+        port: chosen.port,
+        dns_name: None,
+    };
+    let mut evidence = vec![Evidence::new(
+        format!(
+            "{rose} connections dropped by a full accept queue (ListenOverflows) in {label}'s network namespace in the last {}",
+            text::span(now.saturating_sub(from_ns))
+        ),
+        rose as f64,
+        "connections",
+        since,
+    )];
+    let mut signals = 1;
+    if let Some((ev, full)) = queue {
+        evidence.push(ev);
+        signals += u32::from(full);
+    }
+    Candidate {
+        key: Key {
+            kind: Kind::PoolExhaustion,
+            subject: chosen.cgroup_id,
+            destination: Some(dest),
+        },
+        subject: chosen.cgroup_id,
+        since_ns: since,
+        ended_ns: None,
+        severity: Severity::Critical,
+        signals,
+        summary: format!(
+            "{label} ({}, pid {}) cannot accept connections on port {} as fast as they arrive: {rose} dropped",
+            chosen.comm, chosen.tgid, chosen.port
+        ),
+        evidence,
+        next_step: format!(
+            "{label} accepts too slowly or its backlog is too small: check its worker/thread pool, what blocks its accept loop, and its listen backlog (net.core.somaxconn)"
+        ),
+        affected: Vec::new(),
+    }
+}
+
+/// Clients on this node whose connects to a destination stall at a ceiling.
+fn clients(
     cx: &mut Context<'_, '_>,
     flows: &[FlowNow<'_>],
     series: &Series<FlowKey, TcpSample>,
+    probe_failures: &mut u64,
 ) -> Vec<Candidate> {
     let cfg = cx.config.pool.clone();
     let now = cx.now();
@@ -78,9 +302,12 @@ pub fn detect(
             .filter(|s| s.t_ns >= start.t_ns)
             .find(|s| troubled(s))
             .map_or(now, |s| s.t_ns);
+        let server = listener_of(&cx.inputs.tcp.listeners, f.key.remote, f.key.port)
+            .and_then(|l| queue_fact(cx, l, probe_failures));
         out.push(candidate(
             cx,
             f,
+            server,
             Trouble {
                 ceiling,
                 flat_since: before.t_ns,
@@ -111,7 +338,12 @@ struct Trouble {
     slow_ns: u64,
 }
 
-fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, t: Trouble) -> Candidate {
+fn candidate(
+    cx: &mut Context<'_, '_>,
+    f: &FlowNow<'_>,
+    server: Option<(Evidence, bool)>,
+    t: Trouble,
+) -> Candidate {
     let now = cx.now();
     let dest = Destination {
         addr: f.key.remote,
@@ -180,7 +412,11 @@ fn candidate(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, t: Trouble) -> Candidate
             now,
         ));
     }
-    let signals = 2 + u32::from(t.retransmits > 0);
+    let mut signals = 2 + u32::from(t.retransmits > 0);
+    if let Some((ev, full)) = server {
+        evidence.push(ev);
+        signals += u32::from(full);
+    }
     let severity = if failed >= CRITICAL_FAILURES {
         Severity::Critical
     } else {
