@@ -6,16 +6,16 @@ use std::{path::PathBuf, sync::atomic::Ordering};
 
 use crate::{
     aggregate::{Aggregator, Limits},
-    api::traces::TracePublisher,
+    api::{findings::FindingUpdates, traces::TracePublisher},
     attribution::{cgroup_fs, filter::WorkloadFilter, runtime_records::RecordRoots, Attributor},
     clock,
     dns::{DnsConfig, DnsTracer},
     ebpf::{self, counters, Feature, LoadOptions, Probes},
     event::{CgroupName, Event},
-    findings::{Findings, FindingsConfig, Inputs},
+    findings::{Findings, FindingsConfig, Inputs, Kind},
     preexisting::Preexisting,
     push::{PushConfig, Pusher},
-    snapshot::{self, Health, PushHealth, Snapshot},
+    snapshot::{self, FindingsHealth, Health, PushHealth, Snapshot},
 };
 
 #[derive(Debug, Clone)]
@@ -81,6 +81,8 @@ pub struct Agent {
     pub cgroup_root: PathBuf,
     /// What is wrong, from the aggregates (see `findings`).
     pub findings: Findings,
+    /// Finding changes for API watchers.
+    pub finding_updates: FindingUpdates,
     proc_root: PathBuf,
 }
 
@@ -144,6 +146,7 @@ impl Agent {
             traces: TracePublisher::new(config.node_name.clone()),
             pusher: None,
             cgroup_root,
+            finding_updates: FindingUpdates::new(config.node_name.clone()),
             proc_root: config.proc_root.clone(),
             findings: match &config.findings {
                 Some(c) => Findings::new(c.clone()),
@@ -249,6 +252,14 @@ impl Agent {
             &counters::read_all(&self.probes.ebpf),
             &self.attributor,
         );
+        if self.findings.enabled() {
+            // Flows and DNS servers without a history: problems there are
+            // not judged.
+            let skipped = self.findings.stats.series_skipped;
+            h.lost.insert("findings_series_skipped", skipped);
+            h.lost_total += skipped;
+            h.findings = Some(self.findings_health());
+        }
         if let Some(p) = &self.pusher {
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let dropped = get(&p.stats.dropped);
@@ -262,6 +273,26 @@ impl Agent {
             });
         }
         h
+    }
+
+    fn findings_health(&self) -> FindingsHealth {
+        let stats = &self.findings.stats;
+        let by_kind = |counts: &[u64; Kind::ALL.len()]| {
+            Kind::ALL
+                .iter()
+                .zip(counts)
+                .map(|(k, n)| (k.name(), *n))
+                .collect()
+        };
+        FindingsHealth {
+            evaluations: stats.evaluations,
+            open: self.findings.open().len() as u64,
+            opened: by_kind(&stats.opened),
+            resolved: by_kind(&stats.resolved),
+            resolved_forgotten: stats.resolved_forgotten,
+            probe_failures: stats.probe_failures,
+            watch_updates_missed: self.finding_updates.missed(),
+        }
     }
 
     /// Starts pushing windows to a collector (on the current tokio runtime).

@@ -143,7 +143,7 @@ struct Args {
     /// Address of the HTTP endpoint with /healthz, /readyz and /metrics, or "off".
     #[arg(long, default_value = http::DEFAULT_ADDR)]
     http_addr: String,
-    /// Label sets of the TCP metrics (workload, direction, destination), and of the DNS ones (workload, server), each; further ones are counted under "other".
+    /// Label sets of the TCP metrics (workload, direction, destination), of the DNS ones (workload, server), and of the open findings (kind, severity, workload), each; further ones are counted under "other".
     #[arg(long, default_value_t = DEFAULT_MAX_LABEL_SETS)]
     metrics_max_label_sets: usize,
     /// UDP and TCP ports watched for DNS, comma-separated (at most 16).

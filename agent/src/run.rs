@@ -15,11 +15,17 @@ use tokio::{
 };
 
 use crate::{
-    api::{filter::ApiFilter, respond, service::ApiRequest},
+    api::{filter::ApiFilter, findings::messages, respond, service::ApiRequest},
     attribution::filter::WorkloadFilter,
+    clock,
+    findings::Finding,
     http::HealthState,
     metrics::Metrics,
-    output::{json, table, OutputFormat},
+    output::{
+        findings::{self, ChangeLog},
+        findings_table::Shown,
+        json, table, OutputFormat,
+    },
     Agent,
 };
 
@@ -111,6 +117,7 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
     });
     let mut findings_tick = interval(FINDINGS_EVERY);
     findings_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut finding_log = ChangeLog::default();
     let health = opts.health.as_ref();
     if let Some(h) = health {
         h.set_ready(true);
@@ -139,6 +146,13 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
             _ = findings_tick.tick(), if agent.findings.enabled() => {
                 agent.drain();
                 agent.evaluate_findings();
+                // The changes are taken here only: watchers and the JSON
+                // lines get every one.
+                let changes = agent.findings.take_changes();
+                agent.finding_updates.publish(&changes);
+                if opts.output == OutputFormat::Json {
+                    finding_log.record(&changes);
+                }
             }
             _ = drain_tick.tick() => {
                 agent.drain();
@@ -152,7 +166,7 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
                 if let Some(m) = metrics.as_mut() {
                     m.update(&mut agent);
                 }
-                printed_seq = emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+                printed_seq = emit(&mut stdout, &mut agent, &opts, &mut finding_log, printed_seq)?;
                 agent.end_window();
             }
             _ = sigint.recv() => break,
@@ -168,7 +182,13 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
     // in JSON it ends with the final stats line.
     agent.drain();
     agent.housekeeping();
-    emit(&mut stdout, &mut agent, &opts, printed_seq)?;
+    emit(
+        &mut stdout,
+        &mut agent,
+        &opts,
+        &mut finding_log,
+        printed_seq,
+    )?;
     if agent.pusher.is_some() {
         push_window(&mut agent);
         flush_pushes(&agent).await;
@@ -177,10 +197,18 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
 }
 
 fn push_window(agent: &mut Agent) {
-    let agg = respond::aggregates(agent, &ApiFilter::everything());
-    if let Some(p) = agent.pusher.as_mut() {
-        p.window(agg);
-    }
+    let everything = ApiFilter::everything();
+    let mut agg = respond::aggregates(agent, &everything);
+    let Some(p) = agent.pusher.as_mut() else {
+        return;
+    };
+    // Every resolution so far happened before this point (same thread).
+    let end_ns = clock::monotonic_ns();
+    let resolved = agent.findings.resolved_since(p.findings_since_ns);
+    agg.findings
+        .extend(messages(&agent.finding_updates, resolved, &everything));
+    p.findings_since_ns = end_ns;
+    p.window(agg);
 }
 
 /// Gives the last windows a moment to reach the collector before exit.
@@ -243,6 +271,7 @@ fn emit<W: Write>(
     out: &mut W,
     agent: &mut Agent,
     opts: &RunOptions,
+    finding_log: &mut ChangeLog,
     printed_seq: u64,
 ) -> std::io::Result<u64> {
     if opts.output == OutputFormat::None {
@@ -252,14 +281,30 @@ fn emit<W: Write>(
     let health = agent.health();
     match opts.output {
         OutputFormat::None => Ok(printed_seq),
-        OutputFormat::Json => json::window(out, &snap, &health, printed_seq),
+        OutputFormat::Json => {
+            let clock = agent.finding_updates.clock();
+            findings::write(out, &finding_log.take(), &opts.filter, clock)?;
+            json::window(out, &snap, &health, printed_seq)
+        }
         OutputFormat::Table => {
+            let shown_here = |f: &&Finding| findings::shown(&opts.filter, f);
+            let shown = Shown {
+                open: agent
+                    .findings
+                    .open()
+                    .into_iter()
+                    .filter(shown_here)
+                    .collect(),
+                resolved: agent.findings.resolved().filter(shown_here).collect(),
+                now_ns: clock::monotonic_ns(),
+            };
             // Clear the screen and home the cursor, then redraw.
             write!(
                 out,
                 "\x1b[H\x1b[2J{}",
                 table::render(
                     &snap,
+                    &shown,
                     &health,
                     opts.interval.as_secs_f64(),
                     opts.filter.describe().as_deref(),

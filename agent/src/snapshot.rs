@@ -85,6 +85,27 @@ pub struct Health {
     /// Windows pushed to the collector, when pushing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<PushHealth>,
+    /// The findings machinery, unless detection is off (`--no-findings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<FindingsHealth>,
+}
+
+/// Counts of the findings machinery.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FindingsHealth {
+    pub evaluations: u64,
+    pub open: u64,
+    /// Since start, by kind.
+    pub opened: BTreeMap<&'static str, u64>,
+    pub resolved: BTreeMap<&'static str, u64>,
+    /// Resolved findings no longer remembered (`resolved_kept`).
+    pub resolved_forgotten: u64,
+    /// Evidence the kernel could not be asked for (the finding is reported
+    /// without it).
+    pub probe_failures: u64,
+    /// Updates that `WatchFindings` clients missed because they read too
+    /// slowly (each was told in `missed_before`).
+    pub watch_updates_missed: u64,
 }
 
 /// The pusher's counters (its losses are also in `lost`).

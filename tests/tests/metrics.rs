@@ -8,6 +8,7 @@ use prometheus_parse::Scrape;
 use sockeye_agent::{
     attribution::{cgroup_fs, container, Workload},
     dns::DnsConfig,
+    findings::Kind,
     metrics::{labels::WorkloadLabels, MetricsConfig},
     Config,
 };
@@ -221,6 +222,35 @@ fn metrics_count_real_connections_and_dns_answers() {
     assert_eq!(
         one("sockeye_build_info", "version", env!("CARGO_PKG_VERSION")),
         Some(1.0)
+    );
+    // The detectors run every second in the loop; every kind has its
+    // counters (the findings themselves: tests/tests/findings_api.rs).
+    assert!(
+        sample(&m, "sockeye_findings_evaluations_total", &[]).is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    for kind in Kind::ALL {
+        for family in [
+            "sockeye_findings_opened_total",
+            "sockeye_findings_resolved_total",
+        ] {
+            assert!(
+                one(family, "kind", kind.name()).is_some(),
+                "{family} {kind:?}"
+            );
+        }
+    }
+    assert_eq!(
+        one(
+            "sockeye_table_capacity",
+            "table",
+            "metrics_findings_label_sets"
+        ),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(&m, "sockeye_findings_watch_missed_total", &[]),
+        Some(0.0)
     );
 
     // Counters only grow: after the client lets go, connections and the

@@ -9,6 +9,7 @@ use tonic::Status;
 use crate::{
     attribution::{filter::WorkloadFilter, Workload},
     dns::view::{DnsNameView, DnsTotalView},
+    findings::Finding,
     snapshot::{FlowView, ListenerView, Snapshot},
 };
 
@@ -173,6 +174,21 @@ impl ApiFilter {
         })
     }
 
+    /// Whether a finding passes: its subject or a workload that felt it
+    /// matches, and the destination part names its endpoint (a DNS name
+    /// also matches a DNS finding about that name or a subdomain). A
+    /// destination filter leaves out findings without a destination.
+    pub fn finding(&self, f: &Finding) -> bool {
+        let workload = self.workload(&f.subject) || f.affected.iter().any(|w| self.workload(w));
+        workload
+            && self.destination.as_ref().is_none_or(|want| {
+                f.destination.as_ref().is_some_and(|d| {
+                    want.matches(d.addr, d.port)
+                        || d.dns_name.as_deref().is_some_and(|n| want.matches_name(n))
+                })
+            })
+    }
+
     /// Keeps the matching parts of a snapshot.
     pub fn apply(&self, mut snap: Snapshot) -> Snapshot {
         snap.flows.retain(|f| self.flow(f));
@@ -232,6 +248,59 @@ mod tests {
         };
         let e = ApiFilter::parse(Some(&f), "n1").unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    fn filter(container: &str, destination: &str) -> ApiFilter {
+        let f = pb::Filter {
+            container: container.into(),
+            destination: destination.into(),
+            ..Default::default()
+        };
+        ApiFilter::parse(Some(&f), "n1").unwrap()
+    }
+
+    #[test]
+    fn findings_match_by_subject_or_affected_and_destination() {
+        use crate::api::convert_findings::tests::{close_wait, dns, pod_workload};
+        let payments = pod_workload(42, "shop", "payments-7d9f8b", "app");
+        let checkout = pod_workload(43, "shop", "checkout-5c4d", "app");
+        let mut f = close_wait(payments.clone());
+        assert!(filter("", "").finding(&f));
+        assert!(filter("payments", "").finding(&f));
+        assert!(!filter("checkout", "").finding(&f), "not about checkout");
+        f.affected = vec![checkout.clone()];
+        assert!(filter("checkout", "").finding(&f), "checkout felt it");
+        for (dest, want) in [
+            ("10.0.1.12", true),
+            ("10.0.1.12:6379", true),
+            (":6379", true),
+            ("10.0.1.13", false),
+            ("10.0.1.12:6380", false),
+            (":5432", false),
+            ("redis.shop.svc", false),
+        ] {
+            assert_eq!(filter("payments", dest).finding(&f), want, "{dest}");
+        }
+        let mut nowhere = f.clone();
+        nowhere.destination = None;
+        assert!(filter("payments", "").finding(&nowhere));
+        assert!(
+            !filter("payments", ":6379").finding(&nowhere),
+            "no destination"
+        );
+
+        let d = dns(payments, "api.stripe.com");
+        assert!(filter("", "stripe.com").finding(&d), "a parent name");
+        assert!(filter("", "api.stripe.com").finding(&d));
+        assert!(filter("", "10.96.0.10:53").finding(&d), "its server");
+        assert!(!filter("", "stripe.org").finding(&d));
+        let other_node = pb::Filter {
+            node: "n2".into(),
+            ..Default::default()
+        };
+        assert!(!ApiFilter::parse(Some(&other_node), "n1")
+            .unwrap()
+            .finding(&d));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The agent's gRPC API (`sockeye.v1.AgentService`): snapshots and live
-//! traces for the CLI and other clients.
+//! The agent's gRPC API (`sockeye.v1.AgentService`): snapshots, live
+//! traces and findings for the CLI and other clients.
 
 pub mod convert;
+pub mod convert_findings;
 pub mod filter;
+pub mod findings;
 pub mod respond;
 pub mod server;
 pub mod service;
@@ -34,7 +36,9 @@ pub async fn start(
         tcp: bound.tcp_addr(),
     };
     let (tx, rx) = mpsc::channel(16);
-    let api = service::AgentApi::new(tx, agent.traces.sender(), agent.traces.node().to_string());
+    let mut api =
+        service::AgentApi::new(tx, agent.traces.sender(), agent.traces.node().to_string());
+    api.findings_enabled = agent.findings.enabled();
     tokio::spawn(async move {
         if let Err(e) = bound.serve(api).await {
             log::error!("API stopped: {e}");

@@ -1,6 +1,6 @@
-//! `sockeye.v1.AgentService`: snapshots are built by the agent's own loop
-//! (which owns the aggregates) on request; traces come from the shared
-//! broadcast queue.
+//! `sockeye.v1.AgentService`: snapshots and findings are taken by the
+//! agent's own loop (which owns the aggregates) on request; traces and
+//! finding updates come from shared broadcast queues.
 
 use std::{
     pin::Pin,
@@ -10,18 +10,30 @@ use std::{
     },
 };
 
-use futures_util::{stream, Stream};
+use futures_util::{stream, Stream, StreamExt};
 use sockeye_proto::v1::{self as pb, agent_service_server::AgentService};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-use super::{filter::ApiFilter, traces::Trace};
+use super::{filter::ApiFilter, findings, traces::Trace};
 
 /// Work the agent's loop does for the API.
 pub enum ApiRequest {
     Snapshot {
         filter: ApiFilter,
         reply: oneshot::Sender<pb::Snapshot>,
+    },
+    Findings {
+        filter: ApiFilter,
+        include_resolved: bool,
+        reply: oneshot::Sender<pb::FindingsReply>,
+    },
+    /// The findings now and a watcher of their changes from then on, taken
+    /// together so that no change falls in between.
+    WatchFindings {
+        filter: ApiFilter,
+        include_resolved: bool,
+        reply: oneshot::Sender<(Vec<pb::Finding>, findings::Watch)>,
     },
 }
 
@@ -36,6 +48,9 @@ pub struct AgentApi {
     /// Traces that watchers missed because they read too slowly, all
     /// watchers together.
     pub missed: Arc<AtomicU64>,
+    /// False with `--no-findings`: the findings calls say so rather than
+    /// answer an empty list that reads as "nothing wrong".
+    pub findings_enabled: bool,
 }
 
 impl AgentApi {
@@ -49,11 +64,34 @@ impl AgentApi {
             traces,
             node,
             missed: Arc::new(AtomicU64::new(0)),
+            findings_enabled: true,
         }
     }
 }
 
 type TraceStream = Pin<Box<dyn Stream<Item = Result<pb::TraceEvent, Status>> + Send>>;
+type FindingStream = Pin<Box<dyn Stream<Item = Result<pb::FindingUpdate, Status>> + Send>>;
+
+fn stopping() -> Status {
+    Status::unavailable("the agent is shutting down")
+}
+
+impl AgentApi {
+    /// Hands a request to the agent's loop.
+    async fn ask(&self, request: ApiRequest) -> Result<(), Status> {
+        self.requests.send(request).await.map_err(|_| stopping())
+    }
+
+    fn findings_on(&self) -> Result<(), Status> {
+        if self.findings_enabled {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(
+                "finding detection is off on this agent (--no-findings)",
+            ))
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
@@ -63,33 +101,55 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::Snapshot>, Status> {
         let filter = ApiFilter::parse(request.get_ref().filter.as_ref(), &self.node)?;
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(ApiRequest::Snapshot { filter, reply })
-            .await
-            .map_err(|_| Status::unavailable("the agent is shutting down"))?;
-        answer
-            .await
-            .map(Response::new)
-            .map_err(|_| Status::unavailable("the agent is shutting down"))
+        self.ask(ApiRequest::Snapshot { filter, reply }).await?;
+        answer.await.map(Response::new).map_err(|_| stopping())
     }
 
-    // TODO(findings): being built; replaced by the agent's findings.
     async fn list_findings(
         &self,
-        _request: Request<pb::ListFindingsRequest>,
+        request: Request<pb::ListFindingsRequest>,
     ) -> Result<Response<pb::FindingsReply>, Status> {
-        Err(Status::unimplemented("findings are not served yet"))
+        let req = request.into_inner();
+        let filter = ApiFilter::parse(req.filter.as_ref(), &self.node)?;
+        self.findings_on()?;
+        let (reply, answer) = oneshot::channel();
+        self.ask(ApiRequest::Findings {
+            filter,
+            include_resolved: req.include_resolved,
+            reply,
+        })
+        .await?;
+        answer.await.map(Response::new).map_err(|_| stopping())
     }
 
-    type WatchFindingsStream = std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<pb::FindingUpdate, Status>> + Send>,
-    >;
+    type WatchFindingsStream = FindingStream;
 
     async fn watch_findings(
         &self,
-        _request: Request<pb::ListFindingsRequest>,
-    ) -> Result<Response<Self::WatchFindingsStream>, Status> {
-        Err(Status::unimplemented("findings are not served yet"))
+        request: Request<pb::ListFindingsRequest>,
+    ) -> Result<Response<FindingStream>, Status> {
+        let req = request.into_inner();
+        let filter = ApiFilter::parse(req.filter.as_ref(), &self.node)?;
+        self.findings_on()?;
+        let (reply, answer) = oneshot::channel();
+        self.ask(ApiRequest::WatchFindings {
+            filter,
+            include_resolved: req.include_resolved,
+            reply,
+        })
+        .await?;
+        let (now, watch) = answer.await.map_err(|_| stopping())?;
+        let first = stream::iter(now.into_iter().map(|f| {
+            Ok(pb::FindingUpdate {
+                finding: Some(f),
+                missed_before: 0,
+            })
+        }));
+        let changes = stream::unfold(watch, |mut w| async move {
+            let update = w.next().await?;
+            Some((Ok(update), w))
+        });
+        Ok(Response::new(Box::pin(first.chain(changes))))
     }
 
     type WatchTracesStream = TraceStream;

@@ -11,6 +11,9 @@ pub mod probe;
 pub mod series;
 pub mod text;
 
+#[cfg(test)]
+mod listing_tests;
+
 use std::{collections::VecDeque, path::Path};
 
 use ahash::HashMap;
@@ -283,6 +286,14 @@ impl Findings {
     /// Resolved findings still remembered, newest first.
     pub fn resolved(&self) -> impl Iterator<Item = &Finding> {
         self.resolved.iter().rev()
+    }
+
+    /// Findings resolved after `since_ns` (noticed then: their `updated_ns`),
+    /// newest first. A pushed window carries those resolved since the
+    /// previous one; more than `resolved_kept` in between are forgotten
+    /// (counted in `stats.resolved_forgotten`).
+    pub fn resolved_since(&self, since_ns: u64) -> impl Iterator<Item = &Finding> {
+        self.resolved().take_while(move |f| f.updated_ns > since_ns)
     }
 
     /// Open findings (worst first), then resolved ones if asked (newest first).

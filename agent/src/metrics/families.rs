@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     aggregate::{cause::FailureCause, flows::Direction},
+    findings::Kind,
     snapshot::PushHealth,
 };
 
@@ -46,6 +47,7 @@ impl Collector for Families {
     fn encode(&self, mut enc: DescriptorEncoder) -> Done {
         self.tcp(&mut enc)?;
         self.dns(&mut enc)?;
+        self.findings(&mut enc)?;
         self.agent(&mut enc)
     }
 }
@@ -265,6 +267,66 @@ impl Families {
         )?;
         for (k, s) in series {
             counter(&mut m, &dns_labels(k), s.timeouts)?;
+        }
+        Ok(())
+    }
+
+    /// Left out when detection is off (`--no-findings`).
+    fn findings(&self, enc: &mut DescriptorEncoder) -> Done {
+        let Some(counts) = &self.state.findings_counts else {
+            return Ok(());
+        };
+        let mut m = family(
+            enc,
+            "sockeye_findings_open",
+            "Findings that hold now, by kind, severity and the workload they are about (0 once resolved, until the label set goes idle).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (k, n) in &self.state.findings {
+            let [ns, wl, c] = workload(&k.workload);
+            gauge(
+                &mut m,
+                &[("kind", k.kind), ("severity", k.severity), ns, wl, c],
+                *n,
+            )?;
+        }
+        for (name, help, by_kind) in [
+            (
+                "sockeye_findings_opened",
+                "Findings opened since the agent started, by kind.",
+                &counts.opened,
+            ),
+            (
+                "sockeye_findings_resolved",
+                "Findings resolved since the agent started, by kind.",
+                &counts.resolved,
+            ),
+        ] {
+            let mut m = family(enc, name, help, None, MetricType::Counter)?;
+            for (kind, &n) in Kind::ALL.iter().zip(by_kind) {
+                counter(&mut m, &[("kind", kind.name())], n)?;
+            }
+        }
+        for (name, help, v) in [
+            (
+                "sockeye_findings_evaluations",
+                "Runs of the detectors (one a second).",
+                counts.evaluations,
+            ),
+            (
+                "sockeye_findings_watch_missed",
+                "Finding updates WatchFindings clients missed because they read too slowly (each client is told how many).",
+                counts.watch_missed,
+            ),
+            (
+                "sockeye_findings_probe_failures",
+                "Questions to the kernel for evidence (sock_diag, /proc/<pid>/net/netstat) that failed; the finding is reported without that evidence.",
+                counts.probe_failures,
+            ),
+        ] {
+            family(enc, name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
         }
         Ok(())
     }

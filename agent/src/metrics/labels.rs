@@ -124,6 +124,17 @@ pub struct DnsKey {
     pub server: String,
 }
 
+/// A label set of the open-findings gauge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FindingKey {
+    /// `Kind::name` (6 values).
+    pub kind: &'static str,
+    /// `Severity::name` (3 values).
+    pub severity: &'static str,
+    /// The finding's subject.
+    pub workload: WorkloadLabels,
+}
+
 /// A label set that has an overflow counterpart.
 pub trait Bounded: Clone + Eq + Hash {
     /// The label set this one is counted under when the table is full.
@@ -146,6 +157,17 @@ impl Bounded for DnsKey {
         Self {
             workload: WorkloadLabels::other(),
             server: OTHER.into(),
+        }
+    }
+}
+
+impl Bounded for FindingKey {
+    /// The workload reads "other"; kind and severity have few values.
+    fn other(&self) -> Self {
+        Self {
+            kind: self.kind,
+            severity: self.severity,
+            workload: WorkloadLabels::other(),
         }
     }
 }

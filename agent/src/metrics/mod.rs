@@ -1,7 +1,8 @@
 //! Prometheus metrics: connect and DNS latency histograms, failures by
-//! cause, open sockets by state, DNS answers by RCODE and timeouts, per
-//! workload with a bounded number of label sets, and the agent's own
-//! health (events, every loss counter, table fill levels, memory).
+//! cause, open sockets by state, DNS answers by RCODE and timeouts, open
+//! findings, per workload with a bounded number of label sets, and the
+//! agent's own health (events, every loss counter, table fill levels,
+//! memory, the findings machinery).
 //!
 //! The event loop owns the aggregates, so it folds them into the metrics
 //! once per interval ([`Metrics::update`]) and publishes an immutable
@@ -13,6 +14,7 @@
 pub mod buckets;
 pub mod dns;
 pub mod families;
+pub mod findings;
 pub mod labels;
 pub mod process;
 pub mod tcp;
@@ -25,7 +27,7 @@ use std::{
     time::Instant,
 };
 
-use labels::{DnsKey, LabelTable, TcpKey, WorkloadLabels};
+use labels::{DnsKey, FindingKey, LabelTable, TcpKey, WorkloadLabels};
 
 use crate::{
     aggregate::Aggregator, dns::aggregate::DnsAggregates, snapshot::Health, Agent, Config,
@@ -40,8 +42,8 @@ pub const IDLE_EXPIRY_S: u64 = 3600;
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsConfig {
     /// Label sets (workload, direction, destination) of the TCP families,
-    /// and (workload, server) of the DNS ones, each; past it they are
-    /// counted under "other".
+    /// (workload, server) of the DNS ones, and (kind, severity, workload)
+    /// of the open findings, each; past it they are counted under "other".
     pub max_label_sets: usize,
 }
 
@@ -94,6 +96,10 @@ pub struct MetricsState {
     pub overflowed: Vec<(&'static str, u64)>,
     /// Removed flows whose last counts did not fit the retired list.
     pub flows_lost: u64,
+    /// Open findings per label set.
+    pub findings: Vec<(FindingKey, u64)>,
+    /// None when detection is off.
+    pub findings_counts: Option<findings::FindingsCounts>,
 }
 
 /// The latest published state, shared with the HTTP handler.
@@ -126,6 +132,8 @@ pub struct Metrics {
     tcp: LabelTable<TcpKey, tcp::TcpSeries>,
     dns: LabelTable<DnsKey, dns::DnsSeries>,
     dns_taken: dns::Taken,
+    findings: LabelTable<FindingKey, u64>,
+    findings_counts: Option<findings::FindingsCounts>,
     started: Instant,
     handle: MetricsHandle,
 }
@@ -138,6 +146,8 @@ impl Metrics {
             tcp: LabelTable::new(config.max_label_sets, IDLE_EXPIRY_S),
             dns: LabelTable::new(config.max_label_sets, IDLE_EXPIRY_S),
             dns_taken: Default::default(),
+            findings: LabelTable::new(config.max_label_sets, IDLE_EXPIRY_S),
+            findings_counts: None,
             started: Instant::now(),
             handle: handle.clone(),
         };
@@ -148,9 +158,14 @@ impl Metrics {
     /// Call once per interval, after the housekeeping.
     pub fn update(&mut self, agent: &mut Agent) {
         let health = agent.health();
+        let now_s = self.started.elapsed().as_secs();
+        if agent.findings.enabled() {
+            let counts =
+                findings::FindingsCounts::of(&agent.findings, agent.finding_updates.missed());
+            self.fold_findings(&agent.findings.open(), counts, now_s);
+        }
         let attributor = &mut agent.attributor;
         let mut lookup = |id: u64| WorkloadLabels::of(&attributor.workload(id));
-        let now_s = self.started.elapsed().as_secs();
         self.fold(
             &mut agent.aggregator,
             &agent.dns.aggregates,
@@ -158,6 +173,19 @@ impl Metrics {
             &mut lookup,
             now_s,
         );
+    }
+
+    /// Takes the findings open now and the machinery's counters; the next
+    /// [`Self::fold`] publishes them. Not called when detection is off, so
+    /// the findings families are left out then.
+    pub fn fold_findings(
+        &mut self,
+        open: &[&crate::findings::Finding],
+        counts: findings::FindingsCounts,
+        now_s: u64,
+    ) {
+        findings::fold(&mut self.findings, open.iter().copied(), now_s);
+        self.findings_counts = Some(counts);
     }
 
     /// [`Self::update`] from its parts: `workload` names a cgroup, `now_s`
@@ -207,14 +235,25 @@ impl Metrics {
                 self.dns.regular() as u64,
                 self.dns.max(),
             ),
+            fill(
+                "metrics_findings_label_sets",
+                self.findings.regular() as u64,
+                self.findings.max(),
+            ),
         ];
         self.handle.publish(MetricsState {
             tcp: self.tcp.sorted(),
             dns: self.dns.sorted(),
             health: Some(health),
             fills,
-            overflowed: vec![("tcp", self.tcp.overflowed), ("dns", self.dns.overflowed)],
+            overflowed: vec![
+                ("tcp", self.tcp.overflowed),
+                ("dns", self.dns.overflowed),
+                ("findings", self.findings.overflowed),
+            ],
             flows_lost: agg.retired.lost,
+            findings: self.findings.sorted(),
+            findings_counts: self.findings_counts.clone(),
         });
     }
 }

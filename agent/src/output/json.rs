@@ -1,7 +1,8 @@
-//! JSON lines: one `flow` object per flow and one `dns` object per DNS name
-//! per interval, `dns_total` objects per workload (all servers and each
-//! server), a `stats` object per interval, `listener_change` objects as they
-//! happen, and `ready` once.
+//! JSON lines: `finding` objects for the findings that opened, changed or
+//! resolved (see `findings`), one `flow` object per flow and one `dns`
+//! object per DNS name per interval, `dns_total` objects per workload (all
+//! servers and each server), a `stats` object per interval,
+//! `listener_change` objects as they happen, and `ready` once.
 
 use std::io::Write;
 
@@ -29,7 +30,7 @@ fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn line<W: Write, T: Serialize>(out: &mut W, kind: &str, body: T) -> std::io::Result<()> {
+pub fn line<W: Write, T: Serialize>(out: &mut W, kind: &str, body: T) -> std::io::Result<()> {
     let tagged = Tagged {
         kind,
         ts: now_unix(),

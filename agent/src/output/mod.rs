@@ -2,6 +2,8 @@
 //! JSON lines for machines, or nothing (when it is read through its API).
 
 pub mod dns_table;
+pub mod findings;
+pub mod findings_table;
 pub mod format;
 pub mod json;
 pub mod table;

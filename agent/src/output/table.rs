@@ -1,16 +1,20 @@
-//! The refreshing terminal table: one row per flow, grouped by workload,
-//! then the listeners, with the loss counters in the header so "nothing
-//! seen" can be told apart from "events lost".
+//! The refreshing terminal table: the findings first, then one row per
+//! flow, then DNS and the listeners, with the loss counters in the header
+//! so "nothing seen" can be told apart from "events lost".
 
 use std::fmt::Write as _;
 
-use super::format::{age_s, bytes, columns, duration_ns, header, socket, truncate, Column};
+use super::{
+    findings_table::Shown,
+    format::{age_s, bytes, columns, duration_ns, header, socket, truncate, Column},
+};
 use crate::snapshot::{FlowView, Health, Snapshot};
 
 /// Renders the whole screen as a string (tests can check it without a TTY).
 /// Shows at most `top` flows, the ones that most need attention first.
 pub fn render(
     snap: &Snapshot,
+    findings: &Shown<'_>,
     health: &Health,
     interval_s: f64,
     filter: Option<&str>,
@@ -37,6 +41,7 @@ pub fn render(
             .collect();
         let _ = writeln!(s, "LOST: {}", lost.join(" "));
     }
+    s.push_str(&findings.render());
     let _ = writeln!(s, "\n{}", header(&COLUMNS));
     let mut ranked: Vec<&FlowView> = snap.flows.iter().collect();
     // Failures first, then open sockets (leaks), then the busiest.
@@ -223,7 +228,8 @@ mod tests {
         let mut health = Health::default();
         health.lost.insert("kernel_ringbuf_full", 3);
         health.lost_total = 3;
-        let out = render(&snap, &health, 2.0, None, 2);
+        let out = render(&snap, &Shown::default(), &health, 2.0, None, 2);
+        assert!(!out.contains("FINDINGS"), "none open: {out}");
         let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("podman:")).collect();
         assert_eq!(rows.len(), 2, "{out}");
         assert!(rows[0].contains("10.0.0.1:3 "), "failures first: {out}");
@@ -234,5 +240,39 @@ mod tests {
         assert!(out.contains("1 more flows not shown"), "{out}");
         assert!(out.contains("LOST: kernel_ringbuf_full=3"), "{out}");
         assert!(rows[1].contains("redis-cli(42)"), "{out}");
+    }
+
+    #[test]
+    fn findings_come_first_under_the_header() {
+        use crate::api::convert_findings::tests::{close_wait, pod_workload};
+        let snap = Snapshot {
+            flows: vec![flow(1, 0, 0)],
+            listeners: vec![],
+            listener_changes: vec![],
+            dns_names: vec![],
+            dns_totals: vec![],
+        };
+        let f = close_wait(pod_workload(42, "shop", "payments-7d9f8b", "app"));
+        let shown = Shown {
+            open: vec![&f],
+            resolved: vec![],
+            now_ns: f.updated_ns,
+        };
+        let out = render(&snap, &shown, &Health::default(), 2.0, None, 10);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("sockeye-agent"), "{out}");
+        assert_eq!(
+            lines[2], "FINDINGS (1 open, 0 resolved in the last 10m)",
+            "{out}"
+        );
+        assert!(
+            lines[3].starts_with("ROOT CAUSE: shop/payments-7d9f8b/app"),
+            "{out}"
+        );
+        let flows_header = lines
+            .iter()
+            .position(|l| l.starts_with("WORKLOAD"))
+            .unwrap();
+        assert!(flows_header > 6, "after the finding's block: {out}");
     }
 }

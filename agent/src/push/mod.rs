@@ -1,6 +1,7 @@
 //! Pushes aggregated windows to a collector: every `every`, the loop hands
 //! its cumulative aggregates to [`Pusher::window`], which turns them into a
-//! window of deltas ([`window`]) for the background [`sender`].
+//! window of deltas ([`window`]) for the background [`sender`]. Each window
+//! carries the findings open at its end and those resolved during it.
 
 pub mod sender;
 pub mod window;
@@ -32,6 +33,9 @@ pub struct Pusher {
     tx: mpsc::Sender<pb::Window>,
     pub stats: Arc<PushStats>,
     pub every: Duration,
+    /// Monotonic ns of the previous window's end: findings resolved after
+    /// it go into the next window.
+    pub findings_since_ns: u64,
 }
 
 impl Pusher {
@@ -57,6 +61,7 @@ impl Pusher {
             tx,
             stats,
             every: cfg.every,
+            findings_since_ns: clock::monotonic_ns(),
         }
     }
 

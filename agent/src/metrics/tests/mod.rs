@@ -1,7 +1,8 @@
 //! Unit tests of the metrics: events into a real aggregator, folds, and
 //! the rendered text. Helpers here; `render` checks the text, `folds` the
-//! bound and monotonic counters.
+//! bound and monotonic counters, `findings` the findings families.
 
+mod findings;
 mod folds;
 mod render;
 
