@@ -66,18 +66,13 @@ impl Watch {
         if Instant::now() >= self.next_eval {
             self.agent.evaluate_findings();
             self.next_eval = next(self.next_eval, FINDINGS_EVERY);
+            // As the run loop does: every change is taken once. A finding
+            // opened and resolved in one evaluation is among them too.
             let now = monotonic_ns();
-            // Resolved ones too: an episode reported only once it was over
-            // opens and resolves in the same evaluation.
-            let new: Vec<String> = self
-                .open()
-                .into_iter()
-                .chain(self.resolved())
-                .map(|f| f.id)
-                .filter(|id| !self.first_seen.contains_key(id))
-                .collect();
-            for id in new {
-                self.first_seen.insert(id, now);
+            for f in self.agent.findings.take_changes() {
+                if self.concerns(&f) {
+                    self.first_seen.entry(f.id).or_insert(now);
+                }
             }
         }
         std::thread::sleep(TICK);
