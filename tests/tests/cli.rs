@@ -1,7 +1,7 @@
 //! The `sockeye` CLI against the real agent loaded in-process, run
 //! in-process on the agent's unix socket: a pod's connections (`conns`,
-//! `top`), its DNS names (`dns`), live traces (`watch`), and the messages
-//! when the agent cannot be reached.
+//! `top`), its DNS names (`dns`), live traces (`watch`), what is wrong
+//! (`diagnose`), and the messages when the agent cannot be reached.
 
 use std::{
     collections::HashMap,
@@ -10,8 +10,8 @@ use std::{
     time::Duration,
 };
 
-use sockeye_agent::{api::server::ServeOptions, Config};
-use sockeye_cli::{exit, run, Cli, CliError};
+use sockeye_agent::{api::server::ServeOptions, findings::FindingsConfig, Config};
+use sockeye_cli::{execute, exit, run, Cli, CliError, Outcome};
 use sockeye_tests::{
     api::{runtime, ApiAgent},
     dns::{dig, Dnsmasq},
@@ -467,6 +467,77 @@ fn watch_prints_dns_queries_and_answers() {
         )),
         "{out}"
     );
+}
+
+/// `diagnose` against the agent: its exit status and output.
+fn diagnose(args: &[&str]) -> (Outcome, String) {
+    runtime().block_on(async {
+        let mut argv = vec!["sockeye"];
+        argv.extend_from_slice(args);
+        let cli = Cli::from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let mut out = Vec::new();
+        let outcome = tokio::time::timeout(WAIT, execute(cli, &mut out))
+            .await
+            .expect("the CLI answers in time")
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        (outcome, String::from_utf8(out).expect("UTF-8"))
+    })
+}
+
+#[test]
+fn diagnose_names_a_pod_that_leaves_connections_in_close_wait() {
+    if !require_root() {
+        return;
+    }
+    let net = TestNet::with_pods("clidiag", &["client", "server"]);
+    let (client, server) = (net.pod(0), net.pod(1));
+    let mut findings = FindingsConfig::default();
+    findings.close_wait.min_wait_s = 2.0;
+    let agent = ApiAgent::start(
+        Config {
+            findings: Some(findings),
+            ..Config::default()
+        },
+        ServeOptions::default(),
+    );
+    let target = agent.target();
+    let path = cgroup(client);
+    let (outcome, out) = diagnose(&["--agent", &target, "diagnose", "-c", &path]);
+    assert_eq!(outcome.exit_code(), 0, "nothing wrong yet:\n{out}");
+    assert!(out.starts_with("no findings"), "{out}");
+
+    // The server closes every connection at once; the client never closes
+    // its side of the 6 it holds.
+    let addr = format!("{}:8080", server.ip4);
+    let _srv = peer::listen(server, &addr, "close");
+    let (_cli, results) = peer::connect(client, &addr, 6, true, 2000);
+    assert!(results.iter().all(|r| r.starts_with("ok")), "{results:?}");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let (outcome, out) = loop {
+        let (outcome, out) = diagnose(&["--agent", &target, "diagnose", "-c", &path]);
+        if out.contains("ROOT CAUSE") || std::time::Instant::now() > deadline {
+            break (outcome, out);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(outcome.exit_code(), exit::FINDINGS, "{out}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("WARNING close_wait"), "{out}");
+    // Long lines wrap; the words are what matters.
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        format!("does not close 6 connections to {addr} that the peer has closed (CLOSE_WAIT)"),
+        format!("EVIDENCE: 6 sockets to {addr} in CLOSE_WAIT for more than 2.00s"),
+        "all held by pid".to_string(),
+        " NEXT: ".to_string(),
+        " CONFIDENCE: ".to_string(),
+    ] {
+        assert!(flat.contains(&want), "{want:?} in\n{out}");
+    }
+    // Another pod has nothing wrong.
+    let (outcome, out) = diagnose(&["--agent", &target, "diagnose", "-c", &cgroup(server)]);
+    assert_eq!(outcome.exit_code(), 0, "{out}");
 }
 
 #[test]

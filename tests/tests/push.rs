@@ -3,7 +3,10 @@
 //! a buffer too small for the outage dropping the oldest windows and saying
 //! so.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use sockeye_agent::{api::server::ServeOptions, push::PushConfig, Config};
 use sockeye_collector::{Collector, CollectorConfig};
@@ -180,41 +183,48 @@ fn a_buffer_smaller_than_the_outage_drops_the_oldest_and_says_so() {
         }),
     );
     connect_n(&net, 3);
-    std::thread::sleep(Duration::from_secs(3));
-    let collector = rt.block_on(start_collector(&dir));
-    rt.block_on(async {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (_, dropped) = collected(&dir, &rel).await;
-            if dropped > 0 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no dropped windows reported"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    // The agent counts them too, as a loss.
-    let channel = rt.block_on(agent.channel());
-    let snap = rt
-        .block_on(
-            pb::agent_service_client::AgentServiceClient::new(channel)
-                .get_snapshot(pb::GetSnapshotRequest::default()),
-        )
-        .expect("snapshot")
-        .into_inner();
-    let drops = snap.aggregates.unwrap().drops.unwrap();
-    assert!(
+    // The agent drops windows while the collector is away, and counts them
+    // as a loss.
+    let agent_dropped = || {
+        let channel = rt.block_on(agent.channel());
+        let snap = rt
+            .block_on(
+                pb::agent_service_client::AgentServiceClient::new(channel)
+                    .get_snapshot(pb::GetSnapshotRequest::default()),
+            )
+            .expect("snapshot")
+            .into_inner();
+        let drops = snap.aggregates.unwrap().drops.unwrap();
         drops
             .counters
             .get("push_windows_dropped")
             .copied()
             .unwrap_or(0)
-            > 0,
-        "{drops:?}"
-    );
+    };
+    let deadline = Instant::now() + WAIT;
+    while agent_dropped() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent dropped no windows while the collector was away"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The collector, once back, is told about them.
+    let collector = rt.block_on(start_collector(&dir));
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (ok, dropped) = collected(&dir, &rel).await;
+            if dropped > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no dropped windows reported to the collector (it has {ok} connects of the pod)"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     drop(agent);
     rt.block_on(collector.stop());
     let _ = std::fs::remove_dir_all(&dir);

@@ -28,7 +28,7 @@ pub struct FindingsConfig {
     /// Resolved findings remembered (for `include_resolved` and the table).
     pub resolved_kept: usize,
     /// Flows whose open-socket history is sampled; past it the quietest are
-    /// dropped (counted in `findings_series_evicted`).
+    /// dropped (counted in `findings_series_skipped`).
     pub max_series: usize,
     pub leak: LeakConfig,
     pub close_wait: CloseWaitConfig,
@@ -318,6 +318,16 @@ mod tests {
         assert_eq!(c.leak.window_s, LeakConfig::default().window_s);
         let err = toml::from_str::<FindingsConfig>("[leak]\nmin_grwth = 3\n").unwrap_err();
         assert!(err.to_string().contains("min_grwth"), "{err}");
+    }
+
+    #[test]
+    fn the_deployed_file_is_the_defaults() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/base/findings.toml");
+        assert_eq!(
+            FindingsConfig::load(&path).unwrap(),
+            FindingsConfig::default()
+        );
     }
 
     #[test]
