@@ -30,8 +30,10 @@ if (( want_test )); then
   # End-to-end tests run real containers (crun fails on hybrid cgroups: runc).
   # DNS tests: a real server (dnsmasq-base: the binary without the system
   # service) and real clients (dig; glibc's resolver through getent).
+  # Findings tests: a real redis-server, started by each test in its pods
+  # (the package's own service is not used).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
-  debs+=(podman runc dnsmasq-base bind9-dnsutils python3-venv)
+  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv)
 fi
 if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox

@@ -8,9 +8,11 @@ pub mod agent;
 pub mod api;
 pub mod container;
 pub mod dns;
+pub mod findings;
 pub mod metrics;
 pub mod net;
 pub mod peer;
+pub mod redis;
 pub mod sockets;
 pub mod tls;
 

@@ -4,9 +4,9 @@
 use std::{
     ffi::OsStr,
     fs::File,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     os::{fd::AsRawFd, unix::process::CommandExt},
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -16,6 +16,8 @@ use crate::net::Pod;
 /// A running netpeer; killed on drop.
 pub struct Peer {
     pub child: Child,
+    /// Commands for the modes that read them (`redis-pool`).
+    stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
 }
 
@@ -32,6 +34,18 @@ impl Peer {
                 self.pid()
             )
         })
+    }
+
+    /// The next line if one is waiting; never blocks.
+    pub fn try_line(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// Sends one command line to the peer's stdin.
+    pub fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .unwrap_or_else(|e| panic!("netpeer {} stdin: {e}", self.pid()));
     }
 
     /// Collects output until "done"; returns the per-connect lines.
@@ -87,13 +101,16 @@ pub fn command_in(pod: &Pod, program: impl AsRef<OsStr>, enter_netns: bool) -> C
 pub fn spawn_bin(pod: &Pod, bin: &str, args: &[&str]) -> Peer {
     let mut child = command_in(pod, bin_path(bin), true)
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
+    let stdin = child.stdin.take().expect("piped stdin");
     Peer {
         child,
+        stdin,
         lines: reader(stdout),
     }
 }

@@ -1,0 +1,125 @@
+//! `netpeer listen`: a server that accepts and then closes, holds, reads,
+//! answers once, or never accepts at all.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    os::fd::FromRawFd,
+};
+
+use crate::say;
+
+pub fn listen(addr: &str, mode: &str, backlog: Option<&str>) -> Result<(), String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let listener = match backlog {
+        None => TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?,
+        Some(b) => {
+            let backlog: i32 = b.parse().map_err(|e| format!("bad backlog {b}: {e}"))?;
+            bind_with_backlog(addr, backlog)?
+        }
+    };
+    say("ready");
+    if mode == "none" {
+        // The accept queue fills up (backlog + 1 connections) and further
+        // SYNs are dropped: a server too busy to accept.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    let mut held = Vec::new();
+    for conn in listener.incoming() {
+        let mut conn = conn.map_err(|e| format!("accept: {e}"))?;
+        match mode {
+            "close" => drop(conn),
+            "hold" => held.push(conn),
+            "read" => {
+                let mut buf = [0u8; 4096];
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            }
+            "reply" => {
+                // Read the whole request first: closing with unread data
+                // would send a RST instead of a FIN.
+                let mut req = [0u8; 4];
+                if conn.read_exact(&mut req).is_ok() {
+                    let _ = conn.write_all(b"pong");
+                }
+                drop(conn);
+            }
+            other => return Err(format!("unknown mode {other}")),
+        }
+    }
+    Ok(())
+}
+
+/// `TcpListener::bind` always asks for a backlog of 128; the tests need a
+/// small one to fill.
+fn bind_with_backlog(addr: SocketAddr, backlog: i32) -> Result<TcpListener, String> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscalls on a descriptor this function owns; the
+    // sockaddr structs are fully initialised and their sizes passed.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // Owned from here: closed on every error path.
+        let listener = TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let rc = match addr {
+            SocketAddr::V4(a) => {
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if rc != 0 {
+            return Err(format!("bind {addr}: {}", std::io::Error::last_os_error()));
+        }
+        if libc::listen(fd, backlog) != 0 {
+            return Err(format!(
+                "listen {addr}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(listener)
+    }
+}
