@@ -249,7 +249,7 @@ fn clients(
     let slow_ns = (cfg.slow_connect_ms * 1e6) as u64;
     let mut out = Vec::new();
     for f in flows {
-        if f.key.direction != Direction::Outbound || f.sample.open < cfg.min_open {
+        if f.key.direction != Direction::Outbound || f.sample.established() < cfg.min_open {
             continue;
         }
         let samples = series.samples(&f.key);
@@ -264,11 +264,11 @@ fn clients(
         let ceiling = samples
             .clone()
             .filter(|s| s.t_ns >= start.t_ns)
-            .map(|s| s.open)
+            .map(|s| s.established())
             .max()
             .unwrap_or(0)
-            .max(f.sample.open);
-        if f.sample.open > before.open || f.sample.open < ceiling {
+            .max(f.sample.established());
+        if f.sample.established() > before.established() || f.sample.established() < ceiling {
             continue;
         }
         let d = |c: FailureCause| f.sample.failed_by(c).saturating_sub(start.failed_by(c));
