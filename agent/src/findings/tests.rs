@@ -270,6 +270,11 @@ fn connects_in_flight_do_not_raise_a_pool_ceiling() {
         // Reported at every evaluation, a connect in flight or not.
         assert_eq!(f.updated_ns, now, "not reported at {s} s: {f:#?}");
         assert_eq!(f.evidence[0].value, 5.0, "the ceiling: {f:#?}");
+        assert!(
+            f.evidence[0].fact.starts_with("5 connections open"),
+            "{f:#?}"
+        );
+        assert!(f.summary.contains(": 5 open at a ceiling"), "{f:#?}");
     }
     let at = first.expect("a pool finding");
     assert!((10..=15).contains(&at), "opened after {at} s");

@@ -356,7 +356,7 @@ fn candidate(
         Evidence::new(
             format!(
                 "{} connections open to {dest}, flat at that ceiling since {}",
-                f.sample.open,
+                f.sample.established(),
                 text::clock_time(t.flat_since)
             ),
             t.ceiling as f64,
@@ -435,7 +435,7 @@ fn candidate(
         signals,
         summary: format!(
             "{dest} accepts no more connections from {label}: {} open at a ceiling, {} connects failed or waited",
-            f.sample.open,
+            f.sample.established(),
             failed + t.slow + t.waiting_now
         ),
         evidence,
