@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use sockeye_common::{event::EventKind, tcp_state};
+use sockeye_common::{
+    event::{flags, EventKind},
+    tcp_state,
+};
 
 use super::{Findings, FindingsConfig, Inputs, Kind};
 use crate::{
@@ -233,4 +236,46 @@ fn disabled_finds_nothing() {
     }
     assert!(b.findings.list(true).is_empty());
     assert_eq!(b.findings.stats.evaluations, 0);
+}
+
+#[test]
+fn connects_in_flight_do_not_raise_a_pool_ceiling() {
+    let mut b = Bench::new(FindingsConfig::default());
+    let start = 1000 * SEC;
+    // A server with a full accept queue: 5 connections in, then
+    // back-to-back connects it never answers, each pending from its first
+    // SYN retransmission (1 s) until the application gives up (2 s).
+    for i in 0..5u64 {
+        b.agg.handle(&established(i + 1, start));
+    }
+    let mut first = None;
+    for s in 1..=40u64 {
+        let now = start + s * SEC;
+        let attempt = 100 + (s - 1) / 2;
+        if s % 2 == 1 {
+            b.agg
+                .handle(&ev(EventKind::ConnectStart, attempt, now - SEC));
+        } else {
+            let mut c = closed(attempt, now, tcp_state::SYN_SENT);
+            c.raw.flags = flags::CLOSED_BY_OWNER;
+            c.raw.syn_retransmits = 1;
+            b.agg.handle(&c);
+        }
+        b.evaluate(now);
+        let Some(f) = b.open(Kind::PoolExhaustion).pop() else {
+            assert!(first.is_none(), "dropped at {s} s");
+            continue;
+        };
+        first.get_or_insert(s);
+        // Reported at every evaluation, a connect in flight or not.
+        assert_eq!(f.updated_ns, now, "not reported at {s} s: {f:#?}");
+        assert_eq!(f.evidence[0].value, 5.0, "the ceiling: {f:#?}");
+        assert!(
+            f.evidence[0].fact.starts_with("5 connections open"),
+            "{f:#?}"
+        );
+        assert!(f.summary.contains(": 5 open at a ceiling"), "{f:#?}");
+    }
+    let at = first.expect("a pool finding");
+    assert!((10..=15).contains(&at), "opened after {at} s");
 }

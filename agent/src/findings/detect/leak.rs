@@ -129,11 +129,13 @@ fn start<'s>(
     samples: impl DoubleEndedIterator<Item = &'s TcpSample> + Clone,
 ) -> Option<Episode> {
     let window_start = now.saturating_sub(ns(cfg.window_s));
-    // The baseline is the lowest count in the window (the earliest such).
+    // The baseline is the lowest count in the window, the latest such: a
+    // flat stretch before the growth is not part of it (it would lower the
+    // rate and date the leak too early).
     let base = samples
         .clone()
         .filter(|s| s.t_ns >= window_start)
-        .min_by_key(|s| (s.open, s.t_ns))?;
+        .min_by_key(|s| (s.open, std::cmp::Reverse(s.t_ns)))?;
     let growth = live.open.checked_sub(base.open)?;
     let span = now.saturating_sub(base.t_ns);
 
@@ -313,6 +315,15 @@ mod tests {
         let pts: Vec<(u64, u64)> = (0..=5).map(|i| (i * 5, 3 + i * 5)).collect();
         let e = run(&pts).expect("a leak");
         assert_eq!((e.baseline, e.baseline_ns), (3, 0));
+    }
+
+    #[test]
+    fn growth_after_a_flat_stretch_dates_from_its_start() {
+        // A pool of 3 used for 10 s, then one more socket a second.
+        let mut pts = vec![(0, 3), (5, 3), (10, 3)];
+        pts.extend((1..=5).map(|i| (10 + i * 5, 3 + i * 5)));
+        let e = run(&pts).expect("a leak");
+        assert_eq!((e.baseline, e.baseline_ns), (3, 10 * SEC));
     }
 
     #[test]

@@ -33,6 +33,7 @@ const OLD_NS: u64 = 60_000_000_000;
 pub struct TcpSample {
     pub t_ns: u64,
     pub open: u64,
+    pub connecting: u64,
     pub opened: u64,
     pub closed: u64,
     pub failed: [u64; FailureCause::ALL.len()],
@@ -48,16 +49,21 @@ impl Timed for TcpSample {
 }
 
 impl TcpSample {
-    fn of(flow: &FlowStats, open: u64, slow_ns: u64, t_ns: u64) -> Self {
+    fn of(flow: &FlowStats, open: u64, connecting: u64, slow_ns: u64, t_ns: u64) -> Self {
         Self {
             t_ns,
             open,
+            connecting,
             opened: flow.opened,
             closed: flow.closed,
             failed: flow.failed,
             slow: flow.latency.count_at_least(slow_ns),
             syn_retransmits: flow.syn_retransmits,
         }
+    }
+
+    pub fn established(&self) -> u64 {
+        self.open - self.connecting
     }
 
     pub fn failed_by(&self, cause: FailureCause) -> u64 {
@@ -147,7 +153,7 @@ impl Detectors {
         let mut live = HashSet::default();
         for (key, stats) in &agg.flows {
             let s = sockets.get(key).cloned().unwrap_or_default();
-            let sample = TcpSample::of(stats, s.open, slow_ns, now);
+            let sample = TcpSample::of(stats, s.open, s.connecting, slow_ns, now);
             // Only flows with something to judge get a history.
             if s.open > 0 || stats.failed_total() > 0 || self.tcp.samples(key).next().is_some() {
                 self.tcp.record(*key, sample);

@@ -249,7 +249,7 @@ fn clients(
     let slow_ns = (cfg.slow_connect_ms * 1e6) as u64;
     let mut out = Vec::new();
     for f in flows {
-        if f.key.direction != Direction::Outbound || f.sample.open < cfg.min_open {
+        if f.key.direction != Direction::Outbound || f.sample.established() < cfg.min_open {
             continue;
         }
         let samples = series.samples(&f.key);
@@ -264,11 +264,11 @@ fn clients(
         let ceiling = samples
             .clone()
             .filter(|s| s.t_ns >= start.t_ns)
-            .map(|s| s.open)
+            .map(|s| s.established())
             .max()
             .unwrap_or(0)
-            .max(f.sample.open);
-        if f.sample.open > before.open || f.sample.open < ceiling {
+            .max(f.sample.established());
+        if f.sample.established() > before.established() || f.sample.established() < ceiling {
             continue;
         }
         let d = |c: FailureCause| f.sample.failed_by(c).saturating_sub(start.failed_by(c));
@@ -356,7 +356,7 @@ fn candidate(
         Evidence::new(
             format!(
                 "{} connections open to {dest}, flat at that ceiling since {}",
-                f.sample.open,
+                f.sample.established(),
                 text::clock_time(t.flat_since)
             ),
             t.ceiling as f64,
@@ -435,7 +435,7 @@ fn candidate(
         signals,
         summary: format!(
             "{dest} accepts no more connections from {label}: {} open at a ceiling, {} connects failed or waited",
-            f.sample.open,
+            f.sample.established(),
             failed + t.slow + t.waiting_now
         ),
         evidence,
