@@ -76,7 +76,8 @@ pub struct SockEvent {
     pub cgroup_id: u64,
     /// Network namespace cookie of the socket; set on a socket's first event
     /// (Established, Accepted, Listen, ConnectStart, and Closed of a failed
-    /// connect), 0 on later ones to save a helper call.
+    /// connect) and on a listener's Closed, 0 on later ones to save a
+    /// helper call.
     pub netns_cookie: u64,
     /// Connect latency (Established), lifetime (Closed), else 0.
     pub duration_ns: u64,

@@ -171,7 +171,10 @@ fn on_state(ctx: &SockOpsContext) {
         return;
     }
     // A failed connect's Closed is its only event: give it the namespace.
-    let Some(facts) = facts(ctx, old == tcp_state::SYN_SENT) else {
+    // So is a pre-existing listener's (the agent knows it from /proc, by
+    // inode): the namespace tells it apart from other pods' listeners on
+    // the same port. Both are rare enough for the helper call.
+    let Some(facts) = facts(ctx, matches!(old, tcp_state::SYN_SENT | tcp_state::LISTEN)) else {
         return;
     };
     let now = now_ns();

@@ -23,7 +23,7 @@ use crate::{
 
 /// Pre-existing sockets live in their own id space (kernel cookies are small
 /// counters; inodes tagged with the top bit cannot collide with them).
-const PREEXISTING_TAG: u64 = 1 << 63;
+const PREEXISTING_TAG: u64 = crate::aggregate::listeners::PREEXISTING;
 
 /// The pre-existing sockets still open, by namespace, for refreshing.
 #[derive(Debug, Default)]
@@ -62,6 +62,10 @@ impl Preexisting {
             .map(|s| (s.netns_inode, s.entry.local.port()))
             .collect();
         let mut cgroup_ids: HashMap<String, u64> = HashMap::new();
+        // A listener's namespace cookie, once per namespace: it ties the
+        // listener to the kernel's events (a restart listens again in the
+        // same namespace, a close reports it).
+        let mut netns_cookies: HashMap<u64, u64> = HashMap::new();
         for s in found {
             let Some(owner) = &s.owner else { continue };
             let cgroup_id = *cgroup_ids
@@ -69,6 +73,12 @@ impl Preexisting {
                 .or_insert_with(|| cgroup_id_of(cgroup_root, &owner.cgroup_path).unwrap_or(0));
             let id = PREEXISTING_TAG | s.entry.inode;
             if s.entry.state == tcp_state::LISTEN {
+                let netns_cookie = *netns_cookies.entry(s.netns_inode).or_insert_with(|| {
+                    netns::cookie_of_pid(proc_root, owner.pid).unwrap_or_else(|e| {
+                        log::debug!("netns cookie of pid {}: {e}", owner.pid);
+                        0
+                    })
+                });
                 out.listeners.push(FoundListener {
                     netns_inode: s.netns_inode,
                     pid: owner.pid,
@@ -85,7 +95,7 @@ impl Preexisting {
                         tgid: owner.pid,
                         comm: owner.comm.clone(),
                         since_ns: now_ns,
-                        netns_cookie: 0,
+                        netns_cookie,
                     },
                 );
             } else {

@@ -8,6 +8,9 @@ use ahash::HashMap;
 
 use crate::event::Event;
 
+/// Ids of listeners found by the start-up scan have this bit set (see
+/// `preexisting`): they are keyed by inode, not by socket cookie.
+pub const PREEXISTING: u64 = 1 << 63;
 /// How many listener changes are remembered.
 const HISTORY: usize = 256;
 /// Addresses remembered per network namespace, and namespaces.
@@ -78,7 +81,11 @@ impl Listeners {
     }
 
     pub fn stopped(&mut self, ev: &Event) {
-        let l = self.active.remove(&ev.raw.cookie).unwrap_or(Listener {
+        let known = self
+            .active
+            .remove(&ev.raw.cookie)
+            .or_else(|| self.take_preexisting(ev));
+        let l = known.unwrap_or(Listener {
             cgroup_id: ev.raw.cgroup_id,
             addr: ev.local,
             port: ev.raw.local_port,
@@ -114,6 +121,31 @@ impl Listeners {
     /// Whether `addr` is known to be an address of `netns`.
     pub fn netns_has(&self, netns: u64, addr: IpAddr) -> bool {
         self.addrs.get(&netns).is_some_and(|v| v.contains(&addr))
+    }
+
+    /// The start-up scan's entry for the listener `ev` closes: the kernel
+    /// knows that socket by its cookie, the scan by its inode, so it is
+    /// matched by address, port and (when both know it) namespace. Taken
+    /// out, so the /proc refresh does not report the same stop again.
+    fn take_preexisting(&mut self, ev: &Event) -> Option<Listener> {
+        let netns = ev.raw.netns_cookie;
+        let matches: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(id, l)| {
+                **id & PREEXISTING != 0
+                    && l.port == ev.raw.local_port
+                    && l.addr == ev.local
+                    && (netns == 0 || l.netns_cookie == 0 || l.netns_cookie == netns)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        // Without a namespace to tell them apart, two listeners on the same
+        // address and port (two pods' 0.0.0.0:6379) are not guessed between.
+        match matches.as_slice() {
+            [id] => self.active.remove(id),
+            _ => None,
+        }
     }
 
     /// A listener found by the start-up scan.
