@@ -1,9 +1,13 @@
 //! Test networks: a bridge in its own namespace, and pods attached to it.
 //!
-//! Pods talk over a private L2 segment (10.77.0.0/24, fd77::/64) that lives
-//! entirely inside test namespaces: nothing is routed through, or changed
-//! in, the host's network namespace, and tests running in parallel use
-//! separate segments, so their addresses may overlap.
+//! Pods talk over a private L2 segment (10.77.N.0/24, fd77:N::/64) that
+//! lives entirely inside test namespaces: nothing is routed through, or
+//! changed in, the host's network namespace. Each network of a test process
+//! gets its own N, so tests running in parallel in one process have
+//! distinct addresses: the agent sees every pod on the machine, and a
+//! finding about a destination address (a restart, a DNS server) would
+//! otherwise mix two tests' traffic. Separate test processes (which cargo
+//! runs one after another) may reuse them.
 
 use std::{
     fs,
@@ -74,6 +78,8 @@ impl Pod {
 /// A private network with its pods; removes everything on drop.
 pub struct TestNet {
     tag: String,
+    /// N of this network's 10.77.N.0/24.
+    segment: u8,
     bridge_ns: String,
     pub pods: Vec<Pod>,
     cgroup_parent: PathBuf,
@@ -89,6 +95,8 @@ impl TestNet {
         let cgroup_parent = PathBuf::from(CGROUP_V2).join(format!("sockeye-test-{name}-{tag}"));
         let net = Self {
             tag,
+            // 0..=249: N in 10.77.N.0/24.
+            segment: (n % 250) as u8,
             bridge_ns,
             pods: Vec::new(),
             cgroup_parent,
@@ -115,7 +123,13 @@ impl TestNet {
         net
     }
 
-    /// Adds a pod with addresses 10.77.0.(n+2) and fd77::(n+2).
+    /// An address on this network: `10.77.N.host`. Hosts from 2 up are
+    /// the pods', in the order they were added; others answer nothing.
+    pub fn ip4(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, self.segment, host)
+    }
+
+    /// Adds a pod with addresses 10.77.N.(n+2) and fd77:N::(n+2).
     pub fn add_pod(&mut self, name: &str) -> &Pod {
         let host = self.pods.len() as u8 + 2;
         let netns = format!("sk{}-{name}", self.tag);
@@ -153,8 +167,10 @@ impl TestNet {
                 "up",
             ],
         );
-        let ip4 = Ipv4Addr::new(10, 77, 0, host);
-        let ip6: Ipv6Addr = format!("fd77::{host}").parse().expect("valid ipv6");
+        let ip4 = self.ip4(host);
+        let ip6: Ipv6Addr = format!("fd77:{:x}::{host}", self.segment)
+            .parse()
+            .expect("valid ipv6");
         let cgroup_dir = self.cgroup_parent.join(name);
         fs::create_dir_all(&cgroup_dir)
             .unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup_dir.display()));

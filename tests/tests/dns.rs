@@ -122,15 +122,12 @@ fn servfail_refused_and_unanswered_queries() {
         dig(client, &[&at, name, "+tries=1", "+time=3"]);
     }
     // The server never answers this name; and nothing at all answers at
-    // 10.77.0.250 (no such host on the pod network).
+    // .250 (no such host on the pod network).
+    let nobody = format!("@{}", net.ip4(250));
+    let nobody53 = format!("{}:53", net.ip4(250));
     let silent = std::thread::scope(|s| {
         let a = s.spawn(|| dig(client, &[&at, "silent.test", "+tries=1", "+time=2"]));
-        let b = s.spawn(|| {
-            dig(
-                client,
-                &["@10.77.0.250", "nobody.test", "+tries=1", "+time=2"],
-            )
-        });
+        let b = s.spawn(|| dig(client, &[&nobody, "nobody.test", "+tries=1", "+time=2"]));
         // Answered after the agent's 5 s timeout: a timeout, then a late answer.
         let c = s.spawn(|| dig(client, &[&at, "delay6000.test", "+tries=1", "+time=8"]));
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
@@ -143,7 +140,7 @@ fn servfail_refused_and_unanswered_queries() {
         r("servfail.test", &s4).is_some_and(|c| c.rcodes.get("SERVFAIL") == Some(&1))
             && r("refused.test", &s4).is_some_and(|c| c.rcodes.get("REFUSED") == Some(&1))
             && r("silent.test", &s4).is_some_and(|c| c.timeouts == 1)
-            && r("nobody.test", "10.77.0.250:53").is_some_and(|c| c.timeouts == 1)
+            && r("nobody.test", &nobody53).is_some_and(|c| c.timeouts == 1)
             && r("delay6000.test", &s4).is_some_and(|c| c.late_answers == 1)
     });
     let late = row(&snap, client.cgroup_id, "delay6000.test", "A", &s4).unwrap();

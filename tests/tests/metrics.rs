@@ -73,8 +73,8 @@ fn metrics_count_real_connections_and_dns_answers() {
     }
     let net = TestNet::with_pods("metrics", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
-    // Ports of this run only: other tests on this machine use the same
-    // 10.77.0.x addresses, and the agent sees every cgroup.
+    // Ports of this run only: other test processes on this machine may use
+    // the same 10.77.N.x addresses, and the agent sees every cgroup.
     let base = 20_000 + (std::process::id() % 5_000) as u16 * 4;
     let (open_port, refused_port, dns_port) = (base, base + 1, base + 2);
     let _dns = responder_on(server, dns_port);

@@ -164,9 +164,10 @@ fn unreachable_hosts_are_classified() {
     let mut agent = start();
 
     // Nobody answers ARP for .200: after ~3 s the kernel reports EHOSTUNREACH.
-    let (_cli, results) = peer::connect(client, "10.77.0.200:80", 1, false, 20_000);
+    let nobody = net.ip4(200);
+    let (_cli, results) = peer::connect(client, &format!("{nobody}:80"), 1, false, 20_000);
     assert_eq!(results, vec!["err 113"]);
-    let dst: IpAddr = "10.77.0.200".parse().unwrap();
+    let dst = IpAddr::V4(nobody);
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {
         flow(s, client.cgroup_id, Direction::Outbound, dst, 80)
             .is_some_and(|f| f.failed_total() == 1)
