@@ -6,12 +6,15 @@
 //!   loop, with and without the agent, interleaved in one run.
 //! - `bench-dns`: the agent's overhead on DNS (dnsperf against dnsmasq), and
 //!   whether it sees and matches every query at a fixed rate.
+//! - `bench-findings`: what findings detection costs the agent, under many
+//!   held connections and a live finding.
 //! - `matrix`: every kernel program loaded, and the agent smoke tested, on
 //!   Debian's 6.1 and 6.12 kernels (in QEMU) and on the host's kernel.
 //! - `smoke`: one row of that matrix, on the running kernel.
 
 mod bench;
 mod bench_dns;
+mod bench_findings;
 mod matrix;
 
 use std::process::ExitCode;
@@ -31,6 +34,10 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Measure the agent's overhead on DNS and check it sees every query.
     BenchDns(bench_dns::BenchDnsArgs),
+    /// Measure what findings detection costs the agent: the agent with and
+    /// without findings under many held connections and a live leak
+    /// finding, and one Findings::evaluate on full tables.
+    BenchFindings(bench_findings::BenchFindingsArgs),
     /// Load every program and smoke test the agent on Debian's 6.1 and 6.12
     /// kernels (QEMU, TCG) and on this host's kernel; print the verifier
     /// figures per kernel and program and compare them with
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Bench(args) => bench::run(&args),
         Task::BenchDns(args) => bench_dns::run(&args),
+        Task::BenchFindings(args) => bench_findings::run(&args),
         Task::Matrix(args) => matrix::run(&args),
         Task::Smoke(args) => matrix::row::run(&args),
     };

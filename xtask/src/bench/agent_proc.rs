@@ -186,6 +186,14 @@ impl Agent {
         parse_vm_hwm_kib(&status).with_context(|| format!("no VmHWM in {path}"))
     }
 
+    /// The end of the agent's log (stderr) so far, and whether it is all of
+    /// it (nothing dropped to keep it within [`STDERR_TAIL_BYTES`]).
+    pub fn stderr_tail(&self) -> (String, bool) {
+        let bytes = self.stderr.lock().map(|b| b.clone()).unwrap_or_default();
+        let whole = bytes.len() < STDERR_TAIL_BYTES;
+        (String::from_utf8_lossy(&bytes).into_owned(), whole)
+    }
+
     /// Sends SIGINT, waits up to `timeout` for the stats line and a clean
     /// exit, and returns the stats.
     pub fn stop(mut self, timeout: Duration) -> Result<FinalStats> {

@@ -13,8 +13,8 @@
 
 pub(crate) mod agent_proc;
 pub(crate) mod preflight;
-mod report;
-mod workload;
+pub(crate) mod report;
+pub(crate) mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,15 +52,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let agent_path = match &args.agent {
-        Some(path) => {
-            if !path.is_file() {
-                bail!("--agent {}: no such file", path.display());
-            }
-            path.clone()
-        }
-        None => build_agent()?,
-    };
+    let agent_path = agent_path(args.agent.as_deref())?;
     let threads = usize::from(args.threads);
     let duration = Duration::from_secs(args.secs);
     let clk_tck = agent_proc::clock_ticks_per_sec()?;
@@ -193,6 +185,15 @@ fn note_holders(seen: &mut Vec<String>, exclude: Option<u32>) {
         if !seen.contains(&holder) {
             seen.push(holder);
         }
+    }
+}
+
+/// The agent binary given with `--agent`, else the one built now.
+pub(crate) fn agent_path(given: Option<&Path>) -> Result<PathBuf> {
+    match given {
+        Some(path) if !path.is_file() => bail!("--agent {}: no such file", path.display()),
+        Some(path) => Ok(path.to_path_buf()),
+        None => build_agent(),
     }
 }
 

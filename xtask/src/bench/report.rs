@@ -287,7 +287,7 @@ pub fn print_json(rounds: &[Round], secs: u64, threads: usize) {
     println!("{summary}");
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
