@@ -1,8 +1,6 @@
 //! Wording shared by the detectors: times, spans, owners, destinations.
 
-use std::path::Path;
-
-use crate::{clock, output::format};
+use crate::{clock, format};
 
 /// Wall-clock "HH:MM:SS UTC" of a monotonic timestamp.
 pub fn clock_time(mono_ns: u64) -> String {
@@ -30,16 +28,12 @@ pub fn secs(ns: u64) -> f64 {
     (ns as f64 / 1e9 * 1000.0).round() / 1000.0
 }
 
-/// "pid 4411 (php-fpm)", with the command name read from /proc when the
-/// process still runs.
-pub fn process(proc_root: &Path, pid: u32) -> String {
-    let comm = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
-        .map(|c| c.trim().to_string())
-        .unwrap_or_default();
-    if comm.is_empty() {
-        format!("pid {pid}")
-    } else {
-        format!("pid {pid} ({comm})")
+/// "pid 4411 (php-fpm)", or "pid 4411" when its name is unknown (the
+/// process is gone).
+pub fn process(pid: u32, comm: Option<&str>) -> String {
+    match comm {
+        Some(c) if !c.is_empty() => format!("pid {pid} ({c})"),
+        _ => format!("pid {pid}"),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
         cause::FailureCause,
         flows::{FlowKey, FlowStats},
     },
-    attribution::Attributor,
+    workload::Workloads,
 };
 
 /// Every open socket older than this is counted in the age evidence.
@@ -94,7 +94,9 @@ pub struct Detectors {
 pub struct Context<'a, 'b> {
     pub inputs: &'a Inputs<'b>,
     pub config: &'a FindingsConfig,
-    pub attributor: &'a mut Attributor,
+    pub attributor: &'a mut dyn Workloads,
+    /// What the kernel is asked on demand, for evidence.
+    pub probe: &'a mut dyn super::probe::Probe,
 }
 
 impl Context<'_, '_> {
@@ -192,19 +194,19 @@ pub fn sample_at<'s>(
 
 /// Owners of a flow's sockets, as evidence: "all opened by pid 4411
 /// (php-fpm)" or "opened by pid 4411 (php-fpm) 12, pid 80 (nginx) 3".
-pub fn owners_fact(cx: &Context<'_, '_>, s: &FlowSockets, verb: &str) -> Option<(String, u64)> {
-    let proc_root = cx.inputs.proc_root;
+pub fn owners_fact(cx: &mut Context<'_, '_>, s: &FlowSockets, verb: &str) -> Option<(String, u64)> {
     let (top_pid, top_n) = *s.owners.first()?;
     if s.owners.len() == 1 && s.other_owners == 0 {
-        return Some((
-            format!("all {verb} by {}", super::text::process(proc_root, top_pid)),
-            top_n,
-        ));
+        let who = super::text::process(top_pid, cx.probe.process_name(top_pid).as_deref());
+        return Some((format!("all {verb} by {who}"), top_n));
     }
     let mut parts: Vec<String> = s
         .owners
         .iter()
-        .map(|(pid, n)| format!("{} {n}", super::text::process(proc_root, *pid)))
+        .map(|(pid, n)| {
+            let who = super::text::process(*pid, cx.probe.process_name(*pid).as_deref());
+            format!("{who} {n}")
+        })
         .collect();
     if s.other_owners > 0 {
         parts.push(format!("others {}", s.other_owners));

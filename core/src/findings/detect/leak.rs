@@ -12,10 +12,8 @@ use super::{owners_fact, sample_at, Context, FlowNow, TcpSample};
 use crate::{
     aggregate::flows::{Direction, FlowKey},
     findings::{
-        config::ns,
-        probe::{self, Idle},
-        series::Series,
-        text, Candidate, Destination, Evidence, Key, Kind, Severity,
+        config::ns, probe::Idle, series::Series, text, Candidate, Destination, Evidence, Key, Kind,
+        Severity,
     },
 };
 
@@ -92,7 +90,7 @@ impl Leaks {
 
     /// How idle the flow's sockets are, asked of the kernel in the
     /// namespace of the process that opened most of them.
-    fn idle_of(&mut self, cx: &Context<'_, '_>, f: &FlowNow<'_>) -> Option<Idle> {
+    fn idle_of(&mut self, cx: &mut Context<'_, '_>, f: &FlowNow<'_>) -> Option<Idle> {
         let now = cx.now();
         if let Some((at, idle)) = self.idle.get(&f.key) {
             if now.saturating_sub(*at) < IDLE_EVERY_NS {
@@ -101,13 +99,7 @@ impl Leaks {
         }
         let pid = f.sockets.owners.first()?.0;
         let idle_after_ms = (cx.config.leak.idle_after_s * 1000.0) as u64;
-        let answer = match probe::idle(
-            cx.inputs.proc_root,
-            pid,
-            f.key.remote,
-            f.key.port,
-            idle_after_ms,
-        ) {
+        let answer = match cx.probe.idle(pid, f.key.remote, f.key.port, idle_after_ms) {
             Ok(i) => Some(i),
             Err(e) => {
                 self.probe_failures += 1;

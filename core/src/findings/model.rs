@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::attribution::Workload;
+use crate::workload::Workload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

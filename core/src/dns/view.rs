@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     aggregate::histogram::{Histogram, Percentiles},
-    attribution::{filter::WorkloadFilter, Attributor, Workload},
     event::comm_string,
+    workload::{filter::WorkloadFilter, Workload, Workloads},
 };
 
 /// Counts shared by name rows and totals.
@@ -106,7 +106,7 @@ pub struct DnsTotalView {
 
 pub fn views(
     aggs: &DnsAggregates,
-    attributor: &mut Attributor,
+    attributor: &mut impl Workloads,
     filter: &WorkloadFilter,
 ) -> (Vec<DnsNameView>, Vec<DnsTotalView>) {
     let mut names = Vec::new();

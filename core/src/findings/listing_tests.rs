@@ -30,7 +30,7 @@ fn candidate(subject: u64, port: u16) -> Candidate {
 
 #[test]
 fn resolved_since_takes_those_resolved_after_a_cut_newest_first() {
-    let mut attributor = Attributor::new("/nonexistent-cgroup-root".into());
+    let mut attributor = crate::workload::Table::default();
     let mut f = Findings::new(FindingsConfig::default());
     f.apply(
         vec![candidate(1, 6379), candidate(2, 5432)],

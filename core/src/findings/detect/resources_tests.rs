@@ -9,11 +9,11 @@ use super::*;
 use crate::{
     aggregate::{
         resources::{Failure, ResourceFailures},
-        tests::ev,
         Limits,
     },
     dns::aggregate::DnsAggregates,
     event::comm_bytes,
+    testing::ev,
 };
 
 const S: u64 = 1_000_000_000;
@@ -46,7 +46,6 @@ fn run(agg: &Aggregator, now_ns: u64, config: &ResourcesConfig) -> Vec<Candidate
             tcp: agg,
             dns: &dns,
             now_ns,
-            proc_root: std::path::Path::new("/proc"),
         },
         config,
     )

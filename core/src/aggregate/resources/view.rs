@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{errno_meaning, errno_name, Limit, ResourceFailures, Syscall};
 use crate::{
-    attribution::{filter::WorkloadFilter, Attributor, Workload},
     event::comm_string,
+    workload::{filter::WorkloadFilter, Workload, Workloads},
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +38,7 @@ pub struct ResourceFailureView {
 /// Rows of the workloads `filter` keeps, sorted by workload and key.
 pub fn views(
     failures: &ResourceFailures,
-    attributor: &mut Attributor,
+    attributor: &mut impl Workloads,
     now_ns: u64,
     filter: &WorkloadFilter,
 ) -> Vec<ResourceFailureView> {

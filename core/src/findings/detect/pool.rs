@@ -21,10 +21,8 @@ use crate::{
         listeners::{Listener, Listeners},
     },
     findings::{
-        config::ns, probe, series::Series, text, Candidate, Destination, Evidence, Key, Kind,
-        Severity,
+        config::ns, series::Series, text, Candidate, Destination, Evidence, Key, Kind, Severity,
     },
-    sock_diag::netstat,
 };
 
 /// Listen overflow counters are read at most this often per namespace.
@@ -61,6 +59,7 @@ impl Pools {
     fn servers(&mut self, cx: &mut Context<'_, '_>) -> Vec<Candidate> {
         let now = cx.now();
         let listeners = &cx.inputs.tcp.listeners;
+        let probe = &mut *cx.probe;
         // One listener per namespace names it (its pid's /proc/<pid>/net).
         let mut by_netns: HashMap<u64, Vec<&Listener>> = HashMap::default();
         for l in listeners.active.values().filter(|l| l.netns_cookie != 0) {
@@ -72,10 +71,10 @@ impl Pools {
             self.last_read_ns = now;
             let keep = ns(cx.config.pool.window_s) + OVERFLOWS_EVERY_NS;
             for (netns, ls) in &by_netns {
-                match netstat::listen_overflows(cx.inputs.proc_root, ls[0].tgid) {
-                    Ok(c) => {
+                match probe.listen_overflows(ls[0].tgid) {
+                    Ok(overflows) => {
                         let v = self.overflows.entry(*netns).or_default();
-                        v.push_back((now, c.overflows));
+                        v.push_back((now, overflows));
                         while v
                             .front()
                             .is_some_and(|(t, _)| now.saturating_sub(*t) > keep)
@@ -133,7 +132,7 @@ fn queue_fact(
     l: &Listener,
     probe_failures: &mut u64,
 ) -> Option<(Evidence, bool)> {
-    match probe::accept_queue(cx.inputs.proc_root, l.tgid, l.port) {
+    match cx.probe.accept_queue(l.tgid, l.port) {
         Ok(Some((waiting, limit))) => {
             let full = waiting > limit;
             let label = cx.label(l.cgroup_id);

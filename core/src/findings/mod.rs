@@ -14,21 +14,20 @@ pub mod text;
 #[cfg(test)]
 mod listing_tests;
 
-use std::{collections::VecDeque, path::Path};
+use std::collections::VecDeque;
 
 use ahash::HashMap;
 
-use crate::{aggregate::Aggregator, attribution::Attributor, dns::aggregate::DnsAggregates};
+use crate::{aggregate::Aggregator, dns::aggregate::DnsAggregates, workload::Workloads};
 pub use config::FindingsConfig;
 pub use model::{Confidence, Destination, Evidence, Finding, Kind, Severity};
+use probe::Probe;
 
 /// What the detectors read.
 pub struct Inputs<'a> {
     pub tcp: &'a Aggregator,
     pub dns: &'a DnsAggregates,
     pub now_ns: u64,
-    /// procfs, for the names of the processes the evidence cites.
-    pub proc_root: &'a Path,
 }
 
 /// Identity of one problem: a new finding opens when a detector reports a
@@ -131,7 +130,12 @@ impl Findings {
     }
 
     /// Runs every detector and updates the findings' lives.
-    pub fn evaluate(&mut self, inputs: &Inputs<'_>, attributor: &mut Attributor) {
+    pub fn evaluate(
+        &mut self,
+        inputs: &Inputs<'_>,
+        attributor: &mut dyn Workloads,
+        probe: &mut dyn Probe,
+    ) {
         if !self.enabled {
             return;
         }
@@ -140,6 +144,7 @@ impl Findings {
             inputs,
             config: &self.config,
             attributor,
+            probe,
         };
         let candidates = self.detectors.run(&mut cx);
         self.stats.series_skipped = self.detectors.series_skipped();
@@ -148,7 +153,7 @@ impl Findings {
     }
 
     /// Opens, updates and resolves findings from this evaluation's reports.
-    fn apply(&mut self, candidates: Vec<Candidate>, now_ns: u64, attributor: &mut Attributor) {
+    fn apply(&mut self, candidates: Vec<Candidate>, now_ns: u64, attributor: &mut dyn Workloads) {
         let mut ended = Vec::new();
         for c in candidates {
             if let Some(end) = c.ended_ns {

@@ -60,7 +60,7 @@ impl WorkloadFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::pod_meta::{MetaSource, PodMeta, WorkloadRef};
+    use crate::workload::pod_meta::{MetaSource, PodMeta, WorkloadRef};
 
     fn workload(ns: &str, pod: &str, owner: Option<&str>) -> Workload {
         Workload {

@@ -2,8 +2,6 @@
 //! fed synthetic kernel events at chosen times, the detectors run at
 //! chosen "now"s.
 
-use std::path::Path;
-
 use sockeye_common::{
     event::{flags, EventKind},
     tcp_state,
@@ -11,12 +9,11 @@ use sockeye_common::{
 
 use super::{Findings, FindingsConfig, Inputs, Kind};
 use crate::{
-    aggregate::{
-        tests::{closed, ev},
-        Aggregator, Limits,
-    },
-    attribution::Attributor,
+    aggregate::{Aggregator, Limits},
     dns::aggregate::DnsAggregates,
+    findings::probe::Answers,
+    testing::{closed, ev},
+    workload::Table,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -24,7 +21,8 @@ const SEC: u64 = 1_000_000_000;
 struct Bench {
     agg: Aggregator,
     dns: DnsAggregates,
-    attributor: Attributor,
+    attributor: Table,
+    probe: Answers,
     findings: Findings,
 }
 
@@ -33,7 +31,8 @@ impl Bench {
         Self {
             agg: Aggregator::new(Limits::default()),
             dns: DnsAggregates::new(16),
-            attributor: Attributor::new("/nonexistent-cgroup-root".into()),
+            attributor: Table::default(),
+            probe: Answers::default(),
             findings: Findings::new(config),
         }
     }
@@ -43,9 +42,9 @@ impl Bench {
             tcp: &self.agg,
             dns: &self.dns,
             now_ns,
-            proc_root: Path::new("/nonexistent-proc"),
         };
-        self.findings.evaluate(&inputs, &mut self.attributor);
+        self.findings
+            .evaluate(&inputs, &mut self.attributor, &mut self.probe);
     }
 
     fn open(&self, kind: Kind) -> Vec<super::Finding> {
