@@ -124,12 +124,15 @@ async fn main() -> anyhow::Result<()> {
         let c = collector.clone();
         servers.spawn(async move { c.serve_unix(listener).await });
     }
+    // Handlers before "ready": a signal sent as soon as it is read must stop
+    // the collector cleanly (removing its socket), not kill it.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     log::info!("{READY_LOG}{}", listening.join(", "));
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut failed = None;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
+        _ = int.recv() => log::info!("SIGINT: shutting down"),
         _ = term.recv() => log::info!("SIGTERM: shutting down"),
         Some(r) = servers.join_next() => {
             // A server ended before any signal: that is a failure.

@@ -121,8 +121,8 @@ impl TestNet {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // Start where another process is unlikely to be: fewer lock probes.
         let (segment, lock) = claim_segment(std::process::id().wrapping_mul(7).wrapping_add(n));
-        // Short: interface names are limited to 15 bytes.
-        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        // Unique on the machine: this process's id and its count.
+        let tag = format!("{}-{n}", std::process::id());
         let bridge_ns = format!("sk{tag}-br");
         let cgroup_parent = PathBuf::from(CGROUP_V2).join(format!("sockeye-test-{name}-{tag}"));
         let net = Self {
@@ -165,7 +165,9 @@ impl TestNet {
     pub fn add_pod(&mut self, name: &str) -> &Pod {
         let host = self.pods.len() as u8 + 2;
         let netns = format!("sk{}-{name}", self.tag);
-        let veth_br = format!("v{}{}", self.tag, host);
+        // Interface names are limited to 15 bytes; this one only needs to
+        // be unique in the network's own bridge namespace.
+        let veth_br = format!("veth{host}");
         sh("ip", &["netns", "add", &netns]);
         sh(
             "ip",
