@@ -4,25 +4,25 @@
 //! connects for the detectors to report. Prints milliseconds per evaluation
 //! and the heap the findings keep.
 //!
-//! `cargo bench -p sockeye-agent --bench findings_evaluate` (also run by
+//! `cargo bench -p sockeye-core --bench findings_evaluate` (also run by
 //! `cargo xtask bench-findings`). The kernel is not asked anything here:
-//! the evidence probes (sock_diag) fail at once on a missing /proc, so
-//! their cost is measured by the agent benchmark instead.
+//! the probe answers nothing (as for processes that are gone), so the
+//! cost of the agent's sock_diag questions is measured by the agent
+//! benchmark instead.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     net::{IpAddr, Ipv4Addr},
-    path::Path,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
-use sockeye_agent::{
+use sockeye_core::{
     aggregate::{Aggregator, Limits},
-    attribution::Attributor,
     dns::aggregate::DnsAggregates,
     event::Event,
-    findings::{kind_index, Findings, FindingsConfig, Inputs, Kind},
+    findings::{kind_index, probe::Answers, Findings, FindingsConfig, Inputs, Kind},
+    workload::Table as Names,
 };
 use sockeye_common::{
     event::{EventKind, SockEvent, AF_INET},
@@ -185,7 +185,8 @@ fn main() {
     }
 
     let dns = DnsAggregates::new(16);
-    let mut attributor = Attributor::new("/nonexistent-cgroup-root".into());
+    let mut attributor = Names::default();
+    let mut probe = Answers::default();
     let heap_before = LIVE.load(Ordering::Relaxed);
     let mut findings = Findings::new(FindingsConfig::default());
     let mut times = Vec::new();
@@ -201,12 +202,11 @@ fn main() {
             tcp: &t.agg,
             dns: &dns,
             now_ns: now,
-            proc_root: Path::new("/nonexistent-proc"),
         };
         let live = LIVE.load(Ordering::Relaxed);
         PEAK.store(live, Ordering::Relaxed);
         let start = Instant::now();
-        findings.evaluate(&inputs, &mut attributor);
+        findings.evaluate(&inputs, &mut attributor, &mut probe);
         times.push(start.elapsed());
         transient = transient.max(PEAK.load(Ordering::Relaxed) - live);
         findings.take_changes();
