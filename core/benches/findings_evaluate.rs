@@ -17,16 +17,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use sockeye_common::{
+    event::{EventKind, SockEvent, AF_INET},
+    tcp_state,
+};
 use sockeye_core::{
     aggregate::{Aggregator, Limits},
     dns::aggregate::DnsAggregates,
     event::Event,
     findings::{kind_index, probe::Answers, Findings, FindingsConfig, Inputs, Kind},
     workload::Table as Names,
-};
-use sockeye_common::{
-    event::{EventKind, SockEvent, AF_INET},
-    tcp_state,
 };
 
 const SEC: u64 = 1_000_000_000;

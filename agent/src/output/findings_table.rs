@@ -86,10 +86,11 @@ fn block(s: &mut String, f: &Finding, now_ns: u64) {
     }
     let _ = writeln!(
         s,
-        "  CONFIDENCE: {} ({} corroborating signal{}); {} {}, for {}",
+        "  CONFIDENCE: {} ({} corroborating signal{}: {}); {} {}, for {}",
         f.confidence.name(),
-        f.signals,
-        if f.signals == 1 { "" } else { "s" },
+        f.signals.len(),
+        if f.signals.len() == 1 { "" } else { "s" },
+        f.signals.join(", "),
         f.severity.name(),
         f.kind.name(),
         age_s(secs(now_ns.saturating_sub(f.since_ns)))
@@ -114,7 +115,7 @@ mod tests {
             "api.stripe.com",
         );
         slow_dns.severity = Severity::Warning;
-        slow_dns.signals = 1;
+        slow_dns.signals = vec!["slow"];
         slow_dns.confidence = Confidence::Low;
         slow_dns.evidence.truncate(1);
         let mut gone = close_wait(pod_workload(44, "shop", "cart-1", "app"));

@@ -494,6 +494,8 @@ pub fn finding(
             value: updated_ms as f64,
             unit: "ms".into(),
             at_unix_ms: updated_ms,
+            key: String::new(),
+            about: String::new(),
         }],
         next_step: "look".into(),
         node: node.into(),
@@ -501,6 +503,7 @@ pub fn finding(
         dns_name: String::new(),
         affected: vec![],
         updated_unix_ms: updated_ms,
+        signals: vec![],
     }
 }
 

@@ -5,25 +5,21 @@ use super::*;
 
 const S: u64 = 1_000_000_000;
 
-fn candidate(subject: u64, port: u16) -> Candidate {
-    Candidate {
-        key: Key {
-            kind: Kind::CloseWait,
-            subject,
-            destination: Some(Destination {
-                addr: "10.0.1.12".parse().unwrap(),
-                port,
-                dns_name: None,
-            }),
-        },
+fn candidate(subject: u64, port: u16) -> Verdict {
+    Verdict {
+        kind: Kind::CloseWait,
+        key_subject: subject,
         subject,
+        destination: Some(Destination {
+            addr: "10.0.1.12".parse().unwrap(),
+            port,
+            dns_name: None,
+        }),
         since_ns: S,
         ended_ns: None,
         severity: Severity::Warning,
-        signals: 1,
-        summary: format!("{subject} waits on {port}"),
-        evidence: vec![],
-        next_step: String::new(),
+        signals: vec!["close_wait_state"],
+        facts: vec![],
         affected: vec![],
     }
 }

@@ -1,5 +1,6 @@
 //! Findings: what is wrong, with the numbers that show it. Detectors read
-//! the aggregates (and short histories of them) every evaluation; this
+//! the aggregates (and short histories of them) every evaluation and
+//! return typed [`Verdict`]s; [`words`] turns each into sentences; this
 //! module keeps each finding's life: opened when a detector first reports
 //! it, updated while it holds, resolved with its end time when it stops.
 
@@ -10,6 +11,8 @@ pub mod model;
 pub mod probe;
 pub mod series;
 pub mod text;
+pub mod verdict;
+pub mod words;
 
 #[cfg(test)]
 mod listing_tests;
@@ -22,6 +25,7 @@ use crate::{aggregate::Aggregator, dns::aggregate::DnsAggregates, workload::Work
 pub use config::FindingsConfig;
 pub use model::{Confidence, Destination, Evidence, Finding, Kind, Severity};
 use probe::Probe;
+pub use verdict::{About, Fact, Unit, Verdict};
 
 /// What the detectors read.
 pub struct Inputs<'a> {
@@ -40,25 +44,14 @@ pub struct Key {
     pub destination: Option<Destination>,
 }
 
-/// A detector's report that a problem holds now (or, with `ended_ns`, that
-/// an episode has ended and when).
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub key: Key,
-    /// The workload shown as the subject (cgroup id).
-    pub subject: u64,
-    pub since_ns: u64,
-    /// The problem is over since then: the finding is updated with this
-    /// report and resolved at once, and the same episode (same key and
-    /// since) is not opened again.
-    pub ended_ns: Option<u64>,
-    pub severity: Severity,
-    pub signals: u32,
-    pub summary: String,
-    pub evidence: Vec<Evidence>,
-    pub next_step: String,
-    /// cgroup ids of other workloads that felt it.
-    pub affected: Vec<u64>,
+impl Key {
+    pub fn of(v: &Verdict) -> Self {
+        Self {
+            kind: v.kind,
+            subject: v.key_subject,
+            destination: v.destination.clone(),
+        }
+    }
 }
 
 /// Counts of the findings machinery, for /metrics and health.
@@ -146,41 +139,44 @@ impl Findings {
             attributor,
             probe,
         };
-        let candidates = self.detectors.run(&mut cx);
+        let verdicts = self.detectors.run(&mut cx);
         self.stats.series_skipped = self.detectors.series_skipped();
         self.stats.probe_failures = self.detectors.probe_failures();
-        self.apply(candidates, inputs.now_ns, attributor);
+        self.apply(verdicts, inputs.now_ns, attributor);
     }
 
-    /// Opens, updates and resolves findings from this evaluation's reports.
-    fn apply(&mut self, candidates: Vec<Candidate>, now_ns: u64, attributor: &mut dyn Workloads) {
+    /// Opens, updates and resolves findings from this evaluation's verdicts.
+    fn apply(&mut self, verdicts: Vec<Verdict>, now_ns: u64, attributor: &mut dyn Workloads) {
         let mut ended = Vec::new();
-        for c in candidates {
-            if let Some(end) = c.ended_ns {
-                if self.ended.get(&c.key) == Some(&c.since_ns) {
+        for v in verdicts {
+            let key = Key::of(&v);
+            if let Some(end) = v.ended_ns {
+                if self.ended.get(&key) == Some(&v.since_ns) {
                     continue;
                 }
-                ended.push((c.key.clone(), c.since_ns, end));
+                ended.push((key.clone(), v.since_ns, end));
             }
-            let affected = c
+            let affected = v
                 .affected
                 .iter()
-                .filter(|id| **id != c.subject)
+                .filter(|id| **id != v.subject)
                 .map(|id| attributor.workload(*id))
                 .collect();
-            let subject = attributor.workload(c.subject);
-            match self.open.get_mut(&c.key) {
+            let subject = attributor.workload(v.subject);
+            let w = words::word(&v, attributor);
+            let evidence = words::evidence(&v, w.facts, attributor);
+            match self.open.get_mut(&key) {
                 Some(open) => {
-                    open.last_held_ns = c.ended_ns.unwrap_or(now_ns);
+                    open.last_held_ns = v.ended_ns.unwrap_or(now_ns);
                     let f = &mut open.finding;
-                    let changed = f.severity != c.severity || f.signals != c.signals;
-                    f.severity = c.severity;
-                    f.signals = c.signals;
-                    f.confidence = Confidence::from_signals(c.signals);
-                    f.since_ns = f.since_ns.min(c.since_ns);
-                    f.summary = c.summary;
-                    f.evidence = c.evidence;
-                    f.next_step = c.next_step;
+                    let changed = f.severity != v.severity || f.signals != v.signals;
+                    f.severity = v.severity;
+                    f.confidence = Confidence::from_signals(v.signals.len());
+                    f.signals = v.signals;
+                    f.since_ns = f.since_ns.min(v.since_ns);
+                    f.summary = w.summary;
+                    f.evidence = evidence;
+                    f.next_step = w.next_step;
                     f.subject = subject;
                     f.affected = affected;
                     f.updated_ns = now_ns;
@@ -189,31 +185,30 @@ impl Findings {
                     }
                 }
                 None => {
-                    let id = finding_id(&c.key, c.since_ns);
                     let finding = Finding {
-                        id,
-                        kind: c.key.kind,
+                        id: finding_id(&key, v.since_ns),
+                        kind: v.kind,
                         subject,
-                        destination: c.key.destination.clone(),
-                        since_ns: c.since_ns,
+                        destination: v.destination.clone(),
+                        since_ns: v.since_ns,
                         resolved_ns: None,
                         updated_ns: now_ns,
-                        severity: c.severity,
-                        confidence: Confidence::from_signals(c.signals),
-                        signals: c.signals,
-                        summary: c.summary,
-                        evidence: c.evidence,
-                        next_step: c.next_step,
+                        severity: v.severity,
+                        confidence: Confidence::from_signals(v.signals.len()),
+                        signals: v.signals,
+                        summary: w.summary,
+                        evidence,
+                        next_step: w.next_step,
                         affected,
                     };
-                    self.stats.opened[kind_index(c.key.kind)] += 1;
+                    self.stats.opened[kind_index(v.kind)] += 1;
                     log::info!("finding opened: {}", finding.summary);
                     self.changes.push(finding.clone());
                     self.open.insert(
-                        c.key,
+                        key,
                         OpenFinding {
                             finding,
-                            last_held_ns: c.ended_ns.unwrap_or(now_ns),
+                            last_held_ns: v.ended_ns.unwrap_or(now_ns),
                         },
                     );
                 }

@@ -1,5 +1,5 @@
-//! What a finding is: the record the detectors produce and every output
-//! (API, metrics, table, JSON) shows.
+//! What a finding is: a verdict with its life (opened, updated, resolved)
+//! and its words, as every output (API, metrics, table, JSON) shows it.
 
 use std::net::IpAddr;
 
@@ -75,7 +75,7 @@ impl Confidence {
     }
 
     /// One signal is a hint, two agree, three or more make it solid.
-    pub fn from_signals(signals: u32) -> Self {
+    pub fn from_signals(signals: usize) -> Self {
         match signals {
             0 | 1 => Confidence::Low,
             2 => Confidence::Medium,
@@ -103,25 +103,22 @@ impl std::fmt::Display for Destination {
     }
 }
 
-/// One measured fact: text for people, a number and unit for machines.
+/// One measured fact: a stable key, a number and unit for machines, a
+/// sentence for people.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Evidence {
+    /// Stable, snake_case (see [`super::verdict::Fact::key`]).
+    pub key: &'static str,
+    /// The fact worded: "212 sockets open (was 12 at 02:03:10 UTC)".
     pub fact: String,
     pub value: f64,
     pub unit: &'static str,
     /// Monotonic ns when it was measured (or the start of what it describes).
     pub at_ns: u64,
-}
-
-impl Evidence {
-    pub fn new(fact: impl Into<String>, value: f64, unit: &'static str, at_ns: u64) -> Self {
-        Self {
-            fact: fact.into(),
-            value,
-            unit,
-            at_ns,
-        }
-    }
+    /// What the number is about, named ("pid 4411 (php-fpm)",
+    /// "shop/web-1/app", "api.example.com"); absent when it is the finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -141,8 +138,9 @@ pub struct Finding {
     pub updated_ns: u64,
     pub severity: Severity,
     pub confidence: Confidence,
-    /// Independent signals that agree; `confidence` follows from them.
-    pub signals: u32,
+    /// Independent signals that agree, by stable name; `confidence`
+    /// follows from how many.
+    pub signals: Vec<&'static str>,
     pub summary: String,
     pub evidence: Vec<Evidence>,
     pub next_step: String,

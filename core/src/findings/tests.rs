@@ -18,6 +18,14 @@ use crate::{
 
 const SEC: u64 = 1_000_000_000;
 
+/// The evidence with `key`.
+fn fact<'f>(f: &'f super::Finding, key: &str) -> &'f super::Evidence {
+    f.evidence
+        .iter()
+        .find(|e| e.key == key)
+        .unwrap_or_else(|| panic!("no {key} in {:#?}", f.evidence))
+}
+
 struct Bench {
     agg: Aggregator,
     dns: DnsAggregates,
@@ -82,15 +90,14 @@ fn a_leak_opens_with_its_numbers_and_resolves_when_released() {
     let f = &b.open(Kind::ConnectionLeak)[0];
     assert_eq!(f.subject.cgroup_id, 42);
     assert_eq!(f.destination.as_ref().unwrap().to_string(), "10.0.0.9:6379");
-    assert_eq!(f.evidence[0].value, 60.0, "{:?}", f.evidence);
-    let rate = f.evidence[1].value;
+    assert_eq!(fact(f, "open_sockets").value, 60.0, "{:?}", f.evidence);
+    let rate = fact(f, "growth_per_min").value;
     assert!((50.0..=70.0).contains(&rate), "rate {rate}/min");
-    assert_eq!(f.evidence[2].value, 0.0, "nothing closed");
-    assert!(f
-        .evidence
-        .iter()
-        .any(|e| e.fact.starts_with("all opened by pid 100")));
-    assert_eq!(f.signals, 3);
+    assert_eq!(fact(f, "closed").value, 0.0, "nothing closed");
+    let owner = fact(f, "held_by");
+    assert_eq!(owner.about.as_deref(), Some("pid 100"), "{owner:?}");
+    assert_eq!(owner.value, 60.0);
+    assert_eq!(f.signals, ["growth", "few_closes", "single_owner"]);
     // The application releases them: resolved, with the time it ended.
     let end = start + 60 * SEC;
     for i in 0..60u64 {
@@ -170,13 +177,11 @@ fn a_restart_is_measured_from_the_listener_and_not_reopened() {
     let r = b.findings.resolved().next().expect("resolved").clone();
     assert_eq!(r.resolved_ns, Some(t + 5_500_000_000));
     assert_eq!(r.since_ns, t + 2 * SEC);
-    let gap = &r.evidence[0];
+    let gap = fact(&r, "gap_s");
     assert_eq!(gap.value, 3.5, "{}", gap.fact);
     assert!(gap.fact.contains("not accepting for 3.50s"), "{}", gap.fact);
-    assert!(r
-        .evidence
-        .iter()
-        .any(|e| e.fact.starts_with("6 connects refused")));
+    assert_eq!(fact(&r, "refused").value, 6.0);
+    assert!(fact(&r, "refused").fact.starts_with("6 connects refused"));
     assert_eq!(
         r.subject.cgroup_id, 78,
         "the dependency, in its new container"
@@ -210,7 +215,7 @@ fn close_wait_needs_enough_sockets_waiting_long_enough() {
     assert!(b.open(Kind::CloseWait).is_empty(), "not waited long enough");
     b.evaluate(t + 11 * SEC);
     let f = &b.open(Kind::CloseWait)[0];
-    assert_eq!(f.evidence[0].value, 3.0);
+    assert_eq!(fact(f, "close_wait_sockets").value, 3.0);
     assert_eq!(f.since_ns, t + SEC);
     // The application closes one: below the minimum, resolved after the
     // grace that keeps it from flapping.
@@ -268,9 +273,11 @@ fn connects_in_flight_do_not_raise_a_pool_ceiling() {
         first.get_or_insert(s);
         // Reported at every evaluation, a connect in flight or not.
         assert_eq!(f.updated_ns, now, "not reported at {s} s: {f:#?}");
-        assert_eq!(f.evidence[0].value, 5.0, "the ceiling: {f:#?}");
+        assert_eq!(fact(&f, "ceiling").value, 5.0, "the ceiling: {f:#?}");
         assert!(
-            f.evidence[0].fact.starts_with("5 connections open"),
+            fact(&f, "established")
+                .fact
+                .starts_with("5 connections open"),
             "{f:#?}"
         );
         assert!(f.summary.contains(": 5 open at a ceiling"), "{f:#?}");

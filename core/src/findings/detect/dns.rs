@@ -13,7 +13,7 @@ use crate::{
     findings::{
         config::ns,
         series::{Series, Timed},
-        text, Candidate, Destination, Evidence, Key, Kind, Severity,
+        About, Destination, Fact, Kind, Severity, Unit, Verdict,
     },
 };
 
@@ -79,7 +79,7 @@ struct ServerWindow {
     clients: Vec<(u64, u64)>,
 }
 
-pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) -> Vec<Candidate> {
+pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) -> Vec<Verdict> {
     let cfg = cx.config.dns.clone();
     let now = cx.now();
     let slow_ns = (cfg.slow_p90_ms * 1e6) as u64;
@@ -156,97 +156,71 @@ pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) 
         }
         w.clients.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let clients = dedup(w.clients.iter().map(|c| c.0));
-        let window = now.saturating_sub(w.from_ns);
-        let mut evidence = Vec::new();
-        let mut what = Vec::new();
+        let at = w.since_ns;
+        let mut facts = vec![
+            Fact::count("queries", d.queries, Unit::Queries, at),
+            Fact::count("answers", d.answers, Unit::Answers, at),
+            Fact::seconds("window_s", now.saturating_sub(w.from_ns), w.from_ns),
+        ];
+        let mut signals = Vec::new();
         if timeouts {
-            what.push(format!("{:.0}% of queries time out", timeout_ratio * 100.0));
-            evidence.push(Evidence::new(
-                format!(
-                    "{} of {} queries to {server} timed out in the last {} ({:.1}%)",
-                    d.timeouts,
-                    d.queries,
-                    text::span(window),
-                    timeout_ratio * 100.0
-                ),
-                timeout_ratio,
-                "ratio",
-                w.since_ns,
-            ));
+            signals.push("timeouts");
+            facts.push(Fact::count("timeouts", d.timeouts, Unit::Queries, at));
+            facts.push(Fact::new("timeout_ratio", timeout_ratio, Unit::Ratio, at));
         }
         if slow {
-            what.push(format!("p90 latency above {}", text::span(slow_ns)));
-            evidence.push(Evidence::new(
-                format!(
-                    "{} of {} answers took longer than {} ({:.0}%: p90 is above it)",
-                    d.slow,
-                    d.answers,
-                    text::span(slow_ns),
-                    slow_ratio * 100.0
-                ),
-                slow_ratio,
-                "ratio",
-                w.since_ns,
-            ));
+            signals.push("slow");
+            facts.push(Fact::count("slow_answers", d.slow, Unit::Answers, at));
+            facts.push(Fact::seconds("slow_threshold_s", slow_ns, at));
+            facts.push(Fact::new("slow_ratio", slow_ratio, Unit::Ratio, at));
         }
         if servfail {
-            what.push(format!("{:.0}% SERVFAIL", servfail_ratio * 100.0));
-            evidence.push(Evidence::new(
-                format!("{} of {} answers were SERVFAIL", d.servfail, d.answers),
-                servfail_ratio,
-                "ratio",
-                w.since_ns,
-            ));
+            signals.push("servfail");
+            facts.push(Fact::count("servfail", d.servfail, Unit::Answers, at));
+            facts.push(Fact::new("servfail_ratio", servfail_ratio, Unit::Ratio, at));
         }
-        let names = worst_names(cx, server, now.saturating_sub(ns(cfg.window_s)));
-        if !names.is_empty() {
-            evidence.push(Evidence::new(
-                format!("names most affected: {}", names.join(", ")),
-                names.len() as f64,
-                "names",
-                w.since_ns,
-            ));
+        for (name, timeouts, servfails) in
+            worst_names(cx, server, now.saturating_sub(ns(cfg.window_s)))
+        {
+            facts.push(
+                Fact::count("name_timeouts", timeouts, Unit::Queries, at)
+                    .about(About::Name(name.clone())),
+            );
+            if servfails > 0 {
+                facts.push(
+                    Fact::count("name_servfail", servfails, Unit::Answers, at)
+                        .about(About::Name(name)),
+                );
+            }
         }
-        let labels: Vec<String> = clients.iter().map(|c| cx.label(*c)).collect();
-        evidence.push(Evidence::new(
-            format!("containers affected: {}", labels.join(", ")),
-            clients.len() as f64,
-            "workloads",
-            w.since_ns,
+        facts.push(Fact::count(
+            "clients",
+            clients.len() as u64,
+            Unit::Workloads,
+            at,
         ));
-        let signals = u32::from(timeouts)
-            + u32::from(slow)
-            + u32::from(servfail)
-            + u32::from(clients.len() >= 2);
+        if clients.len() >= 2 {
+            signals.push("several_clients");
+        }
         let severity = if timeout_ratio >= 4.0 * cfg.timeout_ratio || servfail {
             Severity::Critical
         } else {
             Severity::Warning
         };
-        out.push(Candidate {
-            key: Key {
-                kind: Kind::DnsDegradation,
-                subject: 0,
-                destination: Some(Destination {
-                    addr: server.ip(),
-                    port: server.port(),
-                    dns_name: None,
-                }),
-            },
+        out.push(Verdict {
+            kind: Kind::DnsDegradation,
+            key_subject: 0,
             subject: clients.first().copied().unwrap_or(0),
+            destination: Some(Destination {
+                addr: server.ip(),
+                port: server.port(),
+                dns_name: None,
+            }),
             since_ns: w.since_ns.max(1),
             ended_ns: None,
             severity,
             signals,
-            summary: format!(
-                "DNS server {server} is degraded for {} container(s) on this node: {}",
-                clients.len(),
-                what.join(", ")
-            ),
-            evidence,
-            next_step: format!(
-                "check the DNS server {server} (CoreDNS/kube-dns pods, their upstreams and load) and the path to it (conntrack on UDP 53, network policy)"
-            ),
+            facts,
             affected: clients,
         });
     }
@@ -254,8 +228,8 @@ pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) 
 }
 
 /// Names asked of `server` that timed out or failed most, among rows
-/// active since `since_ns`: "api.example.com (12 timeouts)".
-fn worst_names(cx: &Context<'_, '_>, server: SocketAddr, since_ns: u64) -> Vec<String> {
+/// active since `since_ns`: (name, timeouts, SERVFAIL answers).
+fn worst_names(cx: &Context<'_, '_>, server: SocketAddr, since_ns: u64) -> Vec<(String, u64, u64)> {
     let mut by_name: HashMap<&str, (u64, u64)> = HashMap::default();
     for (k, s) in &cx.inputs.dns.rows {
         if k.server != server || s.last_ns < since_ns || &*k.name == OTHER_NAME {
@@ -272,10 +246,6 @@ fn worst_names(cx: &Context<'_, '_>, server: SocketAddr, since_ns: u64) -> Vec<S
     v.sort_by(|a, b| (b.1 .0 + b.1 .1).cmp(&(a.1 .0 + a.1 .1)).then(a.0.cmp(b.0)));
     v.into_iter()
         .take(TOP_NAMES)
-        .map(|(n, (t, f))| match (t, f) {
-            (t, 0) => format!("{n} ({t} timeouts)"),
-            (0, f) => format!("{n} ({f} SERVFAIL)"),
-            (t, f) => format!("{n} ({t} timeouts, {f} SERVFAIL)"),
-        })
+        .map(|(n, (t, f))| (n.to_string(), t, f))
         .collect()
 }

@@ -8,12 +8,11 @@
 
 use ahash::HashMap;
 
-use super::{owners_fact, sample_at, Context, FlowNow, TcpSample};
+use super::{owner_facts, sample_at, Context, FlowNow, TcpSample};
 use crate::{
     aggregate::flows::{Direction, FlowKey},
     findings::{
-        config::ns, probe::Idle, series::Series, text, Candidate, Destination, Evidence, Key, Kind,
-        Severity,
+        config::ns, probe::Idle, series::Series, Destination, Fact, Kind, Severity, Unit, Verdict,
     },
 };
 
@@ -53,7 +52,7 @@ impl Leaks {
         cx: &mut Context<'_, '_>,
         flows: &[FlowNow<'_>],
         series: &Series<FlowKey, TcpSample>,
-    ) -> Vec<Candidate> {
+    ) -> Vec<Verdict> {
         let cfg = cx.config.leak.clone();
         let now = cx.now();
         let mut out = Vec::new();
@@ -81,7 +80,7 @@ impl Leaks {
             self.episodes.insert(f.key, episode);
             seen.push(f.key);
             let idle = self.idle_of(cx, f);
-            out.push(candidate(cx, f, &episode, idle));
+            out.push(verdict(cx, f, &episode, idle));
         }
         self.episodes.retain(|k, _| seen.contains(k));
         self.idle.retain(|k, _| seen.contains(k));
@@ -157,12 +156,7 @@ fn start<'s>(
     })
 }
 
-fn candidate(
-    cx: &mut Context<'_, '_>,
-    f: &FlowNow<'_>,
-    e: &Episode,
-    idle: Option<Idle>,
-) -> Candidate {
+fn verdict(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode, idle: Option<Idle>) -> Verdict {
     let now = cx.now();
     let s = &f.sockets;
     let open = f.sample.open;
@@ -171,110 +165,85 @@ fn candidate(
     let rate = growth as f64 / (span as f64 / 60e9);
     let opened = f.sample.opened.saturating_sub(e.opened_at_baseline);
     let closed = f.sample.closed.saturating_sub(e.closed_at_baseline);
-    let dest = Destination {
-        addr: f.key.remote,
-        port: f.key.port,
-        dns_name: None,
-    };
-    let label = cx.label(f.key.cgroup_id);
-    let (verb, peer) = match f.key.direction {
-        Direction::Outbound => ("opened", format!("to {dest}")),
-        Direction::Inbound => (
-            "accepted",
-            format!("from {} on port {}", dest.addr, dest.port),
-        ),
-    };
     let oldest = s.oldest_open_since_ns.map_or(0, |t| now.saturating_sub(t));
-    let mut evidence = vec![
-        Evidence::new(
-            format!(
-                "{open} sockets open (was {} at {})",
-                e.baseline,
-                text::clock_time(e.baseline_ns)
-            ),
-            open as f64,
-            "sockets",
-            now,
-        ),
-        Evidence::new(
-            format!("+{rate:.0}/min over {}", text::span(span)),
+    let mut facts = vec![
+        Fact::count("open_sockets", open, Unit::Sockets, now),
+        Fact::count("baseline_sockets", e.baseline, Unit::Sockets, e.baseline_ns),
+        Fact::new(
+            "growth_per_min",
             (rate * 10.0).round() / 10.0,
-            "sockets/min",
+            Unit::SocketsPerMin,
             e.baseline_ns,
         ),
-        Evidence::new(
-            format!(
-                "{opened} {verb} and {closed} closed since {}",
-                text::clock_time(e.baseline_ns)
-            ),
-            closed as f64,
-            "closes",
-            e.baseline_ns,
-        ),
-        Evidence::new(
-            format!(
-                "oldest open {}; {} open longer than 1m",
-                text::span(oldest),
-                s.older_than
-            ),
-            text::secs(oldest),
-            "s",
-            now,
-        ),
+        Fact::seconds("growth_span_s", span, e.baseline_ns),
+        Fact::count("opened", opened, Unit::Connections, e.baseline_ns),
+        Fact::count("closed", closed, Unit::Connections, e.baseline_ns),
+        Fact::seconds("oldest_age_s", oldest, now),
+        Fact::count("open_older_than_1m", s.older_than, Unit::Sockets, now),
+        Fact::flag("accepted", f.key.direction == Direction::Inbound, now),
     ];
     let mostly_idle = match idle {
         Some(i) if i.sockets > 0 => {
-            evidence.push(Evidence::new(
-                format!(
-                    "{} of {} idle for more than {} (median idle {}, longest {})",
-                    i.idle,
-                    i.sockets,
-                    text::span(ns(cx.config.leak.idle_after_s)),
-                    text::span(u64::from(i.median_ms) * 1_000_000),
-                    text::span(u64::from(i.longest_ms) * 1_000_000)
-                ),
-                i.idle as f64,
-                "sockets",
+            facts.push(Fact::count("idle_sockets", i.idle, Unit::Sockets, now));
+            facts.push(Fact::count(
+                "described_sockets",
+                i.sockets,
+                Unit::Sockets,
+                now,
+            ));
+            facts.push(Fact::seconds(
+                "idle_after_s",
+                ns(cx.config.leak.idle_after_s),
+                now,
+            ));
+            facts.push(Fact::seconds(
+                "idle_median_s",
+                u64::from(i.median_ms) * 1_000_000,
+                now,
+            ));
+            facts.push(Fact::seconds(
+                "idle_longest_s",
+                u64::from(i.longest_ms) * 1_000_000,
                 now,
             ));
             i.idle * 2 >= i.sockets
         }
         _ => false,
     };
-    let owners = owners_fact(cx, s, verb);
+    owner_facts(cx, s, now, &mut facts);
     let single_owner = s.owners.len() == 1 && s.other_owners == 0;
-    if let Some((fact, n)) = owners {
-        evidence.push(Evidence::new(fact, n as f64, "sockets", now));
-    }
-    // Growth is the first signal; sockets not being closed, and one
-    // process holding them all, corroborate it.
+    // Growth is the first signal; sockets not being closed, one process
+    // holding them all, and their being idle corroborate it.
     let few_closes = closed.saturating_mul(10) <= opened;
-    let signals = 1 + u32::from(few_closes) + u32::from(single_owner) + u32::from(mostly_idle);
+    let mut signals = vec!["growth"];
+    for (yes, name) in [
+        (few_closes, "few_closes"),
+        (single_owner, "single_owner"),
+        (mostly_idle, "mostly_idle"),
+    ] {
+        if yes {
+            signals.push(name);
+        }
+    }
     let severity = if growth >= CRITICAL_GROWTH {
         Severity::Critical
     } else {
         Severity::Warning
     };
-    let client = match text::service_of_port(f.key.port) {
-        Some(svc) if f.key.direction == Direction::Outbound => format!("the {svc} client's"),
-        _ => "the connection".to_string(),
-    };
-    Candidate {
-        key: Key {
-            kind: Kind::ConnectionLeak,
-            subject: f.key.cgroup_id,
-            destination: Some(dest.clone()),
-        },
+    Verdict {
+        kind: Kind::ConnectionLeak,
+        key_subject: f.key.cgroup_id,
         subject: f.key.cgroup_id,
+        destination: Some(Destination {
+            addr: f.key.remote,
+            port: f.key.port,
+            dns_name: None,
+        }),
         since_ns: e.baseline_ns,
         ended_ns: None,
         severity,
         signals,
-        summary: format!("{label} is leaking connections {peer}"),
-        evidence,
-        next_step: format!(
-            "check {client} pool release path in {label}: connections {peer} are {verb} and not closed"
-        ),
+        facts,
         affected: Vec::new(),
     }
 }

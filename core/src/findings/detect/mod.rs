@@ -1,6 +1,7 @@
 //! The detectors. Each reads the aggregates (and the histories kept here)
-//! and reports the problems that hold now as [`Candidate`]s; the engine in
-//! `findings` turns reports into findings that open, change and resolve.
+//! and reports the problems that hold now as [`Verdict`]s: facts with keys,
+//! no sentences; the engine in `findings` words them and turns them into
+//! findings that open, change and resolve.
 
 pub mod close_wait;
 pub mod dns;
@@ -15,7 +16,7 @@ use super::{
     config::{self, FindingsConfig},
     facts::{self, Ages, FlowSockets},
     series::{Series, Timed},
-    Candidate, Inputs,
+    About, Fact, Inputs, Unit, Verdict,
 };
 use crate::{
     aggregate::{
@@ -139,7 +140,7 @@ impl Detectors {
         self.leak.probe_failures + self.pool.probe_failures
     }
 
-    pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Candidate> {
+    pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Verdict> {
         let now = cx.now();
         let agg = cx.inputs.tcp;
         let sockets = facts::collect(
@@ -192,26 +193,26 @@ pub fn sample_at<'s>(
         .or_else(|| samples.into_iter().next())
 }
 
-/// Owners of a flow's sockets, as evidence: "all opened by pid 4411
-/// (php-fpm)" or "opened by pid 4411 (php-fpm) 12, pid 80 (nginx) 3".
-pub fn owners_fact(cx: &mut Context<'_, '_>, s: &FlowSockets, verb: &str) -> Option<(String, u64)> {
-    let (top_pid, top_n) = *s.owners.first()?;
-    if s.owners.len() == 1 && s.other_owners == 0 {
-        let who = super::text::process(top_pid, cx.probe.process_name(top_pid).as_deref());
-        return Some((format!("all {verb} by {who}"), top_n));
+/// Owners of a flow's sockets, as evidence: one `held_by` fact per
+/// process (most sockets first, with its command name while it runs), and
+/// `other_owners` for the sockets of processes past the first few or
+/// unknown.
+pub fn owner_facts(cx: &mut Context<'_, '_>, s: &FlowSockets, now: u64, facts: &mut Vec<Fact>) {
+    for (pid, n) in &s.owners {
+        let comm = cx.probe.process_name(*pid);
+        facts.push(
+            Fact::count("held_by", *n, Unit::Sockets, now)
+                .about(About::Process { pid: *pid, comm }),
+        );
     }
-    let mut parts: Vec<String> = s
-        .owners
-        .iter()
-        .map(|(pid, n)| {
-            let who = super::text::process(*pid, cx.probe.process_name(*pid).as_deref());
-            format!("{who} {n}")
-        })
-        .collect();
-    if s.other_owners > 0 {
-        parts.push(format!("others {}", s.other_owners));
+    if s.other_owners > 0 && !s.owners.is_empty() {
+        facts.push(Fact::count(
+            "other_owners",
+            s.other_owners,
+            Unit::Sockets,
+            now,
+        ));
     }
-    Some((format!("{verb} by {}", parts.join(", ")), top_n))
 }
 
 /// Distinct cgroups, in first-seen order.

@@ -21,7 +21,7 @@ use crate::{
         listeners::{Listener, Listeners},
     },
     findings::{
-        config::ns, series::Series, text, Candidate, Destination, Evidence, Key, Kind, Severity,
+        config::ns, series::Series, About, Destination, Fact, Kind, Severity, Unit, Verdict,
     },
 };
 
@@ -49,14 +49,14 @@ impl Pools {
         cx: &mut Context<'_, '_>,
         flows: &[FlowNow<'_>],
         series: &Series<FlowKey, TcpSample>,
-    ) -> Vec<Candidate> {
+    ) -> Vec<Verdict> {
         let mut out = clients(cx, flows, series, &mut self.probe_failures);
         out.extend(self.servers(cx));
         out
     }
 
     /// Servers on this node whose namespace counts listen overflows.
-    fn servers(&mut self, cx: &mut Context<'_, '_>) -> Vec<Candidate> {
+    fn servers(&mut self, cx: &mut Context<'_, '_>) -> Vec<Verdict> {
         let now = cx.now();
         let listeners = &cx.inputs.tcp.listeners;
         let probe = &mut *cx.probe;
@@ -103,7 +103,7 @@ impl Pools {
                 .find(|(_, n)| *n > first.1)
                 .map_or(now, |(t, _)| *t);
             let ls = &by_netns[netns];
-            out.push(server_candidate(
+            out.push(server_verdict(
                 cx,
                 ls,
                 listeners,
@@ -126,30 +126,39 @@ fn listener_of(listeners: &Listeners, addr: IpAddr, port: u16) -> Option<&Listen
     })
 }
 
-/// Evidence about a listener's accept queue; true when it is full.
-fn queue_fact(
+/// Facts about a listener's accept queue (waiting, limit, about the
+/// listening process); true when it is full.
+fn queue_facts(
     cx: &mut Context<'_, '_>,
     l: &Listener,
     probe_failures: &mut u64,
-) -> Option<(Evidence, bool)> {
+) -> Option<(Vec<Fact>, bool)> {
     match cx.probe.accept_queue(l.tgid, l.port) {
         Ok(Some((waiting, limit))) => {
-            let full = waiting > limit;
-            let label = cx.label(l.cgroup_id);
+            let now = cx.now();
+            let who = About::Process {
+                pid: l.tgid,
+                comm: Some(l.comm.clone()),
+            };
             Some((
-                Evidence::new(
-                    format!(
-                        "accept queue of {} (pid {}, {label}) on port {}: {waiting} waiting, limit {limit}{}",
-                        l.comm,
-                        l.tgid,
-                        l.port,
-                        if full { ": full" } else { "" }
-                    ),
-                    f64::from(waiting),
-                    "connections",
-                    cx.now(),
-                ),
-                full,
+                vec![
+                    Fact::count(
+                        "accept_queue_waiting",
+                        u64::from(waiting),
+                        Unit::Connections,
+                        now,
+                    )
+                    .about(who.clone()),
+                    Fact::count(
+                        "accept_queue_limit",
+                        u64::from(limit),
+                        Unit::Connections,
+                        now,
+                    )
+                    .about(who),
+                    Fact::count("accept_queue_port", u64::from(l.port), Unit::Ports, now),
+                ],
+                waiting > limit,
             ))
         }
         Ok(None) => None,
@@ -161,7 +170,7 @@ fn queue_fact(
     }
 }
 
-fn server_candidate(
+fn server_verdict(
     cx: &mut Context<'_, '_>,
     ls: &[&Listener],
     listeners: &Listeners,
@@ -169,23 +178,22 @@ fn server_candidate(
     from_ns: u64,
     since: u64,
     probe_failures: &mut u64,
-) -> Candidate {
+) -> Verdict {
     let now = cx.now();
     // The listener whose queue is full now names it; else the first.
     let mut chosen = ls[0];
     let mut queue = None;
     for l in ls {
-        if let Some((ev, full)) = queue_fact(cx, l, probe_failures) {
+        if let Some((facts, full)) = queue_facts(cx, l, probe_failures) {
             if full || queue.is_none() {
                 chosen = l;
-                queue = Some((ev, full));
+                queue = Some((facts, full));
             }
             if full {
                 break;
             }
         }
     }
-    let label = cx.label(chosen.cgroup_id);
     // A wildcard listener is reached on its namespace's address.
     let addr = if chosen.addr.is_unspecified() {
         listeners
@@ -194,44 +202,35 @@ fn server_candidate(
     } else {
         chosen.addr
     };
-    let dest = Destination {
-        addr,
-        port: chosen.port,
-        dns_name: None,
-    };
-    let mut evidence = vec![Evidence::new(
-        format!(
-            "{rose} connections dropped by a full accept queue (ListenOverflows) in {label}'s network namespace in the last {}",
-            text::span(now.saturating_sub(from_ns))
-        ),
-        rose as f64,
-        "connections",
-        since,
-    )];
-    let mut signals = 1;
-    if let Some((ev, full)) = queue {
-        evidence.push(ev);
-        signals += u32::from(full);
+    let mut facts = vec![
+        Fact::count("listen_overflows", rose, Unit::Connections, since),
+        Fact::seconds("overflow_window_s", now.saturating_sub(from_ns), from_ns),
+        Fact::count("listener_pid", u64::from(chosen.tgid), Unit::Pid, now).about(About::Process {
+            pid: chosen.tgid,
+            comm: Some(chosen.comm.clone()),
+        }),
+    ];
+    let mut signals = vec!["listen_overflows"];
+    if let Some((q, full)) = queue {
+        facts.extend(q);
+        if full {
+            signals.push("accept_queue_full");
+        }
     }
-    Candidate {
-        key: Key {
-            kind: Kind::PoolExhaustion,
-            subject: chosen.cgroup_id,
-            destination: Some(dest),
-        },
+    Verdict {
+        kind: Kind::PoolExhaustion,
+        key_subject: chosen.cgroup_id,
         subject: chosen.cgroup_id,
+        destination: Some(Destination {
+            addr,
+            port: chosen.port,
+            dns_name: None,
+        }),
         since_ns: since,
         ended_ns: None,
         severity: Severity::Critical,
         signals,
-        summary: format!(
-            "{label} ({}, pid {}) cannot accept connections on port {} as fast as they arrive: {rose} dropped",
-            chosen.comm, chosen.tgid, chosen.port
-        ),
-        evidence,
-        next_step: format!(
-            "{label} accepts too slowly or its backlog is too small: check its worker/thread pool, what blocks its accept loop, and its listen backlog (net.core.somaxconn)"
-        ),
+        facts,
         affected: Vec::new(),
     }
 }
@@ -242,7 +241,7 @@ fn clients(
     flows: &[FlowNow<'_>],
     series: &Series<FlowKey, TcpSample>,
     probe_failures: &mut u64,
-) -> Vec<Candidate> {
+) -> Vec<Verdict> {
     let cfg = cx.config.pool.clone();
     let now = cx.now();
     let slow_ns = (cfg.slow_connect_ms * 1e6) as u64;
@@ -302,8 +301,8 @@ fn clients(
             .find(|s| troubled(s))
             .map_or(now, |s| s.t_ns);
         let server = listener_of(&cx.inputs.tcp.listeners, f.key.remote, f.key.port)
-            .and_then(|l| queue_fact(cx, l, probe_failures));
-        out.push(candidate(
+            .and_then(|l| queue_facts(cx, l, probe_failures));
+        out.push(client_verdict(
             cx,
             f,
             server,
@@ -337,110 +336,74 @@ struct Trouble {
     slow_ns: u64,
 }
 
-fn candidate(
+fn client_verdict(
     cx: &mut Context<'_, '_>,
     f: &FlowNow<'_>,
-    server: Option<(Evidence, bool)>,
+    server: Option<(Vec<Fact>, bool)>,
     t: Trouble,
-) -> Candidate {
+) -> Verdict {
     let now = cx.now();
-    let dest = Destination {
-        addr: f.key.remote,
-        port: f.key.port,
-        dns_name: None,
-    };
-    let label = cx.label(f.key.cgroup_id);
     let failed = t.timed_out + t.aborted;
-    let mut evidence = vec![
-        Evidence::new(
-            format!(
-                "{} connections open to {dest}, flat at that ceiling since {}",
-                f.sample.established(),
-                text::clock_time(t.flat_since)
-            ),
-            t.ceiling as f64,
-            "sockets",
-            t.flat_since,
-        ),
-        Evidence::new(
-            format!(
-                "{failed} connects failed in the last {} ({} timed out, {} given up by the application){}",
-                text::span(t.window_ns),
-                t.timed_out,
-                t.aborted,
-                if t.slow > 0 {
-                    format!(" and {} took longer than {}", t.slow, text::span(t.slow_ns))
-                } else {
-                    String::new()
-                }
-            ),
-            (failed + t.slow) as f64,
-            "connects",
-            t.since,
-        ),
+    let mut facts = vec![
+        Fact::count("established", f.sample.established(), Unit::Sockets, now),
+        Fact::count("ceiling", t.ceiling, Unit::Sockets, t.flat_since),
+        Fact::count("connects_failed", failed, Unit::Connects, t.since),
+        Fact::count("timed_out", t.timed_out, Unit::Connects, t.since),
+        Fact::count("aborted", t.aborted, Unit::Connects, t.since),
+        Fact::count("slow_connects", t.slow, Unit::Connects, t.since),
+        Fact::seconds("slow_connect_s", t.slow_ns, now),
+        Fact::seconds("window_s", t.window_ns, t.since),
     ];
     if t.waiting_now > 0 {
-        evidence.push(Evidence::new(
-            format!("{} connects waiting for an answer now", t.waiting_now),
-            t.waiting_now as f64,
-            "connects",
+        facts.push(Fact::count(
+            "connects_waiting",
+            t.waiting_now,
+            Unit::Connects,
             now,
         ));
     }
     if t.retransmits > 0 {
-        evidence.push(Evidence::new(
-            format!(
-                "{} SYN retransmissions: the server is dropping new connections",
-                t.retransmits
-            ),
-            t.retransmits as f64,
-            "retransmits",
+        facts.push(Fact::count(
+            "syn_retransmits",
+            t.retransmits,
+            Unit::Retransmits,
             t.since,
         ));
     }
     if let Some(p) = f.stats.latency.percentiles() {
-        evidence.push(Evidence::new(
-            format!(
-                "connect latency p50 {} p99 {} max {}",
-                text::span(p.p50_ns),
-                text::span(p.p99_ns),
-                text::span(p.max_ns)
-            ),
-            text::secs(p.p99_ns),
-            "s",
-            now,
-        ));
+        facts.push(Fact::seconds("connect_p50_s", p.p50_ns, now));
+        facts.push(Fact::seconds("connect_p99_s", p.p99_ns, now));
+        facts.push(Fact::seconds("connect_max_s", p.max_ns, now));
     }
-    let mut signals = 2 + u32::from(t.retransmits > 0);
-    if let Some((ev, full)) = server {
-        evidence.push(ev);
-        signals += u32::from(full);
+    let mut signals = vec!["ceiling", "failed_or_slow"];
+    if t.retransmits > 0 {
+        signals.push("syn_retransmits");
+    }
+    if let Some((q, full)) = server {
+        facts.extend(q);
+        if full {
+            signals.push("server_queue_full");
+        }
     }
     let severity = if failed >= CRITICAL_FAILURES {
         Severity::Critical
     } else {
         Severity::Warning
     };
-    Candidate {
-        key: Key {
-            kind: Kind::PoolExhaustion,
-            subject: f.key.cgroup_id,
-            destination: Some(dest.clone()),
-        },
+    Verdict {
+        kind: Kind::PoolExhaustion,
+        key_subject: f.key.cgroup_id,
         subject: f.key.cgroup_id,
+        destination: Some(Destination {
+            addr: f.key.remote,
+            port: f.key.port,
+            dns_name: None,
+        }),
         since_ns: t.since,
         ended_ns: None,
         severity,
         signals,
-        summary: format!(
-            "{dest} accepts no more connections from {label}: {} open at a ceiling, {} connects failed or waited",
-            f.sample.established(),
-            failed + t.slow + t.waiting_now
-        ),
-        evidence,
-        next_step: format!(
-            "check {dest}'s connection limit and accept backlog (is it accepting? ss -lnt shows its queue), and whether {label} returns connections to its pool"
-        ),
+        facts,
         affected: Vec::new(),
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     },
     event::comm_string,
     findings::{
-        config::ResourcesConfig, Candidate, Destination, Evidence, Inputs, Key, Kind, Severity,
+        config::ResourcesConfig, About, Destination, Fact, Inputs, Kind, Severity, Unit, Verdict,
     },
 };
 
@@ -47,7 +47,7 @@ const AT_LIMIT: f64 = 0.9;
 type Group<'a> = Vec<(&'a FailureKey, &'a FailureStats)>;
 
 /// The candidates that hold at `inputs.now_ns`.
-pub fn detect(inputs: &Inputs<'_>, config: &ResourcesConfig) -> Vec<Candidate> {
+pub fn detect(inputs: &Inputs<'_>, config: &ResourcesConfig) -> Vec<Verdict> {
     let now = inputs.now_ns;
     let failures = &inputs.tcp.resources;
     // Group the active keys by (workload, destination); BTreeMap keeps the
@@ -117,7 +117,7 @@ fn candidate(
     config: &ResourcesConfig,
     window_ns: u64,
     now: u64,
-) -> Option<Candidate> {
+) -> Option<Verdict> {
     let recent: u64 = keys.iter().map(|(_, s)| s.recent(now)).sum();
     let last_ns = keys.iter().map(|(_, s)| s.last_ns).max()?;
     if recent < config.min_failures || now.saturating_sub(last_ns) > HOLD_NS {
@@ -130,72 +130,93 @@ fn candidate(
     // advice (keys are sorted that way).
     let (lead_key, lead) = keys[0];
     let sustained = last_ns.saturating_sub(since_ns) >= SUSTAINED_NS;
-    let window = seconds(window_ns);
-    let mut evidence = Vec::new();
+    // The lead errno (most recent failures) leads the summary and advice.
+    let mut facts = vec![
+        Fact::count("errno", u64::from(lead_key.errno), Unit::Code, now)
+            .about(About::Name(errno_name(lead_key.errno).to_string())),
+        Fact::count(
+            "process",
+            u64::from(lead.last_tgid),
+            Unit::Pid,
+            lead.last_ns,
+        )
+        .about(About::Process {
+            pid: lead.last_tgid,
+            comm: Some(comm_string(&lead.last_comm)),
+        }),
+        Fact::seconds("window_s", window_ns, now),
+        Fact::count("lead_failures", lead.recent(now), Unit::Failures, now)
+            .about(About::Name(calls(lead_key.syscall, lead_key.destination))),
+    ];
     for (k, s) in keys {
-        evidence.push(Evidence::new(
-            format!(
-                "{} {} failed with {} ({}) in the last {window}",
-                s.recent(now),
-                calls(k.syscall, k.destination),
-                errno_name(k.errno),
-                errno_meaning(k.errno)
-            ),
-            s.recent(now) as f64,
-            "failures",
-            now,
-        ));
+        facts.push(
+            Fact::count("failures", s.recent(now), Unit::Failures, now).about(About::Name(
+                format!(
+                    "{} failed with {} ({})",
+                    calls(k.syscall, k.destination),
+                    errno_name(k.errno),
+                    errno_meaning(k.errno)
+                ),
+            )),
+        );
     }
-    evidence.push(Evidence::new(
-        format!(
-            "failing for {} ({episode} failures in this episode, {total} since the agent started)",
-            seconds(last_ns.saturating_sub(since_ns))
-        ),
-        episode as f64,
-        "failures",
+    facts.push(Fact::seconds(
+        "failing_for_s",
+        last_ns.saturating_sub(since_ns),
         since_ns,
     ));
-    let process = format!("pid {} ({})", lead.last_tgid, comm_string(&lead.last_comm));
+    facts.push(Fact::count(
+        "episode_failures",
+        episode,
+        Unit::Failures,
+        since_ns,
+    ));
+    facts.push(Fact::count(
+        "total_failures",
+        total,
+        Unit::Failures,
+        since_ns,
+    ));
     let mut at_limit = false;
     for (k, s) in keys {
         if let Some(limit) = s.limit {
-            let (fact, reached) = limit_evidence(sockets, k, s, limit);
-            at_limit |= reached;
-            evidence.push(fact);
+            at_limit |= limit_facts(sockets, k, s, limit, &mut facts);
         }
     }
-    let signals = 1 + u32::from(at_limit) + u32::from(sustained);
+    let mut signals = vec!["errno"];
+    if at_limit {
+        signals.push("at_limit");
+    }
+    if sustained {
+        signals.push("sustained");
+    }
     let severity = if sustained || lead_key.errno == errno::ENFILE {
         Severity::Critical
     } else {
         Severity::Warning
     };
-    Some(Candidate {
-        key: Key {
-            kind: Kind::ConnectResourceExhaustion,
-            subject: cgroup,
-            destination: dest.map(|d| Destination {
-                addr: d.ip(),
-                port: d.port(),
-                dns_name: None,
-            }),
-        },
+    Some(Verdict {
+        kind: Kind::ConnectResourceExhaustion,
+        key_subject: cgroup,
         subject: cgroup,
+        destination: dest.map(|d| Destination {
+            addr: d.ip(),
+            port: d.port(),
+            dns_name: None,
+        }),
         since_ns,
         // Failures have no end the kernel reports: the engine resolves the
         // finding once it stops holding.
         ended_ns: None,
         severity,
         signals,
-        summary: summary(lead_key, lead.recent(now), &process, &window),
-        evidence,
-        next_step: next_step(lead_key, lead.last_tgid),
+        facts,
         affected: Vec::new(),
     })
 }
 
 /// "connects to 10.0.0.5:6379", "socket() calls".
-fn calls(syscall: Syscall, dest: Option<SocketAddr>) -> String {
+pub fn calls(syscall: Syscall, dest: Option<SocketAddr>) -> String {
     match (syscall, dest) {
         (Syscall::Connect, Some(d)) => format!("connects to {d}"),
         (Syscall::Connect, None) => "connects (destination unknown)".to_string(),
@@ -203,98 +224,71 @@ fn calls(syscall: Syscall, dest: Option<SocketAddr>) -> String {
     }
 }
 
-fn summary(key: &FailureKey, recent: u64, process: &str, window: &str) -> String {
-    let what = calls(key.syscall, key.destination);
-    let name = errno_name(key.errno);
-    match key.errno {
-        errno::EADDRNOTAVAIL => format!(
-            "no free local port: {recent} {what} failed with {name} in the last {window} (last by {process})"
-        ),
-        errno::EMFILE => format!(
-            "{process} hit its open-file limit: {recent} {what} failed with {name} in the last {window}"
-        ),
-        errno::ENFILE => format!(
-            "the node is out of file handles: {recent} {what} by {process} failed with {name} in the last {window}"
-        ),
-        _ => format!(
-            "the kernel had no memory for sockets: {recent} {what} failed with {name} in the last {window} (last by {process})"
-        ),
-    }
-}
-
-/// The limit as a fact, and whether usage was at it.
-fn limit_evidence(
+/// The limit as facts; whether usage was at it.
+fn limit_facts(
     sockets: &SocketsTo<'_>,
     key: &FailureKey,
     s: &FailureStats,
     limit: Limit,
-) -> (Evidence, bool) {
-    let process = format!("pid {} ({})", s.last_tgid, comm_string(&s.last_comm));
+    facts: &mut Vec<Fact>,
+) -> bool {
+    let at = s.last_ns;
+    let who = About::Process {
+        pid: s.last_tgid,
+        comm: Some(comm_string(&s.last_comm)),
+    };
     match limit {
         Limit::PortRange { low, high } => {
             let ports = u64::from(high - low) + 1;
-            let mut fact = format!(
-                "local port range {low}-{high} ({ports} ports) in the network namespace of {process}"
+            facts.push(
+                Fact::count("port_range_low", u64::from(low), Unit::Ports, at).about(who.clone()),
             );
-            let mut reached = false;
-            if let Some(d) = key.destination {
-                let (open, time_wait) = sockets.get(key.cgroup_id, d);
-                fact.push_str(&format!(
-                    "; the agent sees {} sockets from this workload to {d} ({open} open, {time_wait} in TIME_WAIT)",
-                    open + time_wait
-                ));
-                reached = (open + time_wait) as f64 >= AT_LIMIT * ports as f64;
-            }
-            (
-                Evidence::new(fact, ports as f64, "ports", s.last_ns),
-                reached,
-            )
+            facts.push(
+                Fact::count("port_range_high", u64::from(high), Unit::Ports, at).about(who.clone()),
+            );
+            facts.push(Fact::count("port_range_ports", ports, Unit::Ports, at).about(who));
+            let Some(d) = key.destination else {
+                return false;
+            };
+            let (open, time_wait) = sockets.get(key.cgroup_id, d);
+            facts.push(
+                Fact::count(
+                    "sockets_to_destination",
+                    open + time_wait,
+                    Unit::Sockets,
+                    at,
+                )
+                .about(About::Endpoint(d)),
+            );
+            facts.push(
+                Fact::count("open_to_destination", open, Unit::Sockets, at)
+                    .about(About::Endpoint(d)),
+            );
+            facts.push(
+                Fact::count("time_wait_to_destination", time_wait, Unit::Sockets, at)
+                    .about(About::Endpoint(d)),
+            );
+            (open + time_wait) as f64 >= AT_LIMIT * ports as f64
         }
         Limit::OpenFiles { soft, hard, open } => {
-            let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
-            let mut fact = format!(
-                "{process}: RLIMIT_NOFILE {} (hard {})",
-                show(soft),
-                show(hard)
-            );
+            let limit = |v: Option<u64>| v.map_or(f64::INFINITY, |n| n as f64);
+            facts.push(Fact::new("nofile_soft", limit(soft), Unit::Files, at).about(who.clone()));
+            facts.push(Fact::new("nofile_hard", limit(hard), Unit::Files, at).about(who.clone()));
             if let Some(n) = open {
-                fact.push_str(&format!(", {n} files open just after the failure"));
+                facts.push(Fact::count("files_open", n, Unit::Files, at).about(who));
             }
-            let reached =
-                matches!((soft, open), (Some(l), Some(n)) if n as f64 >= AT_LIMIT * l as f64);
-            let value = soft.map_or(f64::INFINITY, |l| l as f64);
-            (Evidence::new(fact, value, "files", s.last_ns), reached)
+            matches!((soft, open), (Some(l), Some(n)) if n as f64 >= AT_LIMIT * l as f64)
         }
-        Limit::SystemFiles { allocated, max } => (
-            Evidence::new(
-                format!("the node has {allocated} file handles allocated of fs.file-max {max}"),
-                allocated as f64,
-                "files",
-                s.last_ns,
-            ),
-            allocated as f64 >= AT_LIMIT * max as f64,
-        ),
-    }
-}
-
-fn next_step(key: &FailureKey, tgid: u32) -> String {
-    match key.errno {
-        errno::EADDRNOTAVAIL => "Reuse connections (keep-alive, a connection pool) instead of opening one per request: every connection this side closes holds its local port in TIME_WAIT for 60 s. If the connection rate is real, widen net.ipv4.ip_local_port_range in the pod's network namespace or spread connects over more destination addresses.".to_string(),
-        errno::EMFILE => format!("Look for leaked descriptors in pid {tgid} (ls -l /proc/{tgid}/fd shows what they are); if the load needs that many, raise the process's open-file limit (ulimit -n, systemd LimitNOFILE, the container runtime's nofile ulimit)."),
-        errno::ENFILE => "The node's file table is full: find the processes holding the most files (ls /proc/*/fd | wc -l per process) and raise fs.file-max only if their use is legitimate.".to_string(),
-        _ => "The kernel could not allocate socket memory: check the node's memory pressure (free -m, /proc/net/sockstat against net.ipv4.tcp_mem) and the pod's memory limit.".to_string(),
-    }
-}
-
-/// "60 s", "2.5 s", "3 min".
-fn seconds(ns: u64) -> String {
-    let s = ns as f64 / 1e9;
-    if s >= 120.0 {
-        format!("{:.0} min", s / 60.0)
-    } else if s >= 10.0 || s.fract() == 0.0 {
-        format!("{s:.0} s")
-    } else {
-        format!("{s:.1} s")
+        Limit::SystemFiles { allocated, max } => {
+            facts.push(Fact::count(
+                "file_handles_allocated",
+                allocated,
+                Unit::Files,
+                at,
+            ));
+            facts.push(Fact::count("file_max", max, Unit::Files, at));
+            allocated as f64 >= AT_LIMIT * max as f64
+        }
     }
 }
 

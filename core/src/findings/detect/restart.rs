@@ -15,7 +15,7 @@ use crate::{
         listeners::{Change, Listener, ListenerChange, Listeners},
         outage::Outage,
     },
-    findings::{config::ns, text, Candidate, Destination, Evidence, Key, Kind, Severity},
+    findings::{config::ns, About, Destination, Fact, Kind, Severity, Unit, Verdict},
 };
 
 /// Outages that ended longer ago than this are history, not findings.
@@ -37,7 +37,7 @@ struct Group {
     clients: Vec<u64>,
 }
 
-pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Candidate> {
+pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Verdict> {
     let now = cx.now();
     let mut groups: HashMap<(IpAddr, u16), Group> = HashMap::default();
     for f in flows {
@@ -66,7 +66,7 @@ pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Candidate>
             continue;
         }
         let listener = find_listener(&cx.inputs.tcp.listeners, addr, port, g.first_failure_ns);
-        out.push(candidate(cx, addr, port, &g, listener));
+        out.push(verdict(cx, addr, port, &g, listener));
     }
     out
 }
@@ -142,156 +142,110 @@ fn find_listener(
     })
 }
 
-fn candidate(
+fn verdict(
     cx: &mut Context<'_, '_>,
     addr: IpAddr,
     port: u16,
     g: &Group,
     listener: Option<ListenerGap<'_>>,
-) -> Candidate {
+) -> Verdict {
     let now = cx.now();
-    let dest = Destination {
-        addr,
-        port,
-        dns_name: None,
-    };
     let clients = dedup(g.clients.iter().copied());
-    let client_labels: Vec<String> = clients.iter().map(|c| cx.label(*c)).collect();
     let recovered = g.all_recovered.then_some(g.recovered_ns).flatten();
-    let mut evidence = Vec::new();
-    let mut signals = 1;
-    let (since, ended, subject, who) = match &listener {
+    let mut facts = Vec::new();
+    let mut signals = vec!["refused"];
+    let (since, ended, subject) = match &listener {
         Some(l) => {
             let stopped_at = l.stopped.at_ns;
             let ls = &l.stopped.listener;
-            let who = format!("{} (pid {}, {})", ls.comm, ls.tgid, cx.label(ls.cgroup_id));
-            signals += 1;
-            let (fact, gap, ended) = match l.started {
+            let who = About::Process {
+                pid: ls.tgid,
+                comm: Some(ls.comm.clone()),
+            };
+            signals.push("listener_stopped");
+            facts.push(
+                Fact::count("listener_pid", u64::from(ls.tgid), Unit::Pid, stopped_at)
+                    .about(who.clone()),
+            );
+            let ended = match l.started {
                 Some(s) => {
-                    signals += 1;
-                    let gap = s.at_ns.saturating_sub(stopped_at);
-                    (
-                        format!(
-                            "{who} stopped listening on port {port} at {} and listened again at {}: not accepting for {}",
-                            text::clock_time(stopped_at),
-                            text::clock_time(s.at_ns),
-                            text::span(gap)
-                        ),
-                        gap,
-                        Some(s.at_ns),
-                    )
+                    signals.push("listener_started");
+                    facts.push(
+                        Fact::seconds("gap_s", s.at_ns.saturating_sub(stopped_at), stopped_at)
+                            .about(who),
+                    );
+                    Some(s.at_ns)
                 }
                 None => {
-                    let gap = now.saturating_sub(stopped_at);
-                    (
-                        format!(
-                            "{who} stopped listening on port {port} at {} and has not listened again ({} so far)",
-                            text::clock_time(stopped_at),
-                            text::span(gap)
-                        ),
-                        gap,
-                        None,
-                    )
+                    facts.push(
+                        Fact::seconds("down_s", now.saturating_sub(stopped_at), stopped_at)
+                            .about(who),
+                    );
+                    None
                 }
             };
-            evidence.push(Evidence::new(fact, text::secs(gap), "s", stopped_at));
             if !l.by_address {
-                evidence.push(Evidence::new(
-                    format!("matched by port only: {addr} was not seen on that listener's network namespace"),
-                    0.0,
-                    "",
-                    stopped_at,
-                ));
+                facts.push(Fact::flag("matched_by_port_only", true, stopped_at));
             }
             // Subject: the dependency, in its new container if it has one.
             let subject = l.started.map_or(ls.cgroup_id, |s| s.listener.cgroup_id);
-            (stopped_at, ended, subject, Some(who))
+            (stopped_at, ended, subject)
         }
         None => {
             let quiet =
                 now.saturating_sub(g.last_failure_ns) >= ns(cx.config.restart.quiet_after_s);
             let ended = recovered.or(quiet.then_some(g.last_failure_ns));
             if recovered.is_some() {
-                signals += 1;
+                signals.push("connects_recovered");
             }
-            (g.first_failure_ns, ended, clients[0], None)
+            (g.first_failure_ns, ended, clients[0])
         }
     };
-    evidence.push(Evidence::new(
-        format!(
-            "{} connects refused ({} failed in all) from {} workload(s) between {} and {}",
-            g.refused,
-            g.failures,
-            clients.len(),
-            text::clock_time(g.first_failure_ns),
-            text::clock_time(g.last_failure_ns)
-        ),
-        g.refused as f64,
-        "connects",
+    facts.push(Fact::count(
+        "refused",
+        g.refused,
+        Unit::Connects,
+        g.first_failure_ns,
+    ));
+    facts.push(Fact::count(
+        "connects_failed",
+        g.failures,
+        Unit::Connects,
+        g.first_failure_ns,
+    ));
+    facts.push(Fact::seconds(
+        "failing_for_s",
+        g.last_failure_ns.saturating_sub(g.first_failure_ns),
         g.first_failure_ns,
     ));
     if let Some(r) = recovered {
-        let gap = r.saturating_sub(g.first_failure_ns);
-        evidence.push(Evidence::new(
-            format!(
-                "connects succeeded again at {}, {} after the first refusal",
-                text::clock_time(r),
-                text::span(gap)
-            ),
-            text::secs(gap),
-            "s",
+        facts.push(Fact::seconds(
+            "recovered_after_s",
+            r.saturating_sub(g.first_failure_ns),
             r,
         ));
     }
-    evidence.push(Evidence::new(
-        format!("clients: {}", client_labels.join(", ")),
-        clients.len() as f64,
-        "workloads",
+    facts.push(Fact::count(
+        "clients",
+        clients.len() as u64,
+        Unit::Workloads,
         g.first_failure_ns,
     ));
-    let gap_text = match ended {
-        Some(e) => format!("not accepting for {}", text::span(e.saturating_sub(since))),
-        None => format!(
-            "not accepting for {} so far",
-            text::span(now.saturating_sub(since))
-        ),
-    };
-    let summary = match (&who, ended) {
-        (Some(who), Some(_)) => format!(
-            "{dest} restarted ({who}): {gap_text}; {} connects from {} workload(s) refused",
-            g.refused,
-            clients.len()
-        ),
-        (Some(who), None) => format!(
-            "{dest} is down ({who} stopped listening): {gap_text}; {} connects from {} workload(s) refused",
-            g.refused,
-            clients.len()
-        ),
-        (None, _) => format!(
-            "{dest} refused {} connects from {} workload(s), {gap_text}: the dependency restarted or went away (its listener is not on this node)",
-            g.refused,
-            clients.len()
-        ),
-    };
-    let next_step = match ended {
-        None => format!(
-            "check why {dest} is down (its pod's events and logs); its clients ({}) keep failing",
-            client_labels.join(", ")
-        ),
-        Some(e) => format!(
-            "it was down {}: if its clients' probes or timeouts are shorter than that, they failed too; check restarts of {} and why the dependency restarted",
-            text::span(e.saturating_sub(since)),
-            client_labels.join(", ")
-        ),
-    };
-    Candidate {
-        key: Key {
-            kind: Kind::DependencyRestart,
-            // One finding per destination, whoever felt it.
-            subject: 0,
-            destination: Some(dest),
-        },
+    facts.push(Fact::seconds(
+        "not_accepting_s",
+        ended.unwrap_or(now).saturating_sub(since),
+        since,
+    ));
+    Verdict {
+        kind: Kind::DependencyRestart,
+        // One finding per destination, whoever felt it.
+        key_subject: 0,
         subject,
+        destination: Some(Destination {
+            addr,
+            port,
+            dns_name: None,
+        }),
         since_ns: since,
         ended_ns: ended,
         severity: if ended.is_some() {
@@ -300,9 +254,7 @@ fn candidate(
             Severity::Critical
         },
         signals,
-        summary,
-        evidence,
-        next_step,
+        facts,
         affected: clients,
     }
 }
