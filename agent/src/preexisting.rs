@@ -123,7 +123,17 @@ impl Preexisting {
                     local.port(),
                     remote.port(),
                 );
-                agg.add_preexisting(id, flow, s.entry.state, now_ns, owner.pid, &owner.comm);
+                // The client's end: ours going out, the peer's coming in.
+                let client = if inbound { remote } else { local };
+                agg.add_preexisting(
+                    id,
+                    flow,
+                    s.entry.state,
+                    now_ns,
+                    owner.pid,
+                    &owner.comm,
+                    Some(client),
+                );
             }
             out.namespaces
                 .entry(s.netns_inode)
@@ -218,7 +228,7 @@ fn listener_cookies_of(proc_root: &Path, pid: u32) -> HashMap<u64, u64> {
 
 fn forget(agg: &mut Aggregator, inode: u64, now_ns: u64) {
     let id = PREEXISTING_TAG | inode;
-    if let Some(s) = agg.sockets.remove(id) {
+    if let Some(s) = agg.sockets.remove_at(id, now_ns) {
         if let Some(f) = agg.flows.get_mut(&s.flow) {
             f.closed += 1;
             f.window.closed += 1;

@@ -22,7 +22,8 @@ pub struct WorkloadLabels {
     /// Kubernetes namespace; empty outside Kubernetes.
     pub namespace: String,
     /// The owning workload's name (a Deployment rather than its
-    /// ReplicaSet), else the pod's name; outside Kubernetes "host",
+    /// ReplicaSet), else the pod's name; outside Kubernetes
+    /// "host/<systemd unit>" ("host" for the root cgroup),
     /// "<runtime>:<short container id>", or "unknown".
     pub workload: String,
     /// Container name; empty for the pod's sandbox and outside Kubernetes.
@@ -42,7 +43,8 @@ impl WorkloadLabels {
             };
         }
         let workload = match &w.owner {
-            Some(Owner::Host) => "host".to_string(),
+            // The host's systemd unit (or cgroup), as everywhere else.
+            Some(Owner::Host) => w.label(),
             // A container outside Kubernetes (podman, docker): its id is
             // all there is to tell it apart.
             Some(o @ Owner::Container { pod_uid: None, .. }) => o.label(),

@@ -78,7 +78,13 @@ pub fn render(open: &[&Finding], resolved: &[&Finding], now_ns: u64) -> String {
 fn block(s: &mut String, f: &Finding, now_ns: u64) {
     let _ = writeln!(s, "ROOT CAUSE: {}", f.summary);
     if !f.evidence.is_empty() {
-        let facts: Vec<&str> = f.evidence.iter().map(|e| e.fact.as_str()).collect();
+        // Facts worded within another's sentence have none of their own.
+        let facts: Vec<&str> = f
+            .evidence
+            .iter()
+            .map(|e| e.fact.as_str())
+            .filter(|f| !f.is_empty())
+            .collect();
         let _ = writeln!(s, "  EVIDENCE: {}", facts.join("; "));
     }
     if !f.next_step.is_empty() {

@@ -13,6 +13,10 @@ use crate::event::Event;
 pub const PREEXISTING: u64 = 1 << 63;
 /// How many listener changes are remembered.
 const HISTORY: usize = 256;
+/// Stopped listeners' cookies remembered, to drop a second report of one
+/// close (a burst of closes fits; reports of one close are microseconds
+/// apart).
+const STOPPED_KEPT: usize = 64;
 /// Addresses remembered per network namespace, and namespaces.
 const ADDRS_PER_NETNS: usize = 8;
 const MAX_NETNS: usize = 4096;
@@ -67,6 +71,8 @@ pub struct Listeners {
     /// that predates the agent and whose cookie the scan could not learn):
     /// their stop is not in the history.
     pub closes_unmatched: u64,
+    /// Cookies of the latest listeners reported stopped.
+    stopped_cookies: VecDeque<u64>,
 }
 
 impl Listeners {
@@ -88,6 +94,12 @@ impl Listeners {
     }
 
     pub fn stopped(&mut self, ev: &Event) {
+        // The close of a listener older than the agent can be reported
+        // twice: by the release hook and, when the kernel runs its state
+        // callback, by sock_ops (same socket cookie, microseconds apart).
+        if self.stopped_cookies.contains(&ev.raw.cookie) {
+            return;
+        }
         let by_cookie = self
             .preexisting_cookies
             .remove(&ev.raw.cookie)
@@ -112,6 +124,10 @@ impl Listeners {
             netns_cookie: ev.raw.netns_cookie,
         });
         self.push(Change::Stopped, ev.raw.ts_ns, l);
+        if self.stopped_cookies.len() == STOPPED_KEPT {
+            self.stopped_cookies.pop_front();
+        }
+        self.stopped_cookies.push_back(ev.raw.cookie);
     }
 
     /// Notes that an accepted connection arrived on `addr` in `netns`.

@@ -11,6 +11,8 @@ pub mod retired;
 pub mod sockets;
 pub mod time_wait;
 
+use std::net::SocketAddr;
+
 use ahash::HashMap;
 
 use sockeye_common::{
@@ -172,7 +174,7 @@ impl Aggregator {
             self.listeners.stopped(ev);
             return;
         }
-        let tracked = self.sockets.remove(r.cookie);
+        let tracked = self.sockets.remove_at(r.cookie, r.ts_ns);
         // A close of a socket we never saw open (a failed connect, or the
         // table was full) still counts, against a best-guess flow.
         let key = match &tracked {
@@ -219,14 +221,8 @@ impl Aggregator {
     }
 
     fn track(&mut self, ev: &Event, flow: FlowKey, state: u8, opened_ns: u64) {
-        let socket = TrackedSocket {
-            flow,
-            state,
-            opened_ns,
-            state_since_ns: ev.raw.ts_ns,
-            tgid: ev.raw.tgid,
-            origin: Origin::Kernel,
-        };
+        let mut socket = TrackedSocket::new(flow, state, opened_ns, ev.raw.tgid, Origin::Kernel);
+        socket.state_since_ns = ev.raw.ts_ns;
         self.sockets.upsert(ev.raw.cookie, socket, |existing| {
             // Keep the original open time (ConnectStart came first).
             existing.state = state;
@@ -236,6 +232,15 @@ impl Aggregator {
                 existing.tgid = ev.raw.tgid;
             }
         });
+        // The client's end: our own end going out, the peer's coming in.
+        let (addr, port) = match flow.direction {
+            Direction::Outbound => (ev.local, ev.raw.local_port),
+            Direction::Inbound => (ev.remote, ev.raw.remote_port),
+        };
+        if port != 0 && !addr.is_unspecified() {
+            self.sockets
+                .set_client_end(ev.raw.cookie, SocketAddr::new(addr, port));
+        }
     }
 
     /// The flow's stats, created if needed (evicting the stalest idle flow
@@ -265,7 +270,12 @@ impl Aggregator {
         }
     }
 
-    /// Adds a socket found by the start-up scan, owned by `tgid`/`comm`.
+    /// Adds a socket found by the start-up scan, owned by `tgid`/`comm`,
+    /// with the client's end of its connection (see [`TrackedSocket::client`]).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one socket's facts, from one scan entry"
+    )]
     pub fn add_preexisting(
         &mut self,
         id: u64,
@@ -274,17 +284,17 @@ impl Aggregator {
         now_ns: u64,
         tgid: u32,
         comm: &str,
+        client: Option<SocketAddr>,
     ) {
-        self.flow_seen(flow, now_ns, tgid, comm_bytes(comm));
-        let socket = TrackedSocket {
-            flow,
-            state,
-            opened_ns: now_ns,
-            state_since_ns: now_ns,
-            tgid,
-            origin: Origin::Preexisting,
-        };
+        let f = self.flow_seen(flow, now_ns, tgid, comm_bytes(comm));
+        if flow.direction == Direction::Outbound && state != tcp_state::SYN_SENT {
+            f.outage.connected();
+        }
+        let socket = TrackedSocket::new(flow, state, now_ns, tgid, Origin::Preexisting);
         self.sockets.insert(id, socket);
+        if let Some(c) = client {
+            self.sockets.set_client_end(id, c);
+        }
     }
 
     /// Evicts the stalest sixteenth of the flows, preferring flows without

@@ -12,6 +12,10 @@ pub struct Outage {
     pub refused: u64,
     /// The first connect that succeeded after it; None while it lasts.
     pub recovered_ns: Option<u64>,
+    /// The destination had accepted this client before the run began: it
+    /// was up and went away. Refusals from a port that never accepted are
+    /// no restart.
+    pub accepted_before: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,12 +24,15 @@ pub struct Outages {
     pub current: Option<Outage>,
     /// The last run that a success ended.
     pub last: Option<Outage>,
+    /// A connect succeeded (or a connection was found open) at some time.
+    pub ever_connected: bool,
 }
 
 impl Outages {
     pub fn failed(&mut self, cause: FailureCause, ts_ns: u64) {
         let o = self.current.get_or_insert(Outage {
             first_failure_ns: ts_ns,
+            accepted_before: self.ever_connected,
             ..Outage::default()
         });
         o.failures += 1;
@@ -33,7 +40,14 @@ impl Outages {
         o.last_failure_ns = o.last_failure_ns.max(ts_ns);
     }
 
+    /// A connection to the destination is open (one that predates the
+    /// agent): it accepted before, though no connect was seen.
+    pub fn connected(&mut self) {
+        self.ever_connected = true;
+    }
+
     pub fn succeeded(&mut self, ts_ns: u64) {
+        self.ever_connected = true;
         if let Some(mut o) = self.current.take() {
             o.recovered_ns = Some(ts_ns);
             self.last = Some(o);

@@ -1,11 +1,16 @@
 //! The table of sockets open right now, bounded, with per-flow summaries of
-//! their states and ages.
+//! their states and ages. When both ends of a connection are on this node,
+//! the client's socket and the server's accepted one are linked: a
+//! connection is then judged once, and a server holding connections whose
+//! client is gone can be told apart from one whose client still uses them.
+
+use std::net::SocketAddr;
 
 use ahash::{HashMap, HashSet};
 
 use sockeye_common::tcp_state;
 
-use super::flows::FlowKey;
+use super::flows::{Direction, FlowKey};
 
 /// Where the agent learned about a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,33 @@ pub struct TrackedSocket {
     /// The process that opened it (0 if unknown): a leak's evidence names it.
     pub tgid: u32,
     pub origin: Origin,
+    /// The client's end of the connection, its address and port: the one
+    /// thing both sockets of a connection agree on (a Service's DNAT
+    /// changes what the client dialled, not where it dialled from). None
+    /// while unknown (a connect not yet established).
+    pub client: Option<SocketAddr>,
+    /// The other socket of the connection, when it is on this node too.
+    pub peer: Option<u64>,
+    /// When the linked peer's socket closed. A server socket still
+    /// established long after its client's closed never saw the close:
+    /// the client is gone without a FIN.
+    pub peer_closed_ns: Option<u64>,
+}
+
+impl TrackedSocket {
+    pub fn new(flow: FlowKey, state: u8, opened_ns: u64, tgid: u32, origin: Origin) -> Self {
+        Self {
+            flow,
+            state,
+            opened_ns,
+            state_since_ns: opened_ns,
+            tgid,
+            origin,
+            client: None,
+            peer: None,
+            peer_closed_ns: None,
+        }
+    }
 }
 
 /// Ages and states of one flow's open sockets.
@@ -51,6 +83,13 @@ pub struct SocketTable {
     max: usize,
     /// Sockets not tracked because the table was full.
     pub rejected: u64,
+    /// (direction, client end) -> socket: the client's socket is outbound,
+    /// the server's accepted one inbound, both keyed by the client's end.
+    ends: HashMap<(Direction, SocketAddr), u64>,
+    /// Client ends claimed by a second socket while the first was still
+    /// in the table (a port reused across namespaces with the same
+    /// address): the newer one is linked.
+    pub ends_reused: u64,
 }
 
 impl SocketTable {
@@ -59,7 +98,42 @@ impl SocketTable {
             sockets: HashMap::default(),
             max,
             rejected: 0,
+            ends: HashMap::default(),
+            ends_reused: 0,
         }
+    }
+
+    /// Records `id`'s client end and links it to the other socket of its
+    /// connection if that one is on this node too. Returns the peer.
+    pub fn set_client_end(&mut self, id: u64, client: SocketAddr) -> Option<u64> {
+        let s = self.sockets.get_mut(&id)?;
+        if s.client == Some(client) {
+            return s.peer;
+        }
+        s.client = Some(client);
+        let direction = s.flow.direction;
+        if let Some(old) = self.ends.insert((direction, client), id) {
+            if old != id {
+                self.ends_reused += 1;
+            }
+        }
+        let other = match direction {
+            Direction::Outbound => Direction::Inbound,
+            Direction::Inbound => Direction::Outbound,
+        };
+        let peer = *self.ends.get(&(other, client))?;
+        if let Some(p) = self.sockets.get_mut(&peer) {
+            p.peer = Some(id);
+            p.peer_closed_ns = None;
+        }
+        if let Some(s) = self.sockets.get_mut(&id) {
+            s.peer = Some(peer);
+        }
+        Some(peer)
+    }
+
+    pub fn get(&self, id: u64) -> Option<&TrackedSocket> {
+        self.sockets.get(&id)
     }
 
     pub fn len(&self) -> usize {
@@ -105,8 +179,22 @@ impl SocketTable {
         self.sockets.get_mut(&id)
     }
 
-    pub fn remove(&mut self, id: u64) -> Option<TrackedSocket> {
-        self.sockets.remove(&id)
+    /// Removes a socket that closed at `now_ns`; its linked peer learns
+    /// when.
+    pub fn remove_at(&mut self, id: u64, now_ns: u64) -> Option<TrackedSocket> {
+        let s = self.sockets.remove(&id)?;
+        if let Some(client) = s.client {
+            let key = (s.flow.direction, client);
+            if self.ends.get(&key) == Some(&id) {
+                self.ends.remove(&key);
+            }
+        }
+        if let Some(p) = s.peer.and_then(|p| self.sockets.get_mut(&p)) {
+            if p.peer == Some(id) {
+                p.peer_closed_ns = Some(now_ns);
+            }
+        }
+        Some(s)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &TrackedSocket)> {
@@ -161,14 +249,7 @@ mod tests {
     }
 
     fn sock(port: u16, state: u8, opened_ns: u64) -> TrackedSocket {
-        TrackedSocket {
-            flow: key(port),
-            state,
-            opened_ns,
-            state_since_ns: opened_ns,
-            tgid: 0,
-            origin: Origin::Kernel,
-        }
+        TrackedSocket::new(key(port), state, opened_ns, 0, Origin::Kernel)
     }
 
     #[test]

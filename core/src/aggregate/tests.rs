@@ -202,3 +202,44 @@ fn window_counters_reset() {
     assert_eq!(agg.flows[&key()].window.opened, 0);
     assert_eq!(agg.flows[&key()].opened, 1);
 }
+
+#[test]
+fn a_preexisting_listeners_close_reported_twice_is_one_stop() {
+    use super::listeners::{Change, Listener, PREEXISTING};
+    let mut agg = Aggregator::new(Limits::default());
+    let scanned = Listener {
+        cgroup_id: 42,
+        addr: "0.0.0.0".parse().unwrap(),
+        port: 6379,
+        tgid: 4411,
+        comm: "redis-server".into(),
+        since_ns: 0,
+        netns_cookie: 7,
+    };
+    agg.listeners
+        .add_preexisting(PREEXISTING | 99, Some(555), scanned.clone());
+    // The release hook: by cookie, no address or port.
+    let mut release = closed(555, 10 * MS, tcp_state::LISTEN);
+    release.raw.local_port = 0;
+    release.raw.netns_cookie = 7;
+    release.local = "0.0.0.0".parse().unwrap();
+    agg.handle(&release);
+    // sock_ops, microseconds later: the same socket, with its port.
+    let mut state_cb = closed(555, 10 * MS + 20_000, tcp_state::LISTEN);
+    state_cb.raw.local_port = 6379;
+    state_cb.raw.netns_cookie = 7;
+    state_cb.raw.tgid = 0;
+    state_cb.local = "0.0.0.0".parse().unwrap();
+    agg.handle(&state_cb);
+    let stops: Vec<_> = agg
+        .listeners
+        .history
+        .iter()
+        .filter(|c| c.change == Change::Stopped)
+        .collect();
+    assert_eq!(stops.len(), 1, "{stops:#?}");
+    assert_eq!(stops[0].listener, scanned, "the scan's listener, by cookie");
+    assert_eq!(stops[0].at_ns, 10 * MS);
+    assert_eq!(agg.listeners.closes_unmatched, 0);
+    assert!(agg.listeners.active.is_empty());
+}

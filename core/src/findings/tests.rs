@@ -285,3 +285,37 @@ fn connects_in_flight_do_not_raise_a_pool_ceiling() {
     let at = first.expect("a pool finding");
     assert!((10..=15).contains(&at), "opened after {at} s");
 }
+
+#[test]
+fn refusals_from_a_port_that_never_accepted_are_no_restart() {
+    let mut b = Bench::new(FindingsConfig::default());
+    let t = 1000 * SEC;
+    // A health check of a closed port: refused, again and again.
+    for i in 0..20u64 {
+        b.agg.handle(&refused(100 + i, t + i * SEC / 2));
+        b.evaluate(t + i * SEC / 2);
+    }
+    assert!(
+        b.findings.list(true).is_empty(),
+        "{:#?}",
+        b.findings.list(true)
+    );
+    let flow = b.agg.flows.values().next().expect("the flow");
+    assert_eq!(flow.failed_total(), 20, "still counted as failed connects");
+}
+
+#[test]
+fn a_remote_dependency_that_went_away_is_a_warning_not_critical() {
+    let mut b = Bench::new(FindingsConfig::default());
+    let t = 1000 * SEC;
+    // It accepted before; its listener is on another node.
+    b.agg.handle(&established(1, t));
+    for i in 0..6u64 {
+        b.agg.handle(&refused(100 + i, t + SEC + i * SEC / 2));
+        b.evaluate(t + SEC + i * SEC / 2);
+    }
+    let open = b.open(Kind::DependencyRestart);
+    assert_eq!(open.len(), 1, "{:#?}", b.findings.list(true));
+    assert_eq!(open[0].severity, super::Severity::Warning);
+    assert_eq!(fact(&open[0], "refused").value, 6.0);
+}

@@ -85,6 +85,28 @@ impl Owner {
     }
 }
 
+/// Longest host cgroup name shown (a path set by hand can be long).
+const HOST_NAME_MAX: usize = 64;
+
+/// What names a cgroup that is no container or pod: its systemd unit
+/// ("postgresql@15-main.service", "session-3.scope"), else its slice
+/// ("user-1000.slice"), else the path itself for cgroups other managers
+/// made ("sockeye-test/redis"); None for the root cgroup.
+pub fn host_name(path: &str) -> Option<String> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let unit = components
+        .iter()
+        .rev()
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+        .or_else(|| components.last().filter(|c| c.ends_with(".slice")));
+    let name = match unit {
+        Some(u) => (*u).to_string(),
+        None if components.is_empty() => return None,
+        None => components.join("/"),
+    };
+    Some(name.chars().take(HOST_NAME_MAX).collect())
+}
+
 /// Prefixes of runtime-named cgroups. Conmon prefixes come before the plain ones because
 /// "crio-" would otherwise swallow "crio-conmon-<id>" and then fail the hex check.
 const PREFIXES: &[(&str, Runtime)] = &[
@@ -202,6 +224,34 @@ fn is_container_id(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_cgroups_are_named_by_unit_slice_or_path() {
+        let n = |p: &str| host_name(p);
+        assert_eq!(n("/"), None);
+        assert_eq!(
+            n("/system.slice/postgresql@15-main.service").as_deref(),
+            Some("postgresql@15-main.service")
+        );
+        assert_eq!(
+            n("/user.slice/user-1000.slice/session-3.scope").as_deref(),
+            Some("session-3.scope")
+        );
+        assert_eq!(
+            n("/system.slice/docker.service/extra").as_deref(),
+            Some("docker.service")
+        );
+        assert_eq!(n("/user.slice").as_deref(), Some("user.slice"));
+        assert_eq!(
+            n("/sockeye-test-redis-7-0/client").as_deref(),
+            Some("sockeye-test-redis-7-0/client")
+        );
+        assert_eq!(
+            n(&format!("/{}", "x".repeat(100))).map(|s| s.len()),
+            Some(64)
+        );
+    }
+
     use super::*;
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

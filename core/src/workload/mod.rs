@@ -34,11 +34,18 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// "namespace/pod/container" when the names are known, else "host",
+    /// "namespace/pod/container" when the names are known, else
+    /// "host/<systemd unit or cgroup>" ("host" for the root cgroup),
     /// "podman:0123456789ab", ..., or "cgroup:<id>" when unknown.
     pub fn label(&self) -> String {
         match (&self.pod, &self.owner) {
             (Some(p), _) => p.label(),
+            (None, Some(Owner::Host)) => {
+                match self.cgroup_path.as_deref().and_then(container::host_name) {
+                    Some(unit) => format!("host/{unit}"),
+                    None => "host".to_string(),
+                }
+            }
             (None, Some(o)) => o.label(),
             (None, None) => format!("cgroup:{}", self.cgroup_id),
         }

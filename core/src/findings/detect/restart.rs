@@ -33,6 +33,8 @@ struct Group {
     refused: u64,
     /// The latest recovery, when every client has recovered.
     recovered_ns: Option<u64>,
+    /// Some client had connected to it before its failures began.
+    accepted_before: bool,
     all_recovered: bool,
     clients: Vec<u64>,
 }
@@ -66,6 +68,13 @@ pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Verdict> {
             continue;
         }
         let listener = find_listener(&cx.inputs.tcp.listeners, addr, port, g.first_failure_ns);
+        // A restart needs something that was up: a listener seen stopping,
+        // or a destination these clients had connected to. Refusals from a
+        // port that never accepted (a health check of a closed port, a
+        // typo) stay what they are, failed connects in the flows.
+        if listener.is_none() && !g.accepted_before {
+            continue;
+        }
         out.push(verdict(cx, addr, port, &g, listener));
     }
     out
@@ -76,6 +85,7 @@ fn add(g: &mut Group, o: &Outage, client: u64) {
     g.last_failure_ns = g.last_failure_ns.max(o.last_failure_ns);
     g.failures += o.failures;
     g.refused += o.refused;
+    g.accepted_before |= o.accepted_before;
     match o.recovered_ns {
         Some(r) => g.recovered_ns = Some(g.recovered_ns.unwrap_or(0).max(r)),
         None => g.all_recovered = false,
@@ -150,6 +160,7 @@ fn verdict(
     listener: Option<ListenerGap<'_>>,
 ) -> Verdict {
     let now = cx.now();
+    let listener_seen = listener.is_some();
     let clients = dedup(g.clients.iter().copied());
     let recovered = g.all_recovered.then_some(g.recovered_ns).flatten();
     let mut facts = Vec::new();
@@ -248,10 +259,12 @@ fn verdict(
         }),
         since_ns: since,
         ended_ns: ended,
-        severity: if ended.is_some() {
-            Severity::Warning
-        } else {
+        // Critical only while a dependency seen stopping on this node is
+        // still down; what its clients alone report is a warning.
+        severity: if ended.is_none() && listener_seen {
             Severity::Critical
+        } else {
+            Severity::Warning
         },
         signals,
         facts,

@@ -1,12 +1,13 @@
 //! "shop/web-1/app does not close 8 connections to 10.0.0.9:8080 that the
 //! peer has closed (CLOSE_WAIT)".
 
-use super::{peer, text, Cx, Words};
+use super::{peer, plain, text, Cx, Words};
 
 pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let label = cx.subject();
     let peer = peer(cx);
     let waited = cx.n("close_wait_sockets");
+    let single = cx.v.facts_of("held_by").count() == 1 && !cx.has("other_owners");
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
             "close_wait_sockets" => format!(
@@ -16,21 +17,16 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 cx.n("close_wait_total"),
                 cx.n("open_sockets")
             ),
-            "min_wait_s" => format!("counted when waiting longer than {}", text::span(f.ns())),
-            "close_wait_total" => format!("{} in CLOSE_WAIT in all", f.n()),
-            "open_sockets" => format!("{} open", f.n()),
             "longest_wait_s" => format!(
                 "the oldest has waited {} (since {})",
                 text::span(f.ns()),
                 text::clock_time(f.at_ns)
             ),
-            "accepted" => format!(
-                "the connections were {} by {label}",
-                if f.value != 0.0 { "accepted" } else { "opened" }
-            ),
+            "held_by" if single => format!("all held by {}", cx.about_of(f)),
             "held_by" => format!("{} held by {}", f.n(), cx.about_of(f)),
             "other_owners" => format!("{} held by other processes", f.n()),
-            _ => return None,
+            "min_wait_s" | "close_wait_total" | "open_sockets" | "accepted" => return None,
+            _ => plain(f),
         })
     });
     Words {

@@ -1,7 +1,7 @@
 //! "DNS server 10.96.0.10:53 is degraded for 2 container(s) on this node:
 //! 29% of queries time out".
 
-use super::{text, Cx, Words};
+use super::{plain, Cx, Words};
 
 pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let dest = cx.dest();
@@ -22,12 +22,25 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
         ));
     }
     let clients = cx.affected();
+    // The names most affected, in one sentence on the first name's fact.
+    let named: Vec<crate::findings::Fact> = cx.v.facts_of("name_timeouts").cloned().collect();
+    let mut names = Vec::new();
+    for f in &named {
+        let name = cx.about_of(f);
+        let servfails =
+            cx.v.facts
+                .iter()
+                .find(|g| g.key == "name_servfail" && g.about == f.about)
+                .map_or(0, crate::findings::Fact::n);
+        names.push(match (f.n(), servfails) {
+            (t, 0) => format!("{name} ({t} timeouts)"),
+            (0, s) => format!("{name} ({s} SERVFAIL)"),
+            (t, s) => format!("{name} ({t} timeouts, {s} SERVFAIL)"),
+        });
+    }
+    let mut names_said = false;
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
-            "queries" => format!("{} queries in the last {}", f.n(), cx.span("window_s")),
-            "answers" => format!("{} answers", f.n()),
-            "window_s" => format!("judged over the last {}", text::span(f.ns())),
-            "timeouts" => format!("{} timed out", f.n()),
             "timeout_ratio" => format!(
                 "{} of {} queries to {dest} timed out in the last {} ({:.1}%)",
                 cx.n("timeouts"),
@@ -35,8 +48,6 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 cx.span("window_s"),
                 f.value * 100.0
             ),
-            "slow_answers" => format!("{} slow answers", f.n()),
-            "slow_threshold_s" => format!("slow means longer than {}", text::span(f.ns())),
             "slow_ratio" => format!(
                 "{} of {} answers took longer than {} ({:.0}%: p90 is above it)",
                 cx.n("slow_answers"),
@@ -44,16 +55,19 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 cx.span("slow_threshold_s"),
                 f.value * 100.0
             ),
-            "servfail" => format!("{} SERVFAIL answers", f.n()),
             "servfail_ratio" => format!(
                 "{} of {} answers were SERVFAIL",
                 cx.n("servfail"),
                 cx.n("answers")
             ),
-            "name_timeouts" => format!("{} ({} timeouts)", cx.about_of(f), f.n()),
-            "name_servfail" => format!("{} ({} SERVFAIL)", cx.about_of(f), f.n()),
+            "name_timeouts" if !names_said => {
+                names_said = true;
+                format!("names most affected: {}", names.join(", "))
+            }
             "clients" => format!("containers affected: {clients}"),
-            _ => return None,
+            "queries" | "answers" | "window_s" | "timeouts" | "slow_answers"
+            | "slow_threshold_s" | "servfail" | "name_timeouts" | "name_servfail" => return None,
+            _ => plain(f),
         })
     });
     Words {

@@ -1,6 +1,6 @@
 //! "shop/web-1/app is leaking connections to 10.0.0.9:6379".
 
-use super::{peer, text, Cx, Words};
+use super::{peer, plain, text, Cx, Words};
 
 pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let label = cx.subject();
@@ -11,6 +11,7 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
         "opened"
     };
     let since = cx.at("baseline_sockets");
+    let single = cx.v.facts_of("held_by").count() == 1 && !cx.has("other_owners");
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
             "open_sockets" => format!(
@@ -18,14 +19,17 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 f.n(),
                 cx.n("baseline_sockets")
             ),
-            "baseline_sockets" => format!("{} open at {since}, when the growth began", f.n()),
             "growth_per_min" => format!("+{:.0}/min over {}", f.value, cx.span("growth_span_s")),
-            "growth_span_s" => format!("growing for {}", text::span(f.ns())),
-            "opened" => format!("{} {verb} since {since}", f.n()),
-            "closed" => format!("{} closed since {since}", f.n()),
-            "oldest_age_s" => format!("oldest open {}", text::span(f.ns())),
-            "open_older_than_1m" => format!("{} open longer than 1m", f.n()),
-            "accepted" => format!("the connections were {verb} by {label}"),
+            "closed" => format!(
+                "{} {verb} and {} closed since {since}",
+                cx.n("opened"),
+                f.n()
+            ),
+            "oldest_age_s" => format!(
+                "oldest open {}; {} open longer than 1m",
+                text::span(f.ns()),
+                cx.n("open_older_than_1m")
+            ),
             "idle_sockets" => format!(
                 "{} of {} idle for more than {} (median idle {}, longest {})",
                 f.n(),
@@ -34,13 +38,15 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 cx.span("idle_median_s"),
                 cx.span("idle_longest_s")
             ),
-            "described_sockets" => format!("{} of them described by the kernel", f.n()),
-            "idle_after_s" => format!("idle means no data for {}", text::span(f.ns())),
-            "idle_median_s" => format!("median idle {}", text::span(f.ns())),
-            "idle_longest_s" => format!("longest idle {}", text::span(f.ns())),
+            "held_by" if single => format!("all {verb} by {}", cx.about_of(f)),
             "held_by" => format!("{} {verb} by {}", f.n(), cx.about_of(f)),
             "other_owners" => format!("{} by other processes", f.n()),
-            _ => return None,
+            // Said with the facts above.
+            "baseline_sockets" | "growth_span_s" | "opened" | "open_older_than_1m" | "accepted"
+            | "described_sockets" | "idle_after_s" | "idle_median_s" | "idle_longest_s" => {
+                return None
+            }
+            _ => plain(f),
         })
     });
     let client = match text::service_of_port(cx.v.destination.as_ref().map_or(0, |d| d.port)) {

@@ -123,8 +123,9 @@ impl Cx<'_, '_> {
             .join(", ")
     }
 
-    /// One sentence per fact: `sentence` words the facts it knows (by
-    /// key); any other gets a plain "key: value unit".
+    /// One sentence per fact: `sentence` words it (by key), or returns
+    /// None for a fact its sentence of another already says (its number
+    /// is still carried, with an empty sentence).
     pub fn facts(
         &mut self,
         mut sentence: impl FnMut(&mut Self, &Fact) -> Option<String>,
@@ -132,13 +133,13 @@ impl Cx<'_, '_> {
         let facts = self.v.facts.clone();
         facts
             .iter()
-            .map(|f| sentence(self, f).unwrap_or_else(|| plain(f)))
+            .map(|f| sentence(self, f).unwrap_or_default())
             .collect()
     }
 }
 
 /// "key: value unit", for a fact no sentence is written for.
-fn plain(f: &Fact) -> String {
+pub(crate) fn plain(f: &Fact) -> String {
     format!(
         "{}: {} {}",
         f.key.replace('_', " "),

@@ -3,7 +3,7 @@
 //! overflows ("... cannot accept connections on port 5432 as fast as they
 //! arrive").
 
-use super::{text, Cx, Words};
+use super::{plain, text, Cx, Words};
 
 pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     if cx.has("listen_overflows") {
@@ -13,7 +13,8 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     }
 }
 
-/// The accept queue facts, shared by both shapes.
+/// The accept queue facts, shared by both shapes; `Some("")` for a key
+/// it does not know.
 fn queue(cx: &mut Cx<'_, '_>, key: &str) -> Option<String> {
     match key {
         "accept_queue_waiting" => {
@@ -30,12 +31,8 @@ fn queue(cx: &mut Cx<'_, '_>, key: &str) -> Option<String> {
                 if waiting > limit { ": full" } else { "" }
             ))
         }
-        "accept_queue_limit" => Some(format!(
-            "its listen backlog is {}",
-            cx.n("accept_queue_limit")
-        )),
-        "accept_queue_port" => Some(format!("on port {}", cx.n("accept_queue_port"))),
-        _ => None,
+        "accept_queue_limit" | "accept_queue_port" => None,
+        _ => Some(String::new()),
     }
 }
 
@@ -51,7 +48,6 @@ fn client(cx: &mut Cx<'_, '_>) -> Words {
                 f.n(),
                 cx.at("ceiling")
             ),
-            "ceiling" => format!("the ceiling: {} established", f.n()),
             "connects_failed" => {
                 let slow = cx.n("slow_connects");
                 format!(
@@ -67,29 +63,23 @@ fn client(cx: &mut Cx<'_, '_>) -> Words {
                     }
                 )
             }
-            "timed_out" => format!("{} timed out", f.n()),
-            "aborted" => format!("{} given up by the application", f.n()),
-            "slow_connects" => format!(
-                "{} took longer than {}",
-                f.n(),
-                cx.span("slow_connect_s")
-            ),
-            "slow_connect_s" => format!("slow means longer than {}", text::span(f.ns())),
-            "window_s" => format!("judged over the last {}", text::span(f.ns())),
             "connects_waiting" => format!("{} connects waiting for an answer now", f.n()),
             "syn_retransmits" => format!(
                 "{} SYN retransmissions: the server is dropping new connections",
                 f.n()
             ),
-            "connect_p50_s" => format!("connect latency p50 {}", text::span(f.ns())),
             "connect_p99_s" => format!(
                 "connect latency p50 {} p99 {} max {}",
                 cx.span("connect_p50_s"),
                 text::span(f.ns()),
                 cx.span("connect_max_s")
             ),
-            "connect_max_s" => format!("slowest connect {}", text::span(f.ns())),
-            k => return queue(cx, k),
+            "ceiling" | "timed_out" | "aborted" | "slow_connects" | "slow_connect_s"
+            | "window_s" | "connect_p50_s" | "connect_max_s" => return None,
+            k => match queue(cx, k) {
+                Some(s) if s.is_empty() => plain(f),
+                other => return other,
+            },
         })
     });
     Words {
@@ -120,9 +110,11 @@ fn server(cx: &mut Cx<'_, '_>) -> Words {
                 f.n(),
                 cx.span("overflow_window_s")
             ),
-            "overflow_window_s" => format!("counted over {}", text::span(f.ns())),
-            "listener_pid" => format!("the listener is {}", cx.about_of(f)),
-            k => return queue(cx, k),
+            "overflow_window_s" | "listener_pid" => return None,
+            k => match queue(cx, k) {
+                Some(s) if s.is_empty() => plain(f),
+                other => return other,
+            },
         })
     });
     Words {

@@ -3,7 +3,7 @@
 
 use sockeye_common::resources::errno;
 
-use super::{number, Cx, Words};
+use super::{number, plain, Cx, Words};
 use crate::findings::Fact;
 
 pub fn word(cx: &mut Cx<'_, '_>) -> Words {
@@ -16,10 +16,6 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let pid = cx.n("process");
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
-            "errno" => format!("the kernel answered {}", cx.about_of(f)),
-            "process" => format!("last failed in {}", cx.about_of(f)),
-            "window_s" => format!("counted over the last {window}"),
-            "lead_failures" => format!("{} {} failed most", f.n(), cx.about_of(f)),
             "failures" => format!("{} {} in the last {window}", f.n(), cx.about_of(f)),
             "failing_for_s" => format!(
                 "failing for {} ({} failures in this episode, {} since the agent started)",
@@ -27,8 +23,6 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 cx.n("episode_failures"),
                 cx.n("total_failures")
             ),
-            "episode_failures" => format!("{} failures in this episode", f.n()),
-            "total_failures" => format!("{} since the agent started", f.n()),
             "port_range_ports" => format!(
                 "local port range {}-{} ({} ports) in the network namespace of {}",
                 cx.n("port_range_low"),
@@ -36,8 +30,6 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 f.n(),
                 cx.about_of(f)
             ),
-            "port_range_low" => format!("lowest local port {}", f.n()),
-            "port_range_high" => format!("highest local port {}", f.n()),
             "sockets_to_destination" => format!(
                 "the agent sees {} sockets from this workload to {} ({} open, {} in TIME_WAIT)",
                 f.n(),
@@ -45,8 +37,6 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 cx.n("open_to_destination"),
                 cx.n("time_wait_to_destination")
             ),
-            "open_to_destination" => format!("{} open", f.n()),
-            "time_wait_to_destination" => format!("{} in TIME_WAIT", f.n()),
             "nofile_soft" => {
                 let show = |v: f64| {
                     if v.is_finite() {
@@ -69,15 +59,25 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 }
                 s
             }
-            "nofile_hard" => format!("hard limit {}", number(f.value)),
-            "files_open" => format!("{} files open just after the failure", f.n()),
             "file_handles_allocated" => format!(
                 "the node has {} file handles allocated of fs.file-max {}",
                 f.n(),
                 cx.n("file_max")
             ),
-            "file_max" => format!("fs.file-max {}", f.n()),
-            _ => return None,
+            "errno"
+            | "process"
+            | "window_s"
+            | "lead_failures"
+            | "episode_failures"
+            | "total_failures"
+            | "port_range_low"
+            | "port_range_high"
+            | "open_to_destination"
+            | "time_wait_to_destination"
+            | "nofile_hard"
+            | "files_open"
+            | "file_max" => return None,
+            _ => plain(f),
         })
     });
     let summary = match lead {

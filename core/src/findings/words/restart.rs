@@ -1,7 +1,7 @@
 //! "10.0.0.9:6379 restarted (pid 4411 (redis-server), data/redis-0/redis):
 //! not accepting for 3.06s; 15 connects from 1 workload(s) refused".
 
-use super::{text, Cx, Words};
+use super::{plain, text, Cx, Words};
 
 pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let dest = cx.dest();
@@ -28,7 +28,6 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let first = cx.v.fact("refused").map_or(0, |f| f.at_ns);
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
-            "listener_pid" => format!("the listener was {}", who.clone().unwrap_or_default()),
             "gap_s" => format!(
                 "{} stopped listening on port {port} at {} and listened again at {}: not accepting for {}",
                 who.clone().unwrap_or_default(),
@@ -52,16 +51,16 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                 text::clock_time(first),
                 text::clock_time(first + cx.v.fact("failing_for_s").map_or(0, |f| f.ns()))
             ),
-            "connects_failed" => format!("{} connects failed in all", f.n()),
-            "failing_for_s" => format!("failing for {}", text::span(f.ns())),
             "recovered_after_s" => format!(
                 "connects succeeded again at {}, {} after the first refusal",
                 text::clock_time(f.at_ns),
                 text::span(f.ns())
             ),
             "clients" => format!("clients: {clients}"),
-            "not_accepting_s" => format!("not accepting for {}", text::span(f.ns())),
-            _ => return None,
+            "listener_pid" | "connects_failed" | "failing_for_s" | "not_accepting_s" => {
+                return None
+            }
+            _ => plain(f),
         })
     });
     let summary = match (&who, ended) {
