@@ -203,7 +203,9 @@ mod tests {
         assert_eq!(first["evidence"][0]["unit"], "sockets");
         assert_eq!(first["evidence"][1]["at_unix_ms"], 1_700_000_070_000_i64);
         assert_eq!(lines[1]["change"], "changed");
-        assert_eq!(lines[1]["signals"], 4);
+        assert_eq!(lines[1]["signals"].as_array().map(Vec::len), Some(4));
+        assert_eq!(lines[1]["signals"][3], "held_long");
+        assert_eq!(first["evidence"][0]["key"], "close_wait_sockets");
         assert_eq!(lines[2]["change"], "resolved");
         assert_eq!(lines[2]["resolved_unix_ms"], 1_700_000_150_000_i64);
     }

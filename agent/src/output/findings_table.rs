@@ -137,11 +137,11 @@ FINDINGS (2 open, 1 resolved in the last 10m)
 ROOT CAUSE: shop/payments-7d9f8b/app holds 212 sockets in CLOSE_WAIT to 10.0.1.12:6379
   EVIDENCE: 212 sockets in CLOSE_WAIT; oldest waiting 31 min
   NEXT: check where payments closes its Redis connections
-  CONFIDENCE: high (3 corroborating signals); critical close_wait, for 15m
+  CONFIDENCE: high (3 corroborating signals: close_wait_state, waited, many); critical close_wait, for 15m
 ROOT CAUSE: DNS answers for api.stripe.com take 1.2 s (p90)
   EVIDENCE: 212 sockets in CLOSE_WAIT
   NEXT: check the DNS server's upstream
-  CONFIDENCE: low (1 corroborating signal); warning dns_degradation, for 15m
+  CONFIDENCE: low (1 corroborating signal: slow); warning dns_degradation, for 15m
 RESOLVED 5m ago (held 10m): cart held 9 sockets in CLOSE_WAIT
 ";
         assert_eq!(out, expected);

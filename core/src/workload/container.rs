@@ -88,19 +88,28 @@ impl Owner {
 /// Longest host cgroup name shown (a path set by hand can be long).
 const HOST_NAME_MAX: usize = 64;
 
+/// A host cgroup's systemd unit or slice ("postgresql@15-main.service",
+/// "session-3.scope", "user-1000.slice"), if systemd made it. Metrics name
+/// host series by this alone: a path some other manager made may carry
+/// ids, which are no label.
+pub fn systemd_unit(path: &str) -> Option<&str> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    components
+        .iter()
+        .rev()
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+        .or_else(|| components.last().filter(|c| c.ends_with(".slice")))
+        .copied()
+}
+
 /// What names a cgroup that is no container or pod: its systemd unit
 /// ("postgresql@15-main.service", "session-3.scope"), else its slice
 /// ("user-1000.slice"), else the path itself for cgroups other managers
 /// made ("sockeye-test/redis"); None for the root cgroup.
 pub fn host_name(path: &str) -> Option<String> {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let unit = components
-        .iter()
-        .rev()
-        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
-        .or_else(|| components.last().filter(|c| c.ends_with(".slice")));
-    let name = match unit {
-        Some(u) => (*u).to_string(),
+    let name = match systemd_unit(path) {
+        Some(u) => u.to_string(),
         None if components.is_empty() => return None,
         None => components.join("/"),
     };
