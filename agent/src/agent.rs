@@ -85,6 +85,8 @@ pub struct Agent {
     /// Finding changes for API watchers.
     pub finding_updates: FindingUpdates,
     proc_root: PathBuf,
+    /// What the detectors ask the kernel on demand.
+    probe: KernelProbe,
 }
 
 impl Agent {
@@ -150,7 +152,9 @@ impl Agent {
         } else {
             Preexisting::default()
         };
+        let probe = KernelProbe::new(config.proc_root.clone(), &cgroup_root);
         Ok(Self {
+            probe,
             probes,
             aggregator,
             attributor: Attributor::with_records(cgroup_root.clone(), config.records.clone()),
@@ -211,8 +215,12 @@ impl Agent {
             .into_iter()
             .chain(std::mem::take(&mut self.dns.new_cgroups))
             .chain(std::mem::take(&mut self.aggregator.resources.new_cgroups));
+        let now = clock::monotonic_ns();
         for id in new_cgroups {
-            self.attributor.workload(id);
+            // Named now, while the cgroup exists; each new instance of a
+            // workload is a restart the findings relate to connections.
+            let w = self.attributor.workload(id);
+            self.findings.instances.saw(&w, now);
         }
         n
     }
@@ -251,11 +259,8 @@ impl Agent {
             dns: &self.dns.aggregates,
             now_ns: clock::monotonic_ns(),
         };
-        let mut probe = KernelProbe {
-            proc_root: self.proc_root.clone(),
-        };
         self.findings
-            .evaluate(&inputs, &mut self.attributor, &mut probe);
+            .evaluate(&inputs, &mut self.attributor, &mut self.probe);
     }
 
     /// Ends an output interval: per-interval counts start again.

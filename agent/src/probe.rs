@@ -11,12 +11,27 @@ use std::{
 use sockeye_common::tcp_state;
 use sockeye_core::findings::probe::{Idle, Probe, ProbeError};
 
-use crate::sock_diag::{self, netstat, Match, Query, SockDiagError};
+use crate::{
+    attribution::cgroup_handle::HandleResolver,
+    sock_diag::{self, netstat, Match, Query, SockDiagError},
+};
 
-/// Asks the running kernel, through procfs at `proc_root`.
-#[derive(Debug, Clone)]
+/// Asks the running kernel, through procfs at `proc_root` and the cgroup
+/// v2 mount.
 pub struct KernelProbe {
     pub proc_root: PathBuf,
+    /// Opens cgroups by id; None without CAP_DAC_READ_SEARCH (or no
+    /// mount), and then no cgroup is judged gone.
+    pub cgroups: Option<HandleResolver>,
+}
+
+impl KernelProbe {
+    pub fn new(proc_root: PathBuf, cgroup_root: &Path) -> Self {
+        let cgroups = HandleResolver::new(cgroup_root)
+            .map_err(|e| log::info!("cgroups cannot be opened by id ({e}): a connection's client is judged gone by its socket alone"))
+            .ok();
+        Self { proc_root, cgroups }
+    }
 }
 
 impl Probe for KernelProbe {
@@ -45,6 +60,14 @@ impl Probe for KernelProbe {
         let comm =
             std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("comm")).ok()?;
         Some(comm.trim().to_string()).filter(|c| !c.is_empty())
+    }
+
+    fn cgroup_alive(&mut self, cgroup_id: u64) -> Option<bool> {
+        match self.cgroups.as_ref()?.path_of(cgroup_id) {
+            Ok(_) => Some(true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT)) => Some(false),
+            Err(_) => None,
+        }
     }
 }
 

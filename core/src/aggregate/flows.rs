@@ -47,6 +47,15 @@ impl FlowKey {
     }
 }
 
+/// A session closed this soon after it opened, with at most
+/// [`FEW_BYTES`] sent by the side that closed it, is a refusal when it
+/// repeats: a server at its connection limit (redis `maxclients`,
+/// PostgreSQL "too many clients") or refusing credentials accepts, says
+/// no in a line, and closes. Healthy short connections carry a request
+/// and its answer and are closed by the client, or exchange more.
+pub const SHORT_SESSION_NS: u64 = 500_000_000;
+pub const FEW_BYTES: u64 = 1024;
+
 /// Counters reset at every output window ("per interval").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Window {
@@ -70,6 +79,15 @@ pub struct FlowStats {
     /// Bytes of sockets that have closed (the kernel reports them at close).
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Short sessions (see [`SHORT_SESSION_NS`]) this side closed first,
+    /// having sent few bytes: a server refusing its clients, inbound.
+    pub short_closed_here: u64,
+    /// Short sessions the peer closed first, having sent few bytes: a
+    /// server refusing this client, outbound.
+    pub short_closed_by_peer: u64,
+    /// The cgroup at the other end, when the last connection linked to
+    /// one on this node (0 if none was).
+    pub peer_cgroup: u64,
     pub window: Window,
     /// Monotonic ns of the last event, for idle expiry and eviction.
     pub last_activity_ns: u64,

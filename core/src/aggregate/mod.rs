@@ -181,7 +181,11 @@ impl Aggregator {
             Some(s) => s.flow,
             None => self.outbound_key(ev),
         };
+        let peer_cgroup = tracked.as_ref().map_or(0, |s| s.peer_cgroup);
         let flow = self.flow(key, ev);
+        if peer_cgroup != 0 {
+            flow.peer_cgroup = peer_cgroup;
+        }
         if r.old_state == tcp_state::SYN_SENT {
             let cause = FailureCause::classify(r.errno, r.flags);
             if cause == FailureCause::Other {
@@ -196,6 +200,17 @@ impl Aggregator {
         flow.window.closed += 1;
         flow.bytes_sent += r.bytes_acked;
         flow.bytes_received += r.bytes_received;
+        if r.duration_ns > 0 && r.duration_ns <= flows::SHORT_SESSION_NS {
+            match closed_first(r.old_state, key.direction) {
+                Some(Side::Peer) if r.bytes_received <= flows::FEW_BYTES => {
+                    flow.short_closed_by_peer += 1;
+                }
+                Some(Side::Here) if r.bytes_acked <= flows::FEW_BYTES => {
+                    flow.short_closed_here += 1;
+                }
+                _ => {}
+            }
+        }
         if ev.has_flag(flags::ENTERED_TIME_WAIT) {
             self.time_wait.add(key, r.ts_ns);
         }
@@ -352,3 +367,29 @@ impl Aggregator {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// One end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Here,
+    Peer,
+}
+
+/// Which side closed a connection first, from the state it closed from:
+/// the peer's FIN came first if we closed from LAST_ACK or CLOSE_WAIT; ours
+/// did if we went through FIN_WAIT or CLOSING. A reset from ESTABLISHED is
+/// the server's doing (it closed with the request unread): the peer's for a
+/// client, ours for a server.
+fn closed_first(old_state: u8, direction: Direction) -> Option<Side> {
+    match old_state {
+        tcp_state::LAST_ACK | tcp_state::CLOSE_WAIT => Some(Side::Peer),
+        tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSING | tcp_state::TIME_WAIT => {
+            Some(Side::Here)
+        }
+        tcp_state::ESTABLISHED => Some(match direction {
+            Direction::Outbound => Side::Peer,
+            Direction::Inbound => Side::Here,
+        }),
+        _ => None,
+    }
+}

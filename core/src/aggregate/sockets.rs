@@ -39,6 +39,8 @@ pub struct TrackedSocket {
     pub client: Option<SocketAddr>,
     /// The other socket of the connection, when it is on this node too.
     pub peer: Option<u64>,
+    /// The cgroup of that other socket's owner (known after it closed).
+    pub peer_cgroup: u64,
     /// When the linked peer's socket closed. A server socket still
     /// established long after its client's closed never saw the close:
     /// the client is gone without a FIN.
@@ -56,6 +58,7 @@ impl TrackedSocket {
             origin,
             client: None,
             peer: None,
+            peer_cgroup: 0,
             peer_closed_ns: None,
         }
     }
@@ -122,12 +125,19 @@ impl SocketTable {
             Direction::Inbound => Direction::Outbound,
         };
         let peer = *self.ends.get(&(other, client))?;
-        if let Some(p) = self.sockets.get_mut(&peer) {
-            p.peer = Some(id);
-            p.peer_closed_ns = None;
-        }
+        let own_cgroup = s.flow.cgroup_id;
+        let peer_cgroup = match self.sockets.get_mut(&peer) {
+            Some(p) => {
+                p.peer = Some(id);
+                p.peer_cgroup = own_cgroup;
+                p.peer_closed_ns = None;
+                p.flow.cgroup_id
+            }
+            None => return None,
+        };
         if let Some(s) = self.sockets.get_mut(&id) {
             s.peer = Some(peer);
+            s.peer_cgroup = peer_cgroup;
         }
         Some(peer)
     }

@@ -36,6 +36,42 @@ pub struct FindingsConfig {
     pub restart: RestartConfig,
     pub dns: DnsConfig,
     pub resources: ResourcesConfig,
+    pub stale: StaleConfig,
+    pub limit: LimitConfig,
+}
+
+/// Stale connections at a server: connections it holds whose client is
+/// gone (its socket closed, or its pod's cgroup removed) without a FIN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaleConfig {
+    /// Dead-peer connections held by one listener that open it.
+    pub min_stale: u64,
+    /// Restarts of the client workloads are counted over this span, seconds.
+    pub restart_window_s: f64,
+    /// Resolves after this long below the minimum, seconds.
+    pub resolve_after_s: f64,
+}
+
+/// A server at its connection limit: it accepts new connections and
+/// closes them itself within moments, with almost no bytes, while the
+/// connections it holds stay flat (maxclients, max_connections, a full
+/// worker pool). Seen from a client of a server elsewhere: sessions the
+/// peer closes at once, again and again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Refused sessions (see `aggregate::flows::SHORT_SESSION_NS`) within
+    /// the window that open it.
+    pub min_refused: u64,
+    /// The span judged, seconds.
+    pub window_s: f64,
+    /// The server holds at least this many connections, flat for
+    /// `plateau_s` (a limit is a count it reached).
+    pub min_held: u64,
+    pub plateau_s: f64,
+    /// Resolves after this long without a refused session, seconds.
+    pub resolve_after_s: f64,
 }
 
 /// Connection leak: open sockets to one destination grow steadily while
@@ -139,6 +175,30 @@ impl Default for FindingsConfig {
             restart: RestartConfig::default(),
             dns: DnsConfig::default(),
             resources: ResourcesConfig::default(),
+            stale: StaleConfig::default(),
+            limit: LimitConfig::default(),
+        }
+    }
+}
+
+impl Default for StaleConfig {
+    fn default() -> Self {
+        Self {
+            min_stale: 5,
+            restart_window_s: 600.0,
+            resolve_after_s: 30.0,
+        }
+    }
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            min_refused: 5,
+            window_s: 30.0,
+            min_held: 3,
+            plateau_s: 10.0,
+            resolve_after_s: 30.0,
         }
     }
 }
@@ -249,6 +309,11 @@ impl FindingsConfig {
             ("dns.slow_p90_ms", self.dns.slow_p90_ms),
             ("dns.resolve_after_s", self.dns.resolve_after_s),
             ("resources.resolve_after_s", self.resources.resolve_after_s),
+            ("stale.restart_window_s", self.stale.restart_window_s),
+            ("stale.resolve_after_s", self.stale.resolve_after_s),
+            ("limit.window_s", self.limit.window_s),
+            ("limit.plateau_s", self.limit.plateau_s),
+            ("limit.resolve_after_s", self.limit.resolve_after_s),
         ];
         for (name, v) in seconds {
             // A day bounds every span; past it Duration math is pointless.

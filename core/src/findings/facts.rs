@@ -9,6 +9,12 @@ use crate::aggregate::{flows::FlowKey, sockets::SocketTable};
 
 /// Processes remembered per flow (the rest are counted as "others").
 const OWNERS: usize = 4;
+/// Peer workloads remembered per flow.
+const PEERS: usize = 8;
+/// A connection whose client closed its socket this long ago, and whose
+/// server side is still established, never saw the close: a dead peer.
+/// (A normal close reaches the server within a round trip.)
+pub const PEER_GONE_NS: u64 = 3_000_000_000;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlowSockets {
@@ -28,6 +34,27 @@ pub struct FlowSockets {
     pub owners: Vec<(u32, u64)>,
     /// Sockets opened by processes past the first few, or unknown (0).
     pub other_owners: u64,
+    pub established: u64,
+    /// Sockets whose connection's other end is on this node too.
+    pub linked: u64,
+    /// Of them, established still while their peer's socket closed more
+    /// than [`PEER_GONE_NS`] ago: the peer left without a FIN.
+    pub peer_closed: u64,
+    /// (peer cgroup, linked sockets, of them with the peer's socket closed,
+    /// oldest open ns), most sockets first.
+    pub peers: Vec<PeerSockets>,
+    /// Linked sockets of peers past the first few.
+    pub other_peers: u64,
+}
+
+/// A flow's sockets whose other end is one workload on this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerSockets {
+    pub cgroup_id: u64,
+    pub sockets: u64,
+    /// Established here, their peer's socket closed long ago.
+    pub peer_closed: u64,
+    pub oldest_opened_ns: u64,
 }
 
 /// Ages that decide what counts.
@@ -62,6 +89,31 @@ pub fn collect(sockets: &SocketTable, now_ns: u64, ages: &Ages) -> HashMap<FlowK
             }
             _ => {}
         }
+        if s.state == tcp_state::ESTABLISHED {
+            f.established += 1;
+        }
+        if s.peer.is_some() {
+            f.linked += 1;
+            let gone = s.state == tcp_state::ESTABLISHED
+                && s.peer_closed_ns
+                    .is_some_and(|t| now_ns.saturating_sub(t) >= PEER_GONE_NS);
+            f.peer_closed += u64::from(gone);
+            let room = f.peers.len() < PEERS;
+            match f.peers.iter_mut().find(|p| p.cgroup_id == s.peer_cgroup) {
+                Some(p) => {
+                    p.sockets += 1;
+                    p.peer_closed += u64::from(gone);
+                    p.oldest_opened_ns = p.oldest_opened_ns.min(s.opened_ns);
+                }
+                None if room => f.peers.push(PeerSockets {
+                    cgroup_id: s.peer_cgroup,
+                    sockets: 1,
+                    peer_closed: u64::from(gone),
+                    oldest_opened_ns: s.opened_ns,
+                }),
+                None => f.other_peers += 1,
+            }
+        }
         let room = f.owners.len() < OWNERS;
         match f.owners.iter_mut().find(|(pid, _)| *pid == s.tgid) {
             Some((_, n)) => *n += 1,
@@ -71,6 +123,11 @@ pub fn collect(sockets: &SocketTable, now_ns: u64, ages: &Ages) -> HashMap<FlowK
     }
     for f in out.values_mut() {
         f.owners.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        f.peers.sort_by(|a, b| {
+            b.sockets
+                .cmp(&a.sockets)
+                .then(a.cgroup_id.cmp(&b.cgroup_id))
+        });
     }
     out
 }

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod facts;
 pub mod model;
 pub mod probe;
+pub mod relate;
 pub mod series;
 pub mod text;
 pub mod verdict;
@@ -16,12 +17,18 @@ pub mod words;
 
 #[cfg(test)]
 mod listing_tests;
+#[cfg(test)]
+mod relations_tests;
 
 use std::collections::VecDeque;
 
 use ahash::HashMap;
 
-use crate::{aggregate::Aggregator, dns::aggregate::DnsAggregates, workload::Workloads};
+use crate::{
+    aggregate::Aggregator,
+    dns::aggregate::DnsAggregates,
+    workload::{self, Workloads},
+};
 pub use config::FindingsConfig;
 pub use model::{Confidence, Destination, Evidence, Finding, Kind, Severity};
 use probe::Probe;
@@ -90,6 +97,8 @@ pub struct Findings {
     ended: HashMap<Key, u64>,
     detectors: detect::Detectors,
     pub stats: FindingsStats,
+    /// The workloads' instances (restarts), fed as workloads are seen.
+    pub instances: workload::instances::Instances,
 }
 
 impl Findings {
@@ -103,6 +112,7 @@ impl Findings {
             changes: Vec::new(),
             ended: HashMap::default(),
             stats: FindingsStats::default(),
+            instances: Default::default(),
         }
     }
 
@@ -138,8 +148,9 @@ impl Findings {
             config: &self.config,
             attributor,
             probe,
+            instances: &mut self.instances,
         };
-        let verdicts = self.detectors.run(&mut cx);
+        let verdicts = relate::relate(self.detectors.run(&mut cx));
         self.stats.series_skipped = self.detectors.series_skipped();
         self.stats.probe_failures = self.detectors.probe_failures();
         self.apply(verdicts, inputs.now_ns, attributor);
@@ -266,6 +277,8 @@ impl Findings {
             Kind::DependencyRestart => config::ns(10.0),
             Kind::DnsDegradation => config::ns(c.dns.resolve_after_s),
             Kind::ConnectResourceExhaustion => config::ns(c.resources.resolve_after_s),
+            Kind::StaleConnections => config::ns(c.stale.resolve_after_s),
+            Kind::ServerAtLimit | Kind::SessionsRefused => config::ns(c.limit.resolve_after_s),
         }
     }
 

@@ -14,16 +14,22 @@ pub enum Kind {
     DependencyRestart,
     DnsDegradation,
     ConnectResourceExhaustion,
+    StaleConnections,
+    ServerAtLimit,
+    SessionsRefused,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::ConnectionLeak,
         Kind::CloseWait,
         Kind::PoolExhaustion,
         Kind::DependencyRestart,
         Kind::DnsDegradation,
         Kind::ConnectResourceExhaustion,
+        Kind::StaleConnections,
+        Kind::ServerAtLimit,
+        Kind::SessionsRefused,
     ];
 
     /// The name in the API, metrics and JSON.
@@ -35,6 +41,9 @@ impl Kind {
             Kind::DependencyRestart => "dependency_restart",
             Kind::DnsDegradation => "dns_degradation",
             Kind::ConnectResourceExhaustion => "connect_resource_exhaustion",
+            Kind::StaleConnections => "stale_connections",
+            Kind::ServerAtLimit => "server_at_limit",
+            Kind::SessionsRefused => "sessions_refused",
         }
     }
 }

@@ -50,6 +50,10 @@ pub trait Probe {
 
     /// The command name of a running process.
     fn process_name(&mut self, pid: u32) -> Option<String>;
+
+    /// Whether a cgroup still exists (a pod deleted, a container replaced
+    /// takes its cgroup with it); None when the agent cannot tell.
+    fn cgroup_alive(&mut self, cgroup_id: u64) -> Option<bool>;
 }
 
 /// A [`Probe`] that answers from tables set by a test; what is not in them
@@ -60,6 +64,8 @@ pub struct Answers {
     pub accept_queues: HashMap<(u32, u16), (u32, u32)>,
     pub listen_overflows: HashMap<u32, u64>,
     pub names: HashMap<u32, String>,
+    /// Cgroups that are gone; every other one is alive.
+    pub gone_cgroups: ahash::HashSet<u64>,
 }
 
 impl Answers {
@@ -93,5 +99,9 @@ impl Probe for Answers {
 
     fn process_name(&mut self, pid: u32) -> Option<String> {
         self.names.get(&pid).cloned()
+    }
+
+    fn cgroup_alive(&mut self, cgroup_id: u64) -> Option<bool> {
+        Some(!self.gone_cgroups.contains(&cgroup_id))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod filter;
+pub mod instances;
 pub mod pod_meta;
 
 use container::Owner;

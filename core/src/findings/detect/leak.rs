@@ -12,7 +12,8 @@ use super::{owner_facts, sample_at, Context, FlowNow, TcpSample};
 use crate::{
     aggregate::flows::{Direction, FlowKey},
     findings::{
-        config::ns, probe::Idle, series::Series, Destination, Fact, Kind, Severity, Unit, Verdict,
+        config::ns, probe::Idle, series::Series, About, Destination, Fact, Kind, Severity, Unit,
+        Verdict,
     },
 };
 
@@ -58,6 +59,13 @@ impl Leaks {
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for f in flows {
+            // Both ends on this node are one relation: connections a server
+            // accepted from clients here are judged at the client (it is
+            // the one that does not release), or as stale connections when
+            // the client is gone. Never a second "leak" at the victim.
+            if f.key.direction == Direction::Inbound && f.sockets.linked * 2 > f.sockets.open {
+                continue;
+            }
             let open = f.sample.open;
             let episode = match self.episodes.get(&f.key).copied() {
                 Some(mut e) => {
@@ -211,6 +219,14 @@ fn verdict(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode, idle: Option<
         _ => false,
     };
     owner_facts(cx, s, now, &mut facts);
+    // The server's side of it, when the server is on this node: the
+    // destination holds these connections (it is evidence, not a cause).
+    for p in s.peers.iter().filter(|p| p.cgroup_id != 0) {
+        facts.push(
+            Fact::count("held_at_server", p.sockets, Unit::Sockets, now)
+                .about(About::Workload(p.cgroup_id)),
+        );
+    }
     let single_owner = s.owners.len() == 1 && s.other_owners == 0;
     // Growth is the first signal; sockets not being closed, one process
     // holding them all, and their being idle corroborate it.

@@ -6,9 +6,11 @@
 pub mod close_wait;
 pub mod dns;
 pub mod leak;
+pub mod limit;
 pub mod pool;
 pub mod resources;
 pub mod restart;
+pub mod stale;
 
 use ahash::{HashMap, HashSet};
 
@@ -23,7 +25,7 @@ use crate::{
         cause::FailureCause,
         flows::{FlowKey, FlowStats},
     },
-    workload::Workloads,
+    workload::{instances::Instances, Workloads},
 };
 
 /// Every open socket older than this is counted in the age evidence.
@@ -41,6 +43,10 @@ pub struct TcpSample {
     /// Connects slower than `pool.slow_connect_ms`.
     pub slow: u64,
     pub syn_retransmits: u64,
+    /// Short sessions closed first by this side / by the peer (see
+    /// `aggregate::flows::SHORT_SESSION_NS`).
+    pub short_here: u64,
+    pub short_by_peer: u64,
 }
 
 impl Timed for TcpSample {
@@ -60,6 +66,8 @@ impl TcpSample {
             failed: flow.failed,
             slow: flow.latency.count_at_least(slow_ns),
             syn_retransmits: flow.syn_retransmits,
+            short_here: flow.short_closed_here,
+            short_by_peer: flow.short_closed_by_peer,
         }
     }
 
@@ -89,6 +97,8 @@ pub struct Detectors {
     dns: Series<dns::DnsKey, dns::DnsSample>,
     leak: leak::Leaks,
     pool: pool::Pools,
+    stale: stale::Stale,
+    limit: limit::Limits,
 }
 
 /// Shared by the detectors of one evaluation.
@@ -98,6 +108,8 @@ pub struct Context<'a, 'b> {
     pub attributor: &'a mut dyn Workloads,
     /// What the kernel is asked on demand, for evidence.
     pub probe: &'a mut dyn super::probe::Probe,
+    /// The workloads' instances over time: their restarts.
+    pub instances: &'a mut Instances,
 }
 
 impl Context<'_, '_> {
@@ -116,6 +128,8 @@ impl Detectors {
             config.leak.window_s,
             config.pool.window_s,
             config.dns.window_s,
+            config.limit.window_s,
+            config.limit.plateau_s,
         ]
         .into_iter()
         .fold(0.0, f64::max);
@@ -126,13 +140,15 @@ impl Detectors {
             dns: Series::new(config.max_series, keep_ns),
             leak: leak::Leaks::default(),
             pool: pool::Pools::default(),
+            stale: stale::Stale::default(),
+            limit: limit::Limits::new(config.max_series, keep_ns),
         }
     }
 
     /// Series not kept because the bound was reached (evidence may then be
     /// missing for those flows).
     pub fn series_skipped(&self) -> u64 {
-        self.tcp.skipped + self.dns.skipped
+        self.tcp.skipped + self.dns.skipped + self.limit.skipped()
     }
 
     /// Questions to the kernel for evidence that failed.
@@ -158,7 +174,11 @@ impl Detectors {
             let s = sockets.get(key).cloned().unwrap_or_default();
             let sample = TcpSample::of(stats, s.open, s.connecting, slow_ns, now);
             // Only flows with something to judge get a history.
-            if s.open > 0 || stats.failed_total() > 0 || self.tcp.samples(key).next().is_some() {
+            if s.open > 0
+                || stats.failed_total() > 0
+                || stats.short_closed_here + stats.short_closed_by_peer > 0
+                || self.tcp.samples(key).next().is_some()
+            {
                 self.tcp.record(*key, sample);
                 live.insert(*key);
             }
@@ -175,6 +195,8 @@ impl Detectors {
         out.extend(self.leak.detect(cx, &flows, &self.tcp));
         out.extend(self.pool.detect(cx, &flows, &self.tcp));
         out.extend(restart::detect(cx, &flows));
+        out.extend(self.stale.detect(cx, &flows));
+        out.extend(self.limit.detect(cx, &flows, &self.tcp));
         out.extend(dns::detect(cx, &mut self.dns));
         out.extend(resources::detect(cx.inputs, &cx.config.resources));
         out

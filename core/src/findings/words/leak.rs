@@ -41,6 +41,19 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
             "held_by" if single => format!("all {verb} by {}", cx.about_of(f)),
             "held_by" => format!("{} {verb} by {}", f.n(), cx.about_of(f)),
             "other_owners" => format!("{} by other processes", f.n()),
+            "limit_held" => format!(
+                "{} is at its connection limit: it holds {} connections, none more for {}, and refused {} new ones in the last {} ({}/s)",
+                cx.v.fact("limit_server").cloned().map(|g| cx.about_of(&g)).unwrap_or_default(),
+                f.n(),
+                cx.span("limit_flat_for_s"),
+                cx.n("limit_refused"),
+                cx.span("limit_window_s"),
+                super::number(cx.value("limit_refused_per_s"))
+            ),
+            "limit_refused_from" => format!("{} refused from {}", f.n(), cx.about_of(f)),
+            "limit_server" | "limit_flat_for_s" | "limit_refused" | "limit_refused_per_s"
+            | "limit_window_s" => return None,
+            "held_at_server" => format!("{} of them held open at the server, {}", f.n(), cx.about_of(f)),
             // Said with the facts above.
             "baseline_sockets" | "growth_span_s" | "opened" | "open_older_than_1m" | "accepted"
             | "described_sockets" | "idle_after_s" | "idle_median_s" | "idle_longest_s" => {
@@ -53,11 +66,24 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
         Some(svc) if !cx.yes("accepted") => format!("the {svc} client's"),
         _ => "the connection".to_string(),
     };
+    let limit = limit_suffix(cx);
     Words {
-        summary: format!("{label} is leaking connections {peer}"),
+        summary: format!("{label} is leaking connections {peer}{limit}"),
         facts,
         next_step: format!(
             "check {client} pool release path in {label}: connections {peer} are {verb} and not closed"
         ),
+    }
+}
+
+/// "; shop/pg-0/postgres is at its connection limit and refuses new ones",
+/// when a server's limit was folded into this verdict.
+pub(super) fn limit_suffix(cx: &mut Cx<'_, '_>) -> String {
+    match cx.v.fact("limit_server").cloned() {
+        Some(f) => format!(
+            "; {} is at its connection limit and refuses new ones",
+            cx.about_of(&f)
+        ),
+        None => String::new(),
     }
 }

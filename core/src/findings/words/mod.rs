@@ -5,9 +5,11 @@
 mod close_wait;
 mod dns;
 mod leak;
+mod limit;
 mod pool;
 mod resources;
 mod restart;
+mod stale;
 
 use super::{text, About, Evidence, Fact, Kind, Verdict};
 use crate::workload::Workloads;
@@ -30,6 +32,8 @@ pub fn word(v: &Verdict, names: &mut dyn Workloads) -> Words {
         Kind::DependencyRestart => restart::word(&mut cx),
         Kind::DnsDegradation => dns::word(&mut cx),
         Kind::ConnectResourceExhaustion => resources::word(&mut cx),
+        Kind::StaleConnections => stale::word(&mut cx),
+        Kind::ServerAtLimit | Kind::SessionsRefused => limit::word(&mut cx),
     };
     debug_assert_eq!(w.facts.len(), v.facts.len(), "one sentence per fact");
     w

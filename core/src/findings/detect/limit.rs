@@ -1,0 +1,327 @@
+//! A server at its connection limit: it accepts new connections and closes
+//! them itself within moments, having sent a line at most ("-ERR max number
+//! of clients reached", "FATAL: sorry, too many clients already"), while
+//! the count it holds has flattened. At the TCP level that is a healthy
+//! short connection; what tells it apart is that it repeats for clients
+//! that used to be served (they hold connections, or their earlier
+//! sessions were real ones), or fast.
+//!
+//! Seen from a client whose server is elsewhere, the same shape (sessions
+//! the peer closes at once, again and again) is how a server refuses
+//! sessions it will not serve: at its limit, or on bad credentials.
+
+use ahash::HashMap;
+
+use super::{sample_at, stale::listener_addr, Context, FlowNow, TcpSample};
+use crate::{
+    aggregate::flows::{Direction, FlowKey},
+    findings::{
+        config::ns,
+        series::{Series, Timed},
+        About, Destination, Fact, Kind, Severity, Unit, Verdict,
+    },
+};
+
+/// Clients and holders named in the evidence.
+const TOP: usize = 5;
+
+/// A listener's established connections at one time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldSample {
+    pub t_ns: u64,
+    pub held: u64,
+}
+
+impl Timed for HeldSample {
+    fn t_ns(&self) -> u64 {
+        self.t_ns
+    }
+}
+
+/// State kept between evaluations: what each listener held over time.
+pub struct Limits {
+    held: Series<(u64, u16), HeldSample>,
+}
+
+impl Limits {
+    pub fn new(max_keys: usize, keep_ns: u64) -> Self {
+        Self {
+            held: Series::new(max_keys, keep_ns),
+        }
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.held.skipped
+    }
+
+    pub fn detect(
+        &mut self,
+        cx: &mut Context<'_, '_>,
+        flows: &[FlowNow<'_>],
+        series: &Series<FlowKey, TcpSample>,
+    ) -> Vec<Verdict> {
+        let cfg = cx.config.limit.clone();
+        let now = cx.now();
+        let window_start = now.saturating_sub(ns(cfg.window_s));
+        // Per listener: what it holds now, and its clients' refused sessions.
+        let mut listeners: HashMap<(u64, u16), Vec<(&FlowNow<'_>, u64)>> = HashMap::default();
+        let mut held_now: HashMap<(u64, u16), u64> = HashMap::default();
+        let mut out = Vec::new();
+        for f in flows {
+            let refused = refused_in_window(f, series, window_start, f.key.direction);
+            match f.key.direction {
+                Direction::Inbound => {
+                    let key = (f.key.cgroup_id, f.key.port);
+                    *held_now.entry(key).or_default() += f.sockets.established;
+                    if refused > 0 && qualifies(f, series, window_start, refused, cfg.window_s) {
+                        listeners.entry(key).or_default().push((f, refused));
+                    }
+                }
+                Direction::Outbound => {
+                    if refused >= cfg.min_refused
+                        && qualifies(f, series, window_start, refused, cfg.window_s)
+                        && !server_here(cx, f)
+                    {
+                        out.push(client_verdict(cx, f, refused, window_start));
+                    }
+                }
+            }
+        }
+        for (key, held) in &held_now {
+            self.held.record(
+                *key,
+                HeldSample {
+                    t_ns: now,
+                    held: *held,
+                },
+            );
+        }
+        let live: ahash::HashSet<(u64, u16)> = held_now.keys().copied().collect();
+        self.held.retain(&live);
+        for (key, mut refused) in listeners {
+            let total: u64 = refused.iter().map(|(_, n)| n).sum();
+            let held = held_now.get(&key).copied().unwrap_or(0);
+            if total < cfg.min_refused || held < cfg.min_held {
+                continue;
+            }
+            // A limit is a count reached: no growth over the plateau.
+            let samples = self.held.samples(&key);
+            let Some(before) = samples
+                .clone()
+                .rev()
+                .find(|s| s.t_ns + ns(cfg.plateau_s) <= now)
+            else {
+                continue;
+            };
+            let peak = samples
+                .clone()
+                .filter(|s| s.t_ns >= before.t_ns)
+                .map(|s| s.held)
+                .max()
+                .unwrap_or(held);
+            if held > before.held || held < peak {
+                continue;
+            }
+            let flat_since = samples
+                .clone()
+                .filter(|s| s.held >= held)
+                .map(|s| s.t_ns)
+                .next()
+                .unwrap_or(before.t_ns);
+            refused.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.key.cmp(&b.0.key)));
+            out.push(server_verdict(
+                cx,
+                key,
+                held,
+                flat_since,
+                &refused,
+                flows,
+                window_start,
+            ));
+        }
+        out
+    }
+}
+
+/// Short sessions the right side closed within the window: the server
+/// closing them (inbound), or the peer closing them on us (outbound).
+fn refused_in_window(
+    f: &FlowNow<'_>,
+    series: &Series<FlowKey, TcpSample>,
+    window_start: u64,
+    direction: Direction,
+) -> u64 {
+    let of = |s: &TcpSample| match direction {
+        Direction::Inbound => s.short_here,
+        Direction::Outbound => s.short_by_peer,
+    };
+    let start = sample_at(series.samples(&f.key), window_start).map_or(0, of);
+    of(&f.sample).saturating_sub(start)
+}
+
+/// Whether a flow's short sessions are refusals rather than its way of
+/// working (a health check, an HTTP/1.0 client of a terse server): it holds
+/// connections besides (a pool asking for one more), or its sessions before
+/// the window were served, not refused. At a server, where the plateau
+/// guards too, refusals that come fast (a client retrying, more than one a
+/// second) count as well.
+fn qualifies(
+    f: &FlowNow<'_>,
+    series: &Series<FlowKey, TcpSample>,
+    window_start: u64,
+    refused: u64,
+    window_s: f64,
+) -> bool {
+    let refusals = |s: &TcpSample| match f.key.direction {
+        Direction::Inbound => s.short_here,
+        Direction::Outbound => s.short_by_peer,
+    };
+    let served_before = sample_at(series.samples(&f.key), window_start)
+        .is_some_and(|s| s.t_ns <= window_start && s.closed > refusals(s));
+    let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
+    f.sockets.established > 0 || served_before || fast
+}
+
+/// The server of an outbound flow runs on this node (its listener is
+/// judged there, with its clients as affected).
+fn server_here(cx: &Context<'_, '_>, f: &FlowNow<'_>) -> bool {
+    f.stats.peer_cgroup != 0
+        || cx.inputs.tcp.listeners.active.values().any(|l| {
+            l.port == f.key.port
+                && (l.addr == f.key.remote
+                    || (l.addr.is_unspecified()
+                        && cx
+                            .inputs
+                            .tcp
+                            .listeners
+                            .netns_has(l.netns_cookie, f.key.remote)))
+        })
+}
+
+/// Who a flow's other end is: the workload when it is on this node, else
+/// its address.
+fn peer_of(f: &FlowNow<'_>) -> About {
+    match f.sockets.peers.first().map(|p| p.cgroup_id) {
+        Some(id) if id != 0 => About::Workload(id),
+        _ if f.stats.peer_cgroup != 0 => About::Workload(f.stats.peer_cgroup),
+        _ => About::Endpoint(std::net::SocketAddr::new(f.key.remote, 0)),
+    }
+}
+
+fn server_verdict(
+    cx: &mut Context<'_, '_>,
+    (server, port): (u64, u16),
+    held: u64,
+    flat_since: u64,
+    refused: &[(&FlowNow<'_>, u64)],
+    flows: &[FlowNow<'_>],
+    window_start: u64,
+) -> Verdict {
+    let now = cx.now();
+    let total: u64 = refused.iter().map(|(_, n)| n).sum();
+    let window = now.saturating_sub(window_start);
+    let mut facts = vec![
+        Fact::count("held_connections", held, Unit::Connections, flat_since),
+        Fact::seconds("flat_for_s", now.saturating_sub(flat_since), flat_since),
+        Fact::count("refused_sessions", total, Unit::Connections, window_start),
+        Fact::new(
+            "refused_per_s",
+            (total as f64 / (window as f64 / 1e9).max(1.0) * 10.0).round() / 10.0,
+            Unit::Connections,
+            window_start,
+        ),
+        Fact::seconds("window_s", window, window_start),
+    ];
+    let mut affected = Vec::new();
+    for (f, n) in refused.iter().take(TOP) {
+        let who = peer_of(f);
+        if let About::Workload(id) = who {
+            affected.push(id);
+        }
+        facts.push(Fact::count("refused_from", *n, Unit::Connections, window_start).about(who));
+    }
+    // Who holds the slots: the workloads (or addresses) of its
+    // established connections, most first.
+    let mut holders: HashMap<String, (About, u64)> = HashMap::default();
+    for f in flows.iter().filter(|f| {
+        f.key.direction == Direction::Inbound && f.key.cgroup_id == server && f.key.port == port
+    }) {
+        for p in &f.sockets.peers {
+            let e = holders
+                .entry(format!("w{}", p.cgroup_id))
+                .or_insert((About::Workload(p.cgroup_id), 0));
+            e.1 += p.sockets;
+        }
+        let unlinked = f.sockets.established.saturating_sub(f.sockets.linked);
+        if unlinked > 0 {
+            let e = holders.entry(format!("a{}", f.key.remote)).or_insert((
+                About::Endpoint(std::net::SocketAddr::new(f.key.remote, 0)),
+                0,
+            ));
+            e.1 += unlinked;
+        }
+    }
+    let mut holders: Vec<(String, (About, u64))> = holders.into_iter().collect();
+    holders.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
+    for (_, (who, n)) in holders.into_iter().take(TOP) {
+        facts.push(Fact::count("held_by", n, Unit::Connections, now).about(who));
+    }
+    Verdict {
+        kind: Kind::ServerAtLimit,
+        key_subject: server,
+        subject: server,
+        destination: Some(Destination {
+            addr: listener_addr(cx, server, port),
+            port,
+            dns_name: None,
+        }),
+        since_ns: flat_since.max(window_start),
+        ended_ns: None,
+        severity: Severity::Critical,
+        signals: vec!["refused_sessions", "plateau"],
+        facts,
+        affected: super::dedup(affected),
+    }
+}
+
+fn client_verdict(
+    cx: &mut Context<'_, '_>,
+    f: &FlowNow<'_>,
+    refused: u64,
+    window_start: u64,
+) -> Verdict {
+    let now = cx.now();
+    let window = now.saturating_sub(window_start);
+    let facts = vec![
+        Fact::count("refused_sessions", refused, Unit::Connections, window_start),
+        Fact::new(
+            "refused_per_s",
+            (refused as f64 / (window as f64 / 1e9).max(1.0) * 10.0).round() / 10.0,
+            Unit::Connections,
+            window_start,
+        ),
+        Fact::seconds("window_s", window, window_start),
+        Fact::count("established", f.sockets.established, Unit::Connections, now),
+        Fact::count("connects_ok", f.stats.connects_ok, Unit::Connects, now),
+    ];
+    let mut signals = vec!["refused_sessions"];
+    if f.sockets.established > 0 {
+        signals.push("holds_others");
+    }
+    Verdict {
+        kind: Kind::SessionsRefused,
+        key_subject: f.key.cgroup_id,
+        subject: f.key.cgroup_id,
+        destination: Some(Destination {
+            addr: f.key.remote,
+            port: f.key.port,
+            dns_name: None,
+        }),
+        since_ns: window_start,
+        ended_ns: None,
+        severity: Severity::Warning,
+        signals,
+        facts,
+        affected: Vec::new(),
+    }
+}

@@ -1,0 +1,331 @@
+//! Both ends of connections on one node, from synthetic kernel events: a
+//! client and its server judged once, servers holding dead clients'
+//! connections, servers at their limit, and clients refused by a server
+//! elsewhere.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use sockeye_common::{event::EventKind, tcp_state};
+
+use super::{Findings, FindingsConfig, Inputs, Kind};
+use crate::{
+    aggregate::{Aggregator, Limits},
+    dns::aggregate::DnsAggregates,
+    event::Event,
+    findings::{probe::Answers, Finding},
+    testing::ev,
+    workload::{
+        pod_meta::{MetaSource, PodMeta},
+        Table, Workload,
+    },
+};
+
+const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+const SERVER: u64 = 77;
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+
+struct Node {
+    agg: Aggregator,
+    dns: DnsAggregates,
+    names: Table,
+    probe: Answers,
+    findings: Findings,
+    next_cookie: u64,
+}
+
+impl Node {
+    fn new() -> Self {
+        Self {
+            agg: Aggregator::new(Limits::default()),
+            dns: DnsAggregates::new(16),
+            names: Table::default(),
+            probe: Answers::default(),
+            findings: Findings::new(FindingsConfig::default()),
+            next_cookie: 1,
+        }
+    }
+
+    fn evaluate(&mut self, now_ns: u64) {
+        let inputs = Inputs {
+            tcp: &self.agg,
+            dns: &self.dns,
+            now_ns,
+        };
+        self.findings
+            .evaluate(&inputs, &mut self.names, &mut self.probe);
+    }
+
+    /// Evaluates once a second from `from` to `to` (seconds).
+    fn run(&mut self, from: u64, to: u64) {
+        for s in from..=to {
+            self.evaluate(s * SEC);
+        }
+    }
+
+    fn name(&mut self, cgroup_id: u64, pod: &str) {
+        let w = Workload {
+            cgroup_id,
+            cgroup_path: None,
+            owner: None,
+            pod: Some(PodMeta {
+                namespace: "auth".into(),
+                name: pod.into(),
+                uid: None,
+                container: Some("app".into()),
+                workload: None,
+                labels: Default::default(),
+                source: MetaSource::RuntimeRecord,
+            }),
+        };
+        self.findings.instances.saw(&w, 0);
+        self.names.known.insert(cgroup_id, w);
+    }
+
+    /// A connection from `client` (cgroup, address) to the server's port,
+    /// both ends on this node; returns (client socket, server socket).
+    fn connect(&mut self, client: (u64, Ipv4Addr), port: u16, ts: u64) -> (u64, u64) {
+        let (c, s) = (self.next_cookie, self.next_cookie + 1);
+        self.next_cookie += 2;
+        let local_port = 30_000 + (c as u16);
+        let mut out = ev(EventKind::Established, c, ts);
+        out.raw.cgroup_id = client.0;
+        out.raw.duration_ns = 100_000;
+        out.raw.local_port = local_port;
+        out.raw.remote_port = port;
+        out.local = IpAddr::V4(client.1);
+        out.remote = IpAddr::V4(SERVER_IP);
+        self.agg.handle(&out);
+        let acc = accepted(s, client.1, local_port, port, ts);
+        self.agg.handle(&acc);
+        (c, s)
+    }
+
+    fn close(&mut self, cookie: u64, old_state: u8, lifetime: u64, bytes: u64, ts: u64) {
+        let mut e = ev(EventKind::Closed, cookie, ts);
+        e.raw.old_state = old_state;
+        e.raw.new_state = tcp_state::CLOSE;
+        e.raw.duration_ns = lifetime;
+        e.raw.bytes_acked = bytes;
+        e.raw.bytes_received = bytes;
+        self.agg.handle(&e);
+    }
+
+    fn open(&self, kind: Kind) -> Vec<Finding> {
+        self.findings
+            .open()
+            .into_iter()
+            .filter(|f| f.kind == kind)
+            .cloned()
+            .collect()
+    }
+
+    fn all_open(&self) -> Vec<(Kind, u64)> {
+        self.findings
+            .open()
+            .iter()
+            .map(|f| (f.kind, f.subject.cgroup_id))
+            .collect()
+    }
+}
+
+fn accepted(cookie: u64, client: Ipv4Addr, client_port: u16, port: u16, ts: u64) -> Event {
+    let mut e = ev(EventKind::Accepted, cookie, ts);
+    e.raw.cgroup_id = SERVER;
+    e.raw.local_port = port;
+    e.raw.remote_port = client_port;
+    e.local = IpAddr::V4(SERVER_IP);
+    e.remote = IpAddr::V4(client);
+    e
+}
+
+fn value(f: &Finding, key: &str) -> f64 {
+    f.evidence
+        .iter()
+        .find(|e| e.key == key)
+        .unwrap_or_else(|| panic!("no {key} in {f:#?}"))
+        .value
+}
+
+#[test]
+fn a_leak_between_two_pods_here_is_the_clients_not_the_servers() {
+    let mut n = Node::new();
+    // The job opens one connection a second to the server and keeps it.
+    for s in 1..=40u64 {
+        n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 5432, s * SEC);
+        n.evaluate(s * SEC);
+    }
+    assert_eq!(
+        n.all_open(),
+        [(Kind::ConnectionLeak, 50)],
+        "one root cause, the client: {:#?}",
+        n.findings.open()
+    );
+    let leak = &n.open(Kind::ConnectionLeak)[0];
+    assert_eq!(value(leak, "held_at_server"), 40.0, "the server holds them");
+}
+
+#[test]
+fn a_restarting_client_leaves_its_pool_at_the_server() {
+    let mut n = Node::new();
+    n.name(50, "otp-service-5f8d7c9b6-aaaaa");
+    n.name(51, "otp-service-5f8d7c9b6-bbbbb");
+    n.name(52, "otp-service-5f8d7c9b6-ccccc");
+    // Each instance fills a pool of 10, then dies without a FIN: its
+    // cgroup goes, its connections stay at the server.
+    for (i, cgroup) in [50u64, 51, 52].iter().enumerate() {
+        let t = 1 + i as u64 * 20;
+        for _ in 0..10 {
+            n.connect(
+                (*cgroup, Ipv4Addr::new(10, 0, 1, *cgroup as u8)),
+                6379,
+                t * SEC,
+            );
+        }
+        n.run(t, t + 9);
+        if *cgroup != 52 {
+            n.probe.gone_cgroups.insert(*cgroup);
+        }
+        n.run(t + 10, t + 19);
+    }
+    assert_eq!(
+        n.all_open(),
+        [(Kind::StaleConnections, SERVER)],
+        "{:#?}",
+        n.findings.open()
+    );
+    let f = &n.open(Kind::StaleConnections)[0];
+    assert_eq!(value(f, "stale_connections"), 20.0);
+    assert_eq!(value(f, "held_connections"), 30.0);
+    assert_eq!(value(f, "client_restarts"), 2.0, "{f:#?}");
+    assert_eq!(value(f, "left_per_instance"), 10.0);
+    assert!(
+        f.summary
+            .contains("each restart of auth/otp-service/app leaves 10 behind"),
+        "{}",
+        f.summary
+    );
+    let affected: Vec<u64> = f.affected.iter().map(|w| w.cgroup_id).collect();
+    assert_eq!(
+        affected,
+        [50, 51, 52],
+        "the gone instances and the live one"
+    );
+}
+
+#[test]
+fn a_server_at_its_limit_refusing_a_client_held_by_a_leak_is_that_leak() {
+    let mut n = Node::new();
+    // The job leaks one a second until the server holds 30.
+    for s in 1..=30u64 {
+        n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 5432, s * SEC);
+        n.evaluate(s * SEC);
+    }
+    // The server is full: the api's connects are accepted and closed by
+    // the server within 2 ms, after a 90-byte error, twice a second.
+    for i in 0..60u64 {
+        let t = 31 * SEC + i * SEC / 2;
+        let (c, s) = n.connect((60, Ipv4Addr::new(10, 0, 0, 60)), 5432, t);
+        n.close(s, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
+        n.close(c, tcp_state::LAST_ACK, 2 * MS, 90, t + 3 * MS);
+        if i % 2 == 0 {
+            n.evaluate(t);
+        }
+    }
+    assert_eq!(
+        n.all_open(),
+        [(Kind::ConnectionLeak, 50)],
+        "the limit is the leak's, the api's refusals too: {:#?}",
+        n.findings.open()
+    );
+    let leak = &n.open(Kind::ConnectionLeak)[0];
+    assert!(leak.signals.contains(&"server_at_limit"), "{leak:#?}");
+    assert_eq!(value(leak, "limit_held"), 30.0);
+    let affected: Vec<u64> = leak.affected.iter().map(|w| w.cgroup_id).collect();
+    assert!(
+        affected.contains(&60) && affected.contains(&SERVER),
+        "{affected:?}"
+    );
+}
+
+#[test]
+fn a_server_elsewhere_closing_new_sessions_at_once_is_told_from_the_client() {
+    let mut n = Node::new();
+    let (mut cookie, remote) = (1000u64, IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)));
+    let session = |n: &mut Node, cookie: u64, t: u64, old: u8, bytes: u64| {
+        let mut e = ev(EventKind::Established, cookie, t);
+        e.raw.remote_port = 5672;
+        e.remote = remote;
+        e.raw.duration_ns = 100_000;
+        n.agg.handle(&e);
+        let mut c = ev(EventKind::Closed, cookie, t + 3 * MS);
+        c.raw.remote_port = 5672;
+        c.remote = remote;
+        c.raw.old_state = old;
+        c.raw.duration_ns = 3 * MS;
+        c.raw.bytes_received = bytes;
+        n.agg.handle(&c);
+    };
+    // Served first (the client closes when done), for a minute.
+    for s in 1..=60u64 {
+        session(&mut n, cookie, s * SEC, tcp_state::FIN_WAIT2, 200);
+        cookie += 1;
+        n.evaluate(s * SEC);
+    }
+    assert!(n.all_open().is_empty(), "{:#?}", n.findings.open());
+    // The secret changes: the server says no and closes, every time.
+    let fault = 61 * SEC;
+    let mut found = None;
+    for s in 61..=100u64 {
+        session(&mut n, cookie, s * SEC, tcp_state::LAST_ACK, 60);
+        cookie += 1;
+        n.evaluate(s * SEC);
+        if found.is_none() && !n.open(Kind::SessionsRefused).is_empty() {
+            found = Some(s * SEC - fault);
+        }
+    }
+    let took = found.expect("a sessions_refused finding");
+    assert!(took <= 10 * SEC, "found after {} s", took / SEC);
+    assert_eq!(n.all_open(), [(Kind::SessionsRefused, 42)]);
+    let f = &n.open(Kind::SessionsRefused)[0];
+    assert!(value(f, "refused_sessions") >= 5.0);
+    assert_eq!(f.destination.as_ref().unwrap().port, 5672);
+}
+
+#[test]
+fn health_checks_and_terse_servers_are_no_refusals() {
+    let mut n = Node::new();
+    let remote = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
+    // An HTTP/1.0 client of a server that answers in a line and closes,
+    // twice a second, from the start: nothing says it was ever otherwise.
+    for i in 0..240u64 {
+        let t = SEC + i * SEC / 2;
+        let mut e = ev(EventKind::Established, 5000 + i, t);
+        e.raw.remote_port = 8080;
+        e.remote = remote;
+        n.agg.handle(&e);
+        let mut c = ev(EventKind::Closed, 5000 + i, t + MS);
+        c.raw.remote_port = 8080;
+        c.remote = remote;
+        c.raw.old_state = tcp_state::LAST_ACK;
+        c.raw.duration_ns = MS;
+        c.raw.bytes_received = 80;
+        n.agg.handle(&c);
+        if i % 2 == 0 {
+            n.evaluate(t);
+        }
+    }
+    // A probe every 10 s of a server here that holds a few connections.
+    for s in 0..5u64 {
+        n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 8081, SEC);
+        let _ = s;
+    }
+    for s in 0..12u64 {
+        let t = 2 * SEC + s * 10 * SEC;
+        let (c, sv) = n.connect((60, Ipv4Addr::new(10, 0, 0, 60)), 8081, t);
+        n.close(sv, tcp_state::FIN_WAIT2, MS, 100, t + MS);
+        n.close(c, tcp_state::LAST_ACK, MS, 100, t + MS);
+        n.run(t / SEC, t / SEC + 9);
+    }
+    assert!(n.all_open().is_empty(), "{:#?}", n.findings.open());
+}
