@@ -216,6 +216,9 @@ impl Agent {
             .chain(std::mem::take(&mut self.dns.new_cgroups))
             .chain(std::mem::take(&mut self.aggregator.resources.new_cgroups));
         let now = clock::monotonic_ns();
+        for w in self.attributor.name_pending() {
+            self.findings.instances.saw(&w, now);
+        }
         for id in new_cgroups {
             // Named now, while the cgroup exists; each new instance of a
             // workload is a restart the findings relate to connections.

@@ -120,6 +120,21 @@ impl Container {
         }
     }
 
+    /// The container's cgroup v2 id (podman's cgroupfs manager puts it in
+    /// `/libpod_parent/libpod-<id>`).
+    pub fn cgroup_id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let dir = format!("/sys/fs/cgroup/unified/libpod_parent/libpod-{}", self.id);
+        fs::metadata(&dir)
+            .unwrap_or_else(|e| panic!("container {} has no cgroup at {dir}: {e}", self.id))
+            .ino()
+    }
+
+    /// Kills and removes it now (SIGKILL: nothing it holds is closed by it).
+    pub fn remove(self) {
+        drop(self);
+    }
+
     /// The container's output so far.
     pub fn logs(&self) -> String {
         let out = Command::new("podman")

@@ -105,6 +105,8 @@ impl Pod {
 
 /// A private network with its pods; removes everything on drop.
 pub struct TestNet {
+    /// The name it was made with ("stale"), for names its pods carry.
+    pub name: String,
     tag: String,
     /// N of this network's 10.77.N.0/24.
     segment: u8,
@@ -126,6 +128,7 @@ impl TestNet {
         let bridge_ns = format!("sk{tag}-br");
         let cgroup_parent = PathBuf::from(CGROUP_V2).join(format!("sockeye-test-{name}-{tag}"));
         let net = Self {
+            name: name.to_string(),
             tag,
             segment,
             bridge_ns,
@@ -239,6 +242,17 @@ impl TestNet {
 
     pub fn pod(&self, i: usize) -> &Pod {
         &self.pods[i]
+    }
+
+    /// Cuts pod `i` off the network at once (its veth deleted): what it
+    /// sends from now on, a FIN included, reaches no one. A node lost, or a
+    /// pod's network torn down before its processes stopped.
+    pub fn cut(&self, i: usize) {
+        let veth = format!("veth{}", i + 2);
+        sh(
+            "ip",
+            &["netns", "exec", &self.bridge_ns, "ip", "link", "del", &veth],
+        );
     }
 }
 

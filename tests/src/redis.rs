@@ -32,17 +32,25 @@ pub struct RedisServer {
     /// Monotonic ns when its listening socket opened (the kernel accepts
     /// connections from then on; redis says so a little later).
     pub listening_ns: u64,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts redis-server on the pod's IPv4 address and waits until it
     /// accepts connections.
     pub fn start(pod: &Pod) -> Self {
+        Self::start_with(pod, &[])
+    }
+
+    /// Like [`Self::start`], with more redis-server options
+    /// (`["--maxclients", "35"]`).
+    pub fn start_with(pod: &Pod, extra: &[&str]) -> Self {
         let mut server = Self {
             child: None,
             addr: SocketAddr::new(IpAddr::V4(pod.ip4), PORT),
             ready_ns: 0,
             listening_ns: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.start_again(pod);
         server
@@ -91,6 +99,7 @@ impl RedisServer {
                 "--logfile",
                 "",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -33,7 +33,13 @@ pub struct Attributor {
     pods: Option<PodIndex>,
     cache: HashMap<u64, Workload>,
     max: usize,
+    /// Containers seen before their runtime record was there: looked for
+    /// again at every drain until named (or given up on by the reader).
+    unnamed: Vec<u64>,
 }
+
+/// Containers waiting for their record, at most (a burst of starts fits).
+const MAX_UNNAMED: usize = 1024;
 
 impl Attributor {
     /// Reads runtime records from their default places.
@@ -48,6 +54,7 @@ impl Attributor {
             pods: None,
             cache: HashMap::new(),
             max: 65_536,
+            unnamed: Vec::new(),
         }
     }
 
@@ -59,6 +66,17 @@ impl Attributor {
 
     pub fn workload(&mut self, cgroup_id: u64) -> Workload {
         let w = match self.cache.get(&cgroup_id) {
+            // A container named before its runtime wrote its record: look
+            // again (the reader paces its retries).
+            Some(Workload {
+                owner: Some(Owner::Container { .. }),
+                pod: None,
+                cgroup_path: Some(path),
+                ..
+            }) => {
+                let path = Some(path.clone());
+                self.remember(cgroup_id, path)
+            }
             Some(w) if w.cgroup_path.is_some() => w.clone(),
             _ => {
                 let path = self.resolver.resolve(cgroup_id);
@@ -86,6 +104,10 @@ impl Attributor {
                 *runtime = record.runtime;
                 pod = record.pod;
             }
+        }
+        let unnamed = pod.is_none() && matches!(owner, Some(Owner::Container { .. }));
+        if unnamed && !self.unnamed.contains(&cgroup_id) && self.unnamed.len() < MAX_UNNAMED {
+            self.unnamed.push(cgroup_id);
         }
         let w = Workload {
             cgroup_id,
@@ -126,6 +148,34 @@ impl Attributor {
         w
     }
 
+    /// Looks again for the records of containers named before theirs was
+    /// written; returns the workloads named now. A short-lived pod's
+    /// container must be named while it runs: once removed, its record is
+    /// gone too.
+    pub fn name_pending(&mut self) -> Vec<Workload> {
+        let mut named = Vec::new();
+        let mut still = Vec::new();
+        for id in std::mem::take(&mut self.unnamed) {
+            let Some(path) = self.cache.get(&id).and_then(|w| w.cgroup_path.clone()) else {
+                continue;
+            };
+            let w = self.remember(id, Some(path));
+            if w.pod.is_some() {
+                named.push(w);
+            } else if self.records.may_appear(&id_of(&w)) {
+                still.push(id);
+            }
+        }
+        // remember() may have queued them again: keep one entry each.
+        self.unnamed.retain(|id| still.contains(id));
+        for id in still {
+            if !self.unnamed.contains(&id) {
+                self.unnamed.push(id);
+            }
+        }
+        named
+    }
+
     /// Ids that could not be resolved to a path (cgroup already removed).
     pub fn unresolved(&self) -> u64 {
         self.resolver.unresolved()
@@ -147,4 +197,13 @@ impl Workloads for Attributor {
     fn workload(&mut self, cgroup_id: u64) -> Workload {
         Attributor::workload(self, cgroup_id)
     }
+}
+
+/// The container id of a workload ("" when it is no container).
+fn id_of(w: &Workload) -> String {
+    w.owner
+        .as_ref()
+        .and_then(|o| o.container_id())
+        .unwrap_or_default()
+        .to_string()
 }

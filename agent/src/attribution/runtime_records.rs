@@ -40,6 +40,15 @@ const CONTAINERD_K8S_NS: &str = "k8s.io";
 /// Bounds the id cache; cleared when full (entries are cheap to re-read
 /// while the container exists, and the attributor keeps what it resolved).
 const MAX_CACHED: usize = 8192;
+/// A record not found is looked for again, 50 ms later, then twice as
+/// long each time up to a second: a container's cgroup can appear before
+/// its runtime has written the record, and a short-lived pod's must be
+/// read while it runs.
+fn retry_after(tries: u8) -> std::time::Duration {
+    std::time::Duration::from_millis((50u64 << tries.min(5)).min(1000))
+}
+/// ... this many times at most (a cgroup that no runtime made never has one).
+const MAX_RETRIES: u8 = 30;
 
 /// Where to look for runtime records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +94,15 @@ pub struct RecordStats {
 /// Reads and caches records by container id.
 pub struct RecordReader {
     roots: RecordRoots,
-    cache: HashMap<String, Option<Record>>,
+    cache: HashMap<String, Cached>,
     stats: RecordStats,
+}
+
+/// A lookup's answer; a miss remembers when it was asked and how often.
+#[derive(Debug, Clone)]
+enum Cached {
+    Found(Record),
+    Missing { at: std::time::Instant, tries: u8 },
 }
 
 impl RecordReader {
@@ -105,15 +121,38 @@ impl RecordReader {
     /// The record of container `id`, read on first use. Never fails: what
     /// goes wrong is counted and logged at debug level.
     pub fn lookup(&mut self, id: &str) -> Option<Record> {
-        if let Some(hit) = self.cache.get(id) {
-            return hit.clone();
-        }
+        let tries = match self.cache.get(id) {
+            Some(Cached::Found(r)) => return Some(r.clone()),
+            Some(Cached::Missing { at, tries })
+                if *tries >= MAX_RETRIES || at.elapsed() < retry_after(*tries) =>
+            {
+                return None
+            }
+            Some(Cached::Missing { tries, .. }) => *tries,
+            None => 0,
+        };
         let record = self.read(id);
         if self.cache.len() >= MAX_CACHED {
             self.cache.clear();
         }
-        self.cache.insert(id.to_string(), record.clone());
+        let cached = match &record {
+            Some(r) => Cached::Found(r.clone()),
+            None => Cached::Missing {
+                at: std::time::Instant::now(),
+                tries: tries + 1,
+            },
+        };
+        self.cache.insert(id.to_string(), cached);
         record
+    }
+
+    /// Whether a record of `id`, not found so far, is still looked for.
+    pub fn may_appear(&self, id: &str) -> bool {
+        match self.cache.get(id) {
+            Some(Cached::Missing { tries, .. }) => *tries < MAX_RETRIES,
+            Some(Cached::Found(_)) => false,
+            None => true,
+        }
     }
 
     fn read(&mut self, id: &str) -> Option<Record> {
