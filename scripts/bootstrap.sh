@@ -34,6 +34,11 @@ if (( want_test )); then
   # (the package's own service is not used).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
   debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv)
+  # The PostgreSQL incident: a real postgres, started by the test in its
+  # own directory. The package's own cluster is not wanted.
+  debs+=(postgresql)
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/sockeye.conf
 fi
 if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox

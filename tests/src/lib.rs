@@ -12,6 +12,7 @@ pub mod findings;
 pub mod metrics;
 pub mod net;
 pub mod peer;
+pub mod postgres;
 pub mod redis;
 pub mod sockets;
 pub mod tls;

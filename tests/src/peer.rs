@@ -68,6 +68,51 @@ impl Drop for Peer {
     }
 }
 
+/// Polls `pid`'s network namespace until it has a TCP listener on `port`
+/// (IPv4); returns the monotonic ns when it first saw it: the kernel
+/// accepts connections from then on, whatever the server logs later.
+pub fn wait_for_listener(pid: u32, port: u16, timeout: Duration) -> u64 {
+    let want = format!(":{port:04X}");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        // "sl local_address rem_address st ...": state 0A is LISTEN.
+        let listening = tcp.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+        });
+        if listening {
+            return sockeye_agent::clock::monotonic_ns();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} did not listen on port {port} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Like [`command_in`], then running as `uid`:`gid` (a server that
+/// refuses to run as root): the switch comes after joining the cgroup,
+/// which only root may do.
+pub fn command_as(pod: &Pod, program: impl AsRef<OsStr>, uid: u32, gid: u32) -> Command {
+    let mut cmd = command_in(pod, program, true);
+    // SAFETY: setgroups/setgid/setuid are async-signal-safe syscalls; this
+    // closure runs after command_in's (the cgroup and namespace joined).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// A command that will run inside `pod`: in its cgroup and, if
 /// `enter_netns`, in its network namespace (leave it out for `ip netns
 /// exec`, which enters the namespace itself and also applies the pod's

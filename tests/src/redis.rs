@@ -108,7 +108,7 @@ impl RedisServer {
         let stdout = child.stdout.take().expect("piped stdout");
         let pid = child.id();
         self.child = Some(child);
-        self.listening_ns = wait_for_listener(pid);
+        self.listening_ns = peer::wait_for_listener(pid, PORT, READY_TIMEOUT);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             // Read to the end even when nobody listens any more, so the
@@ -134,29 +134,6 @@ impl RedisServer {
                 ),
             }
         }
-    }
-}
-
-/// Polls `pid`'s network namespace until it has a listener on [`PORT`];
-/// returns the monotonic ns when it first saw it.
-fn wait_for_listener(pid: u32) -> u64 {
-    let want = format!(":{PORT:04X} ");
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-        // "sl local_address rem_address st ...": state 0A is LISTEN.
-        let listening = tcp.lines().skip(1).any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && format!("{} ", f[1]).ends_with(&want) && f[3] == "0A"
-        });
-        if listening {
-            return monotonic_ns();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server (pid {pid}) did not listen on port {PORT} within {READY_TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

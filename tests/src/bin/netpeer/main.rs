@@ -15,11 +15,14 @@
 //!   netpeer redis-pool ADDR SIZE PERIOD_MS
 //!   netpeer redis-churn ADDR PERIOD_MS TIMEOUT_MS
 //!                                    Redis clients (see `redis.rs`)
+//!   netpeer pg-pool ADDR SIZE
+//!   netpeer pg-churn ADDR PERIOD_MS  PostgreSQL clients (see `pg.rs`)
 //!
 //! Prints "ready" once listening, one "ok <µs>"/"err <errno>" per connect,
 //! then "done"; holds (sleeps) until killed when asked to.
 
 mod listen;
+mod pg;
 mod redis;
 
 use std::{
@@ -38,7 +41,9 @@ fn main() {
         Some("udp") if args.len() == 4 => udp(&args[2], &args[3]),
         Some("redis-pool") if args.len() == 5 => redis::pool(&args[2], &args[3], &args[4]),
         Some("redis-churn") if args.len() == 5 => redis::churn(&args[2], &args[3], &args[4]),
-        _ => Err("usage: netpeer listen ADDR close|hold|read|reply|none [BACKLOG] | netpeer connect ADDR COUNT hold|close|exchange TIMEOUT_MS | netpeer udp ADDR HEX | netpeer redis-pool ADDR SIZE PERIOD_MS | netpeer redis-churn ADDR PERIOD_MS TIMEOUT_MS".into()),
+        Some("pg-pool") if args.len() == 4 => pg::pool(&args[2], &args[3]),
+        Some("pg-churn") if args.len() == 4 => pg::churn(&args[2], &args[3]),
+        _ => Err("usage: netpeer listen ADDR close|hold|read|reply|none [BACKLOG] | netpeer connect ADDR COUNT hold|close|exchange TIMEOUT_MS | netpeer udp ADDR HEX | netpeer redis-pool ADDR SIZE PERIOD_MS | netpeer redis-churn ADDR PERIOD_MS TIMEOUT_MS | netpeer pg-pool ADDR SIZE | netpeer pg-churn ADDR PERIOD_MS".into()),
     };
     if let Err(e) = result {
         eprintln!("netpeer: {e}");

@@ -69,7 +69,7 @@ fn parse_ms(what: &str, v: &str) -> Result<Duration, String> {
 }
 
 /// Commands the test writes to stdin, one per line.
-fn stdin_commands() -> mpsc::Receiver<String> {
+pub(crate) fn stdin_commands() -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lines() {
