@@ -40,10 +40,18 @@ impl Watch {
     /// Starts the agent with these thresholds, watching findings about
     /// `cgroups` (as subject or as affected).
     pub fn start(findings: FindingsConfig, cgroups: &[u64]) -> Self {
-        let agent = start_with(&Config {
-            findings: Some(findings),
-            ..Config::default()
-        });
+        Self::start_with(
+            &Config {
+                findings: Some(findings),
+                ..Config::default()
+            },
+            cgroups,
+        )
+    }
+
+    /// Like [`Self::start`], with the agent's whole configuration.
+    pub fn start_with(config: &Config, cgroups: &[u64]) -> Self {
+        let agent = start_with(config);
         let now = Instant::now();
         Self {
             agent,

@@ -244,6 +244,41 @@ impl TestNet {
         &self.pods[i]
     }
 
+    /// The address `10.77.N.1` on the network's bridge, reachable by every
+    /// pod: for a server that is no pod (another node's, as the agent sees
+    /// it when it watches only the pods' cgroups). Returns it.
+    pub fn bridge_addr(&self) -> Ipv4Addr {
+        let ip = self.ip4(1);
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.bridge_ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "br0",
+            ],
+        );
+        ip
+    }
+
+    /// A command run in the bridge's network namespace, in the test's own
+    /// cgroup (no pod's).
+    pub fn on_bridge(&self, program: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.bridge_ns, program]);
+        cmd
+    }
+
+    /// The cgroup all of this network's pods are in.
+    pub fn cgroup_parent(&self) -> &std::path::Path {
+        &self.cgroup_parent
+    }
+
     /// Cuts pod `i` off the network at once (its veth deleted): what it
     /// sends from now on, a FIN included, reaches no one. A node lost, or a
     /// pod's network torn down before its processes stopped.

@@ -144,8 +144,14 @@ pub fn command_in(pod: &Pod, program: impl AsRef<OsStr>, enter_netns: bool) -> C
 /// Starts a test binary (built next to the tests) inside `pod`, reading its
 /// output lines.
 pub fn spawn_bin(pod: &Pod, bin: &str, args: &[&str]) -> Peer {
-    let mut child = command_in(pod, bin_path(bin), true)
-        .args(args)
+    let mut cmd = command_in(pod, bin_path(bin), true);
+    cmd.args(args);
+    spawn_command(cmd, bin)
+}
+
+/// Starts a prepared command, reading its output lines.
+pub fn spawn_command(mut cmd: Command, bin: &str) -> Peer {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

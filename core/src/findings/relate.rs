@@ -7,7 +7,47 @@
 use super::{About, Fact, Kind, Verdict};
 
 /// Folds consequences into their causes; returns what remains.
-pub fn relate(mut verdicts: Vec<Verdict>) -> Vec<Verdict> {
+pub fn relate(verdicts: Vec<Verdict>) -> Vec<Verdict> {
+    let verdicts = fold_refused_clients(verdicts);
+    fold_limits(verdicts)
+}
+
+/// A client refused by a server that is itself found at its limit here is
+/// one of that server's refused clients, not a problem of its own.
+fn fold_refused_clients(mut verdicts: Vec<Verdict>) -> Vec<Verdict> {
+    let limits: Vec<(Option<super::Destination>, u64)> = verdicts
+        .iter()
+        .filter(|v| v.kind == Kind::ServerAtLimit)
+        .map(|v| (v.destination.clone(), v.subject))
+        .collect();
+    let mut clients = Vec::new();
+    verdicts.retain(|v| {
+        let at = (v.kind == Kind::SessionsRefused)
+            .then(|| {
+                limits
+                    .iter()
+                    .find(|(d, _)| d.is_some() && *d == v.destination)
+            })
+            .flatten();
+        if let Some((_, server)) = at {
+            clients.push((*server, v.subject));
+        }
+        at.is_none()
+    });
+    for (server, client) in clients {
+        if let Some(l) = verdicts
+            .iter_mut()
+            .find(|v| v.kind == Kind::ServerAtLimit && v.subject == server)
+        {
+            if !l.affected.contains(&client) {
+                l.affected.push(client);
+            }
+        }
+    }
+    verdicts
+}
+
+fn fold_limits(mut verdicts: Vec<Verdict>) -> Vec<Verdict> {
     let limits: Vec<usize> = (0..verdicts.len())
         .filter(|i| verdicts[*i].kind == Kind::ServerAtLimit)
         .collect();

@@ -41,12 +41,16 @@ impl Timed for HeldSample {
 /// State kept between evaluations: what each listener held over time.
 pub struct Limits {
     held: Series<(u64, u16), HeldSample>,
+    /// Clients refused by a server elsewhere, since when: the episode
+    /// lasts while refusals come and nothing is served.
+    refused_clients: HashMap<FlowKey, u64>,
 }
 
 impl Limits {
     pub fn new(max_keys: usize, keep_ns: u64) -> Self {
         Self {
             held: Series::new(max_keys, keep_ns),
+            refused_clients: HashMap::default(),
         }
     }
 
@@ -78,11 +82,30 @@ impl Limits {
                     }
                 }
                 Direction::Outbound => {
-                    if refused >= cfg.min_refused
-                        && qualifies(f, series, window_start, refused, cfg.window_s)
-                        && !server_here(cx, f)
-                    {
-                        out.push(client_verdict(cx, f, refused, window_start));
+                    if server_here(f) {
+                        continue;
+                    }
+                    let ongoing =
+                        self.refused_clients.get(&f.key).copied().filter(|_| {
+                            refused > 0 && served_in_window(f, series, window_start) == 0
+                        });
+                    let since = match ongoing {
+                        Some(since) => Some(since),
+                        None if refused >= cfg.min_refused
+                            && qualifies(f, series, window_start, refused, cfg.window_s) =>
+                        {
+                            Some(refusals_since(f, series, window_start))
+                        }
+                        None => None,
+                    };
+                    match since {
+                        Some(since) => {
+                            self.refused_clients.insert(f.key, since);
+                            out.push(client_verdict(cx, f, refused, window_start, since));
+                        }
+                        None => {
+                            self.refused_clients.remove(&f.key);
+                        }
                     }
                 }
             }
@@ -161,10 +184,10 @@ fn refused_in_window(
 
 /// Whether a flow's short sessions are refusals rather than its way of
 /// working (a health check, an HTTP/1.0 client of a terse server): it holds
-/// connections besides (a pool asking for one more), or its sessions before
-/// the window were served, not refused. At a server, where the plateau
-/// guards too, refusals that come fast (a client retrying, more than one a
-/// second) count as well.
+/// connections besides (a pool asking for one more), or its sessions turned
+/// from served to refused. At a server, where the plateau guards too,
+/// refusals that come fast (a client retrying, more than one a second)
+/// count as well.
 fn qualifies(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
@@ -172,30 +195,61 @@ fn qualifies(
     refused: u64,
     window_s: f64,
 ) -> bool {
-    let refusals = |s: &TcpSample| match f.key.direction {
-        Direction::Inbound => s.short_here,
-        Direction::Outbound => s.short_by_peer,
-    };
-    let served_before = sample_at(series.samples(&f.key), window_start)
-        .is_some_and(|s| s.t_ns <= window_start && s.closed > refusals(s));
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
-    f.sockets.established > 0 || served_before || fast
+    f.sockets.established > 0 || turned_refused(f, series, window_start) || fast
 }
 
-/// The server of an outbound flow runs on this node (its listener is
-/// judged there, with its clients as affected).
-fn server_here(cx: &Context<'_, '_>, f: &FlowNow<'_>) -> bool {
+/// Short sessions of the refusing side: closed by us at a server, by the
+/// peer at a client.
+fn refusals(f: &FlowNow<'_>, s: &TcpSample) -> u64 {
+    match f.key.direction {
+        Direction::Inbound => s.short_here,
+        Direction::Outbound => s.short_by_peer,
+    }
+}
+
+/// Before its refusals began (as far back as the window and the flow's
+/// history go) its closed sessions were mostly served; since, most are
+/// refused (histories are sampled every few seconds, so "since" includes a
+/// few served ones). A terse server's clients, refused-looking all along,
+/// never turn.
+fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_start: u64) -> bool {
+    let samples = series.samples(&f.key);
+    let Some(start) = sample_at(samples.clone(), window_start) else {
+        return false;
+    };
+    // The last sample before the refusals rose above the window's start.
+    let pivot = samples
+        .rev()
+        .find(|s| s.t_ns >= start.t_ns && refusals(f, s) == refusals(f, start))
+        .unwrap_or(start);
+    let before_refused = refusals(f, pivot);
+    let served_before = pivot.closed.saturating_sub(before_refused);
+    let refused_since = refusals(f, &f.sample).saturating_sub(before_refused);
+    let closed_since = f.sample.closed.saturating_sub(pivot.closed);
+    served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 2 > closed_since
+}
+
+/// Sessions closed in the window that were served, not refused.
+fn served_in_window(
+    f: &FlowNow<'_>,
+    series: &Series<FlowKey, TcpSample>,
+    window_start: u64,
+) -> u64 {
+    let Some(start) = sample_at(series.samples(&f.key), window_start) else {
+        return 0;
+    };
+    let closed = f.sample.closed.saturating_sub(start.closed);
+    closed.saturating_sub(refusals(f, &f.sample).saturating_sub(refusals(f, start)))
+}
+
+/// The server of an outbound flow is seen on this node: the flow's
+/// connections were linked to the server's accepted ones, so the server
+/// is judged there, with this client among the affected. (A listener that
+/// is merely there, its accepts unseen, proves nothing; a verdict from
+/// both ends is folded by `relate`.)
+fn server_here(f: &FlowNow<'_>) -> bool {
     f.stats.peer_cgroup != 0
-        || cx.inputs.tcp.listeners.active.values().any(|l| {
-            l.port == f.key.port
-                && (l.addr == f.key.remote
-                    || (l.addr.is_unspecified()
-                        && cx
-                            .inputs
-                            .tcp
-                            .listeners
-                            .netns_has(l.netns_cookie, f.key.remote)))
-        })
 }
 
 /// Who a flow's other end is: the workload when it is on this node, else
@@ -284,11 +338,24 @@ fn server_verdict(
     }
 }
 
+/// When a flow's refusals began: the first sample in the window with more
+/// than at its start.
+fn refusals_since(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_start: u64) -> u64 {
+    let samples = series.samples(&f.key);
+    let start = sample_at(samples.clone(), window_start).map_or(0, |s| s.short_by_peer);
+    samples
+        .filter(|s| s.t_ns >= window_start && s.short_by_peer > start)
+        .map(|s| s.t_ns)
+        .next()
+        .unwrap_or(f.sample.t_ns)
+}
+
 fn client_verdict(
     cx: &mut Context<'_, '_>,
     f: &FlowNow<'_>,
     refused: u64,
     window_start: u64,
+    since: u64,
 ) -> Verdict {
     let now = cx.now();
     let window = now.saturating_sub(window_start);
@@ -317,7 +384,7 @@ fn client_verdict(
             port: f.key.port,
             dns_name: None,
         }),
-        since_ns: window_start,
+        since_ns: since,
         ended_ns: None,
         severity: Severity::Warning,
         signals,

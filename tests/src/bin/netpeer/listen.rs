@@ -28,6 +28,9 @@ pub fn listen(addr: &str, mode: &str, backlog: Option<&str>) -> Result<(), Strin
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
     }
+    if mode == "redis" {
+        return redis_like(listener);
+    }
     let mut held = Vec::new();
     for conn in listener.incoming() {
         let mut conn = conn.map_err(|e| format!("accept: {e}"))?;
@@ -49,6 +52,46 @@ pub fn listen(addr: &str, mode: &str, backlog: Option<&str>) -> Result<(), Strin
             }
             other => return Err(format!("unknown mode {other}")),
         }
+    }
+    Ok(())
+}
+
+/// Mode `redis`: answers RESP `PING` with `+PONG` on every connection
+/// until `refuse` comes on stdin; from then on it says
+/// `-ERR invalid password` to each new connection and closes it at once
+/// (a server whose secret changed under its clients).
+fn redis_like(listener: TcpListener) -> Result<(), String> {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let refuse = Arc::new(AtomicBool::new(false));
+    let flag = refuse.clone();
+    let commands = crate::redis::stdin_commands();
+    std::thread::spawn(move || {
+        while let Ok(cmd) = commands.recv() {
+            if cmd.trim() == "refuse" {
+                flag.store(true, Ordering::SeqCst);
+                say("refusing");
+            }
+        }
+    });
+    for conn in listener.incoming() {
+        let mut conn = conn.map_err(|e| format!("accept: {e}"))?;
+        if refuse.load(Ordering::SeqCst) {
+            let _ = conn.write_all(b"-ERR invalid password\r\n");
+            drop(conn);
+            continue;
+        }
+        std::thread::spawn(move || {
+            // "*1\r\n$4\r\nPING\r\n" per command, until the client closes.
+            let mut req = [0u8; 14];
+            while conn.read_exact(&mut req).is_ok() {
+                if conn.write_all(b"+PONG\r\n").is_err() {
+                    break;
+                }
+            }
+        });
     }
     Ok(())
 }

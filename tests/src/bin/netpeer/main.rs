@@ -5,7 +5,9 @@
 //!                                    hold (accept, never close),
 //!                                    read (accept, read until EOF, close),
 //!                                    reply (accept, read "ping", answer
-//!                                    "pong", close), none (never accept)
+//!                                    "pong", close), none (never accept),
+//!                                    redis (answer PING until told to
+//!                                    `refuse` on stdin, then refuse)
 //!   netpeer connect ADDR COUNT HOLD TIMEOUT_MS
 //!                                    HOLD: hold (keep sockets open), close,
 //!                                    or exchange (send "ping", read the
