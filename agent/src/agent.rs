@@ -253,6 +253,7 @@ impl Agent {
         };
         let mut probe = KernelProbe {
             proc_root: self.proc_root.clone(),
+            cgroup_root: Some(self.cgroup_root.clone()),
         };
         self.findings
             .evaluate(&inputs, &mut self.attributor, &mut probe);

@@ -266,6 +266,7 @@ impl Findings {
             Kind::DependencyRestart => config::ns(10.0),
             Kind::DnsDegradation => config::ns(c.dns.resolve_after_s),
             Kind::ConnectResourceExhaustion => config::ns(c.resources.resolve_after_s),
+            Kind::DnsSearchExpansion => config::ns(c.dns_search.resolve_after_s),
         }
     }
 

@@ -14,16 +14,18 @@ pub enum Kind {
     DependencyRestart,
     DnsDegradation,
     ConnectResourceExhaustion,
+    DnsSearchExpansion,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::ConnectionLeak,
         Kind::CloseWait,
         Kind::PoolExhaustion,
         Kind::DependencyRestart,
         Kind::DnsDegradation,
         Kind::ConnectResourceExhaustion,
+        Kind::DnsSearchExpansion,
     ];
 
     /// The name in the API, metrics and JSON.
@@ -35,6 +37,7 @@ impl Kind {
             Kind::DependencyRestart => "dependency_restart",
             Kind::DnsDegradation => "dns_degradation",
             Kind::ConnectResourceExhaustion => "connect_resource_exhaustion",
+            Kind::DnsSearchExpansion => "dns_search_expansion",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the detectors ask the kernel on demand, for evidence the events do
 //! not carry: how idle a suspect flow's sockets are, whether a listener's
 //! accept queue is full, how often a namespace's listen queues overflowed,
-//! and the name of a process. Asked only about findings (a few sockets),
+//! the name of a process, and the resolv.conf a workload's processes see. Asked only about findings (a few sockets),
 //! never per event. The agent answers through `sock_diag` and procfs;
 //! tests answer from a table ([`Answers`]).
 
@@ -30,6 +30,14 @@ pub struct ProbeError {
     pub reason: String,
 }
 
+/// A resolv.conf as one process of a workload sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvConfText {
+    /// The process it was read through.
+    pub pid: u32,
+    pub text: String,
+}
+
 pub trait Probe {
     /// Idle times of the connections to `remote`:`port` in `pid`'s network
     /// namespace (a pod's: its containers share it, so they count together).
@@ -50,6 +58,16 @@ pub trait Probe {
 
     /// The command name of a running process.
     fn process_name(&mut self, pid: u32) -> Option<String>;
+
+    /// /etc/resolv.conf as `pid` sees it (in its mount namespace), or,
+    /// when `pid` is gone or no longer in the workload's cgroup
+    /// (`cgroup_path`, under the cgroup v2 mount), as another process of
+    /// that cgroup sees it.
+    fn resolv_conf(
+        &mut self,
+        pid: u32,
+        cgroup_path: Option<&str>,
+    ) -> Result<ResolvConfText, ProbeError>;
 }
 
 /// A [`Probe`] that answers from tables set by a test; what is not in them
@@ -60,6 +78,8 @@ pub struct Answers {
     pub accept_queues: HashMap<(u32, u16), (u32, u32)>,
     pub listen_overflows: HashMap<u32, u64>,
     pub names: HashMap<u32, String>,
+    /// resolv.conf texts by pid.
+    pub resolv_confs: HashMap<u32, String>,
 }
 
 impl Answers {
@@ -93,5 +113,15 @@ impl Probe for Answers {
 
     fn process_name(&mut self, pid: u32) -> Option<String> {
         self.names.get(&pid).cloned()
+    }
+
+    fn resolv_conf(&mut self, pid: u32, _: Option<&str>) -> Result<ResolvConfText, ProbeError> {
+        self.resolv_confs
+            .get(&pid)
+            .map(|text| ResolvConfText {
+                pid,
+                text: text.clone(),
+            })
+            .ok_or_else(|| Self::missing("resolv.conf", pid))
     }
 }

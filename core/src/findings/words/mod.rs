@@ -4,6 +4,7 @@
 
 mod close_wait;
 mod dns;
+mod dns_search;
 mod leak;
 mod pool;
 mod resources;
@@ -30,6 +31,7 @@ pub fn word(v: &Verdict, names: &mut dyn Workloads) -> Words {
         Kind::DependencyRestart => restart::word(&mut cx),
         Kind::DnsDegradation => dns::word(&mut cx),
         Kind::ConnectResourceExhaustion => resources::word(&mut cx),
+        Kind::DnsSearchExpansion => dns_search::word(&mut cx),
     };
     debug_assert_eq!(w.facts.len(), v.facts.len(), "one sentence per fact");
     w
