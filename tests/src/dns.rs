@@ -179,9 +179,10 @@ impl QueryLog {
     /// candidates a search-list walk asked), and for the others.
     pub fn nxdomains_split(&self, search: &[&str]) -> (u64, u64) {
         let suffixed = |n: &str| search.iter().any(|s| n.ends_with(&format!(".{s}")));
-        self.nxdomain
-            .iter()
-            .fold((0, 0), |(a, b), (n, c)| if suffixed(n) { (a + c, b) } else { (a, b + c) })
+        self.nxdomain.iter().fold(
+            (0, 0),
+            |(a, b), (n, c)| if suffixed(n) { (a + c, b) } else { (a, b + c) },
+        )
     }
 }
 

@@ -64,7 +64,7 @@ fn lookups(names: &[&str], rounds: usize) -> String {
     )
 }
 
-fn rows<'s>(rows: &'s [DnsNameView], cgroup: u64) -> impl Iterator<Item = &'s DnsNameView> {
+fn rows(rows: &[DnsNameView], cgroup: u64) -> impl Iterator<Item = &DnsNameView> {
     rows.iter().filter(move |r| r.workload.cgroup_id == cgroup)
 }
 
@@ -84,7 +84,12 @@ fn parallel_lookups_are_counted_as_dnsmasq_counts_them() {
     let script = PodScript::start(
         client,
         &lookups(
-            &["api.example.com", "db.example.com", "typo.example.com", "api.example.com"],
+            &[
+                "api.example.com",
+                "db.example.com",
+                "typo.example.com",
+                "api.example.com",
+            ],
             10,
         ),
     );
@@ -101,9 +106,8 @@ fn parallel_lookups_are_counted_as_dnsmasq_counts_them() {
     // The walks that end without a NOERROR are counted once their window
     // (the 5 s DNS timeout) has passed.
     let snap = wait_for_dns(&mut agent, client.cgroup_id, Duration::from_secs(20), |s| {
-        total(s, client.cgroup_id).is_some_and(|t| {
-            t.counts.answers == log.replies && t.counts.fanout_wasted == suffixed
-        })
+        total(s, client.cgroup_id)
+            .is_some_and(|t| t.counts.answers == log.replies && t.counts.fanout_wasted == suffixed)
     });
     let t = &total(&snap, client.cgroup_id).unwrap().counts;
     eprintln!(
@@ -120,7 +124,11 @@ fn parallel_lookups_are_counted_as_dnsmasq_counts_them() {
     );
     assert_eq!(t.queries, log.queries, "{t:#?}");
     assert_eq!(t.answers, log.replies, "{t:#?}");
-    assert_eq!(t.rcodes.get("NXDOMAIN").copied(), Some(log.nxdomains()), "{t:#?}");
+    assert_eq!(
+        t.rcodes.get("NXDOMAIN").copied(),
+        Some(log.nxdomains()),
+        "{t:#?}"
+    );
     assert_eq!((t.retries, t.timeouts), (0, 0), "{t:#?}");
     assert_eq!(t.fanout_wasted, suffixed, "{t:#?}");
     // Every lookup walked, once per type.
@@ -137,7 +145,12 @@ fn parallel_lookups_are_counted_as_dnsmasq_counts_them() {
                 .unwrap_or_else(|| panic!("no row for {name} {qtype}"));
             let nx: u64 = SEARCH
                 .iter()
-                .map(|s| log.nxdomain.get(&format!("{name}.{s}")).copied().unwrap_or(0))
+                .map(|s| {
+                    log.nxdomain
+                        .get(&format!("{name}.{s}"))
+                        .copied()
+                        .unwrap_or(0)
+                })
                 .sum();
             assert_eq!(nx, 3 * 2 * lookups, "dnsmasq's NXDOMAINs under {name}");
             assert_eq!(
@@ -194,14 +207,18 @@ fn ndots_5_wasting_most_queries_is_a_finding_with_the_fix() {
     // Once the lookups are done and their last walks counted, the finding's
     // numbers are dnsmasq's.
     let mut log = QueryLog::default();
-    watch.run_until(Duration::from_secs(30), "the finding's counts reach dnsmasq's", |w| {
-        log = dns.log(IpAddr::V4(client.ip4));
-        script.done()
-            && w.open()
-                .iter()
-                .find(|f| f.id == opened.id)
-                .is_some_and(|f| value(f, "wasted") as u64 == log.nxdomains_split(&SEARCH).0)
-    });
+    watch.run_until(
+        Duration::from_secs(30),
+        "the finding's counts reach dnsmasq's",
+        |w| {
+            log = dns.log(IpAddr::V4(client.ip4));
+            script.done()
+                && w.open()
+                    .iter()
+                    .find(|f| f.id == opened.id)
+                    .is_some_and(|f| value(f, "wasted") as u64 == log.nxdomains_split(&SEARCH).0)
+        },
+    );
     let f = watch.get(&opened.id).expect("the finding");
     eprintln!(
         "ndots:5 finding:\n  {}\n  {}\n  NEXT: {}",
@@ -278,7 +295,10 @@ fn absolute_names_or_ndots_1_give_no_finding() {
     // dot) in one pod, and with ndots:1 (names of 1 dot or more are asked
     // as they are first) in the other: 2 queries per lookup.
     let scripts = [
-        PodScript::start(dotted, &lookups(&["api.example.com.", "db.example.com."], 12)),
+        PodScript::start(
+            dotted,
+            &lookups(&["api.example.com.", "db.example.com."], 12),
+        ),
         PodScript::start(ndots1, &lookups(&["api.example.com", "db.example.com"], 12)),
     ];
     watch.run_until(Duration::from_secs(60), "the lookups finish", |_| {
@@ -293,5 +313,9 @@ fn absolute_names_or_ndots_1_give_no_finding() {
             .counts;
         assert_eq!((t.queries, t.fanout_wasted), (48, 0), "{t:#?}");
     }
-    assert!(watch.open().is_empty() && watch.resolved().is_empty(), "{}", watch.describe());
+    assert!(
+        watch.open().is_empty() && watch.resolved().is_empty(),
+        "{}",
+        watch.describe()
+    );
 }
