@@ -238,14 +238,19 @@ fn ndots_5_wasting_most_queries_is_a_finding_with_the_fix() {
     assert!((value(&f, "wasted_ratio") - 0.75).abs() < 1e-9, "{f:#?}");
     assert_eq!(f.severity, Severity::Warning);
     assert_eq!(f.signals, ["mostly_wasted", "resolv_conf"], "{f:#?}");
-    // The pod's resolv.conf, read through its process still running (the
-    // getent processes that asked are gone).
+    // The pod's resolv.conf (only the pod's mount namespace has it: the
+    // host's says neither ndots:5 nor a search list), read through one of
+    // its processes: the getent that asked last while it runs, else the
+    // script that stays.
     assert_eq!(value(&f, "ndots"), 5.0);
     assert_eq!(value(&f, "search_domains"), 3.0);
     let ndots = f.evidence.iter().find(|e| e.key == "ndots").unwrap();
-    assert_eq!(
-        ndots.about.as_deref(),
-        Some(format!("pid {} (sleep)", script.pid()).as_str()),
+    let about = ndots.about.as_deref().unwrap_or("");
+    assert!(
+        about == format!("pid {} (sleep)", script.pid())
+            || about == format!("pid {} (sh)", script.pid())
+            || about.ends_with(" (getent)")
+            || about.ends_with(" (xargs)"),
         "{ndots:#?}"
     );
     let names: Vec<(&str, u64)> = f
