@@ -125,6 +125,7 @@ impl Health {
         h.lost.insert("user_dns_decode_errors", dns.decode_errors);
         h.lost
             .insert("user_dns_pending_full", dns.tracker.pending_full);
+        h.lost.insert("user_dns_walks_full", dns.tracker.walks_full);
         h.lost
             .insert("user_dns_tcp_beyond_capture", dns.tcp.beyond_capture);
         h.lost

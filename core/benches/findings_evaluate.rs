@@ -1,7 +1,8 @@
 //! One `Findings::evaluate` on full tables: 65,536 sockets over 16,384 flows
-//! (the default `--max-sockets` and `--max-flows`), histories filled to
-//! their longest window, with leaks, CLOSE_WAIT pile-ups and refused
-//! connects for the detectors to report. Prints milliseconds per evaluation
+//! (the default `--max-sockets` and `--max-flows`) and 2,048 DNS rows (the
+//! default `--dns-max-names`), histories filled to their longest window,
+//! with leaks, CLOSE_WAIT pile-ups, refused connects and search-list walks
+//! for the detectors to report. Prints milliseconds per evaluation
 //! and the heap the findings keep.
 //!
 //! `cargo bench -p sockeye-core --bench findings_evaluate` (also run by
@@ -13,7 +14,10 @@
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     net::{IpAddr, Ipv4Addr},
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -23,7 +27,11 @@ use sockeye_common::{
 };
 use sockeye_core::{
     aggregate::{Aggregator, Limits},
-    dns::aggregate::DnsAggregates,
+    dns::{
+        aggregate::DnsAggregates,
+        packet::Transport,
+        tracker::{DnsEvent, QueryInfo},
+    },
     event::Event,
     findings::{kind_index, probe::Answers, Findings, FindingsConfig, Inputs, Kind},
     workload::Table as Names,
@@ -41,6 +49,62 @@ const CLOSE_WAITS: u64 = 64;
 const CLOSE_WAIT_SOCKETS: u64 = 6;
 /// Flows with refused connects (a dependency restarting elsewhere).
 const REFUSED: u64 = 32;
+/// DNS rows: every workload looks up names of its own under a three-domain
+/// search list, one lookup a second; half of them walk the list first
+/// (ndots:5 and names with dots), so their search-expansion finding opens.
+const DNS_NAMES: u64 = 2048;
+const SEARCH: [&str; 3] = [
+    "prod.svc.cluster.local",
+    "svc.cluster.local",
+    "cluster.local",
+];
+
+/// One lookup by workload `cgroup` of its `n`th name at `ts_ns`.
+fn lookup(dns: &mut DnsAggregates, cgroup: u64, n: u64, ts_ns: u64) {
+    let name = format!("n{n}.w{cgroup}.example.com");
+    let ask = |dns: &mut DnsAggregates, name: String, rcode: u16| {
+        let query = Arc::new(QueryInfo {
+            ts_ns,
+            cgroup_id: cgroup,
+            tgid: 100 + cgroup as u32,
+            comm: [0; 16],
+            transport: Transport::Udp,
+            client: "10.0.0.2:40000".parse().unwrap(),
+            server: "10.96.0.10:53".parse().unwrap(),
+            id: 1,
+            name: Arc::from(name),
+            qtype: 1,
+        });
+        dns.record(&DnsEvent::Query {
+            query: query.clone(),
+            retry: false,
+            after_truncation: false,
+        });
+        dns.record(&DnsEvent::Answer {
+            query: query.clone(),
+            latency_ns: 1_000_000,
+            rcode,
+            answers: u16::from(rcode == 0),
+            truncated: false,
+        });
+        query
+    };
+    let walks = cgroup.is_multiple_of(2);
+    if walks {
+        for s in SEARCH {
+            ask(dns, format!("{name}.{s}"), 3);
+        }
+    }
+    let q = ask(dns, name, 0);
+    if walks {
+        dns.record(&DnsEvent::FanOut {
+            query: q,
+            wasted: 3,
+            answered: true,
+        });
+    }
+}
+
 /// Evaluations, one per simulated second: past the longest window (125 s of
 /// history), so the last ones run on full histories.
 const EVALUATIONS: u64 = 160;
@@ -184,7 +248,24 @@ fn main() {
         }
     }
 
-    let dns = DnsAggregates::new(16);
+    let mut dns = DnsAggregates::new(DNS_NAMES as usize);
+    // Names per workload, so that its rows (4 per name when it walks: the
+    // three candidates and the name) fill its share of the table.
+    let rows_per_cgroup = DNS_NAMES / CGROUPS;
+    let names_of = |c: u64| {
+        if c.is_multiple_of(2) {
+            rows_per_cgroup / 4
+        } else {
+            rows_per_cgroup
+        }
+    };
+    // Every row there from the start (the heap kept by the findings is
+    // measured from here), then one lookup per workload a second.
+    for c in 0..CGROUPS {
+        for n in 0..names_of(1000 + c) {
+            lookup(&mut dns, 1000 + c, n, t0);
+        }
+    }
     let mut attributor = Names::default();
     let mut probe = Answers::default();
     let heap_before = LIVE.load(Ordering::Relaxed);
@@ -197,6 +278,9 @@ fn main() {
             for flow in 0..LEAKS {
                 t.open(flow, now);
             }
+        }
+        for c in 0..CGROUPS {
+            lookup(&mut dns, 1000 + c, s % names_of(1000 + c), now);
         }
         let inputs = Inputs {
             tcp: &t.agg,
@@ -220,6 +304,7 @@ fn main() {
         "the synthetic table is not the intended size"
     );
     assert_eq!(drops.socket_table_full + drops.flows_evicted, 0);
+    assert_eq!(dns.named(), DNS_NAMES as usize, "the DNS table is not full");
 
     let mut measured: Vec<Duration> = times[times.len() - MEASURED..].to_vec();
     measured.sort();
@@ -229,7 +314,7 @@ fn main() {
         open[kind_index(f.kind)] += 1;
     }
     println!(
-        "findings evaluate: {SOCKETS} sockets over {FLOWS} flows, {} evaluations (1 per simulated second)",
+        "findings evaluate: {SOCKETS} sockets over {FLOWS} flows, {DNS_NAMES} DNS rows, {} evaluations (1 per simulated second)",
         EVALUATIONS
     );
     println!(

@@ -1,8 +1,13 @@
-//! Real DNS servers and clients inside test pods: dnsmasq from Debian, the
-//! `dnsresponder` test server, and dig / glibc (getent) as clients.
+//! Real DNS servers and clients inside test pods: dnsmasq from Debian (and
+//! its own log of every query and reply), the `dnsresponder` test server,
+//! and dig / glibc (getent) as clients.
 
 use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -21,6 +26,8 @@ use crate::{
 /// dnsmasq serving on the pod's addresses, port 53; killed on drop.
 pub struct Dnsmasq {
     child: Child,
+    /// Its log of queries and replies, with the directory holding it.
+    log: Option<TempDir>,
 }
 
 impl Dnsmasq {
@@ -28,6 +35,30 @@ impl Dnsmasq {
     /// waits until it answers. Start it before the agent: the readiness
     /// probe is DNS traffic too.
     pub fn start(pod: &Pod, args: &[&str]) -> Self {
+        Self::spawn(pod, args, None)
+    }
+
+    /// Like [`Self::start`], logging every query and its reply with the
+    /// client's address (`--log-queries=extra`), read with [`Self::log`].
+    pub fn start_logged(pod: &Pod, args: &[&str]) -> Self {
+        Self::spawn(pod, args, Some(TempDir::new("dnsmasq")))
+    }
+
+    /// What dnsmasq logged so far about the queries from `client`.
+    pub fn log(&self, client: IpAddr) -> QueryLog {
+        let dir = self.log.as_ref().expect("started with start_logged");
+        let text = std::fs::read_to_string(dir.0.join("dnsmasq.log")).unwrap_or_default();
+        QueryLog::parse(&text, client)
+    }
+
+    fn spawn(pod: &Pod, args: &[&str], log: Option<TempDir>) -> Self {
+        let log_args: Vec<String> = match &log {
+            Some(dir) => vec![
+                "--log-queries=extra".into(),
+                format!("--log-facility={}", dir.0.join("dnsmasq.log").display()),
+            ],
+            None => Vec::new(),
+        };
         let child = command_in(pod, "dnsmasq", true)
             .args([
                 "--keep-in-foreground",
@@ -41,11 +72,12 @@ impl Dnsmasq {
                 &format!("--listen-address={}", pod.ip6),
             ])
             .args(args)
+            .args(&log_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn dnsmasq (apt install dnsmasq-base)");
-        let server = Self { child };
+        let server = Self { child, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, out) = dig(
@@ -67,6 +99,128 @@ impl Dnsmasq {
 }
 
 impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory of its own under the temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sockeye-{what}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// dnsmasq's own count of one client's queries and replies, from its log
+/// (`<serial> <client>/<port> query[A] <name> from <client>`, then
+/// `<serial> <client>/<port> config <name> is NXDOMAIN`, ...).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct QueryLog {
+    pub queries: u64,
+    pub replies: u64,
+    /// NXDOMAIN replies by name.
+    pub nxdomain: BTreeMap<String, u64>,
+    /// Lines saying dnsmasq dropped log lines: its counts are then short.
+    pub dropped_lines: u64,
+}
+
+impl QueryLog {
+    pub fn parse(text: &str, client: IpAddr) -> Self {
+        let mut log = Self::default();
+        let from = format!("{client}/");
+        for line in text.lines() {
+            if line.contains("log messages dropped") {
+                log.dropped_lines += 1;
+            }
+            // "<date> dnsmasq[pid]: <serial> <client>/<port> <what...>"
+            let Some((_, rest)) = line.split_once("]: ") else {
+                continue;
+            };
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if words.len() < 4 || !words[1].starts_with(&from) {
+                continue;
+            }
+            match &words[2..] {
+                [q, _, ..] if q.starts_with("query[") => log.queries += 1,
+                [_, name, "is", what, ..] => {
+                    log.replies += 1;
+                    if *what == "NXDOMAIN" {
+                        *log.nxdomain.entry(name.to_string()).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        log
+    }
+
+    pub fn nxdomains(&self) -> u64 {
+        self.nxdomain.values().sum()
+    }
+
+    /// NXDOMAIN replies for names that end with one of `search` (the
+    /// candidates a search-list walk asked), and for the others.
+    pub fn nxdomains_split(&self, search: &[&str]) -> (u64, u64) {
+        let suffixed = |n: &str| search.iter().any(|s| n.ends_with(&format!(".{s}")));
+        self.nxdomain.iter().fold(
+            (0, 0),
+            |(a, b), (n, c)| if suffixed(n) { (a + c, b) } else { (a, b + c) },
+        )
+    }
+}
+
+/// A shell script run in a pod the way its processes see the pod
+/// (`ip netns exec`: its resolv.conf), which touches a marker file when
+/// its lookups are done and then stays (`exec sleep`) as the pod's
+/// process; killed on drop.
+pub struct PodScript {
+    pub child: Child,
+    dir: TempDir,
+}
+
+impl PodScript {
+    /// Runs `lookups` (shell), then sleeps until dropped.
+    pub fn start(pod: &Pod, lookups: &str) -> Self {
+        let dir = TempDir::new("podscript");
+        let done = dir.0.join("done");
+        let script = format!("{lookups}\ntouch {}\nexec sleep 600\n", done.display());
+        let child = command_in(pod, "ip", false)
+            .args(["netns", "exec", &pod.netns, "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sh in the pod");
+        Self { child, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the lookups are done.
+    pub fn done(&self) -> bool {
+        Path::new(&self.dir.0.join("done")).exists()
+    }
+}
+
+impl Drop for PodScript {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -127,12 +127,13 @@ pub const TCP_DROPS: [&str; 9] = [
 ];
 
 /// Drop counters that can make DNS aggregates undercount.
-pub const DNS_DROPS: [&str; 7] = [
+pub const DNS_DROPS: [&str; 8] = [
     "kernel_dns_ringbuf_full",
     "kernel_dns_skipped_ipv6_extension",
     "kernel_dns_read_failed",
     "user_dns_decode_errors",
     "user_dns_pending_full",
+    "user_dns_walks_full",
     "user_dns_tcp_beyond_capture",
     "user_dns_tcp_streams_evicted",
 ];

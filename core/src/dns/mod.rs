@@ -5,12 +5,16 @@
 pub mod aggregate;
 pub mod message;
 pub mod packet;
+pub mod resolv_conf;
 pub mod tcp_stream;
 pub mod tracker;
 pub mod view;
+pub mod walk;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walk_tests;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -189,7 +193,7 @@ impl DnsTracer {
 
     pub fn health(&self) -> DnsHealth {
         DnsHealth {
-            tracker: self.tracker.drops,
+            tracker: self.tracker.drops(),
             tcp: self.streams.drops,
             names_folded: self.aggregates.names_folded,
             names_over_limit: self.aggregates.names_over_limit,

@@ -25,6 +25,24 @@ fn record(
     proto: u8,
     src: &str,
     dst: &str,
+    tcp: (u32, u8),
+    payload: &[u8],
+) -> Vec<u8> {
+    record_as(4411, ts_ns, egress, proto, src, dst, tcp, payload)
+}
+
+/// [`record`] sent by process `tgid` (egress only: answers carry none).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "every field of a packet, for tests"
+)]
+pub(super) fn record_as(
+    tgid: u32,
+    ts_ns: u64,
+    egress: bool,
+    proto: u8,
+    src: &str,
+    dst: &str,
     (seq, flags): (u32, u8),
     payload: &[u8],
 ) -> Vec<u8> {
@@ -42,7 +60,7 @@ fn record(
     let mut p = DnsPacket {
         ts_ns,
         cgroup_id: 42,
-        tgid: if egress { 4411 } else { 0 },
+        tgid: if egress { tgid } else { 0 },
         payload_len: payload.len() as u32,
         tcp_seq: seq,
         captured: captured as u16,

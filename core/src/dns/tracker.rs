@@ -1,22 +1,28 @@
 //! Matches answers to queries and derives what a single packet cannot say:
-//! latency, timeouts, retries, search-domain fan-out and truncation
-//! followed by a retry over TCP. Produces [`DnsEvent`]s for the aggregator
-//! (and, later, for a live trace stream).
+//! latency, timeouts, retries, search-domain fan-out ([`super::walk`]) and
+//! truncation followed by a retry over TCP. Produces [`DnsEvent`]s for the
+//! aggregator and the live trace stream.
+//!
+//! A query is told apart by its socket, server, id and question: resolvers
+//! that send A and AAAA at once from one socket may give both the same id
+//! (the server tells them apart by the question, and so do we).
 //!
 //! Every table here is bounded; a query that does not fit is counted, not
 //! tracked.
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    hash::{BuildHasher, RandomState},
+    net::SocketAddr,
     sync::Arc,
 };
 
-use super::{message::Message, packet::Packet, packet::Transport};
-
-/// RCODEs the derived signals depend on.
-const NOERROR: u16 = 0;
-const NXDOMAIN: u16 = 3;
+use super::{
+    message::Message,
+    packet::Packet,
+    packet::Transport,
+    walk::{Asker, Walks},
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerConfig {
@@ -84,47 +90,42 @@ pub struct TrackerDrops {
     pub unmatched_answers: u64,
     /// Queries not tracked because `max_pending` queries were outstanding.
     pub pending_full: u64,
+    /// Search-list walks not followed because `max_pending` were under way:
+    /// their wasted queries are not counted.
+    pub walks_full: u64,
     /// Queries arriving at, or answers leaving, a local socket: a DNS
     /// server's view, which is not aggregated (its clients are traced on
     /// their own side).
     pub server_side: u64,
 }
 
+/// One query in flight: its socket, server, id and question. The name is
+/// kept as a hash (no allocation per packet); a match is confirmed against
+/// the query's own name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PendingKey {
     transport: Transport,
     client: SocketAddr,
     server: SocketAddr,
     id: u16,
+    qtype: u16,
+    name_hash: u64,
 }
 
 /// "The same client asking the same thing": for retries and truncation.
+/// The client is its process when the kernel named it: two processes of a
+/// pod asking one name at once are two lookups, not a retry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct AskKey {
     cgroup_id: u64,
-    client: IpAddr,
+    asker: Asker,
     name: Arc<str>,
     qtype: u16,
-}
-
-/// A search-list walk: same client, same type, same first label.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ChainKey {
-    cgroup_id: u64,
-    client: IpAddr,
-    qtype: u16,
-    first_label: Arc<str>,
 }
 
 struct Ask {
     ts_ns: u64,
     answered: bool,
-}
-
-struct Chain {
-    nxdomains: u32,
-    last_ns: u64,
-    last_query: Arc<QueryInfo>,
 }
 
 pub struct Tracker {
@@ -135,8 +136,9 @@ pub struct Tracker {
     asks: HashMap<AskKey, Ask>,
     /// Truncated UDP answers waiting for the TCP retry.
     truncated: HashMap<AskKey, u64>,
-    chains: HashMap<ChainKey, Chain>,
-    pub drops: TrackerDrops,
+    walks: Walks,
+    hasher: RandomState,
+    drops: TrackerDrops,
 }
 
 impl Tracker {
@@ -147,13 +149,38 @@ impl Tracker {
             timed_out: HashMap::new(),
             asks: HashMap::new(),
             truncated: HashMap::new(),
-            chains: HashMap::new(),
+            walks: Walks::new(config.max_pending, config.timeout_ns),
+            hasher: RandomState::new(),
             drops: TrackerDrops::default(),
         }
     }
 
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    pub fn drops(&self) -> TrackerDrops {
+        TrackerDrops {
+            walks_full: self.walks.full,
+            ..self.drops
+        }
+    }
+
+    fn key(
+        &self,
+        transport: Transport,
+        client: SocketAddr,
+        server: SocketAddr,
+        m: &Message,
+    ) -> PendingKey {
+        PendingKey {
+            transport,
+            client,
+            server,
+            id: m.id,
+            qtype: m.qtype,
+            name_hash: self.hasher.hash_one(m.name.as_str()),
+        }
     }
 
     /// Handles one parsed message.
@@ -166,13 +193,8 @@ impl Tracker {
     }
 
     fn query(&mut self, p: &Packet<'_>, m: &Message, out: &mut Vec<DnsEvent>) {
-        let key = PendingKey {
-            transport: p.transport,
-            client: p.src,
-            server: p.dst,
-            id: m.id,
-        };
-        if let Some(first) = self.pending.get(&key) {
+        let key = self.key(p.transport, p.src, p.dst, m);
+        if let Some(first) = self.pending.get(&key).filter(|q| same_question(q, m)) {
             // The same query resent on the same socket: a retry, timed
             // from the first send, which is what the client waits for.
             out.push(DnsEvent::Query {
@@ -230,12 +252,7 @@ impl Tracker {
     }
 
     fn answer(&mut self, p: &Packet<'_>, m: &Message, out: &mut Vec<DnsEvent>) {
-        let key = PendingKey {
-            transport: p.transport,
-            client: p.dst,
-            server: p.src,
-            id: m.id,
-        };
+        let key = self.key(p.transport, p.dst, p.src, m);
         let Some(query) = self.pending.remove(&key) else {
             match self.timed_out.remove(&key) {
                 Some((query, _)) if same_question(&query, m) => out.push(DnsEvent::LateAnswer {
@@ -247,7 +264,7 @@ impl Tracker {
             return;
         };
         if !same_question(&query, m) {
-            // Same id and addresses but another question: not our answer.
+            // Another name with the same hash: not our answer.
             self.pending.insert(key, query);
             self.drops.unmatched_answers += 1;
             return;
@@ -269,7 +286,7 @@ impl Tracker {
         if m.truncated && query.transport == Transport::Udp {
             bounded_insert(&mut self.truncated, self.config.max_pending, ask, p.ts_ns);
         }
-        self.follow_search_list(&query, m.rcode, p.ts_ns, out);
+        self.walks.answer(&query, m.rcode, p.ts_ns, out);
         out.push(DnsEvent::Answer {
             latency_ns,
             query,
@@ -277,66 +294,6 @@ impl Tracker {
             answers: m.answers,
             truncated: m.truncated,
         });
-    }
-
-    /// A resolver walking its search list asks "name.suffix" for each
-    /// suffix and gets NXDOMAIN until one exists (or the bare name does).
-    /// NXDOMAINs extend the walk; the first NOERROR ends it.
-    fn follow_search_list(
-        &mut self,
-        query: &Arc<QueryInfo>,
-        rcode: u16,
-        now_ns: u64,
-        out: &mut Vec<DnsEvent>,
-    ) {
-        // Most answers are NOERROR with no walk under way: skip building the
-        // key (an allocation) for them.
-        if rcode != NXDOMAIN && (rcode != NOERROR || self.chains.is_empty()) {
-            return;
-        }
-        let key = ChainKey {
-            cgroup_id: query.cgroup_id,
-            client: query.client.ip(),
-            qtype: query.qtype,
-            first_label: Arc::from(query.name.split('.').next().unwrap_or_default()),
-        };
-        let window = self.config.timeout_ns;
-        match rcode {
-            NXDOMAIN => {
-                let chain = self.chains.get_mut(&key);
-                match chain {
-                    Some(c) if now_ns.saturating_sub(c.last_ns) < window => {
-                        c.nxdomains += 1;
-                        c.last_ns = now_ns;
-                        c.last_query = query.clone();
-                    }
-                    _ => {
-                        bounded_insert(
-                            &mut self.chains,
-                            self.config.max_pending,
-                            key,
-                            Chain {
-                                nxdomains: 1,
-                                last_ns: now_ns,
-                                last_query: query.clone(),
-                            },
-                        );
-                    }
-                }
-            }
-            NOERROR => {
-                if let Some(c) = self.chains.remove(&key) {
-                    if now_ns.saturating_sub(c.last_ns) < window {
-                        out.push(DnsEvent::FanOut {
-                            query: query.clone(),
-                            wasted: c.nxdomains,
-                            answered: true,
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Declares timeouts and forgets expired state. Cost is linear in the
@@ -368,28 +325,14 @@ impl Tracker {
             .retain(|_, a| now_ns.saturating_sub(a.ts_ns) < 2 * timeout);
         self.truncated
             .retain(|_, ts| now_ns.saturating_sub(*ts) < timeout);
-        let mut ended = Vec::new();
-        self.chains.retain(|_, c| {
-            let live = now_ns.saturating_sub(c.last_ns) < timeout;
-            // A walk that ended in NXDOMAIN: the last query was the one the
-            // client needed asked; the others were wasted.
-            if !live && c.nxdomains >= 2 {
-                ended.push(DnsEvent::FanOut {
-                    query: c.last_query.clone(),
-                    wasted: c.nxdomains - 1,
-                    answered: false,
-                });
-            }
-            live
-        });
-        out.extend(ended);
+        self.walks.sweep(now_ns, out);
     }
 }
 
 fn ask_key(q: &QueryInfo) -> AskKey {
     AskKey {
         cgroup_id: q.cgroup_id,
-        client: q.client.ip(),
+        asker: Asker::of(q),
         name: q.name.clone(),
         qtype: q.qtype,
     }

@@ -38,6 +38,7 @@ pub struct FindingsConfig {
     pub resources: ResourcesConfig,
     pub stale: StaleConfig,
     pub limit: LimitConfig,
+    pub dns_search: DnsSearchConfig,
 }
 
 /// Stale connections at a server: connections it holds whose client is
@@ -154,6 +155,24 @@ pub struct DnsConfig {
     pub resolve_after_s: f64,
 }
 
+/// DNS search-list expansion: most of a workload's queries to a server are
+/// NXDOMAINs for search-suffixed names its lookups walked through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSearchConfig {
+    /// The span judged, seconds.
+    pub window_s: f64,
+    /// Queries within the span before anything is judged.
+    pub min_queries: u64,
+    /// Share of the queries that were wasted.
+    pub min_wasted_ratio: f64,
+    /// Wasted queries per second (over the span) from which it is a
+    /// warning; below, the waste is real but cheap: info.
+    pub warning_wasted_per_s: f64,
+    /// Resolves after this long without it, seconds.
+    pub resolve_after_s: f64,
+}
+
 /// Resource exhaustion at connect: local ports or file descriptors run out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -177,6 +196,7 @@ impl Default for FindingsConfig {
             resources: ResourcesConfig::default(),
             stale: StaleConfig::default(),
             limit: LimitConfig::default(),
+            dns_search: DnsSearchConfig::default(),
         }
     }
 }
@@ -259,6 +279,18 @@ impl Default for DnsConfig {
     }
 }
 
+impl Default for DnsSearchConfig {
+    fn default() -> Self {
+        Self {
+            window_s: 60.0,
+            min_queries: 20,
+            min_wasted_ratio: 0.5,
+            warning_wasted_per_s: 1.0,
+            resolve_after_s: 60.0,
+        }
+    }
+}
+
 impl Default for ResourcesConfig {
     fn default() -> Self {
         Self {
@@ -314,6 +346,11 @@ impl FindingsConfig {
             ("limit.window_s", self.limit.window_s),
             ("limit.plateau_s", self.limit.plateau_s),
             ("limit.resolve_after_s", self.limit.resolve_after_s),
+            ("dns_search.window_s", self.dns_search.window_s),
+            (
+                "dns_search.resolve_after_s",
+                self.dns_search.resolve_after_s,
+            ),
         ];
         for (name, v) in seconds {
             // A day bounds every span; past it Duration math is pointless.
@@ -332,6 +369,10 @@ impl FindingsConfig {
         for (name, v) in [
             ("dns.timeout_ratio", self.dns.timeout_ratio),
             ("dns.servfail_ratio", self.dns.servfail_ratio),
+            (
+                "dns_search.min_wasted_ratio",
+                self.dns_search.min_wasted_ratio,
+            ),
         ] {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(ConfigError::Invalid(format!(
@@ -352,10 +393,17 @@ impl FindingsConfig {
             ("restart.min_refused", self.restart.min_refused),
             ("dns.min_queries", self.dns.min_queries),
             ("resources.min_failures", self.resources.min_failures),
+            ("dns_search.min_queries", self.dns_search.min_queries),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
+        }
+        let per_s = self.dns_search.warning_wasted_per_s;
+        if !(per_s >= 0.0 && per_s.is_finite()) {
+            return Err(ConfigError::Invalid(format!(
+                "dns_search.warning_wasted_per_s must be 0 or more, got {per_s}"
+            )));
         }
         if self.max_series == 0 {
             return Err(ConfigError::Invalid("max_series must be at least 1".into()));

@@ -279,6 +279,7 @@ impl Findings {
             Kind::ConnectResourceExhaustion => config::ns(c.resources.resolve_after_s),
             Kind::StaleConnections => config::ns(c.stale.resolve_after_s),
             Kind::ServerAtLimit | Kind::SessionsRefused => config::ns(c.limit.resolve_after_s),
+            Kind::DnsSearchExpansion => config::ns(c.dns_search.resolve_after_s),
         }
     }
 

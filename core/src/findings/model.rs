@@ -17,10 +17,11 @@ pub enum Kind {
     StaleConnections,
     ServerAtLimit,
     SessionsRefused,
+    DnsSearchExpansion,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::ConnectionLeak,
         Kind::CloseWait,
         Kind::PoolExhaustion,
@@ -30,6 +31,7 @@ impl Kind {
         Kind::StaleConnections,
         Kind::ServerAtLimit,
         Kind::SessionsRefused,
+        Kind::DnsSearchExpansion,
     ];
 
     /// The name in the API, metrics and JSON.
@@ -44,6 +46,7 @@ impl Kind {
             Kind::StaleConnections => "stale_connections",
             Kind::ServerAtLimit => "server_at_limit",
             Kind::SessionsRefused => "sessions_refused",
+            Kind::DnsSearchExpansion => "dns_search_expansion",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the detectors ask the kernel on demand, for evidence the events do
 //! not carry: how idle a suspect flow's sockets are, whether a listener's
 //! accept queue is full, how often a namespace's listen queues overflowed,
-//! and the name of a process. Asked only about findings (a few sockets),
+//! the name of a process, and the resolv.conf a workload's processes see. Asked only about findings (a few sockets),
 //! never per event. The agent answers through `sock_diag` and procfs;
 //! tests answer from a table ([`Answers`]).
 
@@ -30,6 +30,14 @@ pub struct ProbeError {
     pub reason: String,
 }
 
+/// A resolv.conf as one process of a workload sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvConfText {
+    /// The process it was read through.
+    pub pid: u32,
+    pub text: String,
+}
+
 pub trait Probe {
     /// Idle times of the connections to `remote`:`port` in `pid`'s network
     /// namespace (a pod's: its containers share it, so they count together).
@@ -54,6 +62,15 @@ pub trait Probe {
     /// Whether a cgroup still exists (a pod deleted, a container replaced
     /// takes its cgroup with it); None when the agent cannot tell.
     fn cgroup_alive(&mut self, cgroup_id: u64) -> Option<bool>;
+    /// /etc/resolv.conf as `pid` sees it (in its mount namespace), or,
+    /// when `pid` is gone or no longer in the workload's cgroup
+    /// (`cgroup_path`, under the cgroup v2 mount), as another process of
+    /// that cgroup sees it.
+    fn resolv_conf(
+        &mut self,
+        pid: u32,
+        cgroup_path: Option<&str>,
+    ) -> Result<ResolvConfText, ProbeError>;
 }
 
 /// A [`Probe`] that answers from tables set by a test; what is not in them
@@ -66,6 +83,8 @@ pub struct Answers {
     pub names: HashMap<u32, String>,
     /// Cgroups that are gone; every other one is alive.
     pub gone_cgroups: ahash::HashSet<u64>,
+    /// resolv.conf texts by pid.
+    pub resolv_confs: HashMap<u32, String>,
 }
 
 impl Answers {
@@ -103,5 +122,15 @@ impl Probe for Answers {
 
     fn cgroup_alive(&mut self, cgroup_id: u64) -> Option<bool> {
         Some(!self.gone_cgroups.contains(&cgroup_id))
+    }
+
+    fn resolv_conf(&mut self, pid: u32, _: Option<&str>) -> Result<ResolvConfText, ProbeError> {
+        self.resolv_confs
+            .get(&pid)
+            .map(|text| ResolvConfText {
+                pid,
+                text: text.clone(),
+            })
+            .ok_or_else(|| Self::missing("resolv.conf", pid))
     }
 }

@@ -35,6 +35,8 @@ pub enum Unit {
     Code,
     /// A yes/no fact: 1 or 0.
     Flag,
+    /// Dots in a DNS name (resolv.conf's `ndots`).
+    Dots,
 }
 
 impl Unit {
@@ -60,6 +62,7 @@ impl Unit {
             Unit::Pid => "pid",
             Unit::Code => "code",
             Unit::Flag => "flag",
+            Unit::Dots => "dots",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod close_wait;
 pub mod dns;
+pub mod dns_search;
 pub mod leak;
 pub mod limit;
 pub mod pool;
@@ -95,6 +96,7 @@ pub struct FlowNow<'a> {
 pub struct Detectors {
     tcp: Series<FlowKey, TcpSample>,
     dns: Series<dns::DnsKey, dns::DnsSample>,
+    dns_search: dns_search::Expansion,
     leak: leak::Leaks,
     pool: pool::Pools,
     stale: stale::Stale,
@@ -130,6 +132,7 @@ impl Detectors {
             config.dns.window_s,
             config.limit.window_s,
             config.limit.plateau_s,
+            config.dns_search.window_s,
         ]
         .into_iter()
         .fold(0.0, f64::max);
@@ -138,6 +141,7 @@ impl Detectors {
         Self {
             tcp: Series::new(config.max_series, keep_ns),
             dns: Series::new(config.max_series, keep_ns),
+            dns_search: dns_search::Expansion::new(config.max_series, keep_ns),
             leak: leak::Leaks::default(),
             pool: pool::Pools::default(),
             stale: stale::Stale::default(),
@@ -148,12 +152,12 @@ impl Detectors {
     /// Series not kept because the bound was reached (evidence may then be
     /// missing for those flows).
     pub fn series_skipped(&self) -> u64 {
-        self.tcp.skipped + self.dns.skipped + self.limit.skipped()
+        self.tcp.skipped + self.dns.skipped + self.limit.skipped() + self.dns_search.skipped()
     }
 
     /// Questions to the kernel for evidence that failed.
     pub fn probe_failures(&self) -> u64 {
-        self.leak.probe_failures + self.pool.probe_failures
+        self.leak.probe_failures + self.pool.probe_failures + self.dns_search.probe_failures
     }
 
     pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Verdict> {
@@ -197,7 +201,17 @@ impl Detectors {
         out.extend(restart::detect(cx, &flows));
         out.extend(self.stale.detect(cx, &flows));
         out.extend(self.limit.detect(cx, &flows, &self.tcp));
-        out.extend(dns::detect(cx, &mut self.dns));
+        let degraded = dns::detect(cx, &mut self.dns);
+        // Expansion and degradation of one server are separate problems with
+        // separate fixes; the expansion finding says when the server is
+        // degraded too (its waste is more queries that can time out there).
+        let servers: Vec<std::net::SocketAddr> = degraded
+            .iter()
+            .filter_map(|v| v.destination.as_ref())
+            .map(|d| std::net::SocketAddr::new(d.addr, d.port))
+            .collect();
+        out.extend(degraded);
+        out.extend(self.dns_search.detect(cx, &servers));
         out.extend(resources::detect(cx.inputs, &cx.config.resources));
         out
     }

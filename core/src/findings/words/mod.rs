@@ -4,6 +4,7 @@
 
 mod close_wait;
 mod dns;
+mod dns_search;
 mod leak;
 mod limit;
 mod pool;
@@ -34,6 +35,7 @@ pub fn word(v: &Verdict, names: &mut dyn Workloads) -> Words {
         Kind::ConnectResourceExhaustion => resources::word(&mut cx),
         Kind::StaleConnections => stale::word(&mut cx),
         Kind::ServerAtLimit | Kind::SessionsRefused => limit::word(&mut cx),
+        Kind::DnsSearchExpansion => dns_search::word(&mut cx),
     };
     debug_assert_eq!(w.facts.len(), v.facts.len(), "one sentence per fact");
     w

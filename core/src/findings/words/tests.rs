@@ -354,3 +354,49 @@ fn every_fact_keeps_its_key_and_subject_in_the_evidence() {
     // A fact without wording still reads as something.
     assert_eq!(e[2].fact, "mystery: 7 sockets");
 }
+
+#[test]
+fn dns_search_expansion_says_how_much_why_and_the_fix() {
+    let pid = About::Process {
+        pid: 4411,
+        comm: Some("java".into()),
+    };
+    let mut v = verdict(
+        Kind::DnsSearchExpansion,
+        vec![
+            Fact::count("queries", 320, Unit::Queries, 10 * S),
+            Fact::count("wasted", 240, Unit::Queries, 10 * S),
+            Fact::new("wasted_ratio", 0.75, Unit::Ratio, 10 * S),
+            Fact::seconds("window_s", 30 * S, 10 * S),
+            Fact::count("names", 2, Unit::Names, 10 * S),
+            Fact::count("name_wasted", 180, Unit::Queries, 10 * S)
+                .about(About::Name("api.example.com".into())),
+            Fact::count("name_wasted", 60, Unit::Queries, 10 * S)
+                .about(About::Name("db.example.com".into())),
+            Fact::count("ndots", 5, Unit::Dots, 10 * S).about(pid),
+            Fact::count("search_domains", 3, Unit::Names, 10 * S),
+            Fact::count("suggested_ndots", 2, Unit::Dots, 10 * S),
+            Fact::flag("server_degraded", true, 10 * S),
+        ],
+    );
+    v.destination.as_mut().unwrap().port = 53;
+    let w = word(&v, &mut names());
+    assert_eq!(
+        w.summary,
+        "shop/web-1/app wastes 75% of its DNS queries to 10.0.0.9:53 on search-list expansion (ndots:5, 3 search domain(s))"
+    );
+    assert_eq!(
+        shown(&w),
+        [
+            "240 of 320 queries to 10.0.0.9:53 in the last 30.00s were NXDOMAIN answers for search-list candidates (75%: 4.0 queries for each one needed)",
+            "2 name(s) walked the search list, most: api.example.com (180 wasted), db.example.com (60 wasted)",
+            "the resolv.conf of pid 4411 (java): ndots:5, 3 search domain(s): a name with fewer than 5 dots is tried with every search domain before it is asked as it is",
+            "with ndots:2, names of 2 or more dots are asked as they are first",
+            "the DNS server 10.0.0.9:53 is degraded too (its own dns_degradation finding): every wasted query is one more that can time out or wait there",
+        ]
+    );
+    assert_eq!(
+        w.next_step,
+        "ask for absolute names, with a trailing dot (\"api.example.com.\", \"db.example.com.\"), so each is asked once; or lower ndots to 2 in the pod spec: dnsConfig: {options: [{name: ndots, value: \"2\"}]} (names of 2 or more dots are then asked as they are first)"
+    );
+}
