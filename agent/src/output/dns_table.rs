@@ -1,55 +1,53 @@
 //! The DNS part of the terminal table: totals per workload, then names,
-//! the ones with timeouts and failures first.
+//! the ones with timeouts and failures first; fitted like the flows.
 
 use std::fmt::Write as _;
 
-use super::{
-    format::{columns, duration_ns, header, truncate, Column},
-    table::WORKLOAD_WIDTH,
-};
+use sockeye_cli::table::{left, right, Column, Table, Width};
+
+use super::format::duration_ns;
 use crate::{dns::view::DnsCounts, snapshot::Snapshot};
 
+/// Fitting a terminal drops TC>TCP, then MAX, WASTED and the process, then
+/// RETRY and P50, then TYPE, NXDOM and P99: queries, failures, timeouts
+/// and p90 stay.
 const COLUMNS: [Column; 17] = [
-    ("WORKLOAD", WORKLOAD_WIDTH, false),
-    ("NAME", 34, false),
-    ("TYPE", 5, false),
-    ("SERVER", 21, false),
-    ("Q", 6, true),
-    ("RETRY", 5, true),
-    ("OK", 6, true),
-    ("NXDOM", 5, true),
-    ("FAIL", 4, true),
-    ("TMO", 4, true),
-    ("P50", 8, true),
-    ("P90", 8, true),
-    ("P99", 8, true),
-    ("MAX", 8, true),
-    ("WASTED", 6, true),
-    ("TC>TCP", 6, true),
-    ("PROCESS", 0, false),
+    left("WORKLOAD").shrinks_to(24),
+    left("NAME").shrinks_to(24),
+    left("TYPE").priority(3),
+    left("SERVER").shrinks_to(15),
+    right("Q"),
+    right("RETRY").priority(4),
+    right("OK").priority(2),
+    right("NXDOM").priority(3),
+    right("FAIL"),
+    right("TMO"),
+    right("P50").priority(4),
+    right("P90").priority(2),
+    right("P99").priority(3),
+    right("MAX").priority(5),
+    right("WASTED").priority(5),
+    right("TC>TCP").priority(6),
+    left("PROCESS").priority(5),
 ];
 
 /// Renders the DNS section (empty when there is no DNS activity). Shows at
 /// most `top` names.
-pub fn render(snap: &Snapshot, top: usize) -> String {
+pub fn render(snap: &Snapshot, top: usize, width: Width) -> String {
     let mut s = String::new();
     if snap.dns_totals.is_empty() {
         return s;
     }
-    let _ = writeln!(s, "\nDNS\n{}", header(&COLUMNS));
+    let mut table = Table::new(COLUMNS.to_vec());
     for t in snap.dns_totals.iter().filter(|t| t.server.is_none()) {
-        let _ = writeln!(
-            s,
-            "{}",
-            line(
-                &t.workload.label(),
-                "(all names)",
-                "*",
-                "(all)",
-                &t.counts,
-                ""
-            )
-        );
+        table.push(line(
+            &t.workload.label(),
+            "(all names)",
+            "*",
+            "(all)",
+            &t.counts,
+            "",
+        ));
     }
     let mut ranked: Vec<_> = snap.dns_names.iter().collect();
     ranked.sort_by_key(|n| {
@@ -61,19 +59,16 @@ pub fn render(snap: &Snapshot, top: usize) -> String {
         } else {
             "-".into()
         };
-        let _ = writeln!(
-            s,
-            "{}",
-            line(
-                &n.workload.label(),
-                &n.name,
-                &n.qtype,
-                &n.server.to_string(),
-                &n.counts,
-                &process
-            )
-        );
+        table.push(line(
+            &n.workload.label(),
+            &n.name,
+            &n.qtype,
+            &n.server.to_string(),
+            &n.counts,
+            &process,
+        ));
     }
+    let _ = write!(s, "\nDNS\n{}", table.render_in(width));
     if ranked.len() > top {
         let _ = writeln!(
             s,
@@ -91,14 +86,14 @@ fn line(
     server: &str,
     c: &DnsCounts,
     process: &str,
-) -> String {
+) -> Vec<String> {
     let lat = c.latency;
     let rcode = |k: &str| c.rcodes.get(k).copied().unwrap_or(0);
-    let cells = [
-        truncate(workload, WORKLOAD_WIDTH),
-        truncate(name, 34),
+    vec![
+        workload.to_string(),
+        name.to_string(),
         qtype.to_string(),
-        truncate(server, 21),
+        server.to_string(),
         c.queries.to_string(),
         c.retries.to_string(),
         rcode("NOERROR").to_string(),
@@ -112,8 +107,7 @@ fn line(
         c.fanout_wasted.to_string(),
         format!("{}/{}", c.truncated, c.tcp_after_truncation),
         process.to_string(),
-    ];
-    columns(&cells, &COLUMNS)
+    ]
 }
 
 #[cfg(test)]
@@ -189,7 +183,7 @@ mod tests {
             }],
             resource_failures: vec![],
         };
-        let out = render(&snap, 2);
+        let out = render(&snap, 2, Width::All);
         let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("cgroup:7")).collect();
         assert_eq!(rows.len(), 3, "{out}");
         assert!(
@@ -212,6 +206,6 @@ mod tests {
             dns_totals: vec![],
             resource_failures: vec![],
         };
-        assert_eq!(render(&snap, 10), "");
+        assert_eq!(render(&snap, 10, Width::All), "");
     }
 }

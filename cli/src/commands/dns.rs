@@ -61,23 +61,25 @@ fn failed(c: &pb::DnsCounts) -> u64 {
 fn columns(view: &View) -> Vec<Column> {
     let mut c = Vec::new();
     if view.wide() || view.role == Role::Collector {
-        c.push(left("NODE"));
+        c.push(left("NODE").shrinks_to(8));
     }
+    // Fitting a terminal drops MAX, then RETRY and P50, then TYPE, NXDOM
+    // and P99: queries, failures, timeouts and p90 stay.
     c.extend([
-        left("WORKLOAD"),
-        left("NAME"),
-        left("TYPE"),
-        left("SERVER"),
+        left("WORKLOAD").shrinks_to(24),
+        left("NAME").shrinks_to(24),
+        left("TYPE").priority(3),
+        left("SERVER").shrinks_to(15),
         right("Q"),
-        right("RETRY"),
-        right("OK"),
-        right("NXDOM"),
+        right("RETRY").priority(4),
+        right("OK").priority(2),
+        right("NXDOM").priority(3),
         right("FAIL"),
         right("TMO"),
-        right("P50"),
-        right("P90"),
-        right("P99"),
-        right("MAX"),
+        right("P50").priority(4),
+        right("P90").priority(2),
+        right("P99").priority(3),
+        right("MAX").priority(5),
     ]);
     if view.wide() {
         c.extend([
@@ -211,7 +213,7 @@ pub fn render(snaps: &[pb::Snapshot], view: &View) -> String {
         for (node, r) in &rows {
             t.push(row(view, node, r));
         }
-        t.render()
+        t.render_in(view.fit())
     };
     out.push_str(&notes(snaps, view, |a| {
         a.dns_totals
