@@ -3,33 +3,25 @@
 
 use std::fmt::Write as _;
 
-use sockeye_cli::table::{left, right, Column, Table, Width};
+use sockeye_cli::{
+    commands::dns::DNS_COLUMNS,
+    table::{left, right, Column, Table, Width},
+};
 
 use super::format::duration_ns;
 use crate::{dns::view::DnsCounts, snapshot::Snapshot};
 
-/// Fitting a terminal drops TC>TCP, then MAX, WASTED and the process, then
-/// RETRY and P50, then TYPE, NXDOM and P99: queries, failures, timeouts
-/// and p90 stay.
-const COLUMNS: [Column; 17] = [
-    left("WORKLOAD").shrinks_to(24),
-    left("NAME").shrinks_to(24),
-    left("TYPE").priority(3),
-    left("SERVER").shrinks_to(15),
-    right("Q"),
-    right("RETRY").priority(4),
-    right("OK").priority(2),
-    right("NXDOM").priority(3),
-    right("FAIL"),
-    right("TMO"),
-    right("P50").priority(4),
-    right("P90").priority(2),
-    right("P99").priority(3),
-    right("MAX").priority(5),
-    right("WASTED").priority(5),
-    right("TC>TCP").priority(6),
-    left("PROCESS").priority(5),
-];
+/// The CLI's DNS columns, then the live table's own: fitting a terminal
+/// drops TC>TCP first, then WASTED and the process with MAX.
+fn columns() -> Vec<Column> {
+    let mut c = DNS_COLUMNS.to_vec();
+    c.extend([
+        right("WASTED").priority(5),
+        right("TC>TCP").priority(6),
+        left("PROCESS").priority(5),
+    ]);
+    c
+}
 
 /// Renders the DNS section (empty when there is no DNS activity). Shows at
 /// most `top` names.
@@ -38,7 +30,7 @@ pub fn render(snap: &Snapshot, top: usize, width: Width) -> String {
     if snap.dns_totals.is_empty() {
         return s;
     }
-    let mut table = Table::new(COLUMNS.to_vec());
+    let mut table = Table::new(columns());
     for t in snap.dns_totals.iter().filter(|t| t.server.is_none()) {
         table.push(line(
             &t.workload.label(),
@@ -111,7 +103,7 @@ fn line(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -123,7 +115,8 @@ mod tests {
         },
     };
 
-    fn counts(queries: u64, timeouts: u64, servfail: u64) -> DnsCounts {
+    /// Counts of `queries`, `timeouts` and `servfail` (the rest NOERROR).
+    pub(in crate::output) fn counts(queries: u64, timeouts: u64, servfail: u64) -> DnsCounts {
         let mut rcodes = BTreeMap::new();
         rcodes.insert("NOERROR", queries - timeouts - servfail);
         if servfail > 0 {

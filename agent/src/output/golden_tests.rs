@@ -3,7 +3,7 @@
 //! `golden/*.txt`. After an intended change, run with `UPDATE_GOLDEN=1`
 //! and review the diff of those files.
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use sockeye_cli::table::Width;
 
@@ -15,10 +15,7 @@ use crate::{
     },
     api::convert_findings::tests::{close_wait, dns, pod_workload},
     attribution::Workload,
-    dns::{
-        aggregate::DnsWindow,
-        view::{DnsCounts, DnsNameView, DnsTotalView},
-    },
+    dns::view::{DnsCounts, DnsNameView, DnsTotalView},
     findings::Finding,
     snapshot::{FlowView, Health, ListenerView, Snapshot},
 };
@@ -96,28 +93,11 @@ fn flow(f: F) -> FlowView {
 }
 
 fn counts(queries: u64, timeouts: u64, servfail: u64, p50: u64, p99: u64) -> DnsCounts {
-    let mut rcodes = BTreeMap::new();
-    rcodes.insert("NOERROR", queries - timeouts - servfail);
-    if servfail > 0 {
-        rcodes.insert("SERVFAIL", servfail);
-    }
-    DnsCounts {
-        queries,
-        tcp_queries: 0,
-        retries: timeouts,
-        answers: queries - timeouts,
-        rcodes,
-        empty_answers: 0,
-        timeouts,
-        late_answers: 0,
-        truncated: 0,
-        tcp_after_truncation: 0,
-        fanout_lookups: 0,
-        fanout_wasted: 2,
-        latency: lat(p50, p99),
-        latency_histogram: Default::default(),
-        interval: DnsWindow::default(),
-    }
+    let mut c = super::dns_table::tests::counts(queries, timeouts, servfail);
+    c.retries = timeouts;
+    c.fanout_wasted = 2;
+    c.latency = lat(p50, p99);
+    c
 }
 
 fn name(n: &str, c: DnsCounts) -> DnsNameView {

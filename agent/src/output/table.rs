@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use sockeye_cli::table::{left, right, Column, Table, Width};
+use sockeye_cli::{
+    commands::conns::FLOW_COLUMNS,
+    table::{left, right, Column, Table, Width},
+};
 
 use super::{
     findings_table::Shown,
@@ -49,7 +52,7 @@ pub fn render(
     ranked.sort_by_key(|f| {
         std::cmp::Reverse((f.failed_total(), f.open, f.connects_ok + f.interval.opened))
     });
-    let mut table = Table::new(COLUMNS.to_vec());
+    let mut table = Table::new(columns());
     for f in ranked.iter().take(top) {
         table.push(flow_row(f));
     }
@@ -129,31 +132,20 @@ fn flow_row(f: &FlowView) -> Vec<String> {
     ]
 }
 
-/// Fitting a terminal drops the interval's opens and closes and the bytes
-/// first, then P90 and >1m, the process, MAX and the causes, then P50 and
-/// OK, then the oldest's age and the states: who, where, failures and
-/// open sockets stay.
-const COLUMNS: [Column; 17] = [
-    left("WORKLOAD").shrinks_to(30),
-    left("DIR"),
-    left("REMOTE").shrinks_to(21),
-    right("OK").priority(3),
-    right("FAIL"),
-    right("REF/TMO/UNR/ABT").priority(4),
-    right("P50").priority(3),
-    right("P90").priority(5),
-    right("P99").priority(2),
-    right("MAX").priority(4),
-    right("OPEN"),
-    // Counts by state: dropped whole rather than cut.
-    left("STATES").priority(2),
-    right("OLDEST").priority(2),
-    right(">1m").priority(5),
-    right("+OPN/-CLS").priority(6),
-    right("BYTES").priority(6),
-    // "php-fpm(4411)": dropped whole rather than cut.
-    left("PROCESS").priority(4),
-];
+/// The CLI's flow columns, then the live table's own: fitting a terminal
+/// drops the interval's opens and closes and the bytes first, then >1m
+/// with P90, and the process with MAX and the causes.
+fn columns() -> Vec<Column> {
+    let mut c = FLOW_COLUMNS.to_vec();
+    c.extend([
+        right(">1m").priority(5),
+        right("+OPN/-CLS").priority(6),
+        right("BYTES").priority(6),
+        // "php-fpm(4411)": dropped whole rather than cut.
+        left("PROCESS").priority(4),
+    ]);
+    c
+}
 
 const LISTENER_COLUMNS: [Column; 3] = [
     left("WORKLOAD").shrinks_to(30),
