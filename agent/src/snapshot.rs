@@ -172,6 +172,12 @@ impl Health {
             .insert("user_resource_decode_errors", resource_decode_errors);
         h.lost
             .insert("user_resource_keys_evicted", resource_keys_evicted);
+        // A listener's stop that cannot be placed: a restart of it would
+        // go unexplained.
+        h.lost.insert(
+            "user_listener_closes_unmatched",
+            agg.listeners.closes_unmatched,
+        );
         // DNS we could not use. Not losses, and so only in `dns`: malformed
         // messages (`dns.parse_errors`), names folded into "other" (their
         // counts are kept), answers to queries sent before the agent started

@@ -60,6 +60,13 @@ pub struct Listeners {
     /// Addresses not remembered because the bounds above were reached (the
     /// match then falls back to the port alone).
     pub addrs_not_kept: u64,
+    /// Kernel socket cookie -> id of a pre-existing listener: the kernel
+    /// reports such a listener's close by cookie, without its address.
+    preexisting_cookies: HashMap<u64, u64>,
+    /// Closes of listeners known neither by cookie nor by address (one
+    /// that predates the agent and whose cookie the scan could not learn):
+    /// their stop is not in the history.
+    pub closes_unmatched: u64,
 }
 
 impl Listeners {
@@ -81,10 +88,20 @@ impl Listeners {
     }
 
     pub fn stopped(&mut self, ev: &Event) {
+        let by_cookie = self
+            .preexisting_cookies
+            .remove(&ev.raw.cookie)
+            .unwrap_or(ev.raw.cookie);
         let known = self
             .active
-            .remove(&ev.raw.cookie)
+            .remove(&by_cookie)
             .or_else(|| self.take_preexisting(ev));
+        // Reported by the release hook, which knows no address or port:
+        // without a match there is nothing to say which listener stopped.
+        if known.is_none() && ev.raw.local_port == 0 {
+            self.closes_unmatched += 1;
+            return;
+        }
         let l = known.unwrap_or(Listener {
             cgroup_id: ev.raw.cgroup_id,
             addr: ev.local,
@@ -148,13 +165,18 @@ impl Listeners {
         }
     }
 
-    /// A listener found by the start-up scan.
-    pub fn add_preexisting(&mut self, id: u64, listener: Listener) {
+    /// A listener found by the start-up scan, with its socket cookie when
+    /// the kernel could be asked for it.
+    pub fn add_preexisting(&mut self, id: u64, kernel_cookie: Option<u64>, listener: Listener) {
+        if let Some(c) = kernel_cookie {
+            self.preexisting_cookies.insert(c, id);
+        }
         self.active.insert(id, listener);
     }
 
     /// Removes a pre-existing listener that the /proc refresh no longer sees.
     pub fn remove_preexisting(&mut self, id: u64, now_ns: u64) {
+        self.preexisting_cookies.retain(|_, v| *v != id);
         if let Some(l) = self.active.remove(&id) {
             self.push(Change::Stopped, now_ns, l);
         }
