@@ -27,5 +27,12 @@ fn main() -> anyhow::Result<()> {
     // agent would embed that checkout's kernel programs. Cargo's working
     // directory tells the checkouts apart.
     println!("cargo:rerun-if-env-changed=PWD");
+    // aya-build passes every line the inner cargo writes to stderr on as a
+    // `cargo:warning`, so its progress ("Compiling core ...", "Finished")
+    // showed as some 35 `warning:` lines on every fresh build. Quiet drops
+    // only that progress: compiler warnings and errors reach aya-build as
+    // JSON messages on stdout and are still shown, and cargo's own errors
+    // are still written to stderr.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }

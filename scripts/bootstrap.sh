@@ -33,7 +33,10 @@ if (( want_test )); then
   # Findings tests: a real redis-server, started by each test in its pods
   # (the package's own service is not used).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
-  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv)
+  # prometheus: promtool checks and unit-tests the alert rules, and the
+  # Prometheus end-to-end test runs the server itself (the package's own
+  # service is not used).
+  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv prometheus)
   # The PostgreSQL incident: a real postgres, started by the test in its
   # own directory. The package's own cluster is not wanted.
   debs+=(postgresql)

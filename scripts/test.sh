@@ -4,7 +4,8 @@
 # integration tests (real programs, real sockets, cgroup + netns pods),
 # end-to-end tests with real podman containers, and the kernel matrix (every
 # program loaded and a smoke test on Debian's 6.1 and 6.12 kernels under QEMU
-# and on this host's kernel); validates the Kubernetes manifests in deploy/.
+# and on this host's kernel); validates the Kubernetes manifests in deploy/
+# and checks and unit-tests the alert rules in deploy/monitoring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test --matrix
@@ -23,6 +24,16 @@ step "clippy (kernel programs, bpf target)"
 
 step "deployment manifests (Kubernetes schema, agent flags)"
 scripts/validate-deploy.sh
+
+step "alert rules (promtool: both forms checked, every rule unit-tested)"
+deploy/monitoring/generate.sh --check
+promtool check rules deploy/monitoring/sockeye-rules.yml
+# The PrometheusRule's spec, back as a rules file: what the Operator loads.
+rules_from_crd=$(mktemp --suffix=.yml)
+sed -n '/^spec:/,$p' deploy/monitoring/prometheusrule.yaml | tail -n +2 | sed 's/^  //' > "$rules_from_crd"
+promtool check rules "$rules_from_crd"
+rm -f "$rules_from_crd"
+(cd deploy/monitoring && promtool test rules sockeye-rules.test.yml)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

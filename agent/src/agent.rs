@@ -313,6 +313,8 @@ impl Agent {
                 windows_acked: get(&p.stats.acked),
                 windows_buffered: get(&p.stats.buffered),
                 reconnects: get(&p.stats.reconnects),
+                collector_unavailable: get(&p.stats.collector_unavailable),
+                collector_refused: get(&p.stats.collector_refused),
             });
         }
         h

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use sockeye_cli::table::Width;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -288,7 +289,7 @@ fn emit<W: Write>(
             findings::write(out, &finding_log.take(), &opts.filter, clock)?;
             json::window(out, &snap, &health, printed_seq)
         }
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             let shown_here = |f: &&Finding| findings::shown(&opts.filter, f);
             let shown = Shown {
                 open: agent
@@ -311,6 +312,12 @@ fn emit<W: Write>(
                     opts.interval.as_secs_f64(),
                     opts.filter.describe().as_deref(),
                     opts.top,
+                    // Measured at every redraw: the terminal may be resized.
+                    if opts.output == OutputFormat::Wide {
+                        Width::All
+                    } else {
+                        Width::of_terminal()
+                    },
                 )
             )?;
             out.flush()?;

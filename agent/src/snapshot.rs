@@ -65,6 +65,12 @@ pub struct PushHealth {
     pub windows_acked: u64,
     pub windows_buffered: u64,
     pub reconnects: u64,
+    /// Streams the collector ended with `Unavailable` (store failed, or
+    /// shutting down).
+    pub collector_unavailable: u64,
+    /// Streams the collector ended with another error status (it refused
+    /// what was sent).
+    pub collector_refused: u64,
 }
 
 impl Health {

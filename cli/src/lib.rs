@@ -87,6 +87,12 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError>
         filter: cli.describe_filter(),
         now_unix_ms: now_unix_ms(),
         tz: jiff::tz::TimeZone::system(),
+        // Fitted on a terminal; on a pipe every column in full, for grep.
+        width: if cli.terminal {
+            table::Width::of_terminal()
+        } else {
+            table::Width::All
+        },
     };
     let query = match &cli.command {
         Command::Diagnose(d) => {

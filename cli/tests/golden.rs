@@ -11,6 +11,7 @@ use fixtures::*;
 use sockeye_cli::{
     args::{Output, RankBy},
     commands::{conns, diagnose, dns, top, watch, View},
+    table::Width,
     Cli, Role,
 };
 
@@ -21,6 +22,7 @@ fn view(output: Output, role: Role) -> View {
         filter: None,
         now_unix_ms: NOW_MS,
         tz: tz(),
+        width: Width::All,
     }
 }
 
@@ -461,4 +463,74 @@ fn help_is_what_the_readme_shows() {
         "sockeye", "conns", "-n", "shop", "--pod", "checkout", "-o", "wide",
     ])
     .expect("README example parses");
+}
+
+/// Lines wider than `cols` characters, notes aside (they are prose).
+fn too_wide(text: &str, cols: usize) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with("note: ") && l.chars().count() > cols)
+        .collect()
+}
+
+/// The narrow tables fitted to terminals of 80, 120 and 200 columns: the
+/// least important columns go first, names are cut in the middle, and no
+/// line is wider than the terminal.
+#[test]
+fn narrow_tables_fit_80_120_and_200_columns() {
+    let snap = [agent_snapshot()];
+    let reply = agent_findings();
+    let findings = diagnose::from_agent(&reply);
+    let t = traces();
+    for cols in [80, 120, 200] {
+        let v = View {
+            width: Width::Fit(cols),
+            ..view(Output::Table, Role::Agent)
+        };
+        let top = top::render(
+            &top::rank(&snap[0], RankBy::Failures, 20),
+            top::Basis::Agent(&snap[0]),
+            &v,
+        );
+        let collector = View {
+            width: Width::Fit(cols),
+            ..view(Output::Table, Role::Collector)
+        };
+        for (name, text) in [
+            ("conns", conns::render(&snap, &v)),
+            (
+                "conns.collector",
+                conns::render(&cluster_snapshot(), &collector),
+            ),
+            ("dns", dns::render(&snap, &v)),
+            ("top", top),
+            (
+                "diagnose",
+                diagnose::render(&findings, diagnose::Basis::Agent(&reply), true, &v),
+            ),
+            (
+                "watch",
+                stream(&v, true, t.iter().map(|e| watch::render_trace(e, &v))),
+            ),
+        ] {
+            check(&format!("{name}.fit{cols}.txt"), &text);
+            // Trace details are not cut (a trace is one sentence), and a
+            // finding's headline is one line; its prose is wrapped.
+            if !matches!(name, "watch" | "diagnose") {
+                assert_eq!(
+                    too_wide(&text, cols),
+                    Vec::<&str>::new(),
+                    "{name} at {cols}"
+                );
+            }
+        }
+    }
+    // -o wide is never fitted.
+    let v = View {
+        width: Width::Fit(80),
+        ..view(Output::Wide, Role::Agent)
+    };
+    assert_eq!(
+        conns::render(&snap, &v),
+        conns::render(&snap, &view(Output::Wide, Role::Agent))
+    );
 }

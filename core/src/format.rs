@@ -1,6 +1,4 @@
-//! Human formatting of durations, ages, byte counts and table rows.
-
-use std::fmt::Write as _;
+//! Human formatting of durations, ages, byte counts and addresses.
 
 /// "850µs", "12.3ms", "1.02s", "—" for none.
 pub fn duration_ns(ns: Option<u64>) -> String {
@@ -44,44 +42,10 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Column title, width and whether it is right-aligned (numbers are).
-pub type Column = (&'static str, usize, bool);
-
-/// One table line: each cell padded to its column's width.
-pub fn columns(cells: &[String], columns: &[Column]) -> String {
-    let mut line = String::new();
-    for (cell, (_, width, right)) in cells.iter().zip(columns) {
-        let width = *width;
-        let _ = if *right {
-            write!(line, "{cell:>width$} ")
-        } else {
-            write!(line, "{cell:<width$} ")
-        };
-    }
-    line.trim_end().to_string()
-}
-
-/// The header line of a table.
-pub fn header(cols: &[Column]) -> String {
-    let titles: Vec<String> = cols.iter().map(|c| c.0.to_string()).collect();
-    columns(&titles, cols)
-}
-
 pub fn socket(ip: &std::net::IpAddr, port: u16) -> String {
     match ip {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),
-    }
-}
-
-/// Cuts `s` to `n` characters, marking the cut with an ellipsis.
-pub fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
     }
 }
 

@@ -13,16 +13,33 @@ use std::{
 
 use prometheus_parse::{LineInfo, Scrape};
 use sockeye_agent::{
-    attribution::filter::WorkloadFilter,
+    attribution::{cgroup_fs, container, filter::WorkloadFilter, Workload},
     http::{self, health::DEFAULT_STALE_AFTER, HealthState},
-    metrics::{Capacities, Metrics, MetricsConfig},
+    metrics::{labels::WorkloadLabels, Capacities, Metrics, MetricsConfig},
     output::OutputFormat,
     run::{run, RunOptions},
     Config,
 };
 use tokio::sync::oneshot;
 
-use crate::agent::start_with;
+use crate::{agent::start_with, net::Pod};
+
+/// The workload labels the agent gives `pod` (a cgroup of its own, which
+/// the agent classifies by path like any other).
+pub fn labels_of(pod: &Pod) -> WorkloadLabels {
+    let mount = cgroup_fs::find_cgroup2_mount().expect("cgroup v2 mount");
+    let path = pod
+        .cgroup_dir
+        .strip_prefix(&mount)
+        .expect("pod under the mount");
+    let path = format!("/{}", path.display());
+    WorkloadLabels::of(&Workload {
+        cgroup_id: pod.cgroup_id,
+        owner: Some(container::classify(&path)),
+        cgroup_path: Some(path),
+        pod: None,
+    })
+}
 
 /// Stopped (programs detached) on drop.
 pub struct MetricsAgent {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use prometheus_parse::Scrape;
 use sockeye_agent::{
-    attribution::{cgroup_fs, container, Workload},
     dns::DnsConfig,
     findings::Kind,
     metrics::{labels::WorkloadLabels, MetricsConfig},
@@ -14,29 +13,12 @@ use sockeye_agent::{
 };
 use sockeye_tests::{
     dns::{dig, responder_on},
-    metrics::{bucket, parse, sample, MetricsAgent},
-    net::{Pod, TestNet},
+    metrics::{bucket, labels_of, parse, sample, MetricsAgent},
+    net::TestNet,
     peer, require_root,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The workload labels the agent gives `pod` (a cgroup of its own, which
-/// the agent classifies by path like any other).
-fn labels_of(pod: &Pod) -> WorkloadLabels {
-    let mount = cgroup_fs::find_cgroup2_mount().expect("cgroup v2 mount");
-    let path = pod
-        .cgroup_dir
-        .strip_prefix(&mount)
-        .expect("pod under the mount");
-    let path = format!("/{}", path.display());
-    WorkloadLabels::of(&Workload {
-        cgroup_id: pod.cgroup_id,
-        owner: Some(container::classify(&path)),
-        cgroup_path: Some(path),
-        pod: None,
-    })
-}
 
 /// `w`'s labels followed by `more`.
 fn series(w: &WorkloadLabels, more: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {

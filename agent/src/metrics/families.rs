@@ -11,18 +11,10 @@ use prometheus_client::{
     metrics::MetricType,
     registry::{Registry, Unit},
 };
-use sockeye_common::tcp_state;
 
 use super::{buckets::Buckets, dns::RCODE_NAMES, labels::WorkloadLabels, process::Process};
-use super::{
-    labels::{DnsKey, TcpKey},
-    MetricsState,
-};
-use crate::{
-    aggregate::{cause::FailureCause, flows::Direction},
-    findings::Kind,
-    snapshot::PushHealth,
-};
+use super::{labels::DnsKey, MetricsState};
+use crate::snapshot::PushHealth;
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -41,18 +33,18 @@ struct Families {
     process: Process,
 }
 
-type Done = std::result::Result<(), std::fmt::Error>;
+pub(super) type Done = std::result::Result<(), std::fmt::Error>;
 
 impl Collector for Families {
     fn encode(&self, mut enc: DescriptorEncoder) -> Done {
-        self.tcp(&mut enc)?;
+        super::tcp_families::encode(&mut enc, &self.state.tcp)?;
         self.dns(&mut enc)?;
-        self.findings(&mut enc)?;
+        super::findings_families::encode(&mut enc, &self.state)?;
         self.agent(&mut enc)
     }
 }
 
-fn workload(w: &WorkloadLabels) -> [(&'static str, &str); 3] {
+pub(super) fn workload(w: &WorkloadLabels) -> [(&'static str, &str); 3] {
     [
         ("namespace", &w.namespace),
         ("workload", &w.workload),
@@ -60,37 +52,13 @@ fn workload(w: &WorkloadLabels) -> [(&'static str, &str); 3] {
     ]
 }
 
-fn direction(d: Direction) -> &'static str {
-    match d {
-        Direction::Outbound => "outbound",
-        Direction::Inbound => "inbound",
-    }
-}
-
-/// The labels of an outbound-only TCP series (no direction label).
-fn outbound(k: &TcpKey) -> Option<[(&'static str, &str); 4]> {
-    let [ns, wl, c] = workload(&k.workload);
-    (k.direction == Direction::Outbound).then_some([ns, wl, c, ("destination", &k.destination)])
-}
-
 fn dns_labels(k: &DnsKey) -> [(&'static str, &str); 4] {
     let [ns, wl, c] = workload(&k.workload);
     [ns, wl, c, ("server", &k.server)]
 }
 
-fn both(k: &TcpKey) -> [(&'static str, &str); 5] {
-    let [ns, wl, c] = workload(&k.workload);
-    [
-        ns,
-        wl,
-        c,
-        ("direction", direction(k.direction)),
-        ("destination", &k.destination),
-    ]
-}
-
 /// Starts a family; samples follow through the returned encoder.
-fn family<'s>(
+pub(super) fn family<'s>(
     enc: &'s mut DescriptorEncoder,
     name: &'s str,
     help: &str,
@@ -100,16 +68,16 @@ fn family<'s>(
     enc.encode_descriptor(name, help, unit, kind)
 }
 
-fn counter(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Done {
+pub(super) fn counter(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Done {
     m.encode_family(labels)?
         .encode_counter::<NoLabelSet, _, u64>(&v, None)
 }
 
-fn gauge(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Done {
+pub(super) fn gauge(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: u64) -> Done {
     m.encode_family(labels)?.encode_gauge(&v)
 }
 
-fn histogram(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, b: &Buckets) -> Done {
+pub(super) fn histogram(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, b: &Buckets) -> Done {
     m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
         b.sum_seconds(),
         b.count,
@@ -141,6 +109,15 @@ fn push(enc: &mut DescriptorEncoder, p: &PushHealth) -> Done {
         family(enc, name, help, None, MetricType::Counter)?
             .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
     }
+    let mut m = family(
+        enc,
+        "sockeye_push_collector_errors",
+        "Push streams the collector itself ended with an error status: unavailable (its store failed, or it is shutting down), refused (any other status: it refused what was sent).",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(&mut m, &[("error", "unavailable")], p.collector_unavailable)?;
+    counter(&mut m, &[("error", "refused")], p.collector_refused)?;
     family(
         enc,
         "sockeye_push_windows_buffered",
@@ -151,78 +128,10 @@ fn push(enc: &mut DescriptorEncoder, p: &PushHealth) -> Done {
     .encode_gauge(&p.windows_buffered)
 }
 
-const SECONDS: Unit = Unit::Seconds;
+pub(super) const SECONDS: Unit = Unit::Seconds;
 const BYTES: Unit = Unit::Bytes;
 
 impl Families {
-    fn tcp(&self, enc: &mut DescriptorEncoder) -> Done {
-        let series = &self.state.tcp;
-        let mut m = family(
-            enc,
-            "sockeye_tcp_connect_duration",
-            "Outbound connects that completed: SYN sent to SYN-ACK received.",
-            Some(&SECONDS),
-            MetricType::Histogram,
-        )?;
-        for (k, s) in series {
-            if let Some(l) = outbound(k) {
-                histogram(&mut m, &l, &s.connect_duration)?;
-            }
-        }
-        let mut m = family(
-            enc,
-            "sockeye_tcp_connect_failures",
-            "Outbound connects that failed, by cause: refused (RST), timed_out (SYN retries ran out), unreachable (ICMP error), aborted (closed by the application before the handshake ended), other.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (k, s) in series {
-            let Some([ns, wl, c, dst]) = outbound(k) else {
-                continue;
-            };
-            for (cause, n) in FailureCause::ALL.iter().zip(s.failed) {
-                counter(&mut m, &[ns, wl, c, dst, ("cause", cause.name())], n)?;
-            }
-        }
-        let mut m = family(
-            enc,
-            "sockeye_tcp_syn_retransmits",
-            "SYN retransmissions of outbound connects.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (k, s) in series {
-            if let Some(l) = outbound(k) {
-                counter(&mut m, &l, s.syn_retransmits)?;
-            }
-        }
-        let mut m = family(
-            enc,
-            "sockeye_tcp_connections",
-            "Connections established: outbound connects that completed, inbound connections accepted.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (k, s) in series {
-            counter(&mut m, &both(k), s.connections)?;
-        }
-        let mut m = family(
-            enc,
-            "sockeye_tcp_open_sockets",
-            "Sockets open now by TCP state (TIME_WAIT for the kernel's 60 s); states with none are left out.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (k, s) in series {
-            let [ns, wl, c, dir, dst] = both(k);
-            for (state, &n) in s.open.iter().enumerate().filter(|(_, n)| **n > 0) {
-                let state = ("state", tcp_state::name(state as u8));
-                gauge(&mut m, &[ns, wl, c, dir, dst, state], n)?;
-            }
-        }
-        Ok(())
-    }
-
     fn dns(&self, enc: &mut DescriptorEncoder) -> Done {
         let series = &self.state.dns;
         let mut m = family(
@@ -267,66 +176,6 @@ impl Families {
         )?;
         for (k, s) in series {
             counter(&mut m, &dns_labels(k), s.timeouts)?;
-        }
-        Ok(())
-    }
-
-    /// Left out when detection is off (`--no-findings`).
-    fn findings(&self, enc: &mut DescriptorEncoder) -> Done {
-        let Some(counts) = &self.state.findings_counts else {
-            return Ok(());
-        };
-        let mut m = family(
-            enc,
-            "sockeye_findings_open",
-            "Findings that hold now, by kind, severity and the workload they are about (0 once resolved, until the label set goes idle).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (k, n) in &self.state.findings {
-            let [ns, wl, c] = workload(&k.workload);
-            gauge(
-                &mut m,
-                &[("kind", k.kind), ("severity", k.severity), ns, wl, c],
-                *n,
-            )?;
-        }
-        for (name, help, by_kind) in [
-            (
-                "sockeye_findings_opened",
-                "Findings opened since the agent started, by kind.",
-                &counts.opened,
-            ),
-            (
-                "sockeye_findings_resolved",
-                "Findings resolved since the agent started, by kind.",
-                &counts.resolved,
-            ),
-        ] {
-            let mut m = family(enc, name, help, None, MetricType::Counter)?;
-            for (kind, &n) in Kind::ALL.iter().zip(by_kind) {
-                counter(&mut m, &[("kind", kind.name())], n)?;
-            }
-        }
-        for (name, help, v) in [
-            (
-                "sockeye_findings_evaluations",
-                "Runs of the detectors (one a second).",
-                counts.evaluations,
-            ),
-            (
-                "sockeye_findings_watch_missed",
-                "Finding updates WatchFindings clients missed because they read too slowly (each client is told how many).",
-                counts.watch_missed,
-            ),
-            (
-                "sockeye_findings_probe_failures",
-                "Questions to the kernel for evidence (sock_diag, /proc/<pid>/net/netstat) that failed; the finding is reported without that evidence.",
-                counts.probe_failures,
-            ),
-        ] {
-            family(enc, name, help, None, MetricType::Counter)?
-                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
         }
         Ok(())
     }

@@ -258,6 +258,14 @@ impl<K: Bounded, V: Default> LabelTable<K, V> {
         &mut slot.value
     }
 
+    /// The series of `key` if it has a regular label set of its own; never
+    /// adds one (for values that mean nothing under the overflow set).
+    pub fn get_mut(&mut self, key: &K, now_s: u64) -> Option<&mut V> {
+        let slot = self.slots.get_mut(key).filter(|s| !s.overflow)?;
+        slot.touched_s = now_s;
+        Some(&mut slot.value)
+    }
+
     /// Whether a new regular label set fits, expiring idle ones if needed.
     fn make_room(&mut self, now_s: u64) -> bool {
         if self.regular < self.max {

@@ -15,9 +15,12 @@ pub mod buckets;
 pub mod dns;
 pub mod families;
 pub mod findings;
+mod findings_families;
 pub mod labels;
+pub mod names;
 pub mod process;
 pub mod tcp;
+mod tcp_families;
 
 #[cfg(test)]
 mod tests;
@@ -100,6 +103,8 @@ pub struct MetricsState {
     pub findings: Vec<(FindingKey, u64)>,
     /// None when detection is off.
     pub findings_counts: Option<findings::FindingsCounts>,
+    /// One per open finding, worst first, at most the label-set bound.
+    pub finding_series: Vec<findings::FindingSeries>,
 }
 
 /// The latest published state, shared with the HTTP handler.
@@ -134,6 +139,13 @@ pub struct Metrics {
     dns_taken: dns::Taken,
     findings: LabelTable<FindingKey, u64>,
     findings_counts: Option<findings::FindingsCounts>,
+    finding_series: Vec<findings::FindingSeries>,
+    /// Open findings left out of `finding_series`, summed over folds.
+    finding_series_omitted: u64,
+    /// Pool ceilings the open findings state, set on their TCP label sets
+    /// at the next fold.
+    ceilings: Vec<(TcpKey, u64)>,
+    max_label_sets: usize,
     started: Instant,
     handle: MetricsHandle,
 }
@@ -148,6 +160,10 @@ impl Metrics {
             dns_taken: Default::default(),
             findings: LabelTable::new(config.max_label_sets, IDLE_EXPIRY_S),
             findings_counts: None,
+            finding_series: Vec::new(),
+            finding_series_omitted: 0,
+            ceilings: Vec::new(),
+            max_label_sets: config.max_label_sets,
             started: Instant::now(),
             handle: handle.clone(),
         };
@@ -162,7 +178,8 @@ impl Metrics {
         if agent.findings.enabled() {
             let counts =
                 findings::FindingsCounts::of(&agent.findings, agent.finding_updates.missed());
-            self.fold_findings(&agent.findings.open(), counts, now_s);
+            let offset = crate::clock::monotonic_to_unix_offset_ns();
+            self.fold_findings(&agent.findings.open(), counts, offset, now_s);
         }
         let attributor = &mut agent.attributor;
         let mut lookup = |id: u64| WorkloadLabels::of(&attributor.workload(id));
@@ -171,38 +188,58 @@ impl Metrics {
             &agent.dns.aggregates,
             health,
             &mut lookup,
+            crate::clock::monotonic_ns(),
             now_s,
         );
     }
 
     /// Takes the findings open now and the machinery's counters; the next
     /// [`Self::fold`] publishes them. Not called when detection is off, so
-    /// the findings families are left out then.
+    /// the findings families are left out then. `unix_offset_ns` turns the
+    /// findings' monotonic times into Unix time.
     pub fn fold_findings(
         &mut self,
         open: &[&crate::findings::Finding],
         counts: findings::FindingsCounts,
+        unix_offset_ns: i64,
         now_s: u64,
     ) {
         findings::fold(&mut self.findings, open.iter().copied(), now_s);
+        let (series, omitted) =
+            findings::series(open.iter().copied(), unix_offset_ns, self.max_label_sets);
+        self.finding_series = series;
+        self.finding_series_omitted += omitted;
+        self.ceilings = open
+            .iter()
+            .filter_map(|f| findings::pool_ceiling(f))
+            .collect();
         self.findings_counts = Some(counts);
     }
 
-    /// [`Self::update`] from its parts: `workload` names a cgroup, `now_s`
-    /// is seconds on any monotonic clock (for idle label sets).
+    /// [`Self::update`] from its parts: `workload` names a cgroup,
+    /// `mono_ns` is the kernel's monotonic clock (for socket ages), `now_s`
+    /// seconds on any monotonic clock (for idle label sets).
     pub fn fold(
         &mut self,
         agg: &mut Aggregator,
         dns_aggs: &DnsAggregates,
         health: Health,
         workload: &mut dyn FnMut(u64) -> WorkloadLabels,
+        mono_ns: u64,
         now_s: u64,
     ) {
         // From now on, keep flows removed before we take their counts (at
         // most a table's worth between two folds).
         agg.retired.enable(self.capacities.flows);
         let mut labels = labels::LabelCache::new(workload);
-        tcp::fold(&mut self.tcp, agg, &mut labels, now_s);
+        tcp::fold(&mut self.tcp, agg, &mut labels, mono_ns, now_s);
+        // A ceiling goes only on a label set of its own: under "other" it
+        // would say nothing about any pool.
+        for (key, ceiling) in std::mem::take(&mut self.ceilings) {
+            if let Some(s) = self.tcp.get_mut(&key, now_s) {
+                s.pool_ceiling = Some(ceiling);
+            }
+        }
         dns::fold(
             &mut self.dns,
             &mut self.dns_taken,
@@ -250,10 +287,12 @@ impl Metrics {
                 ("tcp", self.tcp.overflowed),
                 ("dns", self.dns.overflowed),
                 ("findings", self.findings.overflowed),
+                ("finding_series", self.finding_series_omitted),
             ],
             flows_lost: agg.retired.lost,
             findings: self.findings.sorted(),
             findings_counts: self.findings_counts.clone(),
+            finding_series: self.finding_series.clone(),
         });
     }
 }

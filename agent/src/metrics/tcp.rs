@@ -8,9 +8,11 @@ use super::{
     buckets::Buckets,
     labels::{LabelCache, LabelTable, TcpKey},
 };
+use ahash::HashMap;
+
 use crate::aggregate::{
     cause::FailureCause,
-    flows::{Exported, FlowKey, FlowStats},
+    flows::{Direction, Exported, FlowKey, FlowStats},
     Aggregator,
 };
 
@@ -24,6 +26,17 @@ pub struct TcpSeries {
     pub connect_duration: Buckets,
     /// Sockets open now, by TCP state (a gauge).
     pub open: [u64; tcp_state::STATE_COUNT],
+    /// Outbound: the most established connections one container of the
+    /// label set holds to the destination now (a gauge; a pool's size is
+    /// per process, and replicas on a node share a label set).
+    pub pool_connections: u64,
+    /// Age of the oldest socket open now (TIME_WAIT aside), ns; 0 when
+    /// none is open (a gauge).
+    pub oldest_open_ns: u64,
+    /// Outbound: the established connections at which the pool detector
+    /// last found this label set's connects stalling (kept after the
+    /// finding resolves, so a pool can be watched against it).
+    pub pool_ceiling: Option<u64>,
 }
 
 impl TcpSeries {
@@ -57,19 +70,28 @@ impl TcpSeries {
             syn_retransmits: flow.syn_retransmits.saturating_sub(t.syn_retransmits),
             connect_duration: Buckets::of(&flow.latency).since(&Buckets::of(&t.latency)),
             open: Default::default(),
+            pool_connections: 0,
+            oldest_open_ns: 0,
+            pool_ceiling: None,
         }
     }
 }
 
 /// Adds what every changed flow (live or removed since the last fold)
-/// gained, then counts the open sockets.
+/// gained, then counts the open sockets and their ages at `mono_ns` (the
+/// kernel's monotonic clock, which socket times are on).
 pub fn fold(
     table: &mut LabelTable<TcpKey, TcpSeries>,
     agg: &mut Aggregator,
     labels: &mut LabelCache<'_>,
+    mono_ns: u64,
     now_s: u64,
 ) {
-    table.begin(|s| s.open = Default::default());
+    table.begin(|s| {
+        s.open = Default::default();
+        s.pool_connections = 0;
+        s.oldest_open_ns = 0;
+    });
     let mut add = |key: &FlowKey, flow: &FlowStats, labels: &mut LabelCache<'_>| {
         let gained = TcpSeries::gained(flow, flow.exported.as_deref());
         if !gained.is_empty() {
@@ -88,6 +110,11 @@ pub fn fold(
         flow.exported = Some(Box::new(flow.counts()));
         flow.changed = false;
     }
+    for (_, s) in agg.sockets.iter() {
+        let k = TcpKey::new(labels.get(s.flow.cgroup_id), &s.flow);
+        let slot = table.slot(k, now_s);
+        slot.oldest_open_ns = slot.oldest_open_ns.max(mono_ns.saturating_sub(s.opened_ns));
+    }
     let open = agg
         .sockets
         .iter()
@@ -97,11 +124,20 @@ pub fn fold(
                 .flows()
                 .map(|(k, n)| (*k, usize::from(tcp_state::TIME_WAIT), *n)),
         );
+    let mut established: HashMap<FlowKey, u64> = HashMap::default();
     for (key, state, n) in open {
         if n == 0 || state >= tcp_state::STATE_COUNT {
             continue;
         }
+        if state == usize::from(tcp_state::ESTABLISHED) && key.direction == Direction::Outbound {
+            *established.entry(key).or_default() += n;
+        }
         let k = TcpKey::new(labels.get(key.cgroup_id), &key);
         table.slot(k, now_s).open[state] += n;
+    }
+    for (key, n) in established {
+        let k = TcpKey::new(labels.get(key.cgroup_id), &key);
+        let s = table.slot(k, now_s);
+        s.pool_connections = s.pool_connections.max(n);
     }
 }

@@ -1,55 +1,45 @@
 //! The DNS part of the terminal table: totals per workload, then names,
-//! the ones with timeouts and failures first.
+//! the ones with timeouts and failures first; fitted like the flows.
 
 use std::fmt::Write as _;
 
-use super::{
-    format::{columns, duration_ns, header, truncate, Column},
-    table::WORKLOAD_WIDTH,
+use sockeye_cli::{
+    commands::dns::DNS_COLUMNS,
+    table::{left, right, Column, Table, Width},
 };
+
+use super::format::duration_ns;
 use crate::{dns::view::DnsCounts, snapshot::Snapshot};
 
-const COLUMNS: [Column; 17] = [
-    ("WORKLOAD", WORKLOAD_WIDTH, false),
-    ("NAME", 34, false),
-    ("TYPE", 5, false),
-    ("SERVER", 21, false),
-    ("Q", 6, true),
-    ("RETRY", 5, true),
-    ("OK", 6, true),
-    ("NXDOM", 5, true),
-    ("FAIL", 4, true),
-    ("TMO", 4, true),
-    ("P50", 8, true),
-    ("P90", 8, true),
-    ("P99", 8, true),
-    ("MAX", 8, true),
-    ("WASTED", 6, true),
-    ("TC>TCP", 6, true),
-    ("PROCESS", 0, false),
-];
+/// The CLI's DNS columns, then the live table's own: fitting a terminal
+/// drops TC>TCP first, then WASTED and the process with MAX.
+fn columns() -> Vec<Column> {
+    let mut c = DNS_COLUMNS.to_vec();
+    c.extend([
+        right("WASTED").priority(5),
+        right("TC>TCP").priority(6),
+        left("PROCESS").priority(5),
+    ]);
+    c
+}
 
 /// Renders the DNS section (empty when there is no DNS activity). Shows at
 /// most `top` names.
-pub fn render(snap: &Snapshot, top: usize) -> String {
+pub fn render(snap: &Snapshot, top: usize, width: Width) -> String {
     let mut s = String::new();
     if snap.dns_totals.is_empty() {
         return s;
     }
-    let _ = writeln!(s, "\nDNS\n{}", header(&COLUMNS));
+    let mut table = Table::new(columns());
     for t in snap.dns_totals.iter().filter(|t| t.server.is_none()) {
-        let _ = writeln!(
-            s,
-            "{}",
-            line(
-                &t.workload.label(),
-                "(all names)",
-                "*",
-                "(all)",
-                &t.counts,
-                ""
-            )
-        );
+        table.push(line(
+            &t.workload.label(),
+            "(all names)",
+            "*",
+            "(all)",
+            &t.counts,
+            "",
+        ));
     }
     let mut ranked: Vec<_> = snap.dns_names.iter().collect();
     ranked.sort_by_key(|n| {
@@ -61,19 +51,16 @@ pub fn render(snap: &Snapshot, top: usize) -> String {
         } else {
             "-".into()
         };
-        let _ = writeln!(
-            s,
-            "{}",
-            line(
-                &n.workload.label(),
-                &n.name,
-                &n.qtype,
-                &n.server.to_string(),
-                &n.counts,
-                &process
-            )
-        );
+        table.push(line(
+            &n.workload.label(),
+            &n.name,
+            &n.qtype,
+            &n.server.to_string(),
+            &n.counts,
+            &process,
+        ));
     }
+    let _ = write!(s, "\nDNS\n{}", table.render_in(width));
     if ranked.len() > top {
         let _ = writeln!(
             s,
@@ -91,14 +78,14 @@ fn line(
     server: &str,
     c: &DnsCounts,
     process: &str,
-) -> String {
+) -> Vec<String> {
     let lat = c.latency;
     let rcode = |k: &str| c.rcodes.get(k).copied().unwrap_or(0);
-    let cells = [
-        truncate(workload, WORKLOAD_WIDTH),
-        truncate(name, 34),
+    vec![
+        workload.to_string(),
+        name.to_string(),
         qtype.to_string(),
-        truncate(server, 21),
+        server.to_string(),
         c.queries.to_string(),
         c.retries.to_string(),
         rcode("NOERROR").to_string(),
@@ -112,12 +99,11 @@ fn line(
         c.fanout_wasted.to_string(),
         format!("{}/{}", c.truncated, c.tcp_after_truncation),
         process.to_string(),
-    ];
-    columns(&cells, &COLUMNS)
+    ]
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -129,7 +115,8 @@ mod tests {
         },
     };
 
-    fn counts(queries: u64, timeouts: u64, servfail: u64) -> DnsCounts {
+    /// Counts of `queries`, `timeouts` and `servfail` (the rest NOERROR).
+    pub(in crate::output) fn counts(queries: u64, timeouts: u64, servfail: u64) -> DnsCounts {
         let mut rcodes = BTreeMap::new();
         rcodes.insert("NOERROR", queries - timeouts - servfail);
         if servfail > 0 {
@@ -189,7 +176,7 @@ mod tests {
             }],
             resource_failures: vec![],
         };
-        let out = render(&snap, 2);
+        let out = render(&snap, 2, Width::All);
         let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("cgroup:7")).collect();
         assert_eq!(rows.len(), 3, "{out}");
         assert!(
@@ -212,6 +199,6 @@ mod tests {
             dns_totals: vec![],
             resource_failures: vec![],
         };
-        assert_eq!(render(&snap, 10), "");
+        assert_eq!(render(&snap, 10, Width::All), "");
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use sockeye_cli::{format::wrap, table::Width};
+
 use super::format::age_s;
 use crate::findings::Finding;
 
@@ -27,13 +29,46 @@ pub struct Shown<'a> {
 }
 
 impl Shown<'_> {
-    pub fn render(&self) -> String {
-        render(&self.open, &self.resolved, self.now_ns)
+    pub fn render(&self, width: Width) -> String {
+        render(&self.open, &self.resolved, self.now_ns, width)
     }
 }
 
+/// `items` joined by `sep` after `label`; on a terminal, wrapped between
+/// items to its width, continuation lines indented under the first item.
+pub fn joined(label: &str, items: &[String], sep: &str, width: Width) -> String {
+    let Width::Fit(cols) = width else {
+        return format!("{label}{}\n", items.join(sep));
+    };
+    let indent = label.chars().count();
+    let mut out = String::new();
+    for (i, line) in wrap(items, sep, cols.saturating_sub(indent))
+        .iter()
+        .enumerate()
+    {
+        let lead = if i == 0 {
+            label.to_string()
+        } else {
+            " ".repeat(indent)
+        };
+        let _ = writeln!(out, "{lead}{line}");
+    }
+    out
+}
+
+/// `items` after `label`, one space apart, wrapped like [`joined`].
+pub fn wrapped(label: &str, items: &[String], width: Width) -> String {
+    joined(label, items, " ", width)
+}
+
+/// Prose after `label`, wrapped between words.
+fn prose(label: &str, text: &str, width: Width) -> String {
+    let words: Vec<String> = text.split(' ').map(String::from).collect();
+    wrapped(label, &words, width)
+}
+
 /// Renders the section; empty when nothing is open or lately resolved.
-pub fn render(open: &[&Finding], resolved: &[&Finding], now_ns: u64) -> String {
+pub fn render(open: &[&Finding], resolved: &[&Finding], now_ns: u64, width: Width) -> String {
     let recent: Vec<&&Finding> = resolved
         .iter()
         .filter(|f| {
@@ -53,7 +88,7 @@ pub fn render(open: &[&Finding], resolved: &[&Finding], now_ns: u64) -> String {
         age_s(secs(RESOLVED_SHOWN_FOR_NS))
     );
     for f in open.iter().take(MAX_OPEN_SHOWN) {
-        block(&mut s, f, now_ns);
+        block(&mut s, f, now_ns, width);
     }
     if open.len() > MAX_OPEN_SHOWN {
         let _ = writeln!(
@@ -64,35 +99,33 @@ pub fn render(open: &[&Finding], resolved: &[&Finding], now_ns: u64) -> String {
     }
     for f in recent.iter().take(MAX_RESOLVED_SHOWN) {
         let end = f.resolved_ns.unwrap_or(now_ns);
-        let _ = writeln!(
-            s,
-            "RESOLVED {} ago (held {}): {}",
+        let label = format!(
+            "RESOLVED {} ago (held {}): ",
             age_s(secs(now_ns.saturating_sub(end))),
             age_s(secs(end.saturating_sub(f.since_ns))),
-            f.summary
         );
+        s.push_str(&prose(&label, &f.summary, width));
     }
     s
 }
 
-fn block(s: &mut String, f: &Finding, now_ns: u64) {
-    let _ = writeln!(s, "ROOT CAUSE: {}", f.summary);
+fn block(s: &mut String, f: &Finding, now_ns: u64, width: Width) {
+    s.push_str(&prose("ROOT CAUSE: ", &f.summary, width));
     if !f.evidence.is_empty() {
         // Facts worded within another's sentence have none of their own.
-        let facts: Vec<&str> = f
+        let facts: Vec<String> = f
             .evidence
             .iter()
-            .map(|e| e.fact.as_str())
-            .filter(|f| !f.is_empty())
+            .filter(|e| !e.fact.is_empty())
+            .map(|e| e.fact.clone())
             .collect();
-        let _ = writeln!(s, "  EVIDENCE: {}", facts.join("; "));
+        s.push_str(&joined("  EVIDENCE: ", &facts, "; ", width));
     }
     if !f.next_step.is_empty() {
-        let _ = writeln!(s, "  NEXT: {}", f.next_step);
+        s.push_str(&prose("  NEXT: ", &f.next_step, width));
     }
-    let _ = writeln!(
-        s,
-        "  CONFIDENCE: {} ({} corroborating signal{}: {}); {} {}, for {}",
+    let confidence = format!(
+        "{} ({} corroborating signal{}: {}); {} {}, for {}",
         f.confidence.name(),
         f.signals.len(),
         if f.signals.len() == 1 { "" } else { "s" },
@@ -101,6 +134,7 @@ fn block(s: &mut String, f: &Finding, now_ns: u64) {
         f.kind.name(),
         age_s(secs(now_ns.saturating_sub(f.since_ns)))
     );
+    s.push_str(&prose("  CONFIDENCE: ", &confidence, width));
 }
 
 #[cfg(test)]
@@ -131,7 +165,12 @@ mod tests {
         old.summary = "long ago".into();
         old.resolved_ns = Some(10 * S);
         // Now: 1000 s; payments since 70 s, cart resolved 300 s ago after 630 s.
-        let out = render(&[&payments, &slow_dns], &[&gone, &old], 1000 * S);
+        let out = render(
+            &[&payments, &slow_dns],
+            &[&gone, &old],
+            1000 * S,
+            Width::All,
+        );
         let expected = "
 FINDINGS (2 open, 1 resolved in the last 10m)
 ROOT CAUSE: shop/payments-7d9f8b/app holds 212 sockets in CLOSE_WAIT to 10.0.1.12:6379
@@ -151,12 +190,12 @@ RESOLVED 5m ago (held 10m): cart held 9 sockets in CLOSE_WAIT
     fn nothing_when_nothing_open_or_lately_resolved_and_many_are_capped() {
         let mut old = close_wait(pod_workload(44, "shop", "cart-1", "app"));
         old.resolved_ns = Some(10 * S);
-        assert_eq!(render(&[], &[&old], 1000 * S), "");
+        assert_eq!(render(&[], &[&old], 1000 * S, Width::All), "");
         let many: Vec<_> = (0..MAX_OPEN_SHOWN as u64 + 3)
             .map(|i| close_wait(pod_workload(100 + i, "shop", "p-1", "app")))
             .collect();
         let refs: Vec<&Finding> = many.iter().collect();
-        let out = render(&refs, &[], 1000 * S);
+        let out = render(&refs, &[], 1000 * S, Width::All);
         assert_eq!(out.matches("ROOT CAUSE:").count(), MAX_OPEN_SHOWN);
         assert!(out.contains("... 3 more open findings not shown"), "{out}");
     }

@@ -10,11 +10,17 @@ pub mod table;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
-    /// A table redrawn every interval (the default on a terminal).
+    /// A table redrawn every interval, fitted to the terminal's width (the
+    /// default on a terminal).
     Table,
+    /// The table with every column in full, however wide.
+    Wide,
     /// One JSON object per line (the default when stdout is not a terminal).
     Json,
     /// Nothing on stdout: for an agent read through its API, its metrics or
     /// its collector (the DaemonSet), whose logs should not fill with tables.
     None,
 }
+
+#[cfg(test)]
+mod golden_tests;

@@ -1,12 +1,19 @@
 //! The refreshing terminal table: the findings first, then one row per
 //! flow, then DNS and the listeners, with the loss counters in the header
-//! so "nothing seen" can be told apart from "events lost".
+//! so "nothing seen" can be told apart from "events lost". It fits the
+//! terminal (the least important columns go first, names are cut in the
+//! middle); `-o wide` shows every column in full.
 
 use std::fmt::Write as _;
 
+use sockeye_cli::{
+    commands::conns::FLOW_COLUMNS,
+    table::{left, right, Column, Table, Width},
+};
+
 use super::{
     findings_table::Shown,
-    format::{age_s, bytes, columns, duration_ns, header, socket, truncate, Column},
+    format::{age_s, bytes, duration_ns, socket},
 };
 use crate::snapshot::{FlowView, Health, Snapshot};
 
@@ -19,19 +26,17 @@ pub fn render(
     interval_s: f64,
     filter: Option<&str>,
     top: usize,
+    width: Width,
 ) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "sockeye-agent  every {interval_s}s{}  events {}  lost {}  sockets {}  flows {}",
-        filter
-            .map(|f| format!("  filter '{f}'"))
-            .unwrap_or_default(),
-        health.events_received,
-        health.lost_total,
-        health.tracked_sockets,
-        health.flows,
-    );
+    let mut head = vec!["sockeye-agent".to_string(), format!("every {interval_s}s")];
+    head.extend(filter.map(|f| format!("filter '{f}'")));
+    head.extend([
+        format!("events {}", health.events_received),
+        format!("lost {}", health.lost_total),
+        format!("sockets {}", health.tracked_sockets),
+        format!("flows {}", health.flows),
+    ]);
+    let mut s = super::findings_table::joined("", &head, "  ", width);
     if health.lost_total > 0 {
         let lost: Vec<String> = health
             .lost
@@ -39,18 +44,19 @@ pub fn render(
             .filter(|(_, v)| **v > 0)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let _ = writeln!(s, "LOST: {}", lost.join(" "));
+        s.push_str(&super::findings_table::wrapped("LOST: ", &lost, width));
     }
-    s.push_str(&findings.render());
-    let _ = writeln!(s, "\n{}", header(&COLUMNS));
+    s.push_str(&findings.render(width));
     let mut ranked: Vec<&FlowView> = snap.flows.iter().collect();
     // Failures first, then open sockets (leaks), then the busiest.
     ranked.sort_by_key(|f| {
         std::cmp::Reverse((f.failed_total(), f.open, f.connects_ok + f.interval.opened))
     });
+    let mut table = Table::new(columns());
     for f in ranked.iter().take(top) {
-        let _ = writeln!(s, "{}", flow_row(f));
+        table.push(flow_row(f));
     }
+    let _ = write!(s, "\n{}", table.render_in(width));
     if ranked.len() > top {
         let _ = writeln!(
             s,
@@ -61,23 +67,20 @@ pub fn render(
     if snap.flows.is_empty() {
         let _ = writeln!(s, "(no TCP activity seen yet)");
     }
-    s.push_str(&super::dns_table::render(snap, top));
-    let _ = writeln!(s, "\nLISTENERS");
+    s.push_str(&super::dns_table::render(snap, top, width));
+    let mut listeners = Table::new(LISTENER_COLUMNS.to_vec());
     for l in &snap.listeners {
-        let _ = writeln!(
-            s,
-            "{:<w$} {:<28} {}({})",
-            truncate(&l.workload.label(), WORKLOAD_WIDTH),
+        listeners.push(vec![
+            l.workload.label(),
             socket(&l.addr, l.port),
-            l.comm,
-            l.pid,
-            w = WORKLOAD_WIDTH
-        );
+            format!("{}({})", l.comm, l.pid),
+        ]);
     }
+    let _ = write!(s, "\nLISTENERS\n{}", listeners.render_in(width));
     s
 }
 
-fn flow_row(f: &FlowView) -> String {
+fn flow_row(f: &FlowView) -> Vec<String> {
     let lat = f.connect_latency;
     let get = |k: &str| f.connects_failed.get(k).copied().unwrap_or(0);
     let causes = format!(
@@ -96,8 +99,8 @@ fn flow_row(f: &FlowView) -> String {
         crate::aggregate::flows::Direction::Outbound => "out",
         crate::aggregate::flows::Direction::Inbound => "in",
     };
-    let cells = [
-        truncate(&f.workload.label(), WORKLOAD_WIDTH),
+    vec![
+        f.workload.label(),
         dir.to_string(),
         socket(&f.remote, f.port),
         f.connects_ok.to_string(),
@@ -108,7 +111,11 @@ fn flow_row(f: &FlowView) -> String {
         duration_ns(lat.map(|l| l.p99_ns)),
         duration_ns(lat.map(|l| l.max_ns)),
         f.open.to_string(),
-        truncate(&states.join(","), 22),
+        if states.is_empty() {
+            "-".into()
+        } else {
+            states.join(",")
+        },
         if f.open > 0 {
             age_s(f.oldest_open_s)
         } else {
@@ -122,36 +129,29 @@ fn flow_row(f: &FlowView) -> String {
         } else {
             "-".into()
         },
-    ];
-    row(&cells)
+    ]
 }
 
-/// Fits "namespace/pod-name-with-hash/container" for typical names.
-pub(super) const WORKLOAD_WIDTH: usize = 44;
+/// The CLI's flow columns, then the live table's own: fitting a terminal
+/// drops the interval's opens and closes and the bytes first, then >1m
+/// with P90, and the process with MAX and the causes.
+fn columns() -> Vec<Column> {
+    let mut c = FLOW_COLUMNS.to_vec();
+    c.extend([
+        right(">1m").priority(5),
+        right("+OPN/-CLS").priority(6),
+        right("BYTES").priority(6),
+        // "php-fpm(4411)": dropped whole rather than cut.
+        left("PROCESS").priority(4),
+    ]);
+    c
+}
 
-const COLUMNS: [Column; 17] = [
-    ("WORKLOAD", WORKLOAD_WIDTH, false),
-    ("DIR", 3, false),
-    ("REMOTE", 28, false),
-    ("OK", 6, true),
-    ("FAIL", 5, true),
-    ("REF/TMO/UNR/ABT", 16, false),
-    ("P50", 8, true),
-    ("P90", 8, true),
-    ("P99", 8, true),
-    ("MAX", 8, true),
-    ("OPEN", 5, true),
-    ("STATES", 22, false),
-    ("OLDEST", 6, true),
-    (">1m", 4, true),
-    ("+OPN/-CLS", 9, true),
-    ("BYTES", 9, true),
-    ("PROCESS", 0, false),
+const LISTENER_COLUMNS: [Column; 3] = [
+    left("WORKLOAD").shrinks_to(30),
+    left("ADDRESS").shrinks_to(21),
+    left("PROCESS").priority(2),
 ];
-
-fn row(cells: &[String]) -> String {
-    columns(cells, &COLUMNS)
-}
 
 fn short_state(s: &str) -> &str {
     match s {
@@ -229,7 +229,7 @@ mod tests {
         let mut health = Health::default();
         health.lost.insert("kernel_ringbuf_full", 3);
         health.lost_total = 3;
-        let out = render(&snap, &Shown::default(), &health, 2.0, None, 2);
+        let out = render(&snap, &Shown::default(), &health, 2.0, None, 2, Width::All);
         assert!(!out.contains("FINDINGS"), "none open: {out}");
         let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("podman:")).collect();
         assert_eq!(rows.len(), 2, "{out}");
@@ -260,7 +260,7 @@ mod tests {
             resolved: vec![],
             now_ns: f.updated_ns,
         };
-        let out = render(&snap, &shown, &Health::default(), 2.0, None, 10);
+        let out = render(&snap, &shown, &Health::default(), 2.0, None, 10, Width::All);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("sockeye-agent"), "{out}");
         assert_eq!(

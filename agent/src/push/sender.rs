@@ -32,6 +32,30 @@ pub struct PushStats {
     pub reconnects: AtomicU64,
     /// Windows waiting for an acknowledgement.
     pub buffered: AtomicU64,
+    /// Streams the collector itself ended with `Unavailable`: its store
+    /// failed, or it is shutting down.
+    pub collector_unavailable: AtomicU64,
+    /// Streams the collector itself ended with another error status: it
+    /// refused what was sent (a bad Hello or window, a message too large,
+    /// credentials it does not accept).
+    pub collector_refused: AtomicU64,
+}
+
+impl PushStats {
+    /// Counts an error status by what it says about the collector. Statuses
+    /// tonic made from a transport error carry that error as their source;
+    /// the ones the collector sent do not, and only those are counted.
+    fn count_status(&self, status: &tonic::Status) {
+        if std::error::Error::source(status).is_some() {
+            return;
+        }
+        let counter = match status.code() {
+            tonic::Code::Ok => return,
+            tonic::Code::Unavailable => &self.collector_unavailable,
+            _ => &self.collector_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +217,10 @@ async fn session(
         .await
     {
         Ok(r) => r.into_inner(),
-        Err(status) => return Ended::Lost(format!("{}: {}", status.code(), status.message())),
+        Err(status) => {
+            stats.count_status(&status);
+            return Ended::Lost(format!("{}: {}", status.code(), status.message()));
+        }
     };
     let mut acked_any = false;
     loop {
@@ -220,7 +247,10 @@ async fn session(
                     acked_any = true;
                 }
                 Ok(None) => return ended(acked_any, "the collector closed the stream".into()),
-                Err(s) => return ended(acked_any, format!("{}: {}", s.code(), s.message())),
+                Err(s) => {
+                    stats.count_status(&s);
+                    return ended(acked_any, format!("{}: {}", s.code(), s.message()));
+                }
             },
         }
     }

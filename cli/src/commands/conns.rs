@@ -49,26 +49,32 @@ fn percentile(p: Option<&pb::Percentiles>, pick: fn(&pb::Percentiles) -> u64) ->
     format::duration_ns(p.filter(|p| p.count > 0).map(pick))
 }
 
+/// A flow's columns, the agent's live table's too (it adds its own after
+/// them). Fitting a terminal drops P90, then MAX and the causes, then P50
+/// and OK, then the oldest's age and the states; what problems need stays.
+pub const FLOW_COLUMNS: [Column; 13] = [
+    left("WORKLOAD").shrinks_to(30),
+    left("DIR"),
+    left("REMOTE").shrinks_to(21),
+    right("OK").priority(3),
+    right("FAIL"),
+    right("REF/TMO/UNR/ABT").priority(4),
+    right("P50").priority(3),
+    right("P90").priority(5),
+    right("P99").priority(2),
+    right("MAX").priority(4),
+    right("OPEN"),
+    // Counts by state: dropped whole rather than cut.
+    left("STATES").priority(2),
+    right("OLDEST").priority(2),
+];
+
 fn columns(view: &View) -> Vec<Column> {
     let mut c = Vec::new();
     if view.wide() || view.role == Role::Collector {
-        c.push(left("NODE"));
+        c.push(left("NODE").shrinks_to(8));
     }
-    c.extend([
-        left("WORKLOAD"),
-        left("DIR"),
-        left("REMOTE"),
-        right("OK"),
-        right("FAIL"),
-        right("REF/TMO/UNR/ABT"),
-        right("P50"),
-        right("P90"),
-        right("P99"),
-        right("MAX"),
-        right("OPEN"),
-        left("STATES"),
-        right("OLDEST"),
-    ]);
+    c.extend(FLOW_COLUMNS);
     if view.wide() {
         c.extend([
             right(">1m"),
@@ -174,7 +180,7 @@ pub fn render(snaps: &[pb::Snapshot], view: &View) -> String {
         for (node, f) in &rows {
             t.push(row(view, node, f));
         }
-        t.render()
+        t.render_in(view.fit())
     };
     // Every flow of a node carries the same TCP drop counters.
     out.push_str(&notes(snaps, view, |a| {

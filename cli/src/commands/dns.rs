@@ -58,27 +58,32 @@ fn failed(c: &pb::DnsCounts) -> u64 {
         .fold(0u64, |n, (_, v)| n.saturating_add(*v))
 }
 
+/// A DNS row's columns, the agent's live table's too (it adds its own
+/// after them). Fitting a terminal drops MAX, then RETRY and P50, then
+/// TYPE, NXDOM and P99: queries, failures, timeouts and p90 stay.
+pub const DNS_COLUMNS: [Column; 14] = [
+    left("WORKLOAD").shrinks_to(24),
+    left("NAME").shrinks_to(24),
+    left("TYPE").priority(3),
+    left("SERVER").shrinks_to(15),
+    right("Q"),
+    right("RETRY").priority(4),
+    right("OK").priority(2),
+    right("NXDOM").priority(3),
+    right("FAIL"),
+    right("TMO"),
+    right("P50").priority(4),
+    right("P90").priority(2),
+    right("P99").priority(3),
+    right("MAX").priority(5),
+];
+
 fn columns(view: &View) -> Vec<Column> {
     let mut c = Vec::new();
     if view.wide() || view.role == Role::Collector {
-        c.push(left("NODE"));
+        c.push(left("NODE").shrinks_to(8));
     }
-    c.extend([
-        left("WORKLOAD"),
-        left("NAME"),
-        left("TYPE"),
-        left("SERVER"),
-        right("Q"),
-        right("RETRY"),
-        right("OK"),
-        right("NXDOM"),
-        right("FAIL"),
-        right("TMO"),
-        right("P50"),
-        right("P90"),
-        right("P99"),
-        right("MAX"),
-    ]);
+    c.extend(DNS_COLUMNS);
     if view.wide() {
         c.extend([
             right("NODATA"),
@@ -211,7 +216,7 @@ pub fn render(snaps: &[pb::Snapshot], view: &View) -> String {
         for (node, r) in &rows {
             t.push(row(view, node, r));
         }
-        t.render()
+        t.render_in(view.fit())
     };
     out.push_str(&notes(snaps, view, |a| {
         a.dns_totals

@@ -17,6 +17,7 @@ use crate::{
     args::Output,
     error::{CliError, Role},
     format,
+    table::Width,
 };
 
 /// Snapshots of a busy node can be large; tonic's 4 MiB default would
@@ -35,11 +36,31 @@ pub struct View {
     /// The reader's time zone, for the times of findings (the system's;
     /// fixed in tests).
     pub tz: jiff::tz::TimeZone,
+    /// The terminal's width, which narrow tables fit (`All` on a pipe).
+    pub width: Width,
 }
 
 impl View {
     pub fn wide(&self) -> bool {
         self.output == Output::Wide
+    }
+
+    /// What a table fits: every column with `-o wide`, else the terminal.
+    pub fn fit(&self) -> Width {
+        if self.wide() {
+            Width::All
+        } else {
+            self.width
+        }
+    }
+
+    /// Wrapped text fits the terminal too, and `max` at most (prose is
+    /// hard to read in wider lines).
+    pub fn text_width(&self, max: usize) -> usize {
+        match self.fit() {
+            Width::Fit(w) => w.min(max),
+            Width::All => max,
+        }
     }
 
     /// " (namespace=shop)" or "".
@@ -250,6 +271,7 @@ mod tests {
             filter: None,
             now_unix_ms: 100_000,
             tz: jiff::tz::TimeZone::UTC,
+            width: Width::All,
         };
         let agg_drops: fn(&pb::Aggregates) -> Option<&pb::Drops> = |a| a.drops.as_ref();
         assert_eq!(notes(&[snap("n1", 0, 0)], &view, agg_drops), "");

@@ -83,14 +83,15 @@ fn tie_break(r: &pb::TopRow) -> (String, String, String, super::EndpointKey) {
 }
 
 fn columns(view: &View) -> Vec<Column> {
+    // Fitting a terminal drops P90, then P50 and the nodes, then OK.
     let mut c = vec![
-        left("WORKLOAD"),
-        left("DESTINATION"),
-        right("OK"),
+        left("WORKLOAD").shrinks_to(30),
+        left("DESTINATION").shrinks_to(21),
+        right("OK").priority(2),
         right("FAIL"),
         right("FAIL%"),
-        right("P50"),
-        right("P90"),
+        right("P50").priority(3),
+        right("P90").priority(4),
         right("P99"),
     ];
     if view.wide() {
@@ -98,7 +99,7 @@ fn columns(view: &View) -> Vec<Column> {
     }
     c.push(right("OPEN"));
     if view.wide() || view.role == Role::Collector {
-        c.push(left("NODES"));
+        c.push(left("NODES").shrinks_to(8).priority(3));
     }
     if view.wide() {
         c.push(left("POD-UID"));
@@ -169,7 +170,7 @@ pub fn render(resp: &pb::QueryTopResponse, basis: Basis, view: &View) -> String 
         for r in &resp.rows {
             t.push(row(view, r));
         }
-        t.render()
+        t.render_in(view.fit())
     };
     match basis {
         Basis::Agent(snap) => out.push_str(&notes(std::slice::from_ref(snap), view, |a| {

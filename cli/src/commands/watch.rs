@@ -16,6 +16,7 @@ use crate::{
     args::Output,
     error::{CliError, Role},
     format, json,
+    table::Width,
 };
 
 /// The drop counter the collector adds to a watched window: windows this
@@ -23,14 +24,29 @@ use crate::{
 pub const COLLECTOR_MISSED_COUNTER: &str = "collector_watch_missed_windows";
 
 const WORKLOAD_WIDTH: usize = 40;
+/// What a narrow trace line keeps for its details when it fits a terminal
+/// ("10.244.1.7:41234 → 10.96.0.12:6379 in 850µs" and most processes).
+const DETAILS_ROOM: usize = 52;
+
+/// A narrow trace line's WORKLOAD: what a terminal leaves beside the time,
+/// the event and the details, between 16 and 40 characters.
+fn workload_width(view: &View) -> usize {
+    match view.fit() {
+        Width::Fit(w) => w
+            .saturating_sub(12 + 2 + 2 + 15 + 2 + DETAILS_ROOM)
+            .clamp(16, WORKLOAD_WIDTH),
+        Width::All => WORKLOAD_WIDTH,
+    }
+}
 
 /// The column titles, printed once the stream is open; none for JSON.
 pub fn header(view: &View) -> String {
     match (view.output, view.role) {
         (Output::Json, _) => String::new(),
         (Output::Table, Role::Agent) => {
+            let w = workload_width(view);
             format!(
-                "{:<12}  {:<WORKLOAD_WIDTH$}  {:<15}  DETAILS\n",
+                "{:<12}  {:<w$}  {:<15}  DETAILS\n",
                 "TIME(UTC)", "WORKLOAD", "EVENT"
             )
         }
@@ -164,10 +180,11 @@ pub fn render_trace(ev: &pb::TraceEvent, view: &View) -> String {
             ev.node,
         )
     } else {
+        let w = workload_width(view);
         format!(
-            "{:<12}  {:<WORKLOAD_WIDTH$}  {name:<15}  {details}",
+            "{:<12}  {:<w$}  {name:<15}  {details}",
             format::time_of_day_ns(ev.ts_unix_ns),
-            format::truncate(&workload, WORKLOAD_WIDTH),
+            format::truncate(&workload, w),
         )
     };
     out.push_str(line.trim_end());

@@ -4,6 +4,7 @@
 
 mod findings;
 mod folds;
+mod queries;
 mod render;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
@@ -92,7 +93,7 @@ fn metrics(max_label_sets: usize) -> (Metrics, MetricsHandle) {
 }
 
 fn fold(m: &mut Metrics, agg: &mut Aggregator, dns: &DnsAggregates, now_s: u64) {
-    m.fold(agg, dns, Health::default(), &mut checkout, now_s);
+    m.fold(agg, dns, Health::default(), &mut checkout, 0, now_s);
 }
 
 fn text(handle: &MetricsHandle) -> String {

@@ -96,10 +96,13 @@ fn renders_every_family_from_a_fixed_state() {
         windows_acked: 4,
         windows_buffered: 1,
         reconnects: 2,
+        collector_unavailable: 3,
+        collector_refused: 1,
     });
 
     let (mut m, handle) = metrics(200);
-    m.fold(&mut agg, &dns, health, &mut checkout, 0);
+    // Socket ages at 31 s on the kernel's clock (the events are at ~1 s).
+    m.fold(&mut agg, &dns, health, &mut checkout, 31_000 * MS, 0);
     let t = text(&handle);
     println!("{t}");
 
@@ -109,6 +112,10 @@ fn renders_every_family_from_a_fixed_state() {
         ("sockeye_tcp_syn_retransmits", "counter"),
         ("sockeye_tcp_connections", "counter"),
         ("sockeye_tcp_open_sockets", "gauge"),
+        ("sockeye_tcp_pool_connections", "gauge"),
+        ("sockeye_tcp_oldest_open_seconds", "gauge"),
+        ("sockeye_tcp_pool_ceiling", "gauge"),
+        ("sockeye_push_collector_errors", "counter"),
         ("sockeye_dns_request_duration_seconds", "histogram"),
         ("sockeye_dns_queries", "counter"),
         ("sockeye_dns_responses", "counter"),
@@ -173,6 +180,12 @@ fn renders_every_family_from_a_fixed_state() {
         Some(1.0),
         "the connect left open"
     );
+    let oldest = format!(
+        r#"sockeye_tcp_oldest_open_seconds{{{APP},direction="outbound",destination="10.0.0.9:6379"}}"#
+    );
+    let age = value(&t, &oldest).expect("the open connect's age");
+    // Established at 1.000000004 s after a 40 µs connect: opened 40 µs before.
+    assert!((age - 30.000_039_996).abs() < 1e-9, "{age}");
     assert!(
         !t.contains(r#"state="CLOSE_WAIT""#),
         "states with no socket are left out"
@@ -235,6 +248,14 @@ fn renders_every_family_from_a_fixed_state() {
         ("sockeye_push_windows_acked_total", 4.0),
         ("sockeye_push_windows_buffered", 1.0),
         ("sockeye_push_reconnects_total", 2.0),
+        (
+            r#"sockeye_push_collector_errors_total{error="unavailable"}"#,
+            3.0,
+        ),
+        (
+            r#"sockeye_push_collector_errors_total{error="refused"}"#,
+            1.0,
+        ),
     ] {
         assert_eq!(value(&t, series), Some(v), "{series}");
     }

@@ -47,15 +47,17 @@ fn labelled(out: &mut String, indent: &str, label: &str, lines: &[String]) {
     }
 }
 
-/// Prose under `label`, wrapped between words to fit WIDTH; one line when
-/// wide (wide output is never cut or wrapped).
+/// Prose under `label`, wrapped between words to fit the terminal (WIDTH
+/// at most); one line when wide (wide output is never cut or wrapped).
 fn prose(out: &mut String, label: &str, text: &str, view: &View) {
     if view.wide() {
         labelled(out, "", label, &[text.to_string()]);
         return;
     }
     let words: Vec<String> = text.split(' ').map(str::to_string).collect();
-    let width = WIDTH.saturating_sub(label.chars().count() + 2);
+    let width = view
+        .text_width(WIDTH)
+        .saturating_sub(label.chars().count() + 2);
     labelled(out, "", label, &format::wrap(&words, " ", width));
 }
 
@@ -196,7 +198,9 @@ pub fn render(m: &pb::MergedFinding, view: &View) -> String {
         } else {
             "EVIDENCE".to_string()
         };
-        let width = WIDTH.saturating_sub(label.chars().count() + 2);
+        let width = view
+            .text_width(WIDTH)
+            .saturating_sub(label.chars().count() + 2);
         // A fact per line (facts are sentences, some with their own ';'),
         // a long one continued two spaces further in.
         let lines: Vec<String> = w
