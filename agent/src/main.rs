@@ -137,9 +137,12 @@ struct Args {
     /// This node's name, to watch only its pods through the Kubernetes API (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
-    /// Do not watch pods through the Kubernetes API (labels and owners); names still come from container records.
+    /// Do not watch pods through the Kubernetes API (labels, owners, probes); names still come from container records.
     #[arg(long)]
     no_kube_api: bool,
+    /// Reach the Kubernetes API with this kubeconfig instead of the pod's service account (an agent run outside the cluster; needs --node-name).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_kube_api")]
+    kubeconfig: Option<PathBuf>,
     /// Address of the HTTP endpoint with /healthz, /readyz and /metrics, or "off".
     #[arg(long, default_value = http::DEFAULT_ADDR)]
     http_addr: String,
@@ -348,6 +351,7 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (pods, watch) = kube_watch::start(&WatchOptions {
         enabled: !args.no_kube_api,
         node_name: args.node_name,
+        kubeconfig: args.kubeconfig,
     });
     agent.attributor.set_pod_index(pods);
     if let Some(watch) = watch {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod container;
 pub mod dns;
 pub mod findings;
+pub mod kube;
 pub mod metrics;
 pub mod net;
 pub mod peer;

@@ -28,6 +28,9 @@ pub struct WatchOptions {
     pub enabled: bool,
     /// From the downward API (`spec.nodeName`); required in a cluster.
     pub node_name: Option<String>,
+    /// A kubeconfig to reach the API server with instead of the pod's
+    /// service account (`--kubeconfig`: an agent run outside the cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Decides whether to watch (logging once why not) and returns the index
@@ -36,6 +39,31 @@ pub fn start(opts: &WatchOptions) -> (PodIndex, Option<impl Future<Output = ()>>
     if !opts.enabled {
         log::info!("Kubernetes API watch disabled (--no-kube-api): pod names come from runtime records only");
         return (PodIndex::new(WatchState::Disabled), None);
+    }
+    if let Some(path) = opts.kubeconfig.clone() {
+        let Some(node) = opts.node_name.clone().filter(|n| !n.is_empty()) else {
+            log::warn!(
+                "--kubeconfig needs the node name (--node-name or NODE_NAME): the API watch is off"
+            );
+            return (PodIndex::new(WatchState::Disabled), None);
+        };
+        let index = PodIndex::new(WatchState::Starting);
+        let task = {
+            let index = index.clone();
+            async move {
+                match client_from_kubeconfig(&path).await {
+                    Ok(client) => watch(client, node, index).await,
+                    Err(e) => {
+                        log::warn!(
+                            "cannot use the kubeconfig {}: {e}; the API watch is off",
+                            path.display()
+                        );
+                        index.set_state(WatchState::Disabled);
+                    }
+                }
+            }
+        };
+        return (index, Some(futures_util::future::Either::Left(task)));
     }
     let config = match kube::Config::incluster() {
         Ok(c) => c,
@@ -57,7 +85,19 @@ pub fn start(opts: &WatchOptions) -> (PodIndex, Option<impl Future<Output = ()>>
     };
     let index = PodIndex::new(WatchState::Starting);
     let task = watch(client, node, index.clone());
-    (index, Some(task))
+    (index, Some(futures_util::future::Either::Right(task)))
+}
+
+/// A client for the API server a kubeconfig names (its current context).
+async fn client_from_kubeconfig(path: &std::path::Path) -> Result<Client, String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// Follows this node's pods into `index` until the process ends. Errors

@@ -149,6 +149,7 @@ fn outside_a_cluster_it_does_not_start() {
     let (index, task) = start(&WatchOptions {
         enabled: true,
         node_name: Some("node-a".into()),
+        kubeconfig: None,
     });
     assert!(task.is_none());
     assert_eq!(index.stats().state, WatchState::NotInCluster);

@@ -197,6 +197,18 @@ impl Workloads for Attributor {
     fn workload(&mut self, cgroup_id: u64) -> Workload {
         Attributor::workload(self, cgroup_id)
     }
+
+    fn probes(&mut self, cgroup_id: u64) -> Vec<sockeye_core::workload::probes::ProbeSpec> {
+        let Some(index) = self.pods.clone() else {
+            return Vec::new();
+        };
+        let w = Attributor::workload(self, cgroup_id);
+        w.owner
+            .as_ref()
+            .and_then(|o| o.container_id())
+            .map(|id| index.probes(id))
+            .unwrap_or_default()
+    }
 }
 
 /// The container id of a workload ("" when it is no container).

@@ -13,6 +13,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 
+use sockeye_core::workload::probes::{ProbeAction, ProbeKind, ProbeSpec};
+
 use super::pod_meta::{MetaSource, PodMeta, WorkloadRef};
 
 /// How long a deleted pod stays named (as long as an idle flow is kept).
@@ -32,6 +34,8 @@ pub struct PodInfo {
     pub workload: Option<WorkloadRef>,
     /// Container id (without the `containerd://` scheme) -> container name.
     pub containers: Vec<(String, String)>,
+    /// Probes by container name, from the pod spec.
+    pub probes: Vec<(String, ProbeSpec)>,
 }
 
 impl PodInfo {
@@ -52,6 +56,11 @@ impl PodInfo {
                 }
             }
         }
+        let probes = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().flat_map(container_probes).collect())
+            .unwrap_or_default();
         Some(Self {
             namespace: m.namespace.clone()?,
             name: m.name.clone()?,
@@ -59,7 +68,20 @@ impl PodInfo {
             workload: owner_workload(m, &labels),
             labels,
             containers,
+            probes,
         })
+    }
+
+    /// The probes of the container with id `id`.
+    pub fn probes_of(&self, id: &str) -> Vec<ProbeSpec> {
+        let Some((_, name)) = self.containers.iter().find(|(c, _)| c == id) else {
+            return Vec::new();
+        };
+        self.probes
+            .iter()
+            .filter(|(c, _)| c == name)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     fn meta(&self, container: Option<String>) -> PodMeta {
@@ -73,6 +95,61 @@ impl PodInfo {
             source: MetaSource::KubeApi,
         }
     }
+}
+
+/// A container's liveness, readiness and startup probes that connect to a
+/// port (exec probes are invisible to the network and left out); a named
+/// port is looked up among the container's ports.
+fn container_probes(c: &k8s_openapi::api::core::v1::Container) -> Vec<(String, ProbeSpec)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let port_of = |p: &IntOrString| -> Option<u16> {
+        match p {
+            IntOrString::Int(n) => u16::try_from(*n).ok(),
+            IntOrString::String(name) => c
+                .ports
+                .iter()
+                .flatten()
+                .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                .and_then(|cp| u16::try_from(cp.container_port).ok()),
+        }
+    };
+    let mut out = Vec::new();
+    for (kind, probe) in [
+        (ProbeKind::Liveness, &c.liveness_probe),
+        (ProbeKind::Readiness, &c.readiness_probe),
+        (ProbeKind::Startup, &c.startup_probe),
+    ] {
+        let Some(p) = probe else { continue };
+        let (action, port) = if let Some(h) = &p.http_get {
+            (
+                ProbeAction::Http {
+                    path: h.path.clone().unwrap_or_else(|| "/".into()),
+                },
+                port_of(&h.port),
+            )
+        } else if let Some(t) = &p.tcp_socket {
+            (ProbeAction::Tcp, port_of(&t.port))
+        } else if let Some(g) = &p.grpc {
+            (ProbeAction::Grpc, u16::try_from(g.port).ok())
+        } else {
+            continue;
+        };
+        let Some(port) = port else { continue };
+        // Kubernetes' defaults when a field is left out.
+        out.push((
+            c.name.clone(),
+            ProbeSpec {
+                kind,
+                action,
+                port,
+                timeout_s: u32::try_from(p.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1),
+                period_s: u32::try_from(p.period_seconds.unwrap_or(10).max(1)).unwrap_or(10),
+                failure_threshold: u32::try_from(p.failure_threshold.unwrap_or(3).max(1))
+                    .unwrap_or(3),
+            },
+        ));
+    }
+    out
 }
 
 /// "containerd://0123..." -> "0123...".
@@ -283,6 +360,17 @@ impl PodIndex {
             }
         }
         inner.pods.get(pod_uid?).map(|p| p.meta(None))
+    }
+
+    /// The probes of the container with id `container_id`.
+    pub fn probes(&self, container_id: &str) -> Vec<ProbeSpec> {
+        let inner = self.lock();
+        inner
+            .by_container
+            .get(container_id)
+            .and_then(|u| inner.pods.get(u))
+            .map(|p| p.probes_of(container_id))
+            .unwrap_or_default()
     }
 
     /// Labels and owner of the pod `uid`, or of the pod named `namespace/name`.

@@ -167,3 +167,54 @@ fn bounded() {
     assert!(idx.lookup(None, Some("new")).is_some());
     assert!(idx.lookup(None, Some("u0")).is_none());
 }
+
+#[test]
+fn probes_are_read_from_the_spec_with_named_ports_and_defaults() {
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "payments-1", "namespace": "shop", "uid": "u1"},
+        "spec": {"nodeName": "node-a", "containers": [{
+            "name": "app",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                "timeoutSeconds": 2, "failureThreshold": 3, "periodSeconds": 1},
+            "readinessProbe": {"tcpSocket": {"port": 8080}},
+            "startupProbe": {"exec": {"command": ["true"]}}
+        }, {"name": "sidecar"}]},
+        "status": {"containerStatuses": [
+            {"name": "app", "containerID": "cri-o://aaa", "image": "x", "imageID": "y",
+             "ready": true, "restartCount": 0},
+            {"name": "sidecar", "containerID": "cri-o://bbb", "image": "x", "imageID": "y",
+             "ready": true, "restartCount": 0}]}
+    }))
+    .expect("valid Pod JSON");
+    let info = PodInfo::from_pod(&p).unwrap();
+    let probes = info.probes_of("aaa");
+    assert_eq!(probes.len(), 2, "exec probes are left out: {probes:?}");
+    assert_eq!(
+        probes[0],
+        ProbeSpec {
+            kind: ProbeKind::Liveness,
+            action: ProbeAction::Http {
+                path: "/healthz".into()
+            },
+            port: 8080,
+            timeout_s: 2,
+            period_s: 1,
+            failure_threshold: 3,
+        }
+    );
+    assert_eq!(
+        (
+            probes[1].kind,
+            probes[1].timeout_s,
+            probes[1].period_s,
+            probes[1].failure_threshold
+        ),
+        (ProbeKind::Readiness, 1, 10, 3),
+        "Kubernetes' defaults"
+    );
+    assert!(info.probes_of("bbb").is_empty());
+    let index = PodIndex::new(WatchState::Watching);
+    index.apply(info, Instant::now());
+    assert_eq!(index.probes("aaa").len(), 2);
+}

@@ -55,6 +55,8 @@ impl FlowKey {
 /// and its answer and are closed by the client, or exchange more.
 pub const SHORT_SESSION_NS: u64 = 500_000_000;
 pub const FEW_BYTES: u64 = 1024;
+/// Unanswered connections remembered per flow.
+pub const UNANSWERED_KEPT: usize = 32;
 
 /// Counters reset at every output window ("per interval").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -88,6 +90,10 @@ pub struct FlowStats {
     /// The cgroup at the other end, when the last connection linked to
     /// one on this node (0 if none was).
     pub peer_cgroup: u64,
+    /// Accepted connections the peer closed before this side had sent a
+    /// byte: a client that gave up waiting (a probe timing out). (when,
+    /// how long it had waited), newest last, at most [`UNANSWERED_KEPT`].
+    pub unanswered: std::collections::VecDeque<(u64, u64)>,
     pub window: Window,
     /// Monotonic ns of the last event, for idle expiry and eviction.
     pub last_activity_ns: u64,

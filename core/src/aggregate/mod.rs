@@ -160,8 +160,20 @@ impl Aggregator {
                 if let Some(s) = self.sockets.get_mut(r.cookie) {
                     s.state = r.new_state;
                     s.state_since_ns = r.ts_ns;
-                    let key = s.flow;
-                    self.flow(key, ev);
+                    let (key, opened) = (s.flow, s.opened_ns);
+                    let flow = self.flow(key, ev);
+                    // The client closed an accepted connection this side had
+                    // not answered yet: it gave up waiting.
+                    if r.new_state == tcp_state::CLOSE_WAIT
+                        && key.direction == Direction::Inbound
+                        && r.bytes_acked == 0
+                    {
+                        if flow.unanswered.len() == flows::UNANSWERED_KEPT {
+                            flow.unanswered.pop_front();
+                        }
+                        flow.unanswered
+                            .push_back((r.ts_ns, r.ts_ns.saturating_sub(opened)));
+                    }
                 }
             }
             EventKind::Closed => self.closed(ev),

@@ -39,6 +39,31 @@ pub struct FindingsConfig {
     pub stale: StaleConfig,
     pub limit: LimitConfig,
     pub dns_search: DnsSearchConfig,
+    pub probes: ProbesConfig,
+}
+
+/// Kubernetes probes that time out (the kubelet gives up on a container
+/// that has not answered), related to what the container waits on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// The span judged, seconds.
+    pub window_s: f64,
+    /// Timeouts within it that open it (fewer if the probe's
+    /// failureThreshold is lower).
+    pub min_failures: u64,
+    /// Resolves after this long without a timeout, seconds.
+    pub resolve_after_s: f64,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        Self {
+            window_s: 60.0,
+            min_failures: 2,
+            resolve_after_s: 60.0,
+        }
+    }
 }
 
 /// Stale connections at a server: connections it holds whose client is
@@ -197,6 +222,7 @@ impl Default for FindingsConfig {
             stale: StaleConfig::default(),
             limit: LimitConfig::default(),
             dns_search: DnsSearchConfig::default(),
+            probes: ProbesConfig::default(),
         }
     }
 }
@@ -346,6 +372,8 @@ impl FindingsConfig {
             ("limit.window_s", self.limit.window_s),
             ("limit.plateau_s", self.limit.plateau_s),
             ("limit.resolve_after_s", self.limit.resolve_after_s),
+            ("probes.window_s", self.probes.window_s),
+            ("probes.resolve_after_s", self.probes.resolve_after_s),
             ("dns_search.window_s", self.dns_search.window_s),
             (
                 "dns_search.resolve_after_s",

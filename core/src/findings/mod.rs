@@ -280,6 +280,7 @@ impl Findings {
             Kind::StaleConnections => config::ns(c.stale.resolve_after_s),
             Kind::ServerAtLimit | Kind::SessionsRefused => config::ns(c.limit.resolve_after_s),
             Kind::DnsSearchExpansion => config::ns(c.dns_search.resolve_after_s),
+            Kind::ProbeFailures => config::ns(c.probes.resolve_after_s),
         }
     }
 

@@ -18,10 +18,11 @@ pub enum Kind {
     ServerAtLimit,
     SessionsRefused,
     DnsSearchExpansion,
+    ProbeFailures,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::ConnectionLeak,
         Kind::CloseWait,
         Kind::PoolExhaustion,
@@ -32,6 +33,7 @@ impl Kind {
         Kind::ServerAtLimit,
         Kind::SessionsRefused,
         Kind::DnsSearchExpansion,
+        Kind::ProbeFailures,
     ];
 
     /// The name in the API, metrics and JSON.
@@ -47,6 +49,7 @@ impl Kind {
             Kind::ServerAtLimit => "server_at_limit",
             Kind::SessionsRefused => "sessions_refused",
             Kind::DnsSearchExpansion => "dns_search_expansion",
+            Kind::ProbeFailures => "probe_failures",
         }
     }
 }

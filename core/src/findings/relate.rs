@@ -9,7 +9,74 @@ use super::{About, Fact, Kind, Verdict};
 /// Folds consequences into their causes; returns what remains.
 pub fn relate(verdicts: Vec<Verdict>) -> Vec<Verdict> {
     let verdicts = fold_refused_clients(verdicts);
-    fold_limits(verdicts)
+    let verdicts = fold_limits(verdicts);
+    fold_probes(verdicts)
+}
+
+/// Probes of a pod that timed out while the pod's own connects to a
+/// dependency failed, and that dependency has a finding: the probes wait
+/// on it. They go under that finding, with the pod as affected.
+fn fold_probes(mut verdicts: Vec<Verdict>) -> Vec<Verdict> {
+    let causes = [
+        Kind::DependencyRestart,
+        Kind::ServerAtLimit,
+        Kind::StaleConnections,
+        Kind::PoolExhaustion,
+        Kind::ConnectionLeak,
+    ];
+    let mut folded = Vec::new();
+    for i in 0..verdicts.len() {
+        if verdicts[i].kind != Kind::ProbeFailures {
+            continue;
+        }
+        let deps: Vec<std::net::SocketAddr> = verdicts[i]
+            .facts_of("dependency_failures")
+            .filter_map(|f| match f.about {
+                Some(About::Endpoint(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let cause = verdicts.iter().position(|v| {
+            causes.contains(&v.kind)
+                && v.destination
+                    .as_ref()
+                    .is_some_and(|d| deps.contains(&std::net::SocketAddr::new(d.addr, d.port)))
+        });
+        let Some(c) = cause else { continue };
+        let probe = verdicts[i].clone();
+        let pod = About::Workload(probe.subject);
+        let cause = &mut verdicts[c];
+        for f in &probe.facts {
+            let key = match f.key {
+                "probe_failures" => "probed_failures",
+                "probe_timeout_s" => "probed_timeout_s",
+                "failure_threshold" => "probed_failure_threshold",
+                "restarts_the_pod" => "probed_restarts",
+                "probe_kind" => "probed_kind",
+                _ => continue,
+            };
+            cause.facts.push(Fact {
+                key,
+                about: Some(pod.clone()),
+                ..f.clone()
+            });
+        }
+        cause.signals.push("probes_failed");
+        if !cause.affected.contains(&probe.subject) && probe.subject != cause.subject {
+            cause.affected.push(probe.subject);
+        }
+        folded.push(i);
+    }
+    let mut i = 0;
+    verdicts.retain(|v| {
+        // Probes not folded stand on their own when there are enough.
+        let keep = !folded.contains(&i)
+            && (v.kind != Kind::ProbeFailures
+                || v.value("probe_failures") >= v.value("failures_needed"));
+        i += 1;
+        keep
+    });
+    verdicts
 }
 
 /// A client refused by a server that is itself found at its limit here is

@@ -329,3 +329,119 @@ fn health_checks_and_terse_servers_are_no_refusals() {
     }
     assert!(n.all_open().is_empty(), "{:#?}", n.findings.open());
 }
+
+/// The kubelet probes `pod` on 8080 and gives up after 2 s without an
+/// answer, at `t`.
+fn probe_times_out(n: &mut Node, pod: u64, cookie: u64, t: u64) {
+    let mut acc = ev(EventKind::Accepted, cookie, t);
+    acc.raw.cgroup_id = pod;
+    acc.raw.local_port = 8080;
+    acc.raw.remote_port = 40_000 + cookie as u16;
+    acc.local = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 90));
+    acc.remote = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    n.agg.handle(&acc);
+    let mut gave_up = ev(EventKind::StateChange, cookie, t + 2 * SEC);
+    gave_up.raw.old_state = tcp_state::ESTABLISHED;
+    gave_up.raw.new_state = tcp_state::CLOSE_WAIT;
+    gave_up.raw.bytes_acked = 0;
+    n.agg.handle(&gave_up);
+}
+
+fn liveness(n: &mut Node, pod: u64) {
+    use crate::workload::probes::{ProbeAction, ProbeKind, ProbeSpec};
+    n.names.probes.insert(
+        pod,
+        vec![ProbeSpec {
+            kind: ProbeKind::Liveness,
+            action: ProbeAction::Http {
+                path: "/healthz".into(),
+            },
+            port: 8080,
+            timeout_s: 2,
+            period_s: 3,
+            failure_threshold: 3,
+        }],
+    );
+}
+
+#[test]
+fn probes_timing_out_while_the_pod_waits_on_a_restarting_dependency_are_its() {
+    let mut n = Node::new();
+    let pod = 90;
+    liveness(&mut n, pod);
+    // The pod uses redis (elsewhere), which then refuses for 6 s.
+    let mut ok = ev(EventKind::Established, 500, SEC);
+    ok.raw.cgroup_id = pod;
+    n.agg.handle(&ok);
+    for i in 0..12u64 {
+        let mut r = ev(EventKind::Closed, 600 + i, 2 * SEC + i * SEC / 2);
+        r.raw.cgroup_id = pod;
+        r.raw.old_state = tcp_state::SYN_SENT;
+        r.raw.new_state = tcp_state::CLOSE;
+        r.raw.errno = 111;
+        n.agg.handle(&r);
+    }
+    // Meanwhile its liveness probe times out three times.
+    for (i, t) in [2u64, 5, 8].iter().enumerate() {
+        probe_times_out(&mut n, pod, 700 + i as u64, t * SEC);
+    }
+    n.run(2, 11);
+    assert_eq!(
+        n.all_open(),
+        [(Kind::DependencyRestart, pod)],
+        "one finding: the dependency's (named by its client, it is elsewhere)",
+    );
+    let f = &n.open(Kind::DependencyRestart)[0];
+    assert!(f.signals.contains(&"probes_failed"), "{f:#?}");
+    assert_eq!(value(f, "probed_failures"), 3.0);
+    let said = f
+        .evidence
+        .iter()
+        .find(|e| e.key == "probed_failures")
+        .unwrap();
+    assert!(
+        said.fact.starts_with("the liveness probe of cgroup:90 (timeout 2.00s) failed 3 times while 10.0.0.9:6379 did not accept for"),
+        "{}",
+        said.fact
+    );
+    assert!(
+        said.fact
+            .contains("the probe's timeout (2.00s) is shorter than"),
+        "{}",
+        said.fact
+    );
+}
+
+#[test]
+fn probes_timing_out_with_nothing_failing_are_their_own_finding() {
+    let mut n = Node::new();
+    liveness(&mut n, 90);
+    for (i, t) in [2u64, 5, 8].iter().enumerate() {
+        probe_times_out(&mut n, 90, 700 + i as u64, t * SEC);
+    }
+    // A probe that only waited a moment longer than usual is no timeout.
+    let mut acc = ev(EventKind::Accepted, 800, 12 * SEC);
+    acc.raw.cgroup_id = 90;
+    acc.raw.local_port = 8080;
+    n.agg.handle(&acc);
+    n.run(2, 13);
+    assert_eq!(
+        n.all_open(),
+        [(Kind::ProbeFailures, 90)],
+        "{:#?}",
+        n.findings.open()
+    );
+    let f = &n.open(Kind::ProbeFailures)[0];
+    assert_eq!(value(f, "probe_failures"), 3.0);
+    assert_eq!(
+        f.severity,
+        crate::findings::Severity::Critical,
+        "3 restart it"
+    );
+    assert!(
+        f.summary
+            .starts_with("the liveness probe of cgroup:90 (timeout 2.00s) timed out 3 times"),
+        "{}",
+        f.summary
+    );
+}

@@ -6,6 +6,7 @@ pub mod container;
 pub mod filter;
 pub mod instances;
 pub mod pod_meta;
+pub mod probes;
 
 use container::Owner;
 use pod_meta::PodMeta;
@@ -18,6 +19,12 @@ pub trait Workloads {
 
     fn label(&mut self, cgroup_id: u64) -> String {
         self.workload(cgroup_id).label()
+    }
+
+    /// The Kubernetes probes of the container in `cgroup_id`, when its pod
+    /// spec is known.
+    fn probes(&mut self, _cgroup_id: u64) -> Vec<probes::ProbeSpec> {
+        Vec::new()
     }
 }
 
@@ -73,6 +80,7 @@ impl Workload {
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     pub known: std::collections::HashMap<u64, Workload>,
+    pub probes: std::collections::HashMap<u64, Vec<probes::ProbeSpec>>,
 }
 
 impl Workloads for Table {
@@ -83,5 +91,9 @@ impl Workloads for Table {
             owner: None,
             pod: None,
         })
+    }
+
+    fn probes(&mut self, cgroup_id: u64) -> Vec<probes::ProbeSpec> {
+        self.probes.get(&cgroup_id).cloned().unwrap_or_default()
     }
 }

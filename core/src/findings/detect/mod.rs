@@ -9,6 +9,7 @@ pub mod dns_search;
 pub mod leak;
 pub mod limit;
 pub mod pool;
+pub mod probes;
 pub mod resources;
 pub mod restart;
 pub mod stale;
@@ -201,6 +202,7 @@ impl Detectors {
         out.extend(restart::detect(cx, &flows));
         out.extend(self.stale.detect(cx, &flows));
         out.extend(self.limit.detect(cx, &flows, &self.tcp));
+        out.extend(probes::detect(cx, &flows));
         let degraded = dns::detect(cx, &mut self.dns);
         // Expansion and degradation of one server are separate problems with
         // separate fixes; the expansion finding says when the server is

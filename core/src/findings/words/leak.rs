@@ -59,6 +59,7 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
             | "described_sockets" | "idle_after_s" | "idle_median_s" | "idle_longest_s" => {
                 return None
             }
+            k if k.starts_with("probed_") => return super::probed(cx, f, None),
             _ => plain(f),
         })
     });

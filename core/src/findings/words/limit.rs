@@ -58,6 +58,7 @@ fn server(cx: &mut Cx<'_, '_>) -> Words {
             "refused_from" => format!("{} refused from {}", f.n(), cx.about_of(f)),
             "held_by" => format!("{} held by {}", f.n(), cx.about_of(f)),
             "flat_for_s" | "refused_per_s" | "window_s" => return None,
+            k if k.starts_with("probed_") => return super::probed(cx, f, None),
             _ => plain(f),
         })
     });
@@ -83,7 +84,7 @@ fn client(cx: &mut Cx<'_, '_>) -> Words {
     let refused = cx.n("refused_sessions");
     let window = cx.span("window_s");
     let rate = number(cx.value("refused_per_s"));
-    let facts = cx.facts(|_, f| {
+    let facts = cx.facts(|cx, f| {
         Some(match f.key {
             "refused_sessions" => format!(
                 "{} sessions to {dest} closed by the server {} in the last {window} ({rate}/s)",
@@ -96,6 +97,7 @@ fn client(cx: &mut Cx<'_, '_>) -> Words {
                 f.n()
             ),
             "refused_per_s" | "window_s" => return None,
+            k if k.starts_with("probed_") => return super::probed(cx, f, None),
             _ => plain(f),
         })
     });

@@ -8,6 +8,7 @@ mod dns_search;
 mod leak;
 mod limit;
 mod pool;
+mod probes;
 mod resources;
 mod restart;
 mod stale;
@@ -35,6 +36,7 @@ pub fn word(v: &Verdict, names: &mut dyn Workloads) -> Words {
         Kind::ConnectResourceExhaustion => resources::word(&mut cx),
         Kind::StaleConnections => stale::word(&mut cx),
         Kind::ServerAtLimit | Kind::SessionsRefused => limit::word(&mut cx),
+        Kind::ProbeFailures => probes::word(&mut cx),
         Kind::DnsSearchExpansion => dns_search::word(&mut cx),
     };
     debug_assert_eq!(w.facts.len(), v.facts.len(), "one sentence per fact");
@@ -141,6 +143,61 @@ impl Cx<'_, '_> {
             .iter()
             .map(|f| sentence(self, f).unwrap_or_default())
             .collect()
+    }
+}
+
+/// The probes of a pod folded under the finding of what they wait on:
+/// "the liveness probe of shop/payments-1/app (timeout 2.00s) failed 3
+/// times while 10.0.0.9:6379 did not accept for 4.03s; the probe waits on
+/// 10.0.0.9:6379; its timeout is shorter than that". `down_ns` is how long
+/// the dependency was gone, when the finding knows it. None for the
+/// probe's other facts, said in this sentence.
+pub(crate) fn probed(cx: &mut Cx<'_, '_>, f: &Fact, down_ns: Option<u64>) -> Option<String> {
+    if f.key != "probed_failures" {
+        return None;
+    }
+    let of = |key: &str| {
+        cx.v.facts
+            .iter()
+            .find(|g| g.key == key && g.about == f.about)
+            .cloned()
+    };
+    let kind = of("probed_kind").map_or(crate::workload::probes::ProbeKind::Liveness, |k| {
+        crate::workload::probes::ProbeKind::from_code(k.n())
+    });
+    let timeout = of("probed_timeout_s").map_or(0, |t| t.ns());
+    let restarts = of("probed_restarts").is_some();
+    let pod = cx.about_of(f);
+    let dest = cx.dest();
+    let while_ = match down_ns {
+        Some(d) => format!("{dest} did not accept for {}", text::span(d)),
+        None => format!("its own connects to {dest} failed"),
+    };
+    let mut s = format!(
+        "the {} probe of {pod} (timeout {}) failed {} while {while_}; the probe waits on {dest}",
+        kind.name(),
+        text::span(timeout),
+        times(f.n())
+    );
+    if restarts {
+        s.push_str("; that many failures restart the pod");
+    }
+    if let Some(d) = down_ns.filter(|d| timeout < *d) {
+        s.push_str(&format!(
+            "; the probe's timeout ({}) is shorter than {dest}'s recovery ({})",
+            text::span(timeout),
+            text::span(d)
+        ));
+    }
+    Some(s)
+}
+
+/// "once", "twice", "3 times".
+pub(crate) fn times(n: u64) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
     }
 }
 

@@ -76,6 +76,7 @@ fn client(cx: &mut Cx<'_, '_>) -> Words {
             ),
             "ceiling" | "timed_out" | "aborted" | "slow_connects" | "slow_connect_s"
             | "window_s" | "connect_p50_s" | "connect_max_s" => return None,
+            k if k.starts_with("probed_") => return super::probed(cx, f, None),
             k => match queue(cx, k) {
                 Some(s) if s.is_empty() => plain(f),
                 other => return other,
@@ -111,6 +112,7 @@ fn server(cx: &mut Cx<'_, '_>) -> Words {
                 cx.span("overflow_window_s")
             ),
             "overflow_window_s" | "listener_pid" => return None,
+            k if k.starts_with("probed_") => return super::probed(cx, f, None),
             k => match queue(cx, k) {
                 Some(s) if s.is_empty() => plain(f),
                 other => return other,

@@ -60,6 +60,10 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
             "listener_pid" | "connects_failed" | "failing_for_s" | "not_accepting_s" => {
                 return None
             }
+            k if k.starts_with("probed_") => {
+                let down = cx.v.fact("not_accepting_s").map(crate::findings::Fact::ns);
+                return super::probed(cx, f, down);
+            }
             _ => plain(f),
         })
     });

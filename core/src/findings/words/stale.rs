@@ -71,6 +71,7 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
             ),
             "held_connections" | "stale_ratio" | "dead_instances" | "left_per_instance"
             | "restart_window_s" => return None,
+            k if k.starts_with("probed_") => return super::probed(cx, f, None),
             _ => plain(f),
         })
     });

@@ -166,3 +166,106 @@ fn bind_with_backlog(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Stri
         Ok(listener)
     }
 }
+
+/// `netpeer health ADDR DEPENDENCY`: an HTTP server whose every request
+/// (a health check) first connects to DEPENDENCY, trying again every
+/// 200 ms for up to 10 s, and only then answers 200 (503 if it never
+/// could): an app whose /healthz waits on its database.
+pub fn health(addr: &str, dependency: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let dep: SocketAddr = dependency
+        .parse()
+        .map_err(|e| format!("bad address {dependency}: {e}"))?;
+    let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    say("ready");
+    for conn in listener.incoming() {
+        let mut conn = conn.map_err(|e| format!("accept: {e}"))?;
+        std::thread::spawn(move || {
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && req.len() < 8192 {
+                match conn.read(&mut byte) {
+                    Ok(1) => req.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let up = loop {
+                if std::net::TcpStream::connect_timeout(&dep, std::time::Duration::from_secs(1))
+                    .is_ok()
+                {
+                    break true;
+                }
+                if std::time::Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            let status = if up {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        });
+    }
+    Ok(())
+}
+
+/// `netpeer probe ADDR PATH TIMEOUT_MS PERIOD_MS`: the kubelet's HTTP
+/// probe: every PERIOD_MS (at once after one that took longer, as the
+/// kubelet's ticker does) GET PATH, and give
+/// up after TIMEOUT_MS without an answer, closing the connection. Prints
+/// `ok <t>`, `timeout <t>` or `err <t> <why>` per probe (`<t>` when it began).
+pub fn probe(addr: &str, path: &str, timeout_ms: &str, period_ms: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let ms = |v: &str| {
+        v.parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|e| format!("bad duration {v}: {e}"))
+    };
+    let (timeout, period) = (ms(timeout_ms)?, ms(period_ms)?);
+    loop {
+        let started = std::time::Instant::now();
+        let t = crate::mono_ns();
+        let outcome = (|| -> Result<(), String> {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .map_err(|e| format!("write: {e}"))?;
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => Ok(()),
+                Ok(_) => Err("closed".into()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Err("timeout".into())
+                }
+                Err(e) => Err(format!("read: {e}")),
+            }
+        })();
+        match outcome {
+            Ok(()) => say(&format!("ok {t}")),
+            Err(e) if e == "timeout" => say(&format!("timeout {t}")),
+            Err(e) => say(&format!("err {t} {e}")),
+        }
+        if let Some(rest) = period.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}

@@ -19,6 +19,9 @@
 //!                                    Redis clients (see `redis.rs`)
 //!   netpeer pg-pool ADDR SIZE
 //!   netpeer pg-churn ADDR PERIOD_MS  PostgreSQL clients (see `pg.rs`)
+//!   netpeer health ADDR DEPENDENCY   an HTTP /healthz that waits on DEPENDENCY
+//!   netpeer probe ADDR PATH TIMEOUT_MS PERIOD_MS
+//!                                    the kubelet's HTTP probe of it
 //!
 //! Prints "ready" once listening, one "ok <µs>"/"err <errno>" per connect,
 //! then "done"; holds (sleeps) until killed when asked to.
@@ -44,8 +47,10 @@ fn main() {
         Some("redis-pool") if args.len() == 5 => redis::pool(&args[2], &args[3], &args[4]),
         Some("redis-churn") if args.len() == 5 => redis::churn(&args[2], &args[3], &args[4]),
         Some("pg-pool") if args.len() == 4 => pg::pool(&args[2], &args[3]),
+        Some("health") if args.len() == 4 => listen::health(&args[2], &args[3]),
+        Some("probe") if args.len() == 6 => listen::probe(&args[2], &args[3], &args[4], &args[5]),
         Some("pg-churn") if args.len() == 4 => pg::churn(&args[2], &args[3]),
-        _ => Err("usage: netpeer listen ADDR close|hold|read|reply|none [BACKLOG] | netpeer connect ADDR COUNT hold|close|exchange TIMEOUT_MS | netpeer udp ADDR HEX | netpeer redis-pool ADDR SIZE PERIOD_MS | netpeer redis-churn ADDR PERIOD_MS TIMEOUT_MS | netpeer pg-pool ADDR SIZE | netpeer pg-churn ADDR PERIOD_MS".into()),
+        _ => Err("usage: netpeer listen ADDR close|hold|read|reply|none [BACKLOG] | netpeer connect ADDR COUNT hold|close|exchange TIMEOUT_MS | netpeer udp ADDR HEX | netpeer redis-pool ADDR SIZE PERIOD_MS | netpeer redis-churn ADDR PERIOD_MS TIMEOUT_MS | netpeer pg-pool ADDR SIZE | netpeer pg-churn ADDR PERIOD_MS | netpeer health ADDR DEPENDENCY | netpeer probe ADDR PATH TIMEOUT_MS PERIOD_MS".into()),
     };
     if let Err(e) = result {
         eprintln!("netpeer: {e}");
