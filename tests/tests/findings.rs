@@ -9,13 +9,10 @@ use std::{
 };
 
 use sockeye_agent::{
-    aggregate::flows::Direction,
     clock::monotonic_ns,
     findings::{Finding, FindingsConfig, Kind},
 };
 use sockeye_tests::{
-    agent::flow,
-    dns::{dig, total, Dnsmasq},
     findings::{
         duration_evidence, find_evidence, is_about, largest, names, names_process, near,
         report_fault_to_finding, seconds, Watch,
@@ -475,94 +472,4 @@ fn connects_stalling_at_a_full_backlog_are_pool_exhaustion() {
     );
 }
 
-// --- 5. healthy -----------------------------------------------------------
-
-/// Resolves `name` with dig from `pod`; panics unless it is answered.
-fn lookup(pod: &Pod, server: &Pod, name: &str, want: &str) {
-    let (_, out) = dig(
-        pod,
-        &[
-            &format!("@{}", server.ip4),
-            name,
-            "A",
-            "+tries=1",
-            "+time=2",
-        ],
-    );
-    assert!(
-        out.contains("status: NOERROR") && out.contains(want),
-        "{out}"
-    );
-}
-
-#[test]
-fn healthy_pooled_short_lived_and_dns_traffic_makes_no_finding() {
-    if !require_root() {
-        return;
-    }
-    const RUN: Duration = Duration::from_secs(125);
-    let net = TestNet::with_pods("healthy", &["app", "redis", "dns"]);
-    let (app_pod, redis_pod, dns_pod) = (net.pod(0), net.pod(1), net.pod(2));
-    let redis = RedisServer::start(redis_pod);
-    let redis_ip = redis_pod.ip4.to_string();
-    let _dns = Dnsmasq::start(dns_pod, &[&format!("--address=/redis.test/{redis_ip}")]);
-    let mut watch = Watch::start(
-        FindingsConfig::default(),
-        &[app_pod.cgroup_id, redis_pod.cgroup_id, dns_pod.cgroup_id],
-    );
-
-    // A pool of five, busy; a connection per second opened and closed
-    // properly; a DNS lookup per second.
-    let mut pool = PoolClient::start(app_pod, redis.addr, 5, 50);
-    let mut churn = ChurnClient::start(app_pod, redis.addr, 1000, 1000);
-    let mut lookups = 0u32;
-    let mut next_lookup = Instant::now();
-    let started = Instant::now();
-    watch.run_for(RUN, |w| {
-        pool.read();
-        churn.read();
-        if Instant::now() >= next_lookup {
-            lookup(app_pod, dns_pod, "redis.test", &redis_ip);
-            lookups += 1;
-            next_lookup += Duration::from_secs(1);
-        }
-        assert!(
-            w.open().is_empty(),
-            "a finding after {:.0} s of healthy traffic: {}",
-            started.elapsed().as_secs_f64(),
-            w.describe()
-        );
-    });
-    assert!(watch.resolved().is_empty(), "{}", watch.describe());
-
-    // Not vacuous: the agent saw all of it, and judged it many times.
-    let evaluations = watch.agent.findings.stats.evaluations;
-    assert!(evaluations >= 115, "{evaluations} evaluations");
-    assert!(
-        churn.ok.len() >= 115,
-        "{} short-lived requests",
-        churn.ok.len()
-    );
-    assert!(churn.errors.is_empty() && churn.failed_requests.is_empty());
-    let snap = watch.agent.snapshot(None);
-    let f = flow(
-        &snap,
-        app_pod.cgroup_id,
-        Direction::Outbound,
-        IpAddr::V4(redis_pod.ip4),
-        PORT,
-    )
-    .expect("the app's flow to redis");
-    assert!(f.open >= 5, "the pool's 5 connections: {f:?}");
-    assert!(f.connects_ok >= 5 + 115, "{f:?}");
-    assert_eq!(f.failed_total(), 0, "{f:?}");
-    let dns = total(&snap, app_pod.cgroup_id).expect("the app's DNS");
-    assert!(dns.counts.answers >= u64::from(lookups) - 1, "{dns:?}");
-    assert_eq!(dns.counts.timeouts, 0, "{dns:?}");
-    eprintln!(
-        "healthy: no finding in {:.0} s ({evaluations} evaluations; {} short-lived connections, {lookups} lookups, pool of {})",
-        started.elapsed().as_secs_f64(),
-        churn.ok.len(),
-        pool.size
-    );
-}
+// --- 5. healthy: tests/tests/healthy.rs ---------------------------------
