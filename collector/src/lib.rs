@@ -51,7 +51,7 @@ pub use collector::{
 };
 pub use error::Error;
 pub use ingest::HELLO_TIMEOUT;
-pub use server::bind_unix;
+pub use server::{bind_unix, READY_LOG};
 pub use service::CollectorApi;
 pub use stats::{Kind as StatKind, Stats};
 pub use store::{Store, StoreError};

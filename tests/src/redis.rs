@@ -21,7 +21,7 @@ use crate::{
 pub const PORT: u16 = 6379;
 
 /// How long redis-server may take to say it accepts connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A redis-server process in a pod; killed on drop.
 pub struct RedisServer {

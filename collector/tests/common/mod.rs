@@ -29,7 +29,9 @@ use tonic::{
 pub type Client = CollectorServiceClient<Channel>;
 
 /// How long any single wait in a test may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// Long enough for a process start or a store recovery on a loaded 2-core
+/// machine; it only costs time when a test fails anyway.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, f).await {

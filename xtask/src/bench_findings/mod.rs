@@ -170,7 +170,7 @@ pub fn run(args: &BenchFindingsArgs) -> Result<()> {
 }
 
 fn run_round(s: &Setup, number: usize, pair: usize, variant: Variant) -> Result<Round> {
-    let mut extra = vec!["--no-scan", "--http-addr", "off", "--api-socket", "off"];
+    let mut extra = vec!["--no-scan"];
     extra.extend(["--container", SHOW_NOTHING]);
     if variant == Variant::NoFindings {
         extra.push("--no-findings");
