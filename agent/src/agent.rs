@@ -2,7 +2,7 @@
 //! aggregator, and produce snapshots. The binary and the integration tests
 //! both drive this.
 
-use std::{path::PathBuf, sync::atomic::Ordering};
+use std::path::PathBuf;
 
 use crate::{
     aggregate::{resources::ResourceFailures, Aggregator, Limits},
@@ -15,7 +15,7 @@ use crate::{
     findings::{config, Findings, FindingsConfig, Inputs, Kind},
     preexisting::Preexisting,
     push::{PushConfig, Pusher},
-    snapshot::{self, FindingsHealth, Health, PushHealth, Snapshot},
+    snapshot::{self, FindingsHealth, Health, Snapshot},
 };
 
 #[derive(Debug, Clone)]
@@ -292,16 +292,11 @@ impl Agent {
             h.findings = Some(self.findings_health());
         }
         if let Some(p) = &self.pusher {
-            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let dropped = get(&p.stats.dropped);
-            h.lost.insert("push_windows_dropped", dropped);
-            h.lost_total += dropped;
-            h.push = Some(PushHealth {
-                windows_sent: get(&p.stats.sent),
-                windows_acked: get(&p.stats.acked),
-                windows_buffered: get(&p.stats.buffered),
-                reconnects: get(&p.stats.reconnects),
-            });
+            for (name, n) in p.lost() {
+                h.lost.insert(name, n);
+                h.lost_total += n;
+            }
+            h.push = Some(p.health());
         }
         h
     }

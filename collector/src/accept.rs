@@ -242,8 +242,13 @@ pub(crate) fn incoming(
                     Counters::add(&counters.connections_refused, 1);
                     if !warned_full {
                         let why = match full {
-                            Full::Total(n) => format!("{n} connections are open (--max-connections)"),
-                            Full::Ip(n) => format!("{n} connections from {} are open (--max-connections-per-ip)", remote.ip()),
+                            Full::Total(n) => {
+                                format!("{n} connections are open (--max-connections)")
+                            }
+                            Full::Ip(n) => format!(
+                                "{n} connections from {} are open (--max-connections-per-ip)",
+                                remote.ip()
+                            ),
                         };
                         log::warn!("refusing connections: {why}");
                         warned_full = true;

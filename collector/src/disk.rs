@@ -30,7 +30,9 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// least 1 MiB above it), so a disk hovering at the limit does not flap.
 pub fn refuse_writes(was_full: bool, free: u64, min_free: u64) -> bool {
     if was_full {
-        free < min_free.saturating_mul(2).max(min_free.saturating_add(1 << 20))
+        free < min_free
+            .saturating_mul(2)
+            .max(min_free.saturating_add(1 << 20))
     } else {
         free < min_free
     }
@@ -163,7 +165,11 @@ impl Disk {
 
     /// Keeps the state and gauges current while nothing is written, and
     /// says when writes can resume.
-    pub async fn watch(self: Arc<Self>, store: Arc<dyn Store>, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn watch(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

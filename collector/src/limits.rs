@@ -156,7 +156,12 @@ impl PerCaller {
 
     /// A place of `kind` for `caller`, or why not. A query also needs some
     /// budget left.
-    pub fn acquire(self: &Arc<Self>, caller: &str, kind: Kind, now: Instant) -> Result<Slot, Refused> {
+    pub fn acquire(
+        self: &Arc<Self>,
+        caller: &str,
+        kind: Kind,
+        now: Instant,
+    ) -> Result<Slot, Refused> {
         let mut callers = self.lock();
         if callers.len() >= MAX_TRACKED && !callers.contains_key(caller) {
             callers.retain(|_, s| !s.idle());

@@ -1,13 +1,7 @@
 //! `sockeye-collector`: stores the windows agents push and answers
 //! cluster-wide queries. See the README's "Collector" section.
 
-use std::{
-    io::Write as _,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};

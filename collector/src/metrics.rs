@@ -84,7 +84,9 @@ mod tests {
             ..Stats::default()
         });
         assert!(text.contains("# TYPE sockeye_collector_auth_pushes_refused_total counter\nsockeye_collector_auth_pushes_refused_total 2\n"));
-        assert!(text.contains("# TYPE sockeye_collector_store_disk_full gauge\nsockeye_collector_store_disk_full 1\n"));
+        assert!(text.contains(
+            "# TYPE sockeye_collector_store_disk_full gauge\nsockeye_collector_store_disk_full 1\n"
+        ));
         assert!(text.lines().all(|l| !l.is_empty()));
     }
 }

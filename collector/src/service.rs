@@ -150,7 +150,10 @@ impl CollectorService for CollectorApi {
         let q = TopQuery::parse(request.get_ref())?;
         let max = self.shared.config.caller_limits.max_query_windows;
         let reply = self
-            .query(&caller, query::query_top(self.shared.store.as_ref(), &q, max))
+            .query(
+                &caller,
+                query::query_top(self.shared.store.as_ref(), &q, max),
+            )
             .await?;
         Ok(Response::new(reply))
     }

@@ -49,6 +49,42 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape`] line by line: the line breaks of a rendered table or block
+/// stay, everything else unsafe is written out.
+pub fn escape_lines(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&escape(line));
+    }
+    Cow::Owned(out)
+}
+
+/// JSON text (serde_json escapes C0 controls, not DEL, C1 or bidi
+/// characters) with every [unsafe](is_unsafe) character left as a JSON
+/// `\uXXXX` escape: the same JSON to a parser, inert on a terminal. Outside
+/// strings JSON holds only printable ASCII, so this never changes structure.
+pub fn escape_json(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c != '\n' && is_unsafe(c) {
+            // Every unsafe character is in the Basic Multilingual Plane.
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +105,14 @@ mod tests {
         // A right-to-left override reorders the rest of the line.
         assert_eq!(escape("evil\u{202e}gnp.exe"), "evil\\u{202e}gnp.exe");
         assert_eq!(escape("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn rendered_text_keeps_its_lines_and_json_stays_json() {
+        assert_eq!(escape_lines("a\x1b[2J\nb\n"), "a\\x1b[2J\nb\n");
+        assert!(matches!(escape_lines("a\nb\n"), Cow::Borrowed(_)));
+        let json = "{\"comm\":\"x\u{9b}2J\u{202e}\"}\n";
+        assert_eq!(escape_json(json), "{\"comm\":\"x\\u009b2J\\u202e\"}\n");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+pub use sockeye_proto::text::escape;
+
 /// "850µs", "12.3ms", "1.02s", "—" for none.
 pub fn duration_ns(ns: Option<u64>) -> String {
     let Some(ns) = ns else {
@@ -47,10 +49,12 @@ pub fn bytes(n: u64) -> String {
 /// Column title, width and whether it is right-aligned (numbers are).
 pub type Column = (&'static str, usize, bool);
 
-/// One table line: each cell padded to its column's width.
+/// One table line: each cell escaped (text from the kernel and from
+/// peers must not drive the terminal) and padded to its column's width.
 pub fn columns(cells: &[String], columns: &[Column]) -> String {
     let mut line = String::new();
     for (cell, (_, width, right)) in cells.iter().zip(columns) {
+        let cell = escape(cell);
         let width = *width;
         let _ = if *right {
             write!(line, "{cell:>width$} ")
@@ -74,8 +78,10 @@ pub fn socket(ip: &std::net::IpAddr, port: u16) -> String {
     }
 }
 
-/// Cuts `s` to `n` characters, marking the cut with an ellipsis.
+/// Cuts `s`, escaped first, to `n` characters, marking the cut with an
+/// ellipsis.
 pub fn truncate(s: &str, n: usize) -> String {
+    let s = escape(s);
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -100,5 +106,15 @@ mod tests {
         assert_eq!(age_s(3.0 * 3600.0 + 12.0 * 60.0), "3h12m");
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(1536), "1.5KiB");
+    }
+
+    #[test]
+    fn cells_from_containers_cannot_drive_the_terminal() {
+        assert_eq!(truncate("evil\x1b[2Jname", 40), "evil\\x1b[2Jname");
+        // Escaped before the cut: the cut never splits an escape's meaning
+        // back into a control character.
+        assert_eq!(truncate("\x1b[2J", 3), "\\x…");
+        let cols: [Column; 1] = [("COMM", 6, false)];
+        assert_eq!(columns(&["a\u{9b}b".to_string()], &cols), "a\\x9bb");
     }
 }

@@ -59,7 +59,10 @@ fn bearer(meta: &MetadataMap) -> Result<Option<&str>, Status> {
     let v = v.to_str().map_err(|_| {
         Status::unauthenticated("the authorization header is not text; send `Bearer <token>`")
     })?;
-    match v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+    match v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    {
         Some(t) if !t.trim().is_empty() => Ok(Some(t.trim())),
         _ => Err(Status::unauthenticated(
             "the authorization header must be `Bearer <token>`",
@@ -129,10 +132,7 @@ impl Auth {
             Review::Rejected(why) => {
                 Counters::add(&self.counters.auth_tokens_rejected, 1);
                 let msg = format!("the token was not accepted: {why}");
-                self.log_refusal(&format!(
-                    "{msg} (from {})",
-                    anonymous
-                ));
+                self.log_refusal(&format!("{msg} (from {})", anonymous));
                 Err(Status::unauthenticated(msg))
             }
         }

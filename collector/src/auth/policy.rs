@@ -87,11 +87,7 @@ impl Perms {
                 "none" if s.trim() == "none" => {}
                 "read" => p.read = true,
                 "push" => p.push = true,
-                _ => {
-                    return Err(format!(
-                        "{s:?}: expected none, read, push or read,push"
-                    ))
-                }
+                _ => return Err(format!("{s:?}: expected none, read, push or read,push")),
             }
         }
         Ok(p)
@@ -267,7 +263,9 @@ mod tests {
     fn an_agent_pushes_only_as_its_own_node_and_cannot_read() {
         let p = policy();
         assert!(p.may_push_as(&agent_on("node-a"), "node-a").is_ok());
-        let e = p.may_push_as(&agent_on("node-a"), "ip-10-0-1-12").unwrap_err();
+        let e = p
+            .may_push_as(&agent_on("node-a"), "ip-10-0-1-12")
+            .unwrap_err();
         assert!(e.0.contains("issued on node \"node-a\""), "{e}");
         assert!(p.may_read(&agent_on("node-a")).is_err());
         // A token without a node (an old cluster, a non-pod token) cannot push.
@@ -278,7 +276,9 @@ mod tests {
     #[test]
     fn readers_by_name_or_group_cannot_push() {
         let p = policy();
-        assert!(p.may_read(&user("system:serviceaccount:ops:reader", &[])).is_ok());
+        assert!(p
+            .may_read(&user("system:serviceaccount:ops:reader", &[]))
+            .is_ok());
         assert!(p.may_read(&user("alice", &["sre"])).is_ok());
         assert!(p.may_read(&user("mallory", &["dev"])).is_err());
         assert!(p.may_push(&user("alice", &["sre"])).is_err());

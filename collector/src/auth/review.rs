@@ -101,7 +101,9 @@ pub fn judge(status: Option<&TokenReviewStatus>, audience: &str) -> Review {
         .as_ref()
         .is_some_and(|a| a.iter().any(|x| x == audience))
     {
-        return Review::Rejected(format!("the token was not issued for audience {audience:?}"));
+        return Review::Rejected(format!(
+            "the token was not issued for audience {audience:?}"
+        ));
     }
     let Some(user) = &s.user else {
         return Review::Rejected("the TokenReview answer names no user".into());
@@ -204,20 +206,39 @@ mod tests {
 
     #[test]
     fn a_bound_token_names_its_user_and_node() {
-        let r = judge(Some(&status(true, &["sockeye-collector"], Some("n1"))), "sockeye-collector");
+        let r = judge(
+            Some(&status(true, &["sockeye-collector"], Some("n1"))),
+            "sockeye-collector",
+        );
         let Review::Authenticated(id) = r else {
             panic!("{r:?}")
         };
         assert_eq!(id.node.as_deref(), Some("n1"));
         assert_eq!(id.username, "system:serviceaccount:sockeye:sockeye-agent");
-        let r = judge(Some(&status(true, &["sockeye-collector"], None)), "sockeye-collector");
-        assert!(matches!(r, Review::Authenticated(Identity { node: None, .. })));
+        let r = judge(
+            Some(&status(true, &["sockeye-collector"], None)),
+            "sockeye-collector",
+        );
+        assert!(matches!(
+            r,
+            Review::Authenticated(Identity { node: None, .. })
+        ));
     }
 
     #[test]
     fn wrong_audience_unauthenticated_and_empty_answers_are_rejected() {
-        let r = judge(Some(&status(true, &["https://kubernetes.default.svc"], Some("n1"))), "sockeye-collector");
-        assert!(matches!(r, Review::Rejected(ref w) if w.contains("audience")), "{r:?}");
+        let r = judge(
+            Some(&status(
+                true,
+                &["https://kubernetes.default.svc"],
+                Some("n1"),
+            )),
+            "sockeye-collector",
+        );
+        assert!(
+            matches!(r, Review::Rejected(ref w) if w.contains("audience")),
+            "{r:?}"
+        );
         let mut s = status(false, &[], None);
         s.error = Some("token has expired".into());
         assert_eq!(
@@ -235,7 +256,11 @@ mod tests {
         assert!(c.get("bad", t0 + Duration::from_secs(4)).is_some());
         assert!(c.get("bad", t0 + Duration::from_secs(6)).is_none());
         c.put("a", Review::Rejected("x".into()), t0);
-        c.put("b", Review::Rejected("y".into()), t0 + Duration::from_secs(10));
+        c.put(
+            "b",
+            Review::Rejected("y".into()),
+            t0 + Duration::from_secs(10),
+        );
         assert!(c.len() <= 2);
     }
 }

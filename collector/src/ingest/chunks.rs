@@ -15,7 +15,10 @@ pub enum Joined {
     Partial,
     Window(Box<pb::Window>),
     /// Every piece came, and the whole is over the limit: refuse it.
-    TooLarge { seq: u64, total_bytes: u64 },
+    TooLarge {
+        seq: u64,
+        total_bytes: u64,
+    },
 }
 
 /// The protocol was broken: the stream must end.
@@ -76,7 +79,9 @@ impl Joiner {
                 }
             }
             Some(cur) => {
-                if (c.seq, c.count, c.total_bytes) != (cur.seq, cur.count, cur.total) || c.index != cur.next {
+                if (c.seq, c.count, c.total_bytes) != (cur.seq, cur.count, cur.total)
+                    || c.index != cur.next
+                {
                     return Err(err(format!(
                         "chunk {} of {} (total {} bytes) does not follow chunk {} of {} of window seq {} ({} bytes)",
                         c.index,
@@ -201,7 +206,11 @@ mod tests {
         j.add(cs[0].clone(), 1 << 20).unwrap();
         let mut other = cs[1].clone();
         other.seq = 4;
-        assert!(j.add(other, 1 << 20).unwrap_err().what.contains("does not follow"));
+        assert!(j
+            .add(other, 1 << 20)
+            .unwrap_err()
+            .what
+            .contains("does not follow"));
         let mut j = Joiner::default();
         let mut big = cs[0].clone();
         big.data = vec![0; big.total_bytes as usize + 1];
@@ -214,6 +223,10 @@ mod tests {
             total_bytes: 3,
             data: vec![0xff, 0xff, 0xff],
         };
-        assert!(j.add(garbage, 1 << 20).unwrap_err().what.contains("not a Window"));
+        assert!(j
+            .add(garbage, 1 << 20)
+            .unwrap_err()
+            .what
+            .contains("not a Window"));
     }
 }

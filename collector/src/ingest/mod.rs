@@ -211,7 +211,12 @@ async fn ingest_window(
     session.check(&mut w)?;
     let c = &shared.counters;
     let max_skew_ms = i64::try_from(shared.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
-    match time_refusal(w.end_unix_ms, unix_ms_now(), shared.retention_ms(), max_skew_ms) {
+    match time_refusal(
+        w.end_unix_ms,
+        unix_ms_now(),
+        shared.retention_ms(),
+        max_skew_ms,
+    ) {
         None => {}
         Some(TimeRefusal::Expired) => {
             // Retention would delete it at once: the agent frees its buffer,
@@ -232,7 +237,11 @@ async fn ingest_window(
                 w.end_unix_ms,
                 humantime::format_duration(shared.config.max_clock_skew)
             );
-            log::warn!("push: agent {} on node {}: {why}; not stored", session.agent_id, session.node);
+            log::warn!(
+                "push: agent {} on node {}: {why}; not stored",
+                session.agent_id,
+                session.node
+            );
             return Ok(session.refuse(w.seq, why));
         }
     }

@@ -455,7 +455,10 @@ impl Store for RedbStore {
         };
         tokio::task::spawn_blocking(move || db.close())
             .await
-            .map_err(|source| StoreError::Task { op: "close", source })?
+            .map_err(|source| StoreError::Task {
+                op: "close",
+                source,
+            })?
             .map_err(|e| db_err("close")(e.into()))
     }
 
@@ -477,7 +480,10 @@ impl Store for RedbStore {
             open_db(&path, cache)
         })
         .await
-        .map_err(|source| StoreError::Task { op: "reopen", source })??;
+        .map_err(|source| StoreError::Task {
+            op: "reopen",
+            source,
+        })??;
         let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
         if matches!(*guard, State::Reopening) {
             *guard = State::Open(Arc::new(db));

@@ -40,7 +40,9 @@ pub enum TlsError {
     },
     #[error("--tls-key {path} has no PEM private key (PKCS#8, PKCS#1 or SEC1): {detail}")]
     NoKey { path: PathBuf, detail: String },
-    #[error("the TLS certificate and key do not go together, or the client CA is unusable: {detail}")]
+    #[error(
+        "the TLS certificate and key do not go together, or the client CA is unusable: {detail}"
+    )]
     Config { detail: String },
 }
 
@@ -173,10 +175,7 @@ impl TlsConfig {
     /// required.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         install_crypto_provider();
-        let path = |p: Option<&PathBuf>| {
-            p.cloned()
-                .unwrap_or_else(|| PathBuf::from("(in memory)"))
-        };
+        let path = |p: Option<&PathBuf>| p.cloned().unwrap_or_else(|| PathBuf::from("(in memory)"));
         let files = self.files.as_ref();
         let chain = certs("--tls-cert", &path(files.map(|f| &f.cert)), &self.cert_pem)?;
         let key = key(&path(files.map(|f| &f.key)), &self.key_pem)?;

@@ -90,6 +90,7 @@ fn renders_every_family_from_a_fixed_state() {
         windows_acked: 4,
         windows_buffered: 1,
         reconnects: 2,
+        ..Default::default()
     });
 
     let (mut m, handle) = metrics(200);
