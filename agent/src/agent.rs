@@ -37,6 +37,9 @@ pub struct Config {
     pub node_name: String,
     /// Detection thresholds; None turns findings off.
     pub findings: Option<FindingsConfig>,
+    /// How often sockets believed open are checked against the kernel's
+    /// table (`reconcile`); None: never.
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             node_name: node_name(),
             findings: Some(FindingsConfig::default()),
+            reconcile_every: Some(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Agent {
     pub findings: Findings,
     /// Finding changes for API watchers.
     pub finding_updates: FindingUpdates,
+    /// Sockets whose close event was lost, closed from the kernel's table.
+    pub reconciler: Option<crate::reconcile::Reconciler>,
     proc_root: PathBuf,
 }
 
@@ -159,6 +165,9 @@ impl Agent {
             pusher: None,
             cgroup_root,
             finding_updates: FindingUpdates::new(config.node_name.clone()),
+            reconciler: config.reconcile_every.map(|every| {
+                crate::reconcile::Reconciler::new(every, &config.proc_root, clock::monotonic_ns())
+            }),
             proc_root: config.proc_root.clone(),
             findings: match &config.findings {
                 Some(c) => Findings::new(c.clone()),
@@ -240,6 +249,9 @@ impl Agent {
         if self.preexisting.remaining() > 0 {
             self.preexisting.refresh(&mut self.aggregator, now);
         }
+        if let Some(r) = &mut self.reconciler {
+            r.maybe_run(&mut self.aggregator, now);
+        }
         self.aggregator.sweep(now);
     }
 
@@ -290,6 +302,12 @@ impl Agent {
             h.lost.insert("findings_series_skipped", skipped);
             h.lost_total += skipped;
             h.findings = Some(self.findings_health());
+        }
+        if let Some(r) = &self.reconciler {
+            // A close event lost somewhere: the socket was closed late.
+            let n = r.stats.sockets_reconciled;
+            h.lost.insert("sockets_reconciled", n);
+            h.lost_total += n;
         }
         if let Some(p) = &self.pusher {
             for (name, n) in p.lost() {

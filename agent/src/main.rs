@@ -86,6 +86,11 @@ struct Args {
     /// Do not scan /proc for sockets that existed before the agent started.
     #[arg(long)]
     no_scan: bool,
+    /// Seconds between checks of the sockets believed open against the
+    /// kernel's own table (closing, and counting, those whose close event
+    /// was lost); 0: never.
+    #[arg(long, default_value_t = 60.0)]
+    reconcile_every: f64,
     /// containerd state directory, for pod names from container records (repeatable).
     #[arg(long, value_name = "DIR", default_values_t = [CONTAINERD_ROOT.to_string()])]
     containerd_root: Vec<String>,
@@ -347,6 +352,9 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         node_name: args.node_name.clone().unwrap_or_else(node_name),
         findings,
+        reconcile_every: (args.reconcile_every != 0.0)
+            .then(|| seconds("reconcile-every", args.reconcile_every))
+            .transpose()?,
     };
     let api_opts = ServeOptions {
         unix: (args.api_socket.as_os_str() != "off").then(|| args.api_socket.clone()),
