@@ -397,8 +397,10 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (health, metrics) = match http_addr {
         Some(addr) => {
             let listener = runtime.block_on(http::bind(addr))?;
+            // The bound address: with port 0 the kernel picked it.
+            let bound = listener.local_addr().unwrap_or(addr);
             log::info!(
-                "health and metrics endpoint on http://{addr} (/healthz, /readyz, /metrics)"
+                "health and metrics endpoint on http://{bound} (/healthz, /readyz, /metrics)"
             );
             let state = HealthState::new(DEFAULT_STALE_AFTER);
             let (metrics, handle) = Metrics::new(

@@ -48,6 +48,10 @@ struct Args {
     /// token, so every caller is anonymous (then only --anonymous-* apply).
     #[arg(long, value_enum, default_value_t = AuthMode::Kubernetes)]
     auth: AuthMode,
+    /// Kubeconfig to reach the TokenReview API with, instead of the pod's
+    /// ServiceAccount (in a pod) or $KUBECONFIG.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// Audience tokens must have been issued for (a projected token's
     /// `audience`, `kubectl create token --audience`).
     #[arg(long, default_value = "sockeye-collector")]
@@ -175,9 +179,9 @@ async fn token_reviewer(args: &Args) -> anyhow::Result<Option<Reviewer>> {
         );
         return Ok(None);
     }
-    let client = kube::Client::try_default().await.context(
-        "--auth kubernetes needs the Kubernetes API for TokenReview (in a pod: its ServiceAccount; elsewhere: KUBECONFIG); outside Kubernetes run with --auth none and --anonymous-tcp, or serve only on --unix",
-    )?;
+    let reviewer = KubeTokenReview::connect(args.kubeconfig.as_deref(), args.token_audience.clone())
+        .await
+        .context("--auth kubernetes needs the Kubernetes API for TokenReview (in a pod: its ServiceAccount; elsewhere: --kubeconfig or $KUBECONFIG); outside Kubernetes run with --auth none and --anonymous-tcp, or serve only on --unix")?;
     log::info!(
         "tokens are checked with the TokenReview API (audience {:?}); agents: {}; readers: {}",
         args.token_audience,
@@ -188,10 +192,7 @@ async fn token_reviewer(args: &Args) -> anyhow::Result<Option<Reviewer>> {
             format!("{:?}", args.reader)
         }
     );
-    Ok(Some(Reviewer(Arc::new(KubeTokenReview::new(
-        client,
-        args.token_audience.clone(),
-    )))))
+    Ok(Some(Reviewer(Arc::new(reviewer))))
 }
 
 fn config(args: &Args, reviewer: Option<Reviewer>) -> CollectorConfig {

@@ -6,12 +6,14 @@
 
 pub mod agent;
 pub mod api;
+pub mod apiserver;
 pub mod container;
 pub mod dns;
 pub mod findings;
 pub mod metrics;
 pub mod net;
 pub mod peer;
+pub mod procs;
 pub mod redis;
 pub mod sockets;
 pub mod tls;

@@ -34,6 +34,17 @@ pub enum ReviewError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot use the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes API to ask (not in a pod, no $KUBECONFIG): {source}")]
+    NoCluster {
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Something that can tell whose a token is.
@@ -59,6 +70,31 @@ impl KubeTokenReview {
             api: Api::all(client),
             audience: audience.into(),
         }
+    }
+
+    /// Through the cluster `kubeconfig` names, or (`None`) the pod's own
+    /// ServiceAccount in a pod, else `$KUBECONFIG` / `~/.kube/config`.
+    pub async fn connect(
+        kubeconfig: Option<&std::path::Path>,
+        audience: impl Into<String>,
+    ) -> Result<Self, ReviewError> {
+        let client = match kubeconfig {
+            Some(path) => {
+                let bad = |source| ReviewError::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(bad)?;
+                Client::try_from(config).map_err(|source| ReviewError::NoCluster { source })?
+            }
+            None => Client::try_default()
+                .await
+                .map_err(|source| ReviewError::NoCluster { source })?,
+        };
+        Ok(Self::new(client, audience))
     }
 }
 
