@@ -451,8 +451,8 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     domain: None,
                 });
             log::info!("pushing windows every {}s to {target}", args.push_every);
-            if args.push_max_message_bytes < 128 * 1024 {
-                return Err("--push-max-message-bytes must be at least 131072".into());
+            if args.push_max_message_bytes < 64 * 1024 {
+                return Err("--push-max-message-bytes must be at least 65536".into());
             }
             agent.start_pushing(PushConfig {
                 target,

@@ -9,6 +9,7 @@ pub mod api;
 pub mod apiserver;
 pub mod container;
 pub mod dns;
+pub mod faults;
 pub mod findings;
 pub mod metrics;
 pub mod net;

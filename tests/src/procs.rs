@@ -29,19 +29,37 @@ pub fn binaries() -> &'static (PathBuf, PathBuf) {
             .to_path_buf();
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let t = Instant::now();
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "sockeye-agent",
-                "-p",
-                "sockeye-collector",
-                "--bins",
-            ])
-            .current_dir(&root)
-            .output()
-            .expect("run cargo build");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "sockeye-agent",
+            "-p",
+            "sockeye-collector",
+            "--bins",
+        ])
+        .current_dir(&root);
+        // What cargo set for this test process (CARGO_MANIFEST_DIR and the
+        // like) would differ from a plain build's environment, and some
+        // build scripts rebuild when it does: run it as from a shell.
+        const KEEP: [&str; 8] = [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "CARGO_BUILD_",
+            "CARGO_PROFILE_",
+            "CARGO_TERM_",
+            "CARGO_NET_",
+            "CARGO_HTTP_",
+        ];
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("CARGO_") && !KEEP.iter().any(|p| k.starts_with(p))) || k == "OUT_DIR"
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().expect("run cargo build");
         assert!(
             out.status.success(),
             "building the binaries failed: {}",

@@ -49,7 +49,7 @@ const STREAM_QUEUE: usize = 8;
 const CHUNK_OVERHEAD: usize = 1024;
 /// The smallest chunk the sender goes down to when the collector says its
 /// messages are too large.
-const MIN_CHUNK: usize = 64 * 1024;
+const MIN_CHUNK: usize = 32 * 1024;
 
 /// Counters of the pusher, for the agent's stats, metrics and drops.
 #[derive(Debug, Default)]
@@ -264,7 +264,7 @@ async fn open(
     let acks = client
         .push(ReceiverStream::new(rx))
         .await
-        .map_err(|s| (format!("{}: {}", s.code(), s.message()), Some(s.code())))?
+        .map_err(|s| (format!("{:?}: {}", s.code(), s.message()), Some(s.code())))?
         .into_inner();
     Ok((tx, acks))
 }
@@ -353,11 +353,27 @@ async fn session(
                         );
                     }
                     gauges(pending, stats);
-                    acked_any = true;
+                    // Progress is a window let go of, not the ack of what
+                    // was stored before (the answer to the Hello).
+                    acked_any |= n > 0;
                     waiting_since = (a.acked_seq < last_sent).then(Instant::now);
                 }
                 Ok(None) => return ended(acked_any, "the collector closed the stream".into(), None),
-                Err(s) => return ended(acked_any, format!("{}: {}", s.code(), s.message()), Some(s.code())),
+                Err(s) => {
+                    if let Some(seq) = invalid_window(&s) {
+                        // The collector will never take this window: keep
+                        // it and the stream would fail on it forever.
+                        pending.ack(seq, 1);
+                        add(&stats.refused, 1);
+                        gauges(pending, stats);
+                        log::error!(
+                            "collector {} refused window seq {seq} as invalid, counted as lost: {}",
+                            cfg.target,
+                            sockeye_proto::text::escape(s.message())
+                        );
+                    }
+                    return ended(acked_any, format!("{:?}: {}", s.code(), s.message()), Some(s.code()));
+                }
             },
             _ = sleep_until(ack_deadline) => {
                 return Ended::Lost {
@@ -369,6 +385,20 @@ async fn session(
     }
 }
 
+/// The seq of the window an `InvalidArgument` status names (the collector
+/// says `window seq N: ...`).
+fn invalid_window(s: &tonic::Status) -> Option<u64> {
+    if s.code() != Code::InvalidArgument {
+        return None;
+    }
+    s.message()
+        .strip_prefix("window seq ")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -376,8 +406,19 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// A session that let go of windows ends `Acked` (backoff starts over),
+/// unless its status says the next one will fail the same way.
 fn ended(acked_any: bool, why: String, code: Option<Code>) -> Ended {
-    if acked_any && !matches!(code, Some(Code::PermissionDenied | Code::Unauthenticated)) {
+    let refused = matches!(
+        code,
+        Some(
+            Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::OutOfRange
+                | Code::InvalidArgument
+        )
+    );
+    if acked_any && !refused {
         Ended::Acked(why)
     } else {
         Ended::Lost { why, code }
@@ -398,6 +439,22 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_window_is_named_by_the_status() {
+        let s = tonic::Status::invalid_argument(
+            "window seq 42: start_unix_ms 5 is after end_unix_ms 4",
+        );
+        assert_eq!(invalid_window(&s), Some(42));
+        assert_eq!(
+            invalid_window(&tonic::Status::invalid_argument("Hello.node must be ...")),
+            None
+        );
+        assert_eq!(
+            invalid_window(&tonic::Status::unavailable("window seq 1: x")),
+            None
+        );
+    }
 
     #[test]
     fn a_window_too_large_for_one_message_goes_in_chunks_that_join_back() {
