@@ -599,6 +599,8 @@ fn finding(id: &str, node: &str, severity: &str, since: i64, resolved: i64) -> p
             value: 1.0,
             unit: "sockets".into(),
             at_unix_ms: since,
+            key: String::new(),
+            about: String::new(),
         }],
         next_step: "check the Redis client's pool".into(),
         node: node.into(),

@@ -499,6 +499,8 @@ pub fn finding(
             value: updated_ms as f64,
             unit: "ms".into(),
             at_unix_ms: updated_ms,
+            key: String::new(),
+            about: String::new(),
         }],
         next_step: "look".into(),
         node: node.into(),
@@ -506,6 +508,7 @@ pub fn finding(
         dns_name: String::new(),
         affected: vec![],
         updated_unix_ms: updated_ms,
+        signals: vec![],
     }
 }
 

@@ -283,13 +283,13 @@ fn micro() -> Result<()> {
         .parent()
         .context("xtask has no parent directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench-findings: cargo bench -p sockeye-agent --bench findings_evaluate");
+    eprintln!("bench-findings: cargo bench -p sockeye-core --bench findings_evaluate");
     let status = Command::new(cargo)
         .args([
             "bench",
             "-q",
             "-p",
-            "sockeye-agent",
+            "sockeye-core",
             "--bench",
             "findings_evaluate",
         ])

@@ -16,7 +16,7 @@
 //! needs its identity in [`expect`]).
 
 mod cgroup;
-mod dns;
+pub(crate) mod dns;
 mod expect;
 mod traffic;
 
