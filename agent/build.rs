@@ -36,7 +36,8 @@ fn main() -> anyhow::Result<()> {
 fn pinned_nightly(ebpf_root: &std::path::Path) -> anyhow::Result<String> {
     let file = ebpf_root.join("rust-toolchain.toml");
     println!("cargo:rerun-if-changed={}", file.display());
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("channel"))
         .filter_map(|rest| rest.trim().strip_prefix('='))

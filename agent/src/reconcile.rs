@@ -182,20 +182,20 @@ mod tests {
     };
 
     fn socket(opened_ns: u64, origin: Origin) -> TrackedSocket {
-        TrackedSocket {
-            flow: FlowKey::new(
-                7,
-                Direction::Outbound,
-                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-                40_000,
-                6379,
-            ),
-            state: sockeye_common::tcp_state::ESTABLISHED,
+        let flow = FlowKey::new(
+            7,
+            Direction::Outbound,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            40_000,
+            6379,
+        );
+        TrackedSocket::new(
+            flow,
+            sockeye_common::tcp_state::ESTABLISHED,
             opened_ns,
-            state_since_ns: opened_ns,
-            tgid: 1,
+            1,
             origin,
-        }
+        )
     }
 
     #[test]

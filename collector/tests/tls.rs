@@ -322,28 +322,41 @@ async fn the_certificate_script_makes_what_the_collector_serves_and_renews_under
     sockeye_collector::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-collector-cert.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/make-collector-cert.sh"
+    );
     let run = || {
         let out = std::process::Command::new("bash")
             .arg(script)
             .arg(&pki)
             .output()
             .expect("run make-collector-cert.sh");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run();
     let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
     let first = std::fs::read(pki.join("tls.crt")).unwrap();
     let tls = TlsConfig::from_files(&pki.join("tls.crt"), &pki.join("tls.key"), None).unwrap();
     let s = start(tls).await;
-    assert_eq!(query_as(s.addr, &ca, "sockeye-collector.sockeye.svc").await, Ok(0));
+    assert_eq!(
+        query_as(s.addr, &ca, "sockeye-collector.sockeye.svc").await,
+        Ok(0)
+    );
     // A renewal: a new certificate, the same CA.
     run();
     assert_ne!(std::fs::read(pki.join("tls.crt")).unwrap(), first);
     assert_eq!(std::fs::read_to_string(pki.join("ca.crt")).unwrap(), ca);
     let tls = TlsConfig::from_files(&pki.join("tls.crt"), &pki.join("tls.key"), None).unwrap();
     let t = start(tls).await;
-    assert_eq!(query_as(t.addr, &ca, "sockeye-collector.sockeye.svc.cluster.local").await, Ok(0));
+    assert_eq!(
+        query_as(t.addr, &ca, "sockeye-collector.sockeye.svc.cluster.local").await,
+        Ok(0)
+    );
     s.collector.close().await.unwrap();
     t.collector.close().await.unwrap();
 }

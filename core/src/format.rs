@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-pub use sockeye_proto::text::escape;
+pub use crate::text::escape;
 
 /// "850µs", "12.3ms", "1.02s", "—" for none.
 pub fn duration_ns(ns: Option<u64>) -> String {

@@ -55,14 +55,13 @@ fn a_socket_whose_close_was_lost_is_reconciled_and_live_ones_stay() {
     let lost_cookie = u64::MAX / 3;
     agent.aggregator.sockets.insert(
         lost_cookie,
-        TrackedSocket {
-            flow: key,
-            state: sockeye_common::tcp_state::ESTABLISHED,
-            opened_ns: 1,
-            state_since_ns: 1,
-            tgid: 0,
-            origin: Origin::Kernel,
-        },
+        TrackedSocket::new(
+            key,
+            sockeye_common::tcp_state::ESTABLISHED,
+            1,
+            0,
+            Origin::Kernel,
+        ),
     );
     let before = agent.reconciler.as_ref().unwrap().stats;
     let snap = wait_for(&mut agent, &[client.cgroup_id], WAIT, |s| {

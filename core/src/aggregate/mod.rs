@@ -346,7 +346,7 @@ impl Aggregator {
     /// longer has it: `reconcile`): it leaves the table and counts as a
     /// close of its flow. Returns whether it was tracked.
     pub fn forget_socket(&mut self, id: u64, now_ns: u64) -> bool {
-        let Some(s) = self.sockets.remove(id) else {
+        let Some(s) = self.sockets.remove_at(id, now_ns) else {
             return false;
         };
         if let Some(f) = self.flows.get_mut(&s.flow) {
