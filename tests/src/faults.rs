@@ -144,6 +144,8 @@ impl Rig {
             ),
             ("--push-every", "0.5".into()),
             ("--reconcile-every", "1".into()),
+            // Room for the whole machine's events (other tests' too).
+            ("--ringbuf-mib", "16".into()),
         ];
         let mut a: Vec<String> = vec!["--no-kube-api".into(), "--no-dns".into()];
         for (flag, value) in defaults {
@@ -216,6 +218,32 @@ impl Rig {
             resp.rows.iter().map(|r| r.connects_ok).sum(),
             resp.dropped_windows,
         )
+    }
+
+    /// Waits until the collector has `expected` connects of the client pod
+    /// and returns them. Every agent here sees the whole machine's TCP
+    /// traffic, other tests' included: under that load its ring buffer may
+    /// overflow, and connects are then lost in the kernel. So fewer is
+    /// accepted only when the agent counted kernel events lost; more never.
+    pub fn expect_connects(&self, agent: &AgentProc, addr: SocketAddr, expected: u64) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.collected(addr).0;
+            assert!(got <= expected, "{got} connects at the collector, only {expected} were made");
+            if got == expected {
+                return got;
+            }
+            if std::time::Instant::now() > deadline {
+                let lost = agent.dropped("kernel_ringbuf_full");
+                assert!(
+                    lost > 0,
+                    "{got} of {expected} connects at the collector, and the agent counted no event lost"
+                );
+                eprintln!("{got} of {expected} connects: the machine's load overflowed the agent's ring ({lost} events lost, counted)");
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Every window in the store at `data` (the collector must be stopped).
