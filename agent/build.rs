@@ -34,5 +34,21 @@ fn main() -> anyhow::Result<()> {
     // JSON messages on stdout and are still shown, and cargo's own errors
     // are still written to stderr.
     std::env::set_var("CARGO_TERM_QUIET", "true");
-    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+    let toolchain = pinned_nightly(root.as_std_path())?;
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
+}
+
+/// The nightly channel in `agent-ebpf/rust-toolchain.toml`: the one place it
+/// is named (bootstrap and the image build read it too).
+fn pinned_nightly(ebpf_root: &std::path::Path) -> anyhow::Result<String> {
+    let file = ebpf_root.join("rust-toolchain.toml");
+    println!("cargo:rerun-if-changed={}", file.display());
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .find(|v| v.starts_with("nightly-"))
+        .ok_or_else(|| anyhow!("{} names no nightly-YYYY-MM-DD channel", file.display()))
 }

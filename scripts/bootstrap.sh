@@ -6,6 +6,7 @@
 #   scripts/bootstrap.sh --test     also what the test suites need (podman, runc, ...)
 #   scripts/bootstrap.sh --matrix   also what the kernel matrix needs (QEMU, busybox)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 want_test=0
 want_matrix=0
@@ -37,6 +38,8 @@ if (( want_test )); then
   # Prometheus end-to-end test runs the server itself (the package's own
   # service is not used).
   debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv prometheus)
+  # openssl: scripts/make-collector-cert.sh, which a collector test runs.
+  debs+=(openssl)
   # The PostgreSQL incident: a real postgres, started by the test in its
   # own directory. The package's own cluster is not wanted.
   debs+=(postgresql)
@@ -60,14 +63,23 @@ if (( ${#missing[@]} )); then
 fi
 
 # --- Rust toolchains ---------------------------------------------------------
-rustup toolchain list | grep -q '^nightly' || { log "installing nightly toolchain"; rustup toolchain install nightly --profile minimal; }
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
-  log "adding rust-src to nightly (needed for -Z build-std=core on bpfel-unknown-none)"
-  rustup component add rust-src --toolchain nightly
+# Both pinned: the stable one in rust-toolchain.toml, the kernel programs'
+# nightly in agent-ebpf/rust-toolchain.toml (rustup installs what a
+# toolchain file names, from static.rust-lang.org, the first time).
+channel() { sed -n 's/^channel *= *"\(.*\)"/\1/p' "$1"; }
+stable=$(channel rust-toolchain.toml)
+nightly=$(channel agent-ebpf/rust-toolchain.toml)
+[[ -n "$stable" && -n "$nightly" ]] || die "no channel in rust-toolchain.toml or agent-ebpf/rust-toolchain.toml"
+for tc in "$stable" "$nightly"; do
+  rustup toolchain list | grep -q "^$tc" || { log "installing toolchain $tc"; rustup toolchain install "$tc" --profile minimal; }
+done
+if ! rustup component list --toolchain "$nightly" --installed | grep -q '^rust-src'; then
+  log "adding rust-src to $nightly (needed for -Z build-std=core on bpfel-unknown-none)"
+  rustup component add rust-src --toolchain "$nightly"
 fi
 if (( want_test )); then
   # Lints of user space (stable) and of the kernel programs (nightly).
-  for tc in stable nightly; do
+  for tc in "$stable" "$nightly"; do
     for c in clippy rustfmt; do
       rustup component list --toolchain "$tc" --installed | grep -q "^$c" \
         || { log "adding $c to $tc"; rustup component add "$c" --toolchain "$tc"; }
@@ -78,11 +90,11 @@ fi
 # --- bpf-linker, linked against the nightly's own libLLVM ----------------------
 # bpf-linker must use an LLVM with the same major version as the nightly rustc.
 # Debian does not ship it, but the nightly carries a shared libLLVM we can link.
-llvm_ver=$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+llvm_ver=$(rustc +"$nightly" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 # It runs with the nightly's library path (aya-build invokes it through
-# `rustup run nightly`); if it starts there, it was built against this LLVM.
-if ! rustup run nightly bpf-linker --version >/dev/null 2>&1; then
-  sysroot=$(rustc +nightly --print sysroot)
+# `rustup run <nightly>`); if it starts there, it was built against this LLVM.
+if ! rustup run "$nightly" bpf-linker --version >/dev/null 2>&1; then
+  sysroot=$(rustc +"$nightly" --print sysroot)
   lib=$(ls "$sysroot"/lib/libLLVM.so.* 2>/dev/null | head -n1) || true
   [[ -n "$lib" ]] || die "nightly toolchain at $sysroot has no libLLVM.so.*; cannot build bpf-linker"
   llvm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/sockeye/llvm-${llvm_ver}"
@@ -97,6 +109,12 @@ fi
 if (( want_test )) && ! command -v cargo-fuzz >/dev/null; then
   log "installing cargo-fuzz (about a minute, once)"
   cargo install cargo-fuzz --locked --version '^0.13'
+fi
+
+# --- cargo-deny, for the licence, duplicate and advisory checks -----------------
+if (( want_test )) && ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+  log "installing cargo-deny (about 6 minutes on two cores, once)"
+  cargo install cargo-deny --locked --version '=0.20.2'
 fi
 
 # --- Kernel filesystems --------------------------------------------------------

@@ -20,9 +20,10 @@ step "clippy (user space)"
 cargo clippy --locked --workspace --exclude sockeye-agent-ebpf --all-targets -- -D warnings
 
 step "clippy (kernel programs, bpf target)"
-(cd agent-ebpf && cargo +nightly clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
+# agent-ebpf/rust-toolchain.toml pins the nightly there.
+(cd agent-ebpf && cargo clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 
-step "deployment manifests (Kubernetes schema, agent flags)"
+step "deployment manifests (Kubernetes schema, agent and collector flags)"
 scripts/validate-deploy.sh
 
 step "alert rules (promtool: both forms checked, every rule unit-tested)"
@@ -34,6 +35,23 @@ sed -n '/^spec:/,$p' deploy/monitoring/prometheusrule.yaml | tail -n +2 | sed 's
 promtool check rules "$rules_from_crd"
 rm -f "$rules_from_crd"
 (cd deploy/monitoring && promtool test rules sockeye-rules.test.yml)
+step "cargo deny: licenses, duplicate crates, sources, advisories"
+cargo deny --locked check licenses bans sources
+# The advisory database lives on github.com (RustSec), which some machines
+# cannot reach (this project's build machine reaches only package
+# registries). Then the check is reported as not done, never as passed;
+# SOCKEYE_DENY_ADVISORIES=require makes that a failure (CI with network).
+if timeout 120 cargo deny --locked fetch db >/dev/null 2>&1; then
+  cargo deny --locked check advisories
+elif compgen -G "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/*/crates" >/dev/null; then
+  echo "advisories: the database cannot be fetched now; checking against the copy fetched earlier"
+  cargo deny --locked check --disable-fetch advisories
+elif [[ "${SOCKEYE_DENY_ADVISORIES:-}" == require ]]; then
+  echo "advisories: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched, and SOCKEYE_DENY_ADVISORIES=require" >&2
+  exit 1
+else
+  printf '\033[1;33madvisories: NOT CHECKED\033[0m: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched from this machine; run `cargo deny check advisories` where github.com is reachable (set SOCKEYE_DENY_ADVISORIES=require there)\n'
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -42,7 +60,8 @@ step "fuzz: the user-side DNS parser, ${FUZZ_SECONDS:=30} s"
 # New corpus entries go to fuzz/corpus (ignored by git); the seeds are read.
 # libFuzzer refuses a corpus directory that does not exist (a fresh clone).
 mkdir -p fuzz/corpus/dns_record
-if ! (cd fuzz && cargo +nightly fuzz run dns_record corpus/dns_record seeds/dns_record -- \
+nightly=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' agent-ebpf/rust-toolchain.toml)
+if ! (cd fuzz && cargo +"$nightly" fuzz run dns_record corpus/dns_record seeds/dns_record -- \
       -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048) >"$log" 2>&1; then
   tail -n 40 "$log"
   echo "fuzz: the DNS parser failed; the input that did it is in fuzz/artifacts/dns_record/" >&2

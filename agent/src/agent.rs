@@ -2,7 +2,7 @@
 //! aggregator, and produce snapshots. The binary and the integration tests
 //! both drive this.
 
-use std::{path::PathBuf, sync::atomic::Ordering};
+use std::path::PathBuf;
 
 use crate::{
     aggregate::{resources::ResourceFailures, Aggregator, Limits},
@@ -16,7 +16,7 @@ use crate::{
     preexisting::Preexisting,
     probe::KernelProbe,
     push::{PushConfig, Pusher},
-    snapshot::{self, FindingsHealth, Health, PushHealth, Snapshot},
+    snapshot::{self, FindingsHealth, Health, Snapshot},
 };
 
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ pub struct Config {
     pub node_name: String,
     /// Detection thresholds; None turns findings off.
     pub findings: Option<FindingsConfig>,
+    /// How often sockets believed open are checked against the kernel's
+    /// table (`reconcile`); None: never.
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             node_name: node_name(),
             findings: Some(FindingsConfig::default()),
+            reconcile_every: Some(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Agent {
     pub findings: Findings,
     /// Finding changes for API watchers.
     pub finding_updates: FindingUpdates,
+    /// Sockets whose close event was lost, closed from the kernel's table.
+    pub reconciler: Option<crate::reconcile::Reconciler>,
     proc_root: PathBuf,
     /// What the detectors ask the kernel on demand.
     probe: KernelProbe,
@@ -164,6 +170,9 @@ impl Agent {
             pusher: None,
             cgroup_root,
             finding_updates: FindingUpdates::new(config.node_name.clone()),
+            reconciler: config.reconcile_every.map(|every| {
+                crate::reconcile::Reconciler::new(every, &config.proc_root, clock::monotonic_ns())
+            }),
             proc_root: config.proc_root.clone(),
             findings: match &config.findings {
                 Some(c) => Findings::new(c.clone()),
@@ -252,6 +261,9 @@ impl Agent {
         if self.preexisting.remaining() > 0 {
             self.preexisting.refresh(&mut self.aggregator, now);
         }
+        if let Some(r) = &mut self.reconciler {
+            r.maybe_run(&mut self.aggregator, now);
+        }
         self.aggregator.sweep(now);
     }
 
@@ -303,19 +315,18 @@ impl Agent {
             h.lost_total += skipped;
             h.findings = Some(self.findings_health());
         }
+        if let Some(r) = &self.reconciler {
+            // A close event lost somewhere: the socket was closed late.
+            let n = r.stats.sockets_reconciled;
+            h.lost.insert("sockets_reconciled", n);
+            h.lost_total += n;
+        }
         if let Some(p) = &self.pusher {
-            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let dropped = get(&p.stats.dropped);
-            h.lost.insert("push_windows_dropped", dropped);
-            h.lost_total += dropped;
-            h.push = Some(PushHealth {
-                windows_sent: get(&p.stats.sent),
-                windows_acked: get(&p.stats.acked),
-                windows_buffered: get(&p.stats.buffered),
-                reconnects: get(&p.stats.reconnects),
-                collector_unavailable: get(&p.stats.collector_unavailable),
-                collector_refused: get(&p.stats.collector_refused),
-            });
+            for (name, n) in p.lost() {
+                h.lost.insert(name, n);
+                h.lost_total += n;
+            }
+            h.push = Some(p.health());
         }
         h
     }

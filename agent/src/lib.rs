@@ -18,6 +18,7 @@ pub mod probe;
 pub mod proc_limits;
 pub mod procfs_sockets;
 pub mod push;
+pub mod reconcile;
 pub mod run;
 pub mod snapshot;
 pub mod sock_diag;

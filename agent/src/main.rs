@@ -86,6 +86,11 @@ struct Args {
     /// Do not scan /proc for sockets that existed before the agent started.
     #[arg(long)]
     no_scan: bool,
+    /// Seconds between checks of the sockets believed open against the
+    /// kernel's own table (closing, and counting, those whose close event
+    /// was lost); 0: never.
+    #[arg(long, default_value_t = 60.0)]
+    reconcile_every: f64,
     /// containerd state directory, for pod names from container records (repeatable).
     #[arg(long, value_name = "DIR", default_values_t = [CONTAINERD_ROOT.to_string()])]
     containerd_root: Vec<String>,
@@ -121,10 +126,24 @@ struct Args {
     /// Seconds between windows pushed to the collector.
     #[arg(long, default_value_t = 10.0)]
     push_every: f64,
-    /// Unacknowledged windows kept while the collector is away; past it the
-    /// oldest are dropped and counted (default: one hour of 10 s windows).
-    #[arg(long, default_value_t = 360)]
+    /// Unacknowledged windows kept while the collector is away, at most
+    /// (default: a day of 10 s windows); past it or --push-buffer-mib the
+    /// oldest are dropped and counted.
+    #[arg(long, default_value_t = PushConfig::default().buffer)]
     push_buffer: usize,
+    /// Encoded size of the unacknowledged windows kept, at most, in MiB
+    /// (what the buffer costs in memory).
+    #[arg(long, default_value_t = PushConfig::default().buffer_bytes >> 20)]
+    push_buffer_mib: usize,
+    /// Largest gRPC message sent to the collector (its --max-message-bytes);
+    /// larger windows are sent in chunks.
+    #[arg(long, default_value_t = PushConfig::default().max_message_bytes)]
+    push_max_message_bytes: usize,
+    /// File with the bearer token to present to the collector (a projected
+    /// ServiceAccount token with audience sockeye-collector); read again
+    /// for each connection, as the kubelet renews it.
+    #[arg(long, value_name = "FILE", env = "SOCKEYE_COLLECTOR_TOKEN_FILE")]
+    collector_token_file: Option<PathBuf>,
     /// CA (PEM) to trust for an https:// collector.
     #[arg(long)]
     collector_ca: Option<PathBuf>,
@@ -234,8 +253,27 @@ async fn start_embedded_collector(
     Ok((socket.to_path_buf(), collector))
 }
 
+/// Log lines carry text from the kernel and from peers (process names,
+/// DNS names, pod names in findings): escaped, so no terminal that shows
+/// the log (kubectl logs) acts on a control sequence a container chose.
+fn init_log() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let ts = buf.timestamp();
+            let msg = record.args().to_string();
+            writeln!(
+                buf,
+                "[{ts} {} {}] {}",
+                record.level(),
+                record.target(),
+                sockeye_proto::text::escape(&msg)
+            )
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_log();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -317,6 +355,9 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         node_name: args.node_name.clone().unwrap_or_else(node_name),
         findings,
+        reconcile_every: (args.reconcile_every != 0.0)
+            .then(|| seconds("reconcile-every", args.reconcile_every))
+            .transpose()?,
     };
     let api_opts = ServeOptions {
         unix: (args.api_socket.as_os_str() != "off").then(|| args.api_socket.clone()),
@@ -360,8 +401,10 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (health, metrics) = match http_addr {
         Some(addr) => {
             let listener = runtime.block_on(http::bind(addr))?;
+            // The bound address: with port 0 the kernel picked it.
+            let bound = listener.local_addr().unwrap_or(addr);
             log::info!(
-                "health and metrics endpoint on http://{addr} (/healthz, /readyz, /metrics)"
+                "health and metrics endpoint on http://{bound} (/healthz, /readyz, /metrics)"
             );
             let state = HealthState::new(DEFAULT_STALE_AFTER);
             let (metrics, handle) = Metrics::new(
@@ -412,11 +455,17 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     domain: None,
                 });
             log::info!("pushing windows every {}s to {target}", args.push_every);
+            if args.push_max_message_bytes < 64 * 1024 {
+                return Err("--push-max-message-bytes must be at least 65536".into());
+            }
             agent.start_pushing(PushConfig {
                 target,
                 tls,
+                token_file: args.collector_token_file.clone(),
                 every: seconds("push-every", args.push_every)?,
                 buffer: args.push_buffer.max(1),
+                buffer_bytes: args.push_buffer_mib.max(1).saturating_mul(1 << 20),
+                max_message_bytes: args.push_max_message_bytes,
             });
             embedded
         }

@@ -62,8 +62,15 @@ pub struct FindingsHealth {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PushHealth {
     pub windows_sent: u64,
+    /// Windows too large for one gRPC message, sent in chunks.
+    pub windows_sent_in_chunks: u64,
     pub windows_acked: u64,
     pub windows_buffered: u64,
+    /// Encoded bytes of the buffered windows, and the buffer's bound.
+    pub bytes_buffered: u64,
+    pub buffer_limit_bytes: u64,
+    /// Bytes of the windows dropped (`lost.push_windows_dropped` counts them).
+    pub bytes_dropped: u64,
     pub reconnects: u64,
     /// Streams the collector ended with `Unavailable` (store failed, or
     /// shutting down).

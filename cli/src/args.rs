@@ -55,6 +55,12 @@ pub struct Cli {
     /// Name expected in the server's certificate, when not the target's host.
     #[arg(long, global = true, value_name = "NAME")]
     pub tls_server_name: Option<String>,
+    /// File with a bearer token to present: a collector lets only its
+    /// readers query (`kubectl -n sockeye create token sockeye-reader
+    /// --audience sockeye-collector > token`). $SOCKEYE_TOKEN may hold the
+    /// token itself instead.
+    #[arg(long, global = true, value_name = "FILE", env = "SOCKEYE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Seconds to wait for the connection.
     #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = seconds)]
     pub connect_timeout: Duration,

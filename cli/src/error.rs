@@ -59,6 +59,8 @@ pub enum CliError {
     BadTarget { target: String },
     #[error("cannot read {path}: {reason}")]
     TlsFile { path: String, reason: String },
+    #[error("the token in {path} is not usable (empty, or not printable ASCII)")]
+    BadToken { path: String },
     #[error("--tls-* flags need an https:// target (or host:port); {target} is not one")]
     TlsWithoutHttps { target: String },
     #[error("--agent and --collector both given: choose one")]
@@ -107,6 +109,7 @@ impl CliError {
             Self::Unreachable { .. } | Self::ConnectTimeout { .. } => exit::UNREACHABLE,
             Self::BadTarget { .. }
             | Self::TlsFile { .. }
+            | Self::BadToken { .. }
             | Self::TlsWithoutHttps { .. }
             | Self::BothTargets
             | Self::BothTargetsInEnv
@@ -149,6 +152,10 @@ impl CliError {
                 // handshake and refuses the first call.
                 let hint = if target.starts_with("https://") && message.contains("Certificate") {
                     " (TLS refused: the server may require a client certificate: --tls-cert and --tls-key)"
+                } else if matches!(code, Code::Unauthenticated | Code::PermissionDenied)
+                    && !message.contains("--token-file")
+                {
+                    " (present a reader's token: --token-file or $SOCKEYE_TOKEN; README \"Security\")"
                 } else {
                     ""
                 };

@@ -16,6 +16,7 @@ pub mod error;
 pub mod format;
 pub mod json;
 pub mod live;
+pub mod safe;
 pub mod table;
 pub mod target;
 
@@ -79,8 +80,12 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError>
         tls.is_some(),
     )?;
     check(&cli, &target)?;
+    let bearer = target::bearer(cli.token_file.as_deref(), &|k| std::env::var(k).ok())?;
     let channel = target::open(&target, tls.as_ref(), cli.connect_timeout).await?;
-    let mut client = Client::new(target.role, channel);
+    let mut client = Client::new(
+        target.role,
+        sockeye_proto::connect::with_bearer(channel, bearer),
+    );
     let view = View {
         output: cli.output,
         role: target.role,
@@ -119,8 +124,7 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError>
     };
     let Some(every) = cli.watch else {
         let text = answer(&cli, query, &target, &mut client, &view).await?;
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        safe::write(out, &text, cli.output)?;
         return Ok(Outcome::Done);
     };
     let title = format!(
@@ -169,8 +173,7 @@ async fn run_diagnose(
     let open = match (cli.watch, &mut *client) {
         (None, _) => {
             let (text, open) = diagnose::fetch::once(client, &target.url, &ask, view).await?;
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
+            safe::write(out, &text, view.output)?;
             open
         }
         (Some(_), Client::Agent(c)) => {

@@ -63,7 +63,7 @@ pub async fn refresh(
         let started = Instant::now();
         let text = source().await?;
         let shown = frame(
-            &text,
+            &crate::safe::shown(&text, output),
             title,
             every,
             crate::now_unix_ms(),

@@ -110,8 +110,17 @@ impl Table {
         }
     }
 
-    /// Adds a row; missing cells are empty, extra cells are dropped.
-    pub fn push(&mut self, mut row: Vec<String>) {
+    /// Adds a row; missing cells are empty, extra cells are dropped. Cells
+    /// are escaped here (`sockeye_proto::text::escape`), before the widths
+    /// are measured, so hostile text stays inert and aligned.
+    pub fn push(&mut self, row: Vec<String>) {
+        let mut row: Vec<String> = row
+            .into_iter()
+            .map(|c| match sockeye_proto::text::escape(&c) {
+                std::borrow::Cow::Borrowed(_) => c,
+                std::borrow::Cow::Owned(e) => e,
+            })
+            .collect();
         row.resize(self.columns.len(), String::new());
         self.rows.push(row);
     }
@@ -263,5 +272,13 @@ mod tests {
             "NAME      A\na-ra…ame  1\n",
             "priority 1 is never dropped, even past the width"
         );
+    }
+
+    #[test]
+    fn hostile_cells_are_escaped_before_they_are_measured() {
+        let mut t = Table::new(vec![left("COMM"), left("X")]);
+        t.push(vec!["a\x1b[2J".into(), "1".into()]);
+        t.push(vec!["bb".into(), "2".into()]);
+        assert_eq!(t.render(), "COMM      X\na\\x1b[2J  1\nbb        2\n");
     }
 }

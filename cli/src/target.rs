@@ -3,7 +3,7 @@
 
 use std::{error::Error as _, io, time::Duration};
 
-use sockeye_proto::connect::{connect, ClientTls, ConnectError};
+use sockeye_proto::connect::{connect, Bearer, ClientTls, ConnectError};
 use tonic::transport::Channel;
 
 use crate::error::{CliError, Role};
@@ -12,6 +12,8 @@ use crate::error::{CliError, Role};
 pub const DEFAULT_AGENT: &str = "unix:///run/sockeye/agent.sock";
 pub const AGENT_ENV: &str = "SOCKEYE_AGENT";
 pub const COLLECTOR_ENV: &str = "SOCKEYE_COLLECTOR";
+/// A bearer token itself (when there is no `--token-file`).
+pub const TOKEN_ENV: &str = "SOCKEYE_TOKEN";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -80,6 +82,31 @@ pub fn normalize(raw: &str, tls: bool) -> Result<String, CliError> {
     Ok(url)
 }
 
+/// The bearer token to present: `--token-file`, else `$SOCKEYE_TOKEN`,
+/// else none.
+pub fn bearer(
+    token_file: Option<&std::path::Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bearer, CliError> {
+    let token = match token_file {
+        Some(path) => Bearer::from_file(path),
+        None => match env(TOKEN_ENV).filter(|t| !t.trim().is_empty()) {
+            Some(t) => Bearer::from_token(&t, "$SOCKEYE_TOKEN"),
+            None => return Ok(Bearer::none()),
+        },
+    };
+    token.map_err(|e| match e {
+        ConnectError::File { path, source } => CliError::TlsFile {
+            path,
+            reason: strip_os_error(&source.to_string()),
+        },
+        ConnectError::BadToken { path } => CliError::BadToken { path },
+        other => CliError::BadToken {
+            path: other.to_string(),
+        },
+    })
+}
+
 /// Opens a channel, or says in words why not and what to try.
 pub async fn open(
     target: &Target,
@@ -104,6 +131,7 @@ fn connect_error(target: &Target, e: ConnectError) -> CliError {
             path,
             reason: strip_os_error(&source.to_string()),
         },
+        ConnectError::BadToken { path } => CliError::BadToken { path },
         ConnectError::Transport { .. } => {
             let (reason, kind) = root_cause(&e);
             CliError::Unreachable {

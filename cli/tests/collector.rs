@@ -36,11 +36,23 @@ struct TestCollector {
 }
 
 async fn start(tls: Option<TlsConfig>) -> TestCollector {
+    // Credentials are tested in tokens.rs: here anonymous callers may all.
+    start_with(tls, |c| {
+        c.policy.anonymous_tcp = sockeye_collector::auth::Perms::ALL
+    })
+    .await
+}
+
+async fn start_with(
+    tls: Option<TlsConfig>,
+    tweak: impl FnOnce(&mut CollectorConfig),
+) -> TestCollector {
     sockeye_collector::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
-    let collector = Collector::open(CollectorConfig::new(dir.path().join("data")))
-        .await
-        .expect("open collector");
+    let mut config = CollectorConfig::new(dir.path().join("data"));
+    config.min_free_bytes = 0;
+    tweak(&mut config);
+    let collector = Collector::open(config).await.expect("open collector");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let c = collector.clone();
@@ -787,5 +799,110 @@ warning: 2 windows over the last 15m; agents dropped 2 more (the collector was a
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), exit::USAGE);
+    c.collector.close().await.expect("close");
+}
+
+/// Tokens as a TokenReview API would judge them (the collector's own tests
+/// run the real TokenReview client against a stand-in API server).
+struct Tokens;
+
+#[tonic::async_trait]
+impl sockeye_collector::auth::TokenReviewer for Tokens {
+    async fn review(
+        &self,
+        token: &str,
+    ) -> Result<sockeye_collector::auth::Review, sockeye_collector::auth::ReviewError> {
+        use sockeye_collector::auth::{Identity, Review};
+        let user = |u: &str, node: Option<&str>| {
+            Review::Authenticated(Identity {
+                username: u.into(),
+                groups: vec![],
+                node: node.map(String::from),
+            })
+        };
+        Ok(match token {
+            "reader-token" => user("system:serviceaccount:ops:reader", None),
+            "agent-token" => user(
+                "system:serviceaccount:sockeye:sockeye-agent",
+                Some("node-a"),
+            ),
+            _ => Review::Rejected("unknown token".into()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_reader_token_from_a_file_or_the_environment_is_presented() {
+    use sockeye_collector::auth::{Perms, Reviewer, Subject};
+    let c = start_with(None, |cfg| {
+        cfg.token_reviewer = Some(Reviewer(std::sync::Arc::new(Tokens)));
+        cfg.policy.readers = vec![Subject::User("system:serviceaccount:ops:reader".into())];
+        // The seeding pusher below is anonymous.
+        cfg.policy.anonymous_tcp = Perms {
+            push: true,
+            read: false,
+        };
+    })
+    .await;
+    seed(c.addr).await;
+    let target = c.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = dir.path().join("reader.token");
+    std::fs::write(&reader, "reader-token\n").unwrap();
+
+    let e = sockeye(&["--collector", &target, "top"]).await.unwrap_err();
+    assert_eq!(e.exit_code(), exit::FAILED);
+    assert!(
+        e.to_string()
+            .contains("answered Unauthenticated: anonymous queries are refused"),
+        "{e}"
+    );
+    let top = sockeye(&[
+        "--collector",
+        &target,
+        "--token-file",
+        reader.to_str().unwrap(),
+        "top",
+    ])
+    .await
+    .expect("a reader may query");
+    assert!(top.contains("10.96.0.12:6379"), "{top}");
+    let e = sockeye(&[
+        "--collector",
+        &target,
+        "--token-file",
+        "/nonexistent/token",
+        "top",
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(e.exit_code(), exit::USAGE);
+    assert!(
+        e.to_string().starts_with("cannot read /nonexistent/token"),
+        "{e}"
+    );
+
+    // The binary, with the token in $SOCKEYE_TOKEN: an agent's token may
+    // push, not read.
+    for (token, code, says) in [
+        ("reader-token", 0, ""),
+        ("agent-token", 1, "may not query this collector"),
+        ("forged", 1, "the token was not accepted: unknown token"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sockeye"));
+        cmd.args(["--collector", &target, "top"])
+            .env("SOCKEYE_TOKEN", token);
+        let run = tokio::task::spawn_blocking(move || cmd.output().expect("run sockeye"));
+        let done = within("the sockeye binary", run).await.expect("joined");
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(code), "{token}: {stderr}");
+        assert!(stderr.contains(says), "{token}: {stderr}");
+    }
+    let stats = c.collector.stats();
+    assert_eq!(
+        stats.auth_reads_refused, 2,
+        "the anonymous and the agent's query"
+    );
+    assert_eq!(stats.auth_tokens_rejected, 1);
     c.collector.close().await.expect("close");
 }

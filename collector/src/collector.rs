@@ -12,10 +12,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::server::HealthReporter;
 
 use crate::{
+    accept::{ConnLimits, Limiter},
+    auth::{Auth, Policy, Reviewer},
+    disk::Disk,
+    limits::{CallerLimits, PerCaller},
     retention,
     service::CollectorApi,
     stats::{Counters, Stats},
     store::{RedbStore, Store},
+    tls::reload::DEFAULT_RELOAD_EVERY,
     watch::Hub,
     Error,
 };
@@ -46,9 +51,34 @@ pub struct CollectorConfig {
     /// After shutdown is requested, how long open connections get to finish
     /// before the serve futures return anyway.
     pub shutdown_grace: Duration,
+    /// Who may push and who may read; what anonymous callers may do on
+    /// each kind of listener.
+    pub policy: Policy,
+    /// Checks bearer tokens; `None`: every caller is anonymous.
+    pub token_reviewer: Option<Reviewer>,
+    /// Connections the TCP listener keeps open.
+    pub conn_limits: ConnLimits,
+    /// Streams, queries and query cost per caller.
+    pub caller_limits: CallerLimits,
+    /// Largest window accepted (an agent sends a larger one in chunks of
+    /// at most `max_message_bytes`); larger ones are refused and counted.
+    pub max_window_bytes: u64,
+    /// Windows ending further ahead of the collector's clock are refused.
+    pub max_clock_skew: Duration,
+    /// Writes are refused while the data directory's file system has less
+    /// free space than this (0: only when a write fails for lack of it).
+    pub min_free_bytes: u64,
+    /// How often TLS files given by path are read again for changes.
+    pub tls_reload_every: Duration,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Measured (the agent's `push::window::size` test): at the agent's default
+/// bound of 16384 flows, with 20 latency bins and every counter set in each,
+/// a window encodes to 17.5 MiB; with all 592 bins in every flow (the
+/// bound of bounds, no real node), 152 MiB. 64 MiB keeps three of the first
+/// and refuses the second, counted on both sides.
+pub const DEFAULT_MAX_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 
 impl CollectorConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -61,6 +91,14 @@ impl CollectorConfig {
             max_watchers: 64,
             store_cache_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            policy: Policy::default(),
+            token_reviewer: None,
+            conn_limits: ConnLimits::default(),
+            caller_limits: CallerLimits::default(),
+            max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
+            max_clock_skew: Duration::from_secs(300),
+            min_free_bytes: 64 * 1024 * 1024,
+            tls_reload_every: DEFAULT_RELOAD_EVERY,
         }
     }
 
@@ -87,6 +125,19 @@ impl CollectorConfig {
         }
         if i64::try_from(self.retention.as_millis()).is_err() {
             return bad("retention is too long");
+        }
+        if self.max_window_bytes < self.max_message_bytes as u64 {
+            return bad("max window size must be at least the max message size");
+        }
+        if self.tls_reload_every.is_zero() {
+            return bad("the TLS reload interval must be longer than zero");
+        }
+        let l = &self.caller_limits;
+        if l.max_push_streams == 0 || l.max_watch_streams == 0 || l.max_queries == 0 {
+            return bad("per-caller stream and query limits must be at least 1");
+        }
+        if self.conn_limits.max_total == 0 || self.conn_limits.max_per_ip == 0 {
+            return bad("connection limits must be at least 1");
         }
         Ok(())
     }
@@ -115,6 +166,11 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Push stream tasks and background loops, awaited by `close`.
     pub tasks: TaskTracker,
+    pub auth: Auth,
+    pub per_caller: Arc<PerCaller>,
+    pub disk: Arc<Disk>,
+    /// Open TCP connections, shared by every TCP listener.
+    pub conns: Arc<Limiter>,
 }
 
 impl Shared {
@@ -159,18 +215,43 @@ impl Collector {
         let counters = Arc::new(Counters::default());
         let hub = Hub::new(config.watch_buffer, config.max_watchers, counters.clone());
         let interval = config.effective_retention_interval();
+        let auth = Auth::new(
+            config.policy.clone(),
+            config.token_reviewer.clone(),
+            counters.clone(),
+        );
+        let disk = Arc::new(Disk::new(
+            config.data_dir.clone(),
+            config.min_free_bytes,
+            counters.clone(),
+        ));
         let shared = Arc::new(Shared {
+            per_caller: PerCaller::new(config.caller_limits),
+            conns: Limiter::new(config.conn_limits),
             config,
             store,
             hub,
             counters,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            auth,
+            disk,
         });
         // Delete what expired while the collector was down before serving.
-        retention::prune(&shared, unix_ms_now()).await?;
+        // A failure (a disk too full even to delete) must not stop the
+        // collector from starting: queries still work, and the loop below
+        // tries again.
+        if let Err(e) = retention::prune(&shared, unix_ms_now()).await {
+            log::error!("retention at start-up: {e}; serving anyway, retrying on the timer");
+        }
         shared.tasks.spawn(retention::run(shared.clone(), interval));
         shared.tasks.spawn(log_stats(shared.clone()));
+        shared.tasks.spawn(
+            shared
+                .disk
+                .clone()
+                .watch(shared.store.clone(), shared.shutdown.clone()),
+        );
         let health = HealthReporter::new();
         health
             .set_serving::<CollectorServiceServer<CollectorApi>>()

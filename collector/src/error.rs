@@ -26,6 +26,12 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("serving HTTP on {listener} failed: {source}")]
+    Http {
+        listener: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("unix socket {path} {what}: {source}", path = path.display())]
     UnixSocket {
         path: std::path::PathBuf,

@@ -20,15 +20,22 @@
 //!
 //! Modules follow the data path: `ingest` (Push) -> `store` -> `query`
 //! (QueryTop, GetClusterSnapshot), `findings` (ListFindings) and `watch`
-//! (WatchWindows); `retention`
-//! deletes old windows; `server` and `tls` put it on the network.
+//! (WatchWindows); `retention` deletes old windows and `disk` stops writes
+//! on a full disk; `auth` (who may push, who may read) and `limits` (what
+//! one caller may hold) guard every call; `server`, `accept` and `tls` put
+//! it on the network, `metrics` exports its counters.
 
+mod accept;
+pub mod auth;
 mod collector;
+pub mod disk;
 mod error;
 pub mod filter;
 pub mod findings;
 pub mod histogram;
 mod ingest;
+pub mod limits;
+pub mod metrics;
 pub mod query;
 mod retention;
 mod server;
@@ -38,12 +45,15 @@ pub mod store;
 pub mod tls;
 pub mod watch;
 
-pub use collector::{Collector, CollectorConfig, DEFAULT_MAX_MESSAGE_BYTES};
+pub use accept::{ConnLimits, PeerInfo};
+pub use collector::{
+    Collector, CollectorConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_WINDOW_BYTES,
+};
 pub use error::Error;
 pub use ingest::HELLO_TIMEOUT;
 pub use server::{bind_unix, READY_LOG};
 pub use service::CollectorApi;
-pub use stats::Stats;
+pub use stats::{Kind as StatKind, Stats};
 pub use store::{Store, StoreError};
 pub use tls::{install_crypto_provider, TlsConfig, TlsError};
 pub use watch::WATCH_MISSED_COUNTER;

@@ -1,12 +1,15 @@
 //! `sockeye-collector`: stores the windows agents push and answers
 //! cluster-wide queries. See the README's "Collector" section.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use sockeye_collector::{
-    bind_unix, Collector, CollectorConfig, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, READY_LOG,
+    auth::{KubeTokenReview, Perms, Policy, Reviewer, Subject},
+    bind_unix,
+    limits::CallerLimits,
+    Collector, CollectorConfig, ConnLimits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, READY_LOG,
 };
 use tokio::{
     net::TcpListener,
@@ -14,22 +17,64 @@ use tokio::{
     task::JoinSet,
 };
 
+const MIB: u64 = 1024 * 1024;
+
 #[derive(Debug, Parser)]
 #[command(name = "sockeye-collector", version, about)]
 struct Args {
     /// TCP address for gRPC (agents, the CLI, grpcurl); "off" for none.
     #[arg(long, default_value = "0.0.0.0:7070", value_parser = parse_listen)]
     listen: Listen,
-    /// Also serve on this unix socket (mode 0600, no TLS).
+    /// Also serve on this unix socket (mode 0600, no TLS; callers there get
+    /// --anonymous-unix).
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
+    /// Plain HTTP address of /metrics, /healthz and /readyz; "off" for none.
+    #[arg(long, default_value = "0.0.0.0:9465", value_parser = parse_listen)]
+    http_addr: Listen,
     /// Directory of the embedded store (created if missing).
     #[arg(long, default_value = "/var/lib/sockeye", value_name = "DIR")]
     data_dir: PathBuf,
     /// Delete windows that ended longer ago than this (e.g. 90m, 24h, 7d).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     retention: Duration,
-    /// PEM certificate chain of the TCP listener (turns TLS on).
+    /// Refuse new windows (agents keep them and retry) while the data
+    /// directory's file system has less free space than this; 0: only once
+    /// a write fails for lack of it.
+    #[arg(long, default_value_t = 64)]
+    min_free_mib: u64,
+    /// How bearer tokens are checked: "kubernetes" asks the cluster's
+    /// TokenReview API (in a pod, or through KUBECONFIG); "none" accepts no
+    /// token, so every caller is anonymous (then only --anonymous-* apply).
+    #[arg(long, value_enum, default_value_t = AuthMode::Kubernetes)]
+    auth: AuthMode,
+    /// Kubeconfig to reach the TokenReview API with, instead of the pod's
+    /// ServiceAccount (in a pod) or $KUBECONFIG.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Audience tokens must have been issued for (a projected token's
+    /// `audience`, `kubectl create token --audience`).
+    #[arg(long, default_value = "sockeye-collector")]
+    token_audience: String,
+    /// A user whose tokens may push, each only as the node its token was
+    /// issued on (repeatable): the agents' ServiceAccount.
+    #[arg(long, value_name = "USER", default_values_t = ["system:serviceaccount:sockeye:sockeye-agent".to_string()])]
+    agent_identity: Vec<String>,
+    /// Who may query (repeatable): a user name such as
+    /// system:serviceaccount:NAMESPACE:NAME, or group:NAME. Agents cannot
+    /// query unless listed.
+    #[arg(long, value_name = "USER|group:NAME", value_parser = Subject::parse)]
+    reader: Vec<Subject>,
+    /// What callers without a token may do on TCP: none, read, push or
+    /// read,push.
+    #[arg(long, default_value = "none", value_parser = Perms::parse)]
+    anonymous_tcp: Perms,
+    /// What callers without a token may do on the unix socket (its file
+    /// mode decides who can connect).
+    #[arg(long, default_value = "read,push", value_parser = Perms::parse)]
+    anonymous_unix: Perms,
+    /// PEM certificate chain of the TCP listener (turns TLS on); read again
+    /// when it changes.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
@@ -38,9 +83,41 @@ struct Args {
     /// PEM CA bundle; clients must present a certificate it signed (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    tls_reload_every: Duration,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Largest window accepted (agents send larger windows than one message
+    /// in chunks); larger ones are refused and counted, on both sides.
+    #[arg(long, default_value_t = 64)]
+    max_window_mib: u64,
+    /// Windows that end further ahead of this collector's clock are refused
+    /// and counted.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    max_clock_skew: Duration,
+    /// TCP connections open at once; more are closed at once and counted.
+    #[arg(long, default_value_t = ConnLimits::default().max_total)]
+    max_connections: usize,
+    /// TCP connections open at once from one IP address.
+    #[arg(long, default_value_t = ConnLimits::default().max_per_ip)]
+    max_connections_per_ip: usize,
+    /// Push streams one caller (a node's agent) may have open.
+    #[arg(long, default_value_t = CallerLimits::default().max_push_streams)]
+    max_push_streams_per_caller: usize,
+    /// WatchWindows streams one caller may have open.
+    #[arg(long, default_value_t = CallerLimits::default().max_watch_streams)]
+    max_watch_streams_per_caller: usize,
+    /// Queries one caller may have in flight.
+    #[arg(long, default_value_t = CallerLimits::default().max_queries)]
+    max_queries_per_caller: usize,
+    /// Stored windows one caller's queries may read per minute.
+    #[arg(long, default_value_t = CallerLimits::default().query_windows_per_minute)]
+    query_windows_per_minute: u64,
+    /// Stored windows one query may read.
+    #[arg(long, default_value_t = CallerLimits::default().max_query_windows)]
+    max_query_windows: u64,
     /// Windows kept for live WatchWindows clients; slower clients miss
     /// windows, and the misses are counted.
     #[arg(long, default_value_t = 64)]
@@ -51,6 +128,12 @@ struct Args {
     /// Page cache of the store, in MiB.
     #[arg(long, default_value_t = 64)]
     store_cache_mib: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthMode {
+    Kubernetes,
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -68,9 +151,85 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|e| format!("{s:?} is not an address like 0.0.0.0:7070 or \"off\": {e}"))
 }
 
+/// Log lines carry text from peers (node names, tokens' user names,
+/// errors quoting requests): escaped, so no terminal reading the log acts
+/// on it.
+fn init_log() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let ts = buf.timestamp();
+            let msg = record.args().to_string();
+            writeln!(
+                buf,
+                "[{ts} {} {}] {}",
+                record.level(),
+                record.target(),
+                sockeye_proto::text::escape(&msg)
+            )
+        })
+        .init();
+}
+
+async fn token_reviewer(args: &Args) -> anyhow::Result<Option<Reviewer>> {
+    if args.auth == AuthMode::None {
+        log::warn!(
+            "--auth none: tokens are not checked; callers get --anonymous-tcp ({:?}) on TCP and --anonymous-unix ({:?}) on the unix socket",
+            args.anonymous_tcp,
+            args.anonymous_unix
+        );
+        return Ok(None);
+    }
+    let reviewer = KubeTokenReview::connect(args.kubeconfig.as_deref(), args.token_audience.clone())
+        .await
+        .context("--auth kubernetes needs the Kubernetes API for TokenReview (in a pod: its ServiceAccount; elsewhere: --kubeconfig or $KUBECONFIG); outside Kubernetes run with --auth none and --anonymous-tcp, or serve only on --unix")?;
+    log::info!(
+        "tokens are checked with the TokenReview API (audience {:?}); agents: {}; readers: {}",
+        args.token_audience,
+        args.agent_identity.join(", "),
+        if args.reader.is_empty() {
+            "none (--reader)".to_string()
+        } else {
+            format!("{:?}", args.reader)
+        }
+    );
+    Ok(Some(Reviewer(Arc::new(reviewer))))
+}
+
+fn config(args: &Args, reviewer: Option<Reviewer>) -> CollectorConfig {
+    let mut config = CollectorConfig::new(&args.data_dir);
+    config.retention = args.retention;
+    config.max_message_bytes = args.max_message_bytes;
+    config.max_window_bytes = args.max_window_mib.saturating_mul(MIB);
+    config.max_clock_skew = args.max_clock_skew;
+    config.min_free_bytes = args.min_free_mib.saturating_mul(MIB);
+    config.watch_buffer = args.watch_buffer;
+    config.max_watchers = args.max_watchers;
+    config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
+    config.tls_reload_every = args.tls_reload_every;
+    config.policy = Policy {
+        pushers: args.agent_identity.clone(),
+        readers: args.reader.clone(),
+        anonymous_tcp: args.anonymous_tcp,
+        anonymous_unix: args.anonymous_unix,
+    };
+    config.token_reviewer = reviewer;
+    config.conn_limits = ConnLimits {
+        max_total: args.max_connections,
+        max_per_ip: args.max_connections_per_ip,
+    };
+    config.caller_limits = CallerLimits {
+        max_push_streams: args.max_push_streams_per_caller,
+        max_watch_streams: args.max_watch_streams_per_caller,
+        max_queries: args.max_queries_per_caller,
+        query_windows_per_minute: args.query_windows_per_minute,
+        max_query_windows: args.max_query_windows,
+    };
+    config
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_log();
     let args = Args::parse();
     if matches!(args.listen, Listen::Off) && args.unix.is_none() {
         bail!("--listen off and no --unix: nothing to serve on");
@@ -83,13 +242,8 @@ async fn main() -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let mut config = CollectorConfig::new(&args.data_dir);
-    config.retention = args.retention;
-    config.max_message_bytes = args.max_message_bytes;
-    config.watch_buffer = args.watch_buffer;
-    config.max_watchers = args.max_watchers;
-    config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
-    let collector = Collector::open(config)
+    let reviewer = token_reviewer(&args).await?;
+    let collector = Collector::open(config(&args, reviewer))
         .await
         .with_context(|| format!("opening the collector in {}", args.data_dir.display()))?;
 
@@ -115,6 +269,17 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let http = match args.http_addr {
+        Listen::Addr(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --http-addr {addr}"))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            listening.push(format!("http {bound}"));
+            Some(listener)
+        }
+        Listen::Off => None,
+    };
     let mut servers = JoinSet::new();
     if let Some(listener) = tcp {
         let c = collector.clone();
@@ -123,6 +288,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listener) = unix {
         let c = collector.clone();
         servers.spawn(async move { c.serve_unix(listener).await });
+    }
+    if let Some(listener) = http {
+        let c = collector.clone();
+        servers.spawn(async move { c.serve_http(listener).await });
     }
     // Handlers before "ready": a signal sent as soon as it is read must stop
     // the collector cleanly (removing its socket), not kill it.

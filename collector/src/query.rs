@@ -335,22 +335,39 @@ fn tie_break(r: &pb::TopRow) -> (String, String, String, String, u32) {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ScanCounts {
     pub corrupt: u64,
+    /// Stored windows read (the query's cost, whatever the filter kept).
+    pub read: u64,
+}
+
+/// Why a scan stopped before the end of its range.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the range holds more than {max} stored windows, the most one query may read (--max-query-windows); ask for a shorter range")]
+    TooManyWindows { max: u64 },
 }
 
 /// Calls `each` with every window that ends in `end_range` and passes the
 /// node filter, in (end, agent, seq) order, reading the store one page at a
-/// time: a query holds one page plus what it accumulates.
+/// time: a query holds one page plus what it accumulates. Stops with
+/// [`ScanError::TooManyWindows`] once it has read more than `max_windows`.
 pub async fn scan_range(
     store: &dyn Store,
     end_range: RangeInclusive<i64>,
     filter: &Filter,
+    max_windows: u64,
     mut each: impl FnMut(&pb::Window),
-) -> Result<ScanCounts, StoreError> {
+) -> Result<ScanCounts, ScanError> {
     let mut counts = ScanCounts::default();
     let mut after = None;
     loop {
         let page = store.scan(end_range.clone(), after, PAGE).await?;
         counts.corrupt += page.corrupt;
+        counts.read += page.windows.len() as u64 + page.corrupt;
+        if counts.read > max_windows {
+            return Err(ScanError::TooManyWindows { max: max_windows });
+        }
         for w in page.windows.iter().filter(|w| filter.matches_node(&w.node)) {
             each(w);
         }
@@ -361,13 +378,14 @@ pub async fn scan_range(
     }
 }
 
-/// Runs a QueryTop over the store.
+/// Runs a QueryTop over the store, reading at most `max_windows`.
 pub async fn query_top(
     store: &dyn Store,
     q: &TopQuery,
-) -> Result<(pb::QueryTopResponse, ScanCounts), StoreError> {
+    max_windows: u64,
+) -> Result<(pb::QueryTopResponse, ScanCounts), ScanError> {
     let mut top = TopBuilder::default();
-    let counts = scan_range(store, q.end_range.clone(), &q.filter, |w| {
+    let counts = scan_range(store, q.end_range.clone(), &q.filter, max_windows, |w| {
         top.add_window(w, &q.filter)
     })
     .await?;

@@ -1,32 +1,34 @@
 //! Serving: the gRPC routes (CollectorService, the standard health service
-//! and server reflection) on TCP, with optional TLS/mTLS, and on a unix
-//! socket.
+//! and server reflection) on TCP, with optional TLS/mTLS reloaded from its
+//! files, and on a unix socket.
 
-use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, time::Duration};
+use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use sockeye_proto::v1::collector_service_server::CollectorServiceServer;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{
-    service::Routes,
-    transport::{server::TcpIncoming, Server},
-};
+use tonic::{service::Routes, transport::Server};
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
-use crate::{service::CollectorApi, tls::TlsConfig, Collector, Error};
+use crate::{
+    accept,
+    service::CollectorApi,
+    tls::{reload::LiveTls, TlsConfig},
+    Collector, Error,
+};
 
 /// HTTP/2 pings find agents that vanished without closing (node died,
 /// network partition), so their Push streams do not linger.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// The log line `sockeye-collector` prints once every listener is bound,
 /// followed by them (`tcp 127.0.0.1:7070, unix /run/sockeye/collector.sock`):
 /// from then on each accepts connections. Scripts and tests wait for it.
 pub const READY_LOG: &str = "ready; listening on ";
 
-/// Streams per connection: an agent needs one, a CLI a few.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams per connection: an agent needs one, a CLI a few. Per caller,
+/// `CallerLimits` bounds them further.
+const MAX_CONCURRENT_STREAMS: u32 = 32;
 
 impl Collector {
     /// The collector's gRPC routes: `sockeye.v1.CollectorService`,
@@ -65,7 +67,10 @@ impl Collector {
     }
 
     /// Serves on a bound TCP listener until shutdown, with TLS when `tls` is
-    /// given (mutual TLS when it has a client CA).
+    /// given (mutual TLS when it has a client CA). TLS files given by path
+    /// are read again every `tls_reload_every`; new connections get what
+    /// they hold, open ones keep theirs. Connections past the configured
+    /// limits are closed at once and counted.
     pub async fn serve_tcp(
         &self,
         listener: TcpListener,
@@ -75,22 +80,29 @@ impl Collector {
             Ok(a) => format!("tcp {a}"),
             Err(_) => "tcp".to_string(),
         };
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(TCP_KEEPALIVE));
-        let mut builder = self.server_builder();
-        let mode = match &tls {
+        let live = tls.map(LiveTls::new).transpose()?.map(Arc::new);
+        let mode = match &live {
             Some(t) if t.is_mutual() => "mutual TLS",
             Some(_) => "TLS",
             None => "plaintext",
         };
-        if let Some(tls) = &tls {
-            builder = builder
-                .tls_config(tls.server_config())
-                .map_err(|source| Error::TlsSetup { source })?;
+        if let Some(live) = &live {
+            self.shared.tasks.spawn(crate::tls::reload::watch(
+                live.clone(),
+                self.shared.config.tls_reload_every,
+                self.shared.shutdown.clone(),
+                self.shared.counters.clone(),
+            ));
         }
         log::info!("serving gRPC on {name} ({mode})");
-        let router = builder.add_routes(self.routes()?);
+        let incoming = accept::incoming(
+            listener,
+            live,
+            self.shared.conns.clone(),
+            self.shared.counters.clone(),
+            self.shared.shutdown.clone(),
+        );
+        let router = self.server_builder().add_routes(self.routes()?);
         let token = self.shared.shutdown.clone();
         self.until_shutdown(
             &name,

@@ -1,60 +1,125 @@
-//! The collector's own counters: what it stored, what it dropped and why.
+//! The collector's own counters: what it stored, what it refused or dropped
+//! and why.
 //!
 //! Kept as atomics so every task can count without a lock; read as a plain
-//! [`Stats`] snapshot (tests, logs, an embedding agent's metrics).
+//! [`Stats`] snapshot (tests, logs, `/metrics`, an embedding agent). Each
+//! counter is declared once below, with its meaning; the snapshot, the log
+//! line and the metrics are made from that list.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering::Relaxed},
     Arc,
 };
 
-/// A snapshot of the counters. Counts are totals since the collector opened;
-/// `watch_subscribers` and `push_streams` are gauges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Windows written to the store.
-    pub windows_stored: u64,
-    /// Windows received again (same agent, same seq) and not stored twice.
-    pub windows_duplicate: u64,
-    /// Windows that ended before the retention horizon when they arrived:
-    /// acknowledged (so the agent lets go of them) but not stored.
-    pub windows_expired_on_arrival: u64,
-    /// Sum of `dropped_windows_before` of stored windows: windows agents lost
-    /// because their buffer of unacknowledged windows was full.
-    pub windows_agents_dropped: u64,
-    /// Windows deleted by retention.
-    pub windows_deleted_by_retention: u64,
-    /// Stored records that could not be decoded when read (skipped).
-    pub store_corrupt_records: u64,
-    /// Windows that WatchWindows clients missed because they read too slowly
-    /// (summed over clients).
-    pub watch_missed_windows: u64,
-    /// WatchWindows calls refused because `max_watch_subscribers` were open.
-    pub watch_refused: u64,
-    /// Push streams ended with an error status sent to the agent (invalid
-    /// message, oversized message, store failure).
-    pub push_rejected: u64,
-    /// Findings in stored windows that had no id: ListFindings cannot
-    /// follow them across windows and leaves them out.
-    pub findings_without_id: u64,
-    pub watch_subscribers: u64,
-    pub push_streams: u64,
+/// Whether a value only grows (a count since the collector opened) or is a
+/// level now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub windows_stored: AtomicU64,
-    pub windows_duplicate: AtomicU64,
-    pub windows_expired_on_arrival: AtomicU64,
-    pub windows_agents_dropped: AtomicU64,
-    pub windows_deleted_by_retention: AtomicU64,
-    pub store_corrupt_records: AtomicU64,
-    pub watch_missed_windows: AtomicU64,
-    pub watch_refused: AtomicU64,
-    pub push_rejected: AtomicU64,
-    pub findings_without_id: AtomicU64,
-    pub watch_subscribers: AtomicU64,
-    pub push_streams: AtomicU64,
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $kind:ident, )+) => {
+        /// A snapshot of the counters. Counts are totals since the collector
+        /// opened; gauges are levels now.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $( $(#[doc = $doc])+ pub $name: u64, )+
+        }
+
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $( pub $name: AtomicU64, )+
+        }
+
+        impl Counters {
+            pub fn snapshot(&self) -> Stats {
+                Stats { $( $name: self.$name.load(Relaxed), )+ }
+            }
+        }
+
+        impl Stats {
+            /// Every value with its name, kind and meaning, in declaration order.
+            pub fn entries(&self) -> Vec<(&'static str, Kind, &'static str, u64)> {
+                vec![ $( (stringify!($name), Kind::$kind, concat!($($doc),+), self.$name), )+ ]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Windows written to the store.
+    windows_stored: Counter,
+    /// Windows received again (same agent, same seq) and not stored twice.
+    windows_duplicate: Counter,
+    /// Windows that ended before the retention horizon when they arrived:
+    /// acknowledged (so the agent lets go of them) but not stored.
+    windows_expired_on_arrival: Counter,
+    /// Windows that end further in the future than the allowed clock skew:
+    /// acknowledged as refused, not stored.
+    windows_refused_future: Counter,
+    /// Windows larger than the largest window accepted: acknowledged as
+    /// refused, not stored.
+    windows_refused_too_large: Counter,
+    /// Windows that arrived in pieces (WindowChunk) and were joined.
+    windows_joined_from_chunks: Counter,
+    /// Sum of `dropped_windows_before` of stored windows: windows agents lost
+    /// because their buffer of unacknowledged windows was full.
+    windows_agents_dropped: Counter,
+    /// Windows deleted by retention.
+    windows_deleted_by_retention: Counter,
+    /// Stored records that could not be decoded when read (skipped).
+    store_corrupt_records: Counter,
+    /// Windows not written because the disk was (nearly) full: the agent
+    /// was told to retry and keeps them meanwhile.
+    store_writes_refused_disk_full: Counter,
+    /// Writes the store failed for another reason (the agent retries).
+    store_write_errors: Counter,
+    /// 1 while writes are refused because the data directory's disk is full.
+    store_disk_full: Gauge,
+    /// Bytes free on the data directory's file system at the last check.
+    store_disk_free_bytes: Gauge,
+    /// Windows that WatchWindows clients missed because they read too slowly
+    /// (summed over clients).
+    watch_missed_windows: Counter,
+    /// WatchWindows calls refused because `max_watchers` were open.
+    watch_refused: Counter,
+    /// Push streams ended with an error status sent to the agent (invalid
+    /// message, oversized message, store failure, refused identity).
+    push_rejected: Counter,
+    /// Findings in stored windows that had no id: ListFindings cannot
+    /// follow them across windows and leaves them out.
+    findings_without_id: Counter,
+    /// Push streams refused: anonymous where that is not allowed, a caller
+    /// that is not an agent, or an agent pushing under another node's name.
+    auth_pushes_refused: Counter,
+    /// Queries refused: anonymous where that is not allowed, or a caller
+    /// that is not a reader.
+    auth_reads_refused: Counter,
+    /// Calls whose bearer token the TokenReview API did not accept.
+    auth_tokens_rejected: Counter,
+    /// Calls refused because the TokenReview API could not be asked.
+    auth_review_errors: Counter,
+    /// TCP connections closed at once because the connection limits were
+    /// reached.
+    connections_refused: Counter,
+    /// TLS handshakes that failed or timed out.
+    tls_handshake_failures: Counter,
+    /// Times new certificate files were put in use.
+    tls_reloads: Counter,
+    /// Times changed certificate files could not be used (the old
+    /// certificate stayed).
+    tls_reload_errors: Counter,
+    /// Calls refused because their caller held too many streams or queries.
+    caller_limit_refused: Counter,
+    /// Queries refused because their caller's window budget ran out, or
+    /// because the range held more windows than one query may read.
+    query_cost_refused: Counter,
+    /// WatchWindows streams open now.
+    watch_subscribers: Gauge,
+    /// Push streams open now.
+    push_streams: Gauge,
 }
 
 impl Counters {
@@ -62,21 +127,8 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub fn snapshot(&self) -> Stats {
-        Stats {
-            windows_stored: self.windows_stored.load(Relaxed),
-            windows_duplicate: self.windows_duplicate.load(Relaxed),
-            windows_expired_on_arrival: self.windows_expired_on_arrival.load(Relaxed),
-            windows_agents_dropped: self.windows_agents_dropped.load(Relaxed),
-            windows_deleted_by_retention: self.windows_deleted_by_retention.load(Relaxed),
-            store_corrupt_records: self.store_corrupt_records.load(Relaxed),
-            watch_missed_windows: self.watch_missed_windows.load(Relaxed),
-            watch_refused: self.watch_refused.load(Relaxed),
-            push_rejected: self.push_rejected.load(Relaxed),
-            findings_without_id: self.findings_without_id.load(Relaxed),
-            watch_subscribers: self.watch_subscribers.load(Relaxed),
-            push_streams: self.push_streams.load(Relaxed),
-        }
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Relaxed);
     }
 }
 
@@ -112,22 +164,43 @@ impl Drop for GaugeGuard {
 }
 
 impl std::fmt::Display for Stats {
+    /// `name=value` for every value that is not zero (all zero: "nothing yet").
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "windows stored {} duplicate {} expired-on-arrival {} agents-dropped {} deleted-by-retention {} corrupt {} findings-without-id {}; push streams {} rejected {}; watch subscribers {} missed {} refused {}",
-            self.windows_stored,
-            self.windows_duplicate,
-            self.windows_expired_on_arrival,
-            self.windows_agents_dropped,
-            self.windows_deleted_by_retention,
-            self.store_corrupt_records,
-            self.findings_without_id,
-            self.push_streams,
-            self.push_rejected,
-            self.watch_subscribers,
-            self.watch_missed_windows,
-            self.watch_refused,
-        )
+        let mut any = false;
+        for (name, _, _, v) in self.entries() {
+            if v != 0 {
+                if any {
+                    f.write_str(" ")?;
+                }
+                write!(f, "{name}={v}")?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str("nothing yet")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_is_listed_once_with_a_meaning() {
+        let s = Stats {
+            windows_stored: 3,
+            push_streams: 1,
+            ..Stats::default()
+        };
+        let e = s.entries();
+        let mut names: Vec<&str> = e.iter().map(|x| x.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), e.len());
+        assert!(e.iter().all(|x| !x.2.is_empty()));
+        assert_eq!(s.to_string(), "windows_stored=3 push_streams=1");
+        assert_eq!(Stats::default().to_string(), "nothing yet");
     }
 }

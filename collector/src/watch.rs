@@ -29,6 +29,7 @@ use tonic::Status;
 
 use crate::{
     filter::{has_no_rows, Filter},
+    limits::Slot,
     stats::{Counters, GaugeGuard},
 };
 
@@ -88,6 +89,7 @@ impl Hub {
             shutdown: Box::pin(shutdown.cancelled_owned()),
             counters: self.counters.clone(),
             _gauge: gauge,
+            _slot: None,
         })
     }
 }
@@ -102,9 +104,16 @@ pub struct WatchStream {
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     counters: Arc<Counters>,
     _gauge: GaugeGuard,
+    /// The caller's place among its streams, freed with the stream.
+    _slot: Option<Slot>,
 }
 
 impl WatchStream {
+    pub(crate) fn holding(mut self, slot: Slot) -> Self {
+        self._slot = Some(slot);
+        self
+    }
+
     /// The window as this client sees it: filtered, or `None` if nothing in
     /// it is for this client.
     fn view(&mut self, w: &pb::Window) -> Option<pb::Window> {

@@ -28,6 +28,15 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye-collector"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            // Tokens are tested in auth.rs and in the fault tests.
+            .args([
+                "--auth",
+                "none",
+                "--anonymous-tcp",
+                "read,push",
+                "--http-addr",
+                "off",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

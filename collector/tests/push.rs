@@ -264,7 +264,7 @@ async fn invalid_push_streams_get_invalid_argument() {
         .error()
         .await
         .message()
-        .contains("neither hello nor window"));
+        .contains("neither hello, window nor chunk"));
 
     // Nothing was stored, every rejection was counted, and the collector
     // still takes a good stream.

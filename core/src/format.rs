@@ -1,5 +1,7 @@
 //! Human formatting of durations, ages, byte counts and addresses.
 
+pub use crate::text::escape;
+
 /// "850µs", "12.3ms", "1.02s", "—" for none.
 pub fn duration_ns(ns: Option<u64>) -> String {
     let Some(ns) = ns else {

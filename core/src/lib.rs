@@ -15,4 +15,9 @@ pub mod findings;
 pub mod format;
 pub mod snapshot;
 pub mod testing;
+// The one escaping function for text from the kernel and from peers, also
+// `sockeye_proto::text` (the CLI's and the collector's): the same file,
+// compiled here so this crate stays free of the API's dependencies.
+#[path = "../../proto/src/text.rs"]
+pub mod text;
 pub mod workload;

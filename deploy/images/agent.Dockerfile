@@ -8,11 +8,17 @@
 
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
-# The kernel programs build with the nightly's build-std; bpf-linker links
-# against the nightly's own libLLVM (Debian has no matching LLVM).
-RUN rustup toolchain install nightly --profile minimal --component rust-src \
- && sysroot="$(rustc +nightly --print sysroot)" \
- && llvm_ver="$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')" \
+# The toolchain files first (they name the pinned stable and nightly), so
+# the toolchain layers are cached across source changes.
+COPY rust-toolchain.toml ./
+COPY agent-ebpf/rust-toolchain.toml agent-ebpf/
+# The kernel programs build with the pinned nightly's build-std; bpf-linker
+# links against that nightly's own libLLVM (Debian has no matching LLVM).
+RUN nightly="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' agent-ebpf/rust-toolchain.toml)" \
+ && rustup toolchain install "$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)" --profile minimal \
+ && rustup toolchain install "$nightly" --profile minimal --component rust-src \
+ && sysroot="$(rustc +"$nightly" --print sysroot)" \
+ && llvm_ver="$(rustc +"$nightly" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')" \
  && mkdir -p /opt/llvm/lib \
  && ln -s "$(ls "$sysroot"/lib/libLLVM.so.* | head -n1)" /opt/llvm/lib/libLLVM.so \
  && LLVM_PREFIX=/opt/llvm LD_LIBRARY_PATH="$sysroot/lib" \

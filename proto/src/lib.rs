@@ -16,3 +16,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod connect;
 pub mod rank;
+pub mod text;

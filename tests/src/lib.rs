@@ -6,14 +6,17 @@
 
 pub mod agent;
 pub mod api;
+pub mod apiserver;
 pub mod container;
 pub mod dns;
+pub mod faults;
 pub mod findings;
 pub mod kube;
 pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod postgres;
+pub mod procs;
 pub mod redis;
 pub mod sockets;
 pub mod tls;

@@ -14,6 +14,8 @@ pub struct TestPki {
     /// A client certificate from another CA: must be refused under mTLS.
     pub stranger_cert: PathBuf,
     pub stranger_key: PathBuf,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -64,6 +66,14 @@ impl TestPki {
             client_key,
             stranger_cert,
             stranger_key,
+            issuer: ca1,
+            dir: dir.to_path_buf(),
         }
+    }
+
+    /// Another certificate for `names` from the same CA (a renewal), as
+    /// `<stem>.crt` and `<stem>.key`.
+    pub fn leaf(&self, names: &[&str], stem: &str) -> (PathBuf, PathBuf) {
+        leaf(names, &self.issuer, &self.dir, stem)
     }
 }

@@ -113,9 +113,9 @@ fn windows_reach_the_collector_exactly_once_across_its_restart() {
         ServeOptions::default(),
         Some(PushConfig {
             target: format!("unix://{}", dir.join("collector.sock").display()),
-            tls: None,
             every: Duration::from_millis(500),
             buffer: 1000,
+            ..PushConfig::default()
         }),
     );
     connect_n(&net, 5);
@@ -177,9 +177,9 @@ fn a_buffer_smaller_than_the_outage_drops_the_oldest_and_says_so() {
         ServeOptions::default(),
         Some(PushConfig {
             target: format!("unix://{}", dir.join("collector.sock").display()),
-            tls: None,
             every: Duration::from_millis(200),
             buffer: 2,
+            ..PushConfig::default()
         }),
     );
     connect_n(&net, 3);

@@ -87,7 +87,8 @@ pub(super) fn histogram(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, b: 
 }
 
 /// Windows for the collector (when the agent pushes); the windows dropped
-/// are in `sockeye_dropped_events_total{counter="push_windows_dropped"}`.
+/// and refused are in `sockeye_dropped_events_total{counter="push_windows_dropped"}`
+/// and `{counter="push_windows_refused"}`.
 fn push(enc: &mut DescriptorEncoder, p: &PushHealth) -> Done {
     for (name, help, v) in [
         (
@@ -96,14 +97,24 @@ fn push(enc: &mut DescriptorEncoder, p: &PushHealth) -> Done {
             p.windows_sent,
         ),
         (
+            "sockeye_push_windows_sent_in_chunks",
+            "Windows larger than one gRPC message, sent in chunks.",
+            p.windows_sent_in_chunks,
+        ),
+        (
             "sockeye_push_windows_acked",
             "Windows the collector acknowledged.",
             p.windows_acked,
         ),
         (
             "sockeye_push_reconnects",
-            "Sessions with the collector that failed or were lost (each retried with backoff).",
+            "Sessions with the collector that ended (each followed by a jittered backoff).",
             p.reconnects,
+        ),
+        (
+            "sockeye_push_dropped_bytes",
+            "Encoded bytes of the windows dropped from the push buffer.",
+            p.bytes_dropped,
         ),
     ] {
         family(enc, name, help, None, MetricType::Counter)?
@@ -118,14 +129,26 @@ fn push(enc: &mut DescriptorEncoder, p: &PushHealth) -> Done {
     )?;
     counter(&mut m, &[("error", "unavailable")], p.collector_unavailable)?;
     counter(&mut m, &[("error", "refused")], p.collector_refused)?;
-    family(
-        enc,
-        "sockeye_push_windows_buffered",
-        "Windows kept until the collector acknowledges them.",
-        None,
-        MetricType::Gauge,
-    )?
-    .encode_gauge(&p.windows_buffered)
+    for (name, help, v) in [
+        (
+            "sockeye_push_windows_buffered",
+            "Windows kept until the collector acknowledges them.",
+            p.windows_buffered,
+        ),
+        (
+            "sockeye_push_buffered_bytes",
+            "Encoded bytes of the windows kept until the collector acknowledges them.",
+            p.bytes_buffered,
+        ),
+        (
+            "sockeye_push_buffer_limit_bytes",
+            "The push buffer's bound (--push-buffer-mib); past it the oldest windows are dropped and counted.",
+            p.buffer_limit_bytes,
+        ),
+    ] {
+        family(enc, name, help, None, MetricType::Gauge)?.encode_gauge(&v)?;
+    }
+    Ok(())
 }
 
 pub(super) const SECONDS: Unit = Unit::Seconds;

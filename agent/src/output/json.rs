@@ -38,7 +38,10 @@ pub fn line<W: Write, T: Serialize>(out: &mut W, kind: &str, body: T) -> std::io
         ts: now_unix(),
         body,
     };
-    serde_json::to_writer(&mut *out, &tagged)?;
+    // serde leaves DEL, C1 controls and bidi characters as they are; a
+    // container's process or DNS name must not reach a terminal that way.
+    let json = serde_json::to_string(&tagged)?;
+    out.write_all(sockeye_proto::text::escape_json(&json).as_bytes())?;
     out.write_all(b"\n")
 }
 

@@ -19,7 +19,25 @@ use crate::snapshot::{FlowView, Health, Snapshot};
 
 /// Renders the whole screen as a string (tests can check it without a TTY).
 /// Shows at most `top` flows, the ones that most need attention first.
+/// Everything in it is escaped: cells before they are measured (by the
+/// table), and the whole once more, so no line a part writes on its own
+/// (findings, DNS, listeners) lets a container's text reach the terminal raw.
 pub fn render(
+    snap: &Snapshot,
+    findings: &Shown<'_>,
+    health: &Health,
+    interval_s: f64,
+    filter: Option<&str>,
+    top: usize,
+    width: Width,
+) -> String {
+    sockeye_proto::text::escape_lines(&screen(
+        snap, findings, health, interval_s, filter, top, width,
+    ))
+    .into_owned()
+}
+
+fn screen(
     snap: &Snapshot,
     findings: &Shown<'_>,
     health: &Health,

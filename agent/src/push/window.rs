@@ -314,3 +314,122 @@ mod tests {
         assert_eq!(w.aggregates.unwrap().tcp_flows[0].connects_ok, 1);
     }
 }
+
+/// What a window costs in bytes at the agent's default bounds: the figures
+/// behind the collector's `DEFAULT_MAX_WINDOW_BYTES` and the push buffer's
+/// default (README "Push").
+#[cfg(test)]
+mod size {
+    use prost::Message;
+
+    use super::*;
+    use crate::aggregate::Limits;
+
+    fn workload(i: usize) -> pb::Workload {
+        pb::Workload {
+            cgroup_id: 1_000_000 + i as u64,
+            cgroup_path: format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f3c9a1e_{i:08}.slice/cri-containerd-{:064x}.scope", i),
+            runtime: "containerd".into(),
+            container_id: format!("{:064x}", i),
+            pod_uid: format!("0f3c9a1e-2b7d-4e61-9a0c-{i:012}"),
+            namespace: "payments-production".into(),
+            pod: format!("checkout-api-7d9f8b6c5-{i:05}"),
+            container: "checkout-api".into(),
+            owner_kind: "Deployment".into(),
+            owner_name: "checkout-api".into(),
+            label: format!("payments-production/checkout-api-7d9f8b6c5-{i:05}/checkout-api"),
+            node: "ip-10-0-101-12.eu-west-1.compute.internal".into(),
+        }
+    }
+
+    /// A flow whose latency histogram has `bins` bins (the agent's has at
+    /// most 592), with every failure cause, state and drop counter set.
+    fn flow(i: usize, bins: usize) -> pb::TcpFlow {
+        let lat = pb::Histogram {
+            bins: (0..bins)
+                .map(|b| pb::histogram::Bin {
+                    lower_ns: 1_000 * (b as u64 + 10).pow(2),
+                    upper_ns: 1_000 * (b as u64 + 11).pow(2),
+                    count: 1 + b as u64,
+                })
+                .collect(),
+            count: 1_000_000,
+            sum_ns: 1 << 40,
+            min_ns: 10_000,
+            max_ns: 1 << 33,
+        };
+        let map = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), 1_000u64)).collect();
+        pb::TcpFlow {
+            workload: Some(workload(i)),
+            direction: pb::Direction::Outbound as i32,
+            remote: Some(pb::Endpoint {
+                ip: format!("fd00:10:244:{:x}::{:x}", i >> 8, i & 0xff),
+                port: 6379,
+            }),
+            connects_ok: 1_000_000 + i as u64,
+            connects_failed: map(&["refused", "timed_out", "unreachable", "aborted", "reset"]),
+            connect_latency: Some(lat),
+            syn_retransmits: 10_000,
+            open: 1_000,
+            states: map(&[
+                "ESTABLISHED",
+                "CLOSE_WAIT",
+                "SYN_SENT",
+                "FIN_WAIT1",
+                "TIME_WAIT",
+            ]),
+            oldest_open_s: 86_400.5,
+            opened: 1_000_000 + i as u64,
+            closed: 1_000_000,
+            bytes_sent: 1 << 40,
+            bytes_received: 1 << 40,
+            last_pid: 4_000_000,
+            last_comm: "checkout-worker".into(),
+            drops: Some(pb::Drops {
+                counters: map(&[
+                    "kernel_ringbuf_full",
+                    "kernel_socket_map_full",
+                    "user_flows_evicted",
+                ]),
+                total: 3_000,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A window with the default bound of flows. Its size is the sum of its
+    /// flows' (plus a few bytes), so 1/16 of them are built and the size
+    /// scaled: the test then takes a second, not half a minute.
+    fn window_bytes(bins: usize) -> usize {
+        let part = Limits::default().max_flows / 16;
+        let mut b = WindowBuilder::new("n".into(), "a".into(), 0);
+        let agg = pb::Aggregates {
+            tcp_flows: (0..part).map(|i| flow(i, bins)).collect(),
+            ..Default::default()
+        };
+        b.build(agg, 10_000).encoded_len() * 16
+    }
+
+    #[test]
+    fn a_window_at_the_default_bounds() {
+        let typical = window_bytes(20);
+        let worst = window_bytes(592);
+        println!(
+            "a window of {} flows: {:.1} MiB with 20 latency bins each, {:.1} MiB with all 592",
+            Limits::default().max_flows,
+            typical as f64 / (1 << 20) as f64,
+            worst as f64 / (1 << 20) as f64
+        );
+        let default_max = sockeye_collector::DEFAULT_MAX_WINDOW_BYTES as usize;
+        // 17.5 MiB measured: three such windows fit under the limit.
+        assert!(typical * 3 < default_max, "{typical}");
+        assert!(
+            typical > sockeye_collector::DEFAULT_MAX_MESSAGE_BYTES,
+            "chunks are needed: {typical}"
+        );
+        assert!(
+            worst > default_max,
+            "the absolute worst is refused and counted, not stored: {worst}"
+        );
+    }
+}

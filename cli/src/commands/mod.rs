@@ -7,11 +7,11 @@ pub mod dns;
 pub mod top;
 pub mod watch;
 
+use sockeye_proto::connect::AuthChannel as Channel;
 use sockeye_proto::v1::{
     self as pb, agent_service_client::AgentServiceClient,
     collector_service_client::CollectorServiceClient,
 };
-use tonic::transport::Channel;
 
 use crate::{
     args::Output,

@@ -5,17 +5,17 @@
 
 use std::io::Write;
 
+use sockeye_proto::connect::AuthChannel as Channel;
 use sockeye_proto::v1::{
     self as pb, agent_service_client::AgentServiceClient,
     collector_service_client::CollectorServiceClient, trace_event::Event,
 };
-use tonic::transport::Channel;
 
 use super::{workload_name, View};
 use crate::{
     args::Output,
     error::{CliError, Role},
-    format, json,
+    format, json, safe,
     table::Width,
 };
 
@@ -282,13 +282,6 @@ pub fn render_window(w: &pb::Window, view: &View) -> String {
     out
 }
 
-fn write_flush(out: &mut dyn Write, s: &str) -> Result<(), CliError> {
-    out.write_all(s.as_bytes())?;
-    // Line by line: someone is watching, or a pipe is reading.
-    out.flush()?;
-    Ok(())
-}
-
 /// Streams an agent's traces until `count` events or the stream ends.
 pub async fn traces(
     client: &mut AgentServiceClient<Channel>,
@@ -306,11 +299,11 @@ pub async fn traces(
         .into_inner();
     // The agent subscribes before it answers: from here on nothing is missed
     // unnoticed, so the header also tells a reader the watch has begun.
-    write_flush(out, &header(view))?;
+    safe::write(out, &header(view), view.output)?;
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
         match stream.message().await.map_err(status)? {
-            Some(ev) => write_flush(out, &render_trace(&ev, view))?,
+            Some(ev) => safe::write(out, &render_trace(&ev, view), view.output)?,
             None => {
                 return Err(CliError::StreamEnded {
                     role: Role::Agent,
@@ -340,11 +333,11 @@ pub async fn windows(
         .await
         .map_err(status)?
         .into_inner();
-    write_flush(out, &header(view))?;
+    safe::write(out, &header(view), view.output)?;
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
         match stream.message().await.map_err(status)? {
-            Some(w) => write_flush(out, &render_window(&w, view))?,
+            Some(w) => safe::write(out, &render_window(&w, view), view.output)?,
             None => {
                 return Err(CliError::StreamEnded {
                     role: Role::Collector,

@@ -16,8 +16,8 @@ pub use merge::merge;
 
 use crate::{
     filter::{Filter, FilterError},
-    query::{scan_range, ScanCounts},
-    store::{Store, StoreError},
+    query::{scan_range, ScanCounts, ScanError},
+    store::Store,
 };
 
 /// The range read when the request leaves `since_unix_ms` at 0.
@@ -90,15 +90,20 @@ impl FindingsQuery {
     }
 }
 
-/// Runs a ListFindings over the store.
+/// Runs a ListFindings over the store, reading at most `max_windows`.
 pub async fn list(
     store: &dyn Store,
     q: &FindingsQuery,
-) -> Result<(pb::ClusterFindingsReply, ScanCounts), StoreError> {
+    max_windows: u64,
+) -> Result<(pb::ClusterFindingsReply, ScanCounts), ScanError> {
     let mut latest = Latest::default();
-    let counts = scan_range(store, q.since_unix_ms..=q.until_unix_ms, &q.filter, |w| {
-        latest.add_window(w)
-    })
+    let counts = scan_range(
+        store,
+        q.since_unix_ms..=q.until_unix_ms,
+        &q.filter,
+        max_windows,
+        |w| latest.add_window(w),
+    )
     .await?;
     let (windows, dropped_windows) = (latest.windows, latest.dropped_windows);
     let findings = latest.finish(&q.filter, q.include_resolved);

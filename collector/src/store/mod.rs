@@ -83,12 +83,44 @@ pub enum StoreError {
     },
     #[error("the store is closed")]
     Closed,
+    #[error("the store is being reopened after a failed write; retry in a moment")]
+    Reopening,
     #[error("store task `{op}` did not complete: {source}")]
     Task {
         op: &'static str,
         #[source]
         source: tokio::task::JoinError,
     },
+}
+
+impl StoreError {
+    fn io(&self) -> Option<Option<&std::io::Error>> {
+        match self {
+            StoreError::Db {
+                source: redb::Error::Io(e),
+                ..
+            } => Some(Some(e)),
+            StoreError::Db {
+                source: redb::Error::PreviousIo,
+                ..
+            } => Some(None),
+            _ => None,
+        }
+    }
+
+    /// An I/O error of the disk (or redb's refusal after one): the store
+    /// must be reopened before it writes again.
+    pub fn is_io(&self) -> bool {
+        self.io().is_some()
+    }
+
+    /// The disk (or the user's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self.io(), Some(Some(e))
+            if e.kind() == std::io::ErrorKind::StorageFull
+                || e.kind() == std::io::ErrorKind::QuotaExceeded
+                || e.raw_os_error() == Some(libc::ENOSPC))
+    }
 }
 
 /// Durable storage of pushed windows.
@@ -129,4 +161,11 @@ pub trait Store: Send + Sync + 'static {
     /// Flushes and releases the store (its file lock, for the embedded
     /// store). Later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Opens the store again after a write failed with an I/O error (redb
+    /// then refuses every write until it is reopened). What was committed
+    /// stays. A store that needs nothing of the kind does nothing.
+    async fn reopen(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -38,9 +38,17 @@ const DELETE_BATCH: usize = 4096;
 /// The redb-backed [`Store`].
 pub struct RedbStore {
     path: PathBuf,
-    /// `None` once closed. Operations hold a clone of the `Arc` for their
-    /// duration; `close` waits for them before releasing the file.
-    db: RwLock<Option<Arc<Database>>>,
+    cache_bytes: usize,
+    /// Operations hold a clone of the `Arc` for their duration; `close` and
+    /// `reopen` wait for them before releasing the file.
+    db: RwLock<State>,
+}
+
+enum State {
+    Open(Arc<Database>),
+    /// Between a failed write and the file opening again.
+    Reopening,
+    Closed,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -81,23 +89,11 @@ impl RedbStore {
                 source,
             })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .set_repair_callback(|s| {
-                log::warn!(
-                    "store: repairing after an unclean shutdown ({:.0}%)",
-                    s.progress() * 100.0
-                )
-            })
-            .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        init_schema(&db, &path)?;
+        let db = open_db(&path, cache_bytes)?;
         Ok(Self {
             path,
-            db: RwLock::new(Some(Arc::new(db))),
+            cache_bytes,
+            db: RwLock::new(State::Open(Arc::new(db))),
         })
     }
 
@@ -107,9 +103,41 @@ impl RedbStore {
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
         // A poisoned lock only means a panic elsewhere while holding it; the
-        // Option inside is still consistent.
+        // state inside is still consistent.
         let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-        guard.clone().ok_or(StoreError::Closed)
+        match &*guard {
+            State::Open(db) => Ok(db.clone()),
+            State::Reopening => Err(StoreError::Reopening),
+            State::Closed => Err(StoreError::Closed),
+        }
+    }
+
+    /// Puts `next` in place and returns the database that was open, once no
+    /// operation holds it any more (they are short: one transaction each);
+    /// `None` if none was open, or if operations still ran after 30 s (the
+    /// file then stays open until they end).
+    async fn take(&self, next: State) -> Option<Database> {
+        let taken = {
+            let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *guard, next)
+        };
+        let State::Open(mut db) = taken else {
+            return None;
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(inner) => return Some(inner),
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => {
+                    log::warn!("store: operations still running after 30 s; the file stays open until they end");
+                    return None;
+                }
+            }
+        }
     }
 
     /// Runs `f` with the database on the blocking pool.
@@ -123,6 +151,24 @@ impl RedbStore {
             .await
             .map_err(|source| StoreError::Task { op, source })?
     }
+}
+
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .set_repair_callback(|s| {
+            log::warn!(
+                "store: repairing after an unclean shutdown ({:.0}%)",
+                s.progress() * 100.0
+            )
+        })
+        .create(path)
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    init_schema(&db, path)?;
+    Ok(db)
 }
 
 /// A write transaction with quick repair: each commit also saves the
@@ -404,36 +450,44 @@ impl Store for RedbStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        let taken = {
-            let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
-            guard.take()
-        };
-        let Some(mut db) = taken else {
+        let Some(db) = self.take(State::Closed).await else {
             return Ok(());
         };
-        // Operations in flight hold their own clone; they are short (one
-        // transaction), so wait for them rather than leave the file locked.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match Arc::try_unwrap(db) {
-                Ok(inner) => {
-                    return tokio::task::spawn_blocking(move || inner.close())
-                        .await
-                        .map_err(|source| StoreError::Task {
-                            op: "close",
-                            source,
-                        })?
-                        .map_err(|e| db_err("close")(e.into()));
-                }
-                Err(shared) if tokio::time::Instant::now() < deadline => {
-                    db = shared;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(_) => {
-                    log::warn!("store: operations still running after 30 s; the file stays open until they end");
-                    return Ok(());
-                }
-            }
+        tokio::task::spawn_blocking(move || db.close())
+            .await
+            .map_err(|source| StoreError::Task {
+                op: "close",
+                source,
+            })?
+            .map_err(|e| db_err("close")(e.into()))
+    }
+
+    async fn reopen(&self) -> Result<(), StoreError> {
+        if matches!(
+            &*self.db.read().unwrap_or_else(|p| p.into_inner()),
+            State::Closed
+        ) {
+            return Err(StoreError::Closed);
         }
+        let old = self.take(State::Reopening).await;
+        let (path, cache) = (self.path.clone(), self.cache_bytes);
+        let db = tokio::task::spawn_blocking(move || {
+            if let Some(old) = old {
+                // After an I/O error redb refuses to close cleanly; what was
+                // committed is on disk, and dropping releases the file.
+                let _ = old.close();
+            }
+            open_db(&path, cache)
+        })
+        .await
+        .map_err(|source| StoreError::Task {
+            op: "reopen",
+            source,
+        })??;
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(*guard, State::Reopening) {
+            *guard = State::Open(Arc::new(db));
+        }
+        Ok(())
     }
 }

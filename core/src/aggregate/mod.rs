@@ -369,6 +369,21 @@ impl Aggregator {
         }
     }
 
+    /// Closes a tracked socket whose close event never came (the kernel no
+    /// longer has it: `reconcile`): it leaves the table and counts as a
+    /// close of its flow. Returns whether it was tracked.
+    pub fn forget_socket(&mut self, id: u64, now_ns: u64) -> bool {
+        let Some(s) = self.sockets.remove_at(id, now_ns) else {
+            return false;
+        };
+        if let Some(f) = self.flows.get_mut(&s.flow) {
+            f.closed += 1;
+            f.window.closed += 1;
+            f.last_activity_ns = now_ns;
+        }
+        true
+    }
+
     /// Starts a new output window.
     pub fn reset_window(&mut self) {
         for f in self.flows.values_mut() {

@@ -98,6 +98,7 @@ fn renders_every_family_from_a_fixed_state() {
         reconnects: 2,
         collector_unavailable: 3,
         collector_refused: 1,
+        ..Default::default()
     });
 
     let (mut m, handle) = metrics(200);

@@ -4,14 +4,14 @@
 
 use std::{io::Write, time::Duration};
 
+use sockeye_proto::connect::AuthChannel as Channel;
 use sockeye_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
-use tonic::transport::Channel;
 
 use super::{from_agent, open_count, render, render_update, stream_header, Basis, Seen};
 use crate::{
     commands::{Client, View},
     error::{CliError, Role},
-    live, now_unix_ms, DEFAULT_SINCE,
+    live, now_unix_ms, safe, DEFAULT_SINCE,
 };
 
 /// What to ask for.
@@ -124,13 +124,6 @@ pub async fn refresh(
     Ok(open)
 }
 
-fn write_flush(out: &mut dyn Write, s: &str) -> Result<(), CliError> {
-    out.write_all(s.as_bytes())?;
-    // Someone is watching, or a pipe is reading: each update as it comes.
-    out.flush()?;
-    Ok(())
-}
-
 /// An agent's findings as they open, change and resolve, until `count`
 /// updates; returns how many were open at their last update.
 pub async fn stream(
@@ -150,7 +143,7 @@ pub async fn stream(
         .await
         .map_err(status)?
         .into_inner();
-    write_flush(out, &stream_header(view))?;
+    safe::write(out, &stream_header(view), view.output)?;
     let mut seen = Seen::default();
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
@@ -160,7 +153,7 @@ pub async fn stream(
                     now_unix_ms: now_unix_ms(),
                     ..view.clone()
                 };
-                write_flush(out, &render_update(&u, "", &mut seen, &view))?;
+                safe::write(out, &render_update(&u, "", &mut seen, &view), view.output)?;
             }
             None => {
                 return Err(CliError::StreamEnded {

@@ -10,9 +10,21 @@
 //!    the highest seq stored for the agent. Windows arrive in order on a
 //!    stream, so a gap in seq means the agent dropped those windows, which
 //!    it reports in `dropped_windows_before`.
-//! 3. An invalid message ends the stream with `InvalidArgument` naming the
-//!    problem and the seq; a store failure with `Unavailable` (reconnect and
-//!    resend). Shutdown ends it with `Unavailable`.
+//!    A window larger than one gRPC message comes in pieces
+//!    ([`chunks`]), joined before anything else happens to it.
+//! 3. A window that is well formed but cannot be kept (its end is past the
+//!    retention horizon or further in the future than the allowed clock
+//!    skew, or it is larger than the largest window accepted) is acked as
+//!    refused: the agent lets go of it and counts it, and so does the
+//!    collector.
+//! 4. An invalid message ends the stream with `InvalidArgument` naming the
+//!    problem and the seq; a Hello naming a node the caller may not push as
+//!    with `PermissionDenied`; a store failure or a full disk with
+//!    `Unavailable` (keep the windows, reconnect and resend). Shutdown ends
+//!    it with `Unavailable`.
+
+mod chunks;
+mod session;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,31 +34,40 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
 use crate::{
-    collector::Shared,
+    auth::Caller,
+    collector::{unix_ms_now, Shared},
+    limits::Slot,
     stats::{Counters, GaugeGuard},
     store::PutOutcome,
 };
+use chunks::{Joined, Joiner};
+use session::{time_refusal, Session, TimeRefusal};
 
 /// A stream that never says Hello is closed after this long.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Acks waiting for the agent to read them. When full, the collector stops
 /// reading windows (HTTP/2 flow control pushes back to the agent).
 const ACK_QUEUE: usize = 32;
-const MAX_AGENT_ID_LEN: usize = 256;
-const MAX_NODE_LEN: usize = 253;
 
 pub type AckStream = ReceiverStream<Result<pb::PushAck, Status>>;
 
-/// Starts serving one Push stream on the collector's task tracker.
-pub(crate) fn start(shared: Arc<Shared>, inbound: Streaming<pb::PushRequest>) -> AckStream {
+/// Starts serving one Push stream of `caller` on the collector's task
+/// tracker; `slot` is its place among the caller's streams.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    caller: Caller,
+    slot: Slot,
+    inbound: Streaming<pb::PushRequest>,
+) -> AckStream {
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
     let tasks = shared.tasks.clone();
     tasks.spawn(async move {
+        let _slot = slot;
         let _gauge = GaugeGuard::new(shared.counters.clone(), |c| &c.push_streams);
-        if let Err(status) = run(&shared, inbound, &tx).await {
+        if let Err(status) = run(&shared, &caller, inbound, &tx).await {
             Counters::add(&shared.counters.push_rejected, 1);
             log::warn!(
-                "push: stream ended with {:?}: {}",
+                "push: stream of {caller} ended with {:?}: {}",
                 status.code(),
                 status.message()
             );
@@ -61,95 +82,6 @@ fn shutting_down() -> Status {
     Status::unavailable(
         "the collector is shutting down; reconnect and resend unacknowledged windows",
     )
-}
-
-/// Who is on the other end, from its Hello.
-struct Session {
-    node: String,
-    agent_id: String,
-    /// Highest seq acked on this stream: acks never go backwards.
-    acked: Option<u64>,
-}
-
-fn printable(s: &str) -> bool {
-    !s.chars().any(char::is_control)
-}
-
-impl Session {
-    fn from_hello(h: pb::Hello) -> Result<Self, Status> {
-        if h.agent_id.is_empty() || h.agent_id.len() > MAX_AGENT_ID_LEN || !printable(&h.agent_id) {
-            return Err(Status::invalid_argument(format!(
-                "Hello.agent_id must be 1 to {MAX_AGENT_ID_LEN} printable bytes (got {} bytes)",
-                h.agent_id.len()
-            )));
-        }
-        if h.node.is_empty() || h.node.len() > MAX_NODE_LEN || !printable(&h.node) {
-            return Err(Status::invalid_argument(format!(
-                "Hello.node must be 1 to {MAX_NODE_LEN} printable bytes (got {} bytes)",
-                h.node.len()
-            )));
-        }
-        log::info!(
-            "push: agent {} on node {} connected (version {:?})",
-            h.agent_id,
-            h.node,
-            h.version
-        );
-        Ok(Self {
-            node: h.node,
-            agent_id: h.agent_id,
-            acked: None,
-        })
-    }
-
-    /// Fills what the agent may leave out and refuses what contradicts the
-    /// Hello or cannot be a window.
-    fn check(&self, w: &mut pb::Window) -> Result<(), Status> {
-        let bad = |what: String| {
-            Err(Status::invalid_argument(format!(
-                "window seq {}: {what}",
-                w.seq
-            )))
-        };
-        if w.agent_id.is_empty() {
-            w.agent_id = self.agent_id.clone();
-        } else if w.agent_id != self.agent_id {
-            return bad(format!(
-                "agent_id {:?} differs from the Hello's {:?}; one stream carries one agent",
-                w.agent_id, self.agent_id
-            ));
-        }
-        if w.node.is_empty() {
-            w.node = self.node.clone();
-        } else if w.node != self.node {
-            return bad(format!(
-                "node {:?} differs from the Hello's {:?}",
-                w.node, self.node
-            ));
-        }
-        if w.end_unix_ms <= 0 || w.start_unix_ms < 0 {
-            return bad(format!(
-                "start_unix_ms {} / end_unix_ms {} must be Unix milliseconds after 1970",
-                w.start_unix_ms, w.end_unix_ms
-            ));
-        }
-        if w.start_unix_ms > w.end_unix_ms {
-            return bad(format!(
-                "start_unix_ms {} is after end_unix_ms {}",
-                w.start_unix_ms, w.end_unix_ms
-            ));
-        }
-        Ok(())
-    }
-
-    fn ack(&mut self, seq: u64) -> pb::PushAck {
-        let acked = self.acked.map_or(seq, |a| a.max(seq));
-        self.acked = Some(acked);
-        pb::PushAck {
-            agent_id: self.agent_id.clone(),
-            acked_seq: acked,
-        }
-    }
 }
 
 /// A Push stream's inbound side failed: the agent went away (not worth an
@@ -169,6 +101,7 @@ fn inbound_error(status: Status) -> Result<(), Status> {
 
 async fn run(
     shared: &Shared,
+    caller: &Caller,
     mut inbound: Streaming<pb::PushRequest>,
     tx: &mpsc::Sender<Result<pb::PushAck, Status>>,
 ) -> Result<(), Status> {
@@ -190,7 +123,12 @@ async fn run(
             ))
         }
     };
+    // Before anything of the Hello is believed: the caller may push only
+    // as its own node.
+    shared.auth.push_as(caller, &hello.node)?;
     let mut session = Session::from_hello(hello)?;
+    // A full disk refuses at once, before the agent sends its backlog.
+    shared.disk.admit(shared.store.as_ref()).await?;
     let stored = shared
         .store
         .highest_seq(&session.agent_id)
@@ -201,6 +139,7 @@ async fn run(
             return Ok(());
         }
     }
+    let mut joiner = Joiner::default();
     loop {
         let msg = tokio::select! {
             _ = shared.shutdown.cancelled() => return Err(shutting_down()),
@@ -218,8 +157,34 @@ async fn run(
             }
             Err(status) => return inbound_error(status),
         };
+        if let (Some(seq), false) = (joiner.in_progress(), matches!(req.msg, Some(Msg::Chunk(_)))) {
+            return Err(Status::invalid_argument(format!(
+                "window seq {seq}: its chunks were interrupted by another message"
+            )));
+        }
         let ack = match req.msg {
             Some(Msg::Window(w)) => ingest_window(shared, &mut session, w).await?,
+            Some(Msg::Chunk(c)) => {
+                let max = shared.config.max_window_bytes;
+                match joiner
+                    .add(c, max)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+                {
+                    Joined::Partial => continue,
+                    Joined::Window(w) => {
+                        Counters::add(&shared.counters.windows_joined_from_chunks, 1);
+                        ingest_window(shared, &mut session, *w).await?
+                    }
+                    Joined::TooLarge { seq, total_bytes } => {
+                        Counters::add(&shared.counters.windows_refused_too_large, 1);
+                        let why = format!(
+                            "window seq {seq} is {total_bytes} bytes, over the collector's --max-window-mib ({max} bytes)"
+                        );
+                        log::warn!("push: agent {} on node {}: {why}; not stored", session.agent_id, session.node);
+                        session.refuse(seq, why)
+                    }
+                }
+            }
             Some(Msg::Hello(_)) => {
                 return Err(Status::invalid_argument(
                     "Hello was already sent on this stream; open a new Push stream for another agent_id",
@@ -227,7 +192,7 @@ async fn run(
             }
             None => {
                 return Err(Status::invalid_argument(
-                    "PushRequest has neither hello nor window",
+                    "PushRequest has neither hello, window nor chunk",
                 ))
             }
         };
@@ -245,22 +210,46 @@ async fn ingest_window(
 ) -> Result<pb::PushAck, Status> {
     session.check(&mut w)?;
     let c = &shared.counters;
-    let horizon = crate::collector::unix_ms_now().saturating_sub(shared.retention_ms());
-    if w.end_unix_ms < horizon {
-        // Retention would delete it at once: acknowledge so the agent frees
-        // its buffer, but count it instead of storing it.
-        Counters::add(&c.windows_expired_on_arrival, 1);
-        log::warn!(
-            "push: window seq {} of agent {} ended at {} ms, before the retention horizon; not stored",
-            w.seq,
-            session.agent_id,
-            w.end_unix_ms
-        );
-        return Ok(session.ack(w.seq));
+    let max_skew_ms = i64::try_from(shared.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
+    match time_refusal(
+        w.end_unix_ms,
+        unix_ms_now(),
+        shared.retention_ms(),
+        max_skew_ms,
+    ) {
+        None => {}
+        Some(TimeRefusal::Expired) => {
+            // Retention would delete it at once: the agent frees its buffer,
+            // and both sides count it instead of storing it.
+            Counters::add(&c.windows_expired_on_arrival, 1);
+            let why = format!(
+                "window seq {} ended at {} ms, before the retention horizon",
+                w.seq, w.end_unix_ms
+            );
+            log::warn!("push: agent {}: {why}; not stored", session.agent_id);
+            return Ok(session.refuse(w.seq, why));
+        }
+        Some(TimeRefusal::Future) => {
+            Counters::add(&c.windows_refused_future, 1);
+            let why = format!(
+                "window seq {} ends at {} ms, more than {} ahead of the collector's clock (--max-clock-skew); check the node's clock",
+                w.seq,
+                w.end_unix_ms,
+                humantime::format_duration(shared.config.max_clock_skew)
+            );
+            log::warn!(
+                "push: agent {} on node {}: {why}; not stored",
+                session.agent_id,
+                session.node
+            );
+            return Ok(session.refuse(w.seq, why));
+        }
     }
+    shared.disk.admit(shared.store.as_ref()).await?;
     let put = shared.store.put(&w).await.map_err(|e| {
+        shared.disk.write_failed(&e);
         Status::unavailable(format!(
-            "cannot store window seq {}: {e}; reconnect and resend",
+            "cannot store window seq {}: {e}; keep it, reconnect and resend",
             w.seq
         ))
     })?;
