@@ -7,7 +7,9 @@
 pub enum Counter {
     /// `bpf_ringbuf_reserve` failed: the ring buffer was full, the event is lost.
     RingbufFull = 0,
-    /// Inserting into the socket map failed (map full): the socket is not tracked.
+    /// The kernel could not allocate a socket's record (socket storage):
+    /// the socket is not tracked, or its owner is unknown. (The name is
+    /// from when the records were a hash map of fixed size.)
     SocketsMapFull = 1,
     /// Inserting into the listener map failed (map full).
     ListenersMapFull = 2,

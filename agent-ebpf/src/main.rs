@@ -14,6 +14,7 @@ mod owners;
 mod resources;
 mod sock_facts;
 mod sock_ops;
+mod storage;
 mod tp_field;
 
 #[cfg(not(test))]

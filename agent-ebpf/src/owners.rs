@@ -7,9 +7,8 @@
 //! cgroup_sock_addr `connect4`/`connect6` and cgroup_sock `post_bind4`/
 //! `post_bind6` hooks run inside connect() and bind(), in the process that
 //! makes the call, and may read the current task on every kernel Sockeye
-//! supports. They park the owner under the socket's cookie in `OWNERS`;
-//! sock_ops takes it when the socket connects or starts listening.
-//!
+//! supports. They write the owner into the socket's own record (`storage`),
+//! where sock_ops finds it when the socket connects or starts listening.//!
 //! `sock_release` runs when the application closes a socket, before the
 //! kernel closes the connection: for a socket still connecting, that is the
 //! application aborting its connect (what sock_ops alone cannot tell apart
@@ -20,26 +19,26 @@
 //!
 //! # Minimum kernel version
 //! `connect4/6`: 4.17; `post_bind4/6`: 4.17; `sock_release`: 5.9; the task
-//! helpers in these hooks and `bpf_get_socket_cookie` in cgroup_sock: 5.15
-//! or earlier (checked on 6.1 by the kernel matrix).
+//! helpers and socket storage in these hooks: 5.15 or earlier (checked on
+//! 6.1 by the kernel matrix).
 
+use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
     },
     macros::{cgroup_sock, cgroup_sock_addr},
     programs::{SockAddrContext, SockContext},
-    EbpfContext as _,
 };
-use sockeye_common::{counters::Counter, event::flags, event::SockInfo, tcp_state};
+use sockeye_common::{
+    counters::Counter,
+    event::{flags, SockInfo},
+    tcp_state,
+};
 
-use crate::{
-    emit::now_ns,
-    maps::{count, OWNERS, SOCKETS},
-};
+use crate::{emit::now_ns, maps::count, storage};
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
@@ -76,11 +75,9 @@ pub fn sockeye_sock_release(ctx: SockContext) -> i32 {
     // rewrites the load into a read of the socket's state.
     let state = unsafe { read_volatile(addr_of!((*ctx.sock).state)) };
     if state == tcp_state::SYN_SENT as u32 {
-        // SAFETY: helper taking the program's context.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        if let Some(info) = SOCKETS.get_ptr_mut(cookie) {
-            // SAFETY: pointer from a successful map lookup.
-            unsafe { (*info).flags |= flags::CLOSED_BY_OWNER };
+        // SAFETY: a cgroup_sock program's context is its socket.
+        if let Some(r) = unsafe { storage::get(sock(&ctx)) } {
+            r.flags |= flags::CLOSED_BY_OWNER;
         }
     }
     ALLOW
@@ -89,15 +86,17 @@ pub fn sockeye_sock_release(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext) {
     // SAFETY: `sock_addr` is the context pointer the kernel passed.
-    let (kind, protocol) = unsafe {
+    let (kind, protocol, sk) = unsafe {
         (
             read_volatile(addr_of!((*ctx.sock_addr).type_)),
             read_volatile(addr_of!((*ctx.sock_addr).protocol)),
+            read_volatile(addr_of!((*ctx.sock_addr).__bindgen_anon_1.sk)),
         )
     };
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
-        // SAFETY: helper taking the program's context.
-        remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) });
+        // SAFETY: `bpf_sock_addr.sk` is the connecting socket.
+        let r = unsafe { storage::get_or_create(sk.cast(), &EMPTY) };
+        remember(r, bpf_get_current_pid_tgid());
     }
 }
 
@@ -111,56 +110,47 @@ fn on_bind(ctx: &SockContext) {
         )
     };
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
-        // SAFETY: helper taking the program's context.
-        remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) });
+        // SAFETY: a cgroup_sock program's context is its socket.
+        let r = unsafe { storage::get_or_create(sock(ctx), &EMPTY) };
+        remember(r, bpf_get_current_pid_tgid());
     }
 }
 
-/// Parks the current process as the owner of socket `cookie`.
+/// What a new record holds until [`remember`] fills it in.
+const EMPTY: SockInfo = SockInfo {
+    start_ns: 0,
+    state_ns: 0,
+    cgroup_id: 0,
+    tgid: 0,
+    pid: 0,
+    syn_retransmits: 0,
+    flags: 0,
+    comm: [0; 16],
+};
+
+/// Writes the current process into the socket's record as its owner.
 #[inline(always)]
-fn remember(cookie: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let now = now_ns();
-    let owner = SockInfo {
-        start_ns: now,
-        state_ns: now,
-        // SAFETY: helper without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        syn_retransmits: 0,
-        flags: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+fn remember(record: Option<&mut SockInfo>, pid_tgid: u64) {
+    let Some(r) = record else {
+        // No memory for the record: sock_ops counts the socket as one
+        // whose owner was not captured.
+        count(Counter::SocketsMapFull);
+        return;
     };
-    // An LRU insert only fails on allocation failure; sock_ops then counts
-    // the socket as one whose owner was not captured.
-    let _ = OWNERS.insert(cookie, owner, 0);
+    let now = now_ns();
+    r.start_ns = now;
+    r.state_ns = now;
+    // SAFETY: helper without arguments.
+    r.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    r.tgid = (pid_tgid >> 32) as u32;
+    r.pid = pid_tgid as u32;
+    r.syn_retransmits = 0;
+    r.flags = 0;
+    r.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
-/// The owner parked for socket `cookie`, taken out of `OWNERS`, with its
-/// times set to `now`; an unknown owner (counted) if none was parked.
+/// A cgroup_sock program's context as the socket pointer helpers take.
 #[inline(always)]
-pub fn take(cookie: u64, now: u64) -> SockInfo {
-    let mut owner = match OWNERS.get_ptr(cookie) {
-        // SAFETY: pointer from a successful map lookup.
-        Some(p) => unsafe { *p },
-        None => {
-            count(Counter::OwnerNotCaptured);
-            SockInfo {
-                start_ns: 0,
-                state_ns: 0,
-                cgroup_id: 0,
-                tgid: 0,
-                pid: 0,
-                syn_retransmits: 0,
-                flags: flags::UNTRACKED,
-                comm: [0; 16],
-            }
-        }
-    };
-    // Ignore the result: the entry may not exist.
-    let _ = OWNERS.remove(cookie);
-    owner.start_ns = now;
-    owner.state_ns = now;
-    owner
+fn sock(ctx: &SockContext) -> *mut c_void {
+    ctx.sock.cast()
 }

@@ -69,13 +69,22 @@ pub fn snapshot(pid: u32) -> Result<BTreeMap<u32, ProgCounters>> {
 /// only 15 characters of a program's name, which leaves
 /// `sockeye_sys_enter_connect` and `sockeye_sys_enter_socket` both
 /// `sockeye_sys_ent`, but names its JIT image `bpf_prog_<tag>_<function>`
-/// after the whole function name from the program's BTF. Empty when
-/// kallsyms hides them (`net.core.bpf_jit_kallsyms` 0).
+/// after the whole function name from the program's BTF. Programs with
+/// the same code have the same tag (`sockeye_connect4` and `_connect6`):
+/// their names are joined. Empty when kallsyms hides them
+/// (`net.core.bpf_jit_kallsyms` 0).
 fn full_names() -> BTreeMap<u64, String> {
     let Ok(text) = fs::read_to_string("/proc/kallsyms") else {
         return BTreeMap::new();
     };
-    text.lines().filter_map(kallsyms_name).collect()
+    let mut names: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for (tag, name) in text.lines().filter_map(kallsyms_name) {
+        names.entry(tag).or_default().insert(name);
+    }
+    names
+        .into_iter()
+        .map(|(tag, set)| (tag, set.into_iter().collect::<Vec<_>>().join("|")))
+        .collect()
 }
 
 /// (tag, name) of a `... t bpf_prog_<16 hex>_<name>\t[bpf]` line.

@@ -82,8 +82,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5000)]
     mixed_conns: usize,
     /// Leave out the per-program cost rounds (bpf_stats).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "costs_only")]
     no_costs: bool,
+    /// Only the per-program cost rounds: no ratio rounds, no memory arm.
+    #[arg(long)]
+    costs_only: bool,
     /// Sockets held for the memory arm (0 leaves it out).
     #[arg(long, default_value_t = 50_000)]
     rss_sockets: usize,
@@ -133,7 +136,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     println!();
 
     let mut rounds = Vec::new();
-    for cycle in 0..args.rounds as usize {
+    let cycles = if args.costs_only { 0 } else { args.rounds };
+    for cycle in 0..cycles as usize {
         let mut arms = vec![Arm::Baseline, Arm::Agent, Arm::Bpftrace];
         if cycle % 2 == 1 {
             arms.swap(1, 2);
@@ -145,13 +149,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             rounds.push(round);
         }
     }
-    // A closing baseline: the last tracer rounds get one after them too.
-    let round = rounds::run(rounds.len() + 1, Arm::Baseline, &plan, clk_tck)?;
-    report::print_row(&round);
-    rounds.push(round);
-
+    if !args.costs_only {
+        // A closing baseline: the last tracer rounds get one after them too.
+        let round = rounds::run(rounds.len() + 1, Arm::Baseline, &plan, clk_tck)?;
+        report::print_row(&round);
+        rounds.push(round);
+    }
     let figures = report::summarize(&rounds);
-    report::print_summary(&rounds, &figures);
+    if !args.costs_only {
+        report::print_summary(&rounds, &figures);
+    }
 
     let mut costs = Vec::new();
     if !args.no_costs {
@@ -164,7 +171,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             costs.push((arm, conns, c));
         }
     }
-    let memory = if args.rss_sockets > 0 {
+    let memory = if args.rss_sockets > 0 && !args.costs_only {
         let processes = args.rss_processes as usize;
         let extra: Vec<&str> = plan.agent_args.iter().map(String::as_str).collect();
         let m = rss::measure(&plan.agent, &extra, args.rss_sockets, processes)?;
