@@ -11,8 +11,6 @@ pub const COUNTERS_MAP: &str = "SOCKEYE_COUNTERS";
 pub const SOCK_STATE_MAP: &str = "SOCKEYE_SOCK_STATE";
 /// Hash map: (netns cookie, port) -> owner of a listening socket.
 pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
-/// LRU hash: (remote address, ports) -> the last socket error seen for it.
-pub const CONNECT_ERRORS_MAP: &str = "SOCKEYE_CONNECT_ERRORS";
 /// Ring buffer carrying [`crate::cgroup::CgroupEvent`] records (cgroup names).
 pub const CGROUP_EVENTS_MAP: &str = "SOCKEYE_CGROUP_EVENTS";
 /// Ring buffer carrying [`crate::dns::DnsPacket`] records (DNS queries and answers).
@@ -44,10 +42,6 @@ pub const PROG_POST_BIND6: &str = "sockeye_post_bind6";
 /// cgroup_sock `sock_release`: the application closed a socket (a connect it
 /// aborted, when the socket is still connecting).
 pub const PROG_SOCK_RELEASE: &str = "sockeye_sock_release";
-/// Tracepoint `tcp:tcp_receive_reset`: a connect refused by RST.
-pub const PROG_RECEIVE_RESET: &str = "sockeye_tcp_receive_reset";
-/// Tracepoint `sock:inet_sk_error_report`: ICMP unreachable and other socket errors.
-pub const PROG_ERROR_REPORT: &str = "sockeye_inet_sk_error_report";
 /// Tracepoint `cgroup:cgroup_mkdir`: the name of every new cgroup.
 pub const PROG_CGROUP_MKDIR: &str = "sockeye_cgroup_mkdir";
 /// cgroup_skb egress on the cgroup v2 root: DNS queries leaving containers,

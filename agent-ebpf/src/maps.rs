@@ -9,13 +9,12 @@ use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
     event::{ListenerKey, SockInfo},
     resources::SyscallArgs,
-    tracepoint::{ErrorKey, LastError, TracepointOffsets},
+    tracepoint::TracepointOffsets,
 };
 
 /// Default sizes; the agent overrides them at load time from its config.
 const RINGBUF_BYTES: u32 = 4 << 20;
 const MAX_LISTENERS: u32 = 4_096;
-const MAX_CONNECT_ERRORS: u32 = 8_192;
 const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 /// Failed connects and socket() calls: 80 bytes each with the ring's
 /// header, so about 13,000 between two drains (every 20 ms), 650,000 a
@@ -61,13 +60,6 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 /// listeners whose record an accepted socket did not get a copy of.
 #[map(name = "SOCKEYE_LISTENERS")]
 pub static LISTENERS: HashMap<ListenerKey, SockInfo> = HashMap::with_max_entries(MAX_LISTENERS, 0);
-
-/// LRU on purpose: entries are hints that are only consumed when a
-/// connecting socket closes; errors on other sockets are never consumed, and
-/// evicting the oldest of those loses nothing we would use.
-#[map(name = "SOCKEYE_CONNECT_ERRORS")]
-pub static CONNECT_ERRORS: LruHashMap<ErrorKey, LastError> =
-    LruHashMap::with_max_entries(MAX_CONNECT_ERRORS, 0);
 
 #[map(name = "SOCKEYE_TP_OFFSETS")]
 pub static TP_OFFSETS: Array<TracepointOffsets> = Array::with_max_entries(1, 0);
