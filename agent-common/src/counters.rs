@@ -45,10 +45,11 @@ pub enum Counter {
     ResourceRingbufFull = 13,
     /// Failed connect() and socket() calls sent to user space.
     ResourceFailuresEmitted = 14,
-    /// A connect() or socket() failed for want of a resource, but what its
-    /// entry tracepoint saw was not found (evicted from the per-thread map,
-    /// or the call began before the agent): it is still reported, without
-    /// its destination or domain.
+    /// A connect() or socket() failed for want of a resource, but what was
+    /// kept for its exit (the destination by connect4/connect6, the domain
+    /// by the socket() entry tracepoint) was not found or was an earlier
+    /// call's (evicted from the per-thread map, or the call began before
+    /// the agent): it is still reported, without its destination or domain.
     SyscallArgsMissed = 15,
 }
 

@@ -21,8 +21,9 @@ pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
 /// Ring buffer carrying [`crate::resources::ResourceFailure`] records:
 /// connects and socket() calls that failed for want of a port or an fd.
 pub const RESOURCE_EVENTS_MAP: &str = "SOCKEYE_RESOURCE_EVENTS";
-/// LRU hash: pid_tgid -> [`crate::resources::SyscallArgs`], what the entry
-/// of a thread's last socket() or connect() saw.
+/// LRU hash: pid_tgid -> [`crate::resources::SyscallArgs`], what the
+/// socket() entry tracepoint or the connect hooks saw of a thread's last
+/// socket() or connect().
 pub const SYSCALL_ARGS_MAP: &str = "SOCKEYE_SYSCALL_ARGS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
@@ -30,7 +31,8 @@ pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 /// sock_ops program attached to the cgroup v2 root: the TCP lifecycle.
 pub const PROG_SOCK_OPS: &str = "sockeye_sock_ops";
 /// cgroup_sock_addr `connect4` on the cgroup v2 root: the owner of an IPv4
-/// TCP connect, in the connecting process's context.
+/// TCP connect, in the connecting process's context, and the destination
+/// of every IPv4 connect() for its exit tracepoint.
 pub const PROG_CONNECT4: &str = "sockeye_connect4";
 /// cgroup_sock_addr `connect6`: the same for IPv6.
 pub const PROG_CONNECT6: &str = "sockeye_connect6";
@@ -52,8 +54,6 @@ pub const PROG_DNS_EGRESS: &str = "sockeye_dns_egress";
 pub const PROG_DNS_EGRESS_NO_TASK: &str = "sockeye_dns_egress_no_task";
 /// cgroup_skb ingress on the cgroup v2 root: DNS answers reaching containers.
 pub const PROG_DNS_INGRESS: &str = "sockeye_dns_ingress";
-/// Tracepoint `syscalls:sys_enter_connect`: remembers the destination.
-pub const PROG_SYS_ENTER_CONNECT: &str = "sockeye_sys_enter_connect";
 /// Tracepoint `syscalls:sys_exit_connect`: a connect that found no free
 /// local port (or memory).
 pub const PROG_SYS_EXIT_CONNECT: &str = "sockeye_sys_exit_connect";

@@ -11,10 +11,8 @@ pub struct TracepointOffsets {
     pub mkdir_root: u32,
     pub mkdir_id: u32,
     pub mkdir_path: u32,
-    /// `syscalls:sys_enter_connect` (`uservaddr`, `addrlen`) and
-    /// `syscalls:sys_exit_connect` (`ret`).
-    pub connect_addr: u32,
-    pub connect_addrlen: u32,
+    /// `syscalls:sys_exit_connect` (`ret`; the destination comes from the
+    /// connect4/connect6 hooks).
     pub connect_ret: u32,
     /// `syscalls:sys_enter_socket` (`family`) and `syscalls:sys_exit_socket` (`ret`).
     pub socket_family: u32,
@@ -24,4 +22,4 @@ pub struct TracepointOffsets {
 /// Marker for a field that does not exist on the running kernel.
 pub const ABSENT: u32 = u32::MAX;
 
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 24);

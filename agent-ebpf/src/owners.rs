@@ -8,7 +8,11 @@
 //! `post_bind6` hooks run inside connect() and bind(), in the process that
 //! makes the call, and may read the current task on every kernel Sockeye
 //! supports. They write the owner into the socket's own record (`storage`),
-//! where sock_ops finds it when the socket connects or starts listening.//!
+//! where sock_ops finds it when the socket connects or starts listening.
+//! connect4/connect6 also keep the destination of every IPv4/IPv6
+//! connect() for the connect() exit tracepoint (`resources`), which sees
+//! only the return value: reading the hook's context costs less than an
+//! entry tracepoint of its own that copies the sockaddr from user memory.//!
 //! `sock_release` runs when the application closes a socket, before the
 //! kernel closes the connection: for a socket still connecting, that is the
 //! application aborting its connect (what sock_ops alone cannot tell apart
@@ -34,11 +38,12 @@ use aya_ebpf::{
 };
 use sockeye_common::{
     counters::Counter,
-    event::{flags, SockInfo},
+    event::{flags, SockInfo, AF_INET, AF_INET6},
+    resources::{syscall, SyscallArgs},
     tcp_state,
 };
 
-use crate::{emit::now_ns, maps::count, storage};
+use crate::{emit::now_ns, maps::count, resources, storage};
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
@@ -47,13 +52,13 @@ const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn sockeye_connect4(ctx: SockAddrContext) -> i32 {
-    on_connect(&ctx);
+    on_connect(&ctx, AF_INET);
     ALLOW
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn sockeye_connect6(ctx: SockAddrContext) -> i32 {
-    on_connect(&ctx);
+    on_connect(&ctx, AF_INET6);
     ALLOW
 }
 
@@ -84,7 +89,7 @@ pub fn sockeye_sock_release(ctx: SockContext) -> i32 {
 }
 
 #[inline(always)]
-fn on_connect(ctx: &SockAddrContext) {
+fn on_connect(ctx: &SockAddrContext, family: u16) {
     // SAFETY: `sock_addr` is the context pointer the kernel passed.
     let (kind, protocol, sk) = unsafe {
         (
@@ -93,10 +98,14 @@ fn on_connect(ctx: &SockAddrContext) {
             read_volatile(addr_of!((*ctx.sock_addr).__bindgen_anon_1.sk)),
         )
     };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    destination(ctx, family, pid_tgid);
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
         // SAFETY: `bpf_sock_addr.sk` is the connecting socket.
-        let r = unsafe { storage::get_or_create(sk.cast(), &EMPTY) };
-        remember(r, bpf_get_current_pid_tgid());
+        remember(
+            unsafe { storage::get_or_create(sk.cast(), &EMPTY) },
+            pid_tgid,
+        );
     }
 }
 
@@ -147,6 +156,45 @@ fn remember(record: Option<&mut SockInfo>, pid_tgid: u64) {
     r.syn_retransmits = 0;
     r.flags = 0;
     r.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Keeps the connect's destination for this thread's connect() exit.
+#[inline(always)]
+fn destination(ctx: &SockAddrContext, family: u16, pid_tgid: u64) {
+    // SAFETY: `sock_addr` is the context pointer the kernel passed; the
+    // verifier rewrites the loads. user_port is in network order in the
+    // low 16 bits.
+    let (port, addr) = unsafe {
+        let port = u16::from_be(read_volatile(addr_of!((*ctx.sock_addr).user_port)) as u16);
+        let mut addr = [0u8; 16];
+        if family == AF_INET {
+            let ip = read_volatile(addr_of!((*ctx.sock_addr).user_ip4)).to_ne_bytes();
+            addr[..4].copy_from_slice(&ip);
+        } else {
+            // One load per word at a constant offset: the verifier takes
+            // no other context access.
+            let words = [
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[0])),
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[1])),
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[2])),
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[3])),
+            ];
+            for (i, w) in words.iter().enumerate() {
+                addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+        }
+        (port, addr)
+    };
+    resources::keep(
+        pid_tgid,
+        &SyscallArgs {
+            family,
+            port,
+            syscall: syscall::CONNECT,
+            addr,
+            ts_ns: now_ns(),
+        },
+    );
 }
 
 /// A cgroup_sock program's context as the socket pointer helpers take.

@@ -6,23 +6,26 @@
 //! SYN, a socket() over the fd limit never gets a socket. sock_ops and the
 //! cgroup hooks never see them.
 //!
-//! The exit tracepoints only see the return value, so each entry
-//! tracepoint keeps what the exit needs (the destination of connect(), the
-//! domain of socket()) under the thread's pid_tgid. Entries are overwritten
-//! in place by the thread's next call and never deleted: a lookup per call
-//! is cheaper than an insert at entry plus a delete at every exit. The
-//! success path of an exit is one field read and a compare.
+//! The exit tracepoints only see the return value, so what the exit needs
+//! is kept under the thread's pid_tgid before: the domain of socket() by
+//! the socket() entry tracepoint, the destination of connect() by the
+//! connect4/connect6 hooks (`owners`), which run inside every connect() of
+//! an IPv4/IPv6 socket before the kernel looks for a local port, and read
+//! the destination from their context rather than from user memory.
+//! Entries are overwritten in place by the thread's next call and never
+//! deleted: a lookup per call is cheaper than an insert at entry plus a
+//! delete at every exit. The success path of an exit is one field read and
+//! a compare.
 //!
 //! # Minimum kernel version
 //! The syscall tracepoints need `CONFIG_FTRACE_SYSCALLS` (a kernel without
-//! them runs the agent with the feature off); `bpf_probe_read_user`: 5.5.
-//! Field offsets come from tracefs.
+//! them runs the agent with the feature off). Field offsets come from
+//! tracefs.
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::bpf_get_current_cgroup_id,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -39,20 +42,10 @@ use crate::{
     tp_field::read,
 };
 
-/// `sizeof(struct sockaddr_in)`; the kernel refuses shorter IPv4 addresses.
-const SOCKADDR_IN_LEN: u32 = 16;
-/// `SIN6_LEN_RFC2133`: the shortest IPv6 address the kernel accepts.
-const SOCKADDR_IN6_LEN: u32 = 24;
-/// Offset of `sin6_addr` in `struct sockaddr_in6`.
-const SIN6_ADDR_OFFSET: u64 = 8;
-
-#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn sockeye_sys_enter_connect(ctx: TracePointContext) -> u32 {
-    if try_enter_connect(&ctx).is_err() {
-        count(Counter::TracepointReadFailed);
-    }
-    0
-}
+/// A failure for want of a port, fd or memory happens microseconds after
+/// connect4/connect6 ran in the same call; a destination kept longer ago
+/// than this belongs to an earlier connect.
+const STALE_NS: u64 = 100_000_000;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sockeye_sys_exit_connect(ctx: TracePointContext) -> u32 {
@@ -84,66 +77,20 @@ pub fn sockeye_sys_exit_socket(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = TP_OFFSETS.get(0).ok_or(1)?;
-    // Syscall arguments are 8-byte fields; `int addrlen` is the low half
-    // (little endian, the only byte order BPF targets here).
-    let uaddr = read::<u64>(ctx, off.connect_addr)?;
-    let addrlen = read::<u32>(ctx, off.connect_addrlen)?;
-    remember(&destination(uaddr, addrlen));
-    Ok(())
-}
-
 fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
     let family = read::<u32>(ctx, off.socket_family)?;
-    remember(&SyscallArgs {
-        // Domains are small numbers (AF_MAX is under 64); a larger value
-        // fails socket() with EAFNOSUPPORT, not an errno we report.
-        family: family as u16,
-        syscall: syscall::SOCKET,
-        ..SyscallArgs::default()
-    });
+    keep(
+        bpf_get_current_pid_tgid(),
+        &SyscallArgs {
+            // Domains are small numbers (AF_MAX is under 64); a larger value
+            // fails socket() with EAFNOSUPPORT, not an errno we report.
+            family: family as u16,
+            syscall: syscall::SOCKET,
+            ..SyscallArgs::default()
+        },
+    );
     Ok(())
-}
-
-/// The connect's destination. A sockaddr that cannot be read (not resident,
-/// or a bad pointer the syscall will refuse with EFAULT) leaves family 0:
-/// unknown, which the exit reports without a destination.
-#[inline(always)]
-fn destination(uaddr: u64, addrlen: u32) -> SyscallArgs {
-    let mut args = SyscallArgs {
-        syscall: syscall::CONNECT,
-        ..SyscallArgs::default()
-    };
-    // family (host order), port (network order), IPv4 address: the first
-    // 8 bytes of sockaddr_in, and the first 4 of sockaddr_in6.
-    // SAFETY: bpf_probe_read_user checks the access and fails on a bad address.
-    let Ok(head) = (unsafe { bpf_probe_read_user(uaddr as *const [u8; 8]) }) else {
-        return args;
-    };
-    let family = u16::from_ne_bytes([head[0], head[1]]);
-    let port = u16::from_be_bytes([head[2], head[3]]);
-    match family {
-        AF_INET if addrlen >= SOCKADDR_IN_LEN => {
-            args.family = AF_INET;
-            args.port = port;
-            args.addr[..4].copy_from_slice(&head[4..8]);
-        }
-        AF_INET6 if addrlen >= SOCKADDR_IN6_LEN => {
-            let src = (uaddr + SIN6_ADDR_OFFSET) as *const [u8; 16];
-            // SAFETY: as above.
-            if let Ok(addr) = unsafe { bpf_probe_read_user(src) } {
-                args.family = AF_INET6;
-                args.port = port;
-                args.addr = addr;
-            }
-        }
-        AF_INET | AF_INET6 => {}
-        // Another family (AF_UNIX, ...): remembered so the exit skips it.
-        other => args.family = other,
-    }
-    args
 }
 
 /// Keeps `args` for this thread's exit tracepoint. A thread that called
@@ -152,8 +99,7 @@ fn destination(uaddr: u64, addrlen: u32) -> SyscallArgs {
 /// Only this thread reads or writes its entry, so no one sees it half
 /// written.
 #[inline(always)]
-fn remember(args: &SyscallArgs) {
-    let key = bpf_get_current_pid_tgid();
+pub fn keep(key: u64, args: &SyscallArgs) {
     if let Some(slot) = SYSCALL_ARGS.get_ptr_mut(key) {
         // SAFETY: the pointer comes from the map lookup and stays valid
         // while this program runs.
@@ -179,6 +125,13 @@ fn try_exit(ctx: &TracePointContext, ret_offset: u32, which: u32) -> Result<(), 
     // SAFETY: as in `remember`.
     let args = SYSCALL_ARGS.get_ptr(pid_tgid).map(|p| unsafe { *p });
     let args = match args {
+        // A connect's destination is kept by connect4/connect6, which do
+        // not run for other families: one older than a connect can take is
+        // an earlier connect's, left behind by a call they did not see.
+        Some(a) if a.syscall == syscall::CONNECT && a.ts_ns < now_ns().saturating_sub(STALE_NS) => {
+            count(Counter::SyscallArgsMissed);
+            SyscallArgs::default()
+        }
         Some(a) if a.syscall == which && (a.family == AF_INET || a.family == AF_INET6) => a,
         // Another domain (a Unix socket, netlink, ...): not a TCP/IP connect.
         Some(a) if a.syscall == which && a.family != 0 => return Ok(()),

@@ -81,8 +81,6 @@ pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>)
         mkdir_root: ABSENT,
         mkdir_id: ABSENT,
         mkdir_path: ABSENT,
-        connect_addr: ABSENT,
-        connect_addrlen: ABSENT,
         connect_ret: ABSENT,
         socket_family: ABSENT,
         socket_ret: ABSENT,
@@ -99,8 +97,6 @@ pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>)
     }
     // Present only on kernels built with CONFIG_FTRACE_SYSCALLS.
     let syscalls = [
-        ("sys_enter_connect", &mut out.connect_addr, "uservaddr"),
-        ("sys_enter_connect", &mut out.connect_addrlen, "addrlen"),
         ("sys_exit_connect", &mut out.connect_ret, "ret"),
         ("sys_enter_socket", &mut out.socket_family, "family"),
         ("sys_exit_socket", &mut out.socket_ret, "ret"),
@@ -165,6 +161,6 @@ print fmt: \"family=%s\"";
         let (off, errs) = tracepoint_offsets(&dir);
         assert_eq!(off.mkdir_path, ABSENT);
         assert_eq!((off.connect_ret, off.socket_family), (ABSENT, ABSENT));
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
     }
 }
