@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: what the agent costs a node, next to no tracer
 //! and a generic bpftrace script (issue 17), in one run.
 //!
-//! Rounds cycle through three arms, baseline, agent, bpftrace, with the
-//! order of the last two swapped every other cycle, so that slow drift on
-//! the machine (thermal, other load) hits every arm alike; each tracer
-//! round is compared with the baseline interpolated at its time. In every
+//! Rounds cycle through the arms: a baseline, then the agent (or several
+//! agent builds, one arm each, to compare them) and the bpftrace script,
+//! which take turns at following the baseline, so that slow drift on the
+//! machine (thermal, other load) hits every arm alike; each tracer round
+//! is compared with the baseline interpolated at its time. In every
 //! round the same workloads run one after the other: the connection churn
 //! at each `--threads` count (connect, accept, close; `SO_LINGER 0` by
 //! default), one iperf3 stream over loopback (bulk), and the churn next to
@@ -59,9 +60,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=3600))]
     secs: u64,
     /// Agent binary; by default `cargo build --release -p sockeye-agent` is
-    /// run first and target/release/sockeye-agent is used.
+    /// run first and target/release/sockeye-agent is used. Repeat it to
+    /// compare builds: each binary is an arm of its own, in the same rounds.
     #[arg(long)]
-    agent: Option<PathBuf>,
+    agent: Vec<PathBuf>,
     /// Extra arguments for the agent (repeat the flag for each).
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     agent_args: Vec<String>,
@@ -99,7 +101,14 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let agent = agent_path(args.agent.as_deref())?;
+    let agents = if args.agent.is_empty() {
+        vec![agent_path(None)?]
+    } else {
+        args.agent
+            .iter()
+            .map(|a| agent_path(Some(a)))
+            .collect::<Result<_>>()?
+    };
     ensure_tools(args)?;
     let clk_tck = agent_proc::clock_ticks_per_sec()?;
     let mut agent_args: Vec<String> = ["--container", SHOW_NOTHING]
@@ -108,7 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     agent_args.extend(args.agent_args.iter().cloned());
     let plan = Plan {
-        agent,
+        agents,
         agent_args,
         threads: args
             .threads
@@ -135,14 +144,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     println!();
 
+    let mut tracers: Vec<Arm> = (0..plan.agents.len()).map(Arm::Agent).collect();
+    if !args.no_bpftrace {
+        tracers.push(Arm::Bpftrace);
+    }
     let mut rounds = Vec::new();
     let cycles = if args.costs_only { 0 } else { args.rounds };
     for cycle in 0..cycles as usize {
-        let mut arms = vec![Arm::Baseline, Arm::Agent, Arm::Bpftrace];
-        if cycle % 2 == 1 {
-            arms.swap(1, 2);
-        }
-        arms.retain(|&a| !(args.no_bpftrace && a == Arm::Bpftrace));
+        // Each cycle starts with a baseline; the tracers take turns at
+        // following it, so none always runs right after (or before) one.
+        let mut arms = tracers.clone();
+        arms.rotate_left(cycle % tracers.len());
+        arms.insert(0, Arm::Baseline);
         for arm in arms {
             let round = rounds::run(rounds.len() + 1, arm, &plan, clk_tck)?;
             report::print_row(&round);
@@ -155,34 +168,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         report::print_row(&round);
         rounds.push(round);
     }
-    let figures = report::summarize(&rounds);
+    let labelled: Vec<(Arm, String)> = tracers.iter().map(|a| (*a, a.label(&plan))).collect();
+    let figures = report::summarize(&rounds, &labelled);
     if !args.costs_only {
         report::print_summary(&rounds, &figures);
     }
 
     let mut costs = Vec::new();
     if !args.no_costs {
-        for arm in [Arm::Agent, Arm::Bpftrace] {
-            if arm == Arm::Bpftrace && args.no_bpftrace {
-                continue;
-            }
-            let (conns, c) = program_costs(arm, &plan)?;
-            report::print_costs(arm, conns, &c);
-            costs.push((arm, conns, c));
+        for (arm, label) in &labelled {
+            let (conns, c) = program_costs(*arm, &plan)?;
+            report::print_costs(*arm, label, conns, &c);
+            costs.push((label.clone(), conns, c));
         }
     }
-    let memory = if args.rss_sockets > 0 && !args.costs_only {
+    let mut memory = Vec::new();
+    if args.rss_sockets > 0 && !args.costs_only {
         let processes = args.rss_processes as usize;
         let extra: Vec<&str> = plan.agent_args.iter().map(String::as_str).collect();
-        let m = rss::measure(&plan.agent, &extra, args.rss_sockets, processes)?;
-        report::print_memory(&m);
-        Some(m)
-    } else {
-        None
-    };
+        for (arm, label) in labelled.iter().filter(|(a, _)| matches!(a, Arm::Agent(_))) {
+            let Arm::Agent(i) = *arm else { continue };
+            let m = rss::measure(&plan.agents[i], &extra, args.rss_sockets, processes)?;
+            report::print_memory(label, &m);
+            memory.push((label.clone(), m));
+        }
+    }
     report::print_notes();
     if args.json {
-        report::print_json(&rounds, &figures, &costs, memory.as_ref());
+        report::print_json(&rounds, &figures, &costs, &memory);
     }
     let with_errors = rounds.iter().filter(|r| r.error_count() > 0).count();
     if with_errors > 0 {
@@ -193,10 +206,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 fn print_setup(args: &BenchArgs, plan: &Plan) {
     let threads: Vec<String> = plan.threads.iter().map(|t| t.to_string()).collect();
+    let agents: Vec<String> = plan
+        .agents
+        .iter()
+        .map(|a| a.display().to_string())
+        .collect();
     println!(
-        "bench: {} cycles x (baseline, agent{}), {} s per workload; churn at {} thread(s), \
-         close {}; bulk {}; mixed {}; agent {}",
+        "bench: {} cycles x (baseline, {} agent(s){}), {} s per workload; churn at {} thread(s), \
+         close {}; bulk {}; mixed {}; agents {}",
         args.rounds,
+        plan.agents.len(),
         if args.no_bpftrace { "" } else { ", bpftrace" },
         args.secs,
         threads.join(","),
@@ -204,7 +223,7 @@ fn print_setup(args: &BenchArgs, plan: &Plan) {
         if plan.bulk { "iperf3" } else { "off" },
         plan.mixed
             .map_or("off".to_string(), |n| format!("{n} held connections")),
-        plan.agent.display()
+        agents.join(", ")
     );
     let (settings, warnings) = preflight::tcp_settings();
     for (name, value) in settings {

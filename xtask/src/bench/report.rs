@@ -26,9 +26,9 @@ pub fn print_row(round: &Round) {
         .map(|m| format!("{}={}", short(&m.name), value(&m.name, m.value)))
         .collect();
     let mut line = format!(
-        "{:>5}  {:<8}  {}",
+        "{:>5}  {:<14}  {}",
         round.number,
-        round.arm.name(),
+        round.label,
         figures.join("  ")
     );
     if let Some(a) = &round.agent {
@@ -84,17 +84,25 @@ fn value(name: &str, v: f64) -> String {
 pub struct FigureSummary {
     pub name: String,
     pub baseline: Option<f64>,
-    pub agent: Option<f64>,
-    pub bpftrace: Option<f64>,
-    /// Median over the arm's rounds of (round / the baseline at its time,
-    /// see [`ratios`]).
-    pub agent_ratio: Option<f64>,
-    pub bpftrace_ratio: Option<f64>,
-    pub agent_ratios: Vec<f64>,
-    pub bpftrace_ratios: Vec<f64>,
+    /// Each tracer arm, in the order of [`summarize`]'s `arms`.
+    pub arms: Vec<ArmFigure>,
 }
 
-pub fn summarize(rounds: &[Round]) -> Vec<FigureSummary> {
+/// One tracer arm's side of a figure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArmFigure {
+    pub label: String,
+    #[serde(skip)]
+    pub arm: Arm,
+    pub median: Option<f64>,
+    /// Median over the arm's rounds of (round / the baseline at its time,
+    /// see [`ratios`]).
+    pub ratio: Option<f64>,
+    pub ratios: Vec<f64>,
+}
+
+/// Every figure of `rounds`, for each of the tracer `arms` (with labels).
+pub fn summarize(rounds: &[Round], arms: &[(Arm, String)]) -> Vec<FigureSummary> {
     let mut names: Vec<String> = Vec::new();
     for r in rounds {
         for m in &r.metrics {
@@ -103,30 +111,33 @@ pub fn summarize(rounds: &[Round]) -> Vec<FigureSummary> {
             }
         }
     }
+    let of = |arm: Arm, name: &str| {
+        median(
+            rounds
+                .iter()
+                .filter(|r| r.arm == arm)
+                .filter_map(|r| r.metric(name))
+                .collect(),
+        )
+    };
     names
         .into_iter()
-        .map(|name| {
-            let of = |arm| {
-                median(
-                    rounds
-                        .iter()
-                        .filter(|r| r.arm == arm)
-                        .filter_map(|r| r.metric(&name))
-                        .collect(),
-                )
-            };
-            let agent_ratios = ratios(rounds, Arm::Agent, &name);
-            let bpftrace_ratios = ratios(rounds, Arm::Bpftrace, &name);
-            FigureSummary {
-                baseline: of(Arm::Baseline),
-                agent: of(Arm::Agent),
-                bpftrace: of(Arm::Bpftrace),
-                agent_ratio: median(agent_ratios.clone()),
-                bpftrace_ratio: median(bpftrace_ratios.clone()),
-                agent_ratios,
-                bpftrace_ratios,
-                name,
-            }
+        .map(|name| FigureSummary {
+            baseline: of(Arm::Baseline, &name),
+            arms: arms
+                .iter()
+                .map(|(arm, label)| {
+                    let ratios = ratios(rounds, *arm, &name);
+                    ArmFigure {
+                        label: label.clone(),
+                        arm: *arm,
+                        median: of(*arm, &name),
+                        ratio: median(ratios.clone()),
+                        ratios,
+                    }
+                })
+                .collect(),
+            name,
         })
         .collect()
 }
@@ -172,23 +183,18 @@ pub fn print_summary(rounds: &[Round], figures: &[FigureSummary]) {
         _ => "-".to_string(),
     };
     println!();
-    println!(
-        "{:<26} {:>12} {:>12} {:>12}   {:>6} {:>13}   {:>6} {:>13}",
-        "figure (median)", "baseline", "agent", "bpftrace", "agent", "spread", "bpftr.", "spread"
-    );
     for f in figures {
         let p = if f.name == rounds::BULK { 2 } else { 0 };
-        println!(
-            "{:<26} {:>12} {:>12} {:>12}   {:>6} {:>13}   {:>6} {:>13}",
-            f.name,
-            opt(f.baseline, p),
-            opt(f.agent, p),
-            opt(f.bpftrace, p),
-            opt(f.agent_ratio, 3),
-            spread(&f.agent_ratios),
-            opt(f.bpftrace_ratio, 3),
-            spread(&f.bpftrace_ratios),
-        );
+        println!("{}: baseline {}", f.name, opt(f.baseline, p));
+        for a in &f.arms {
+            println!(
+                "  {:<22} {:>12}   ratio {:>6}   spread {:>13}",
+                a.label,
+                opt(a.median, p),
+                opt(a.ratio, 3),
+                spread(&a.ratios),
+            );
+        }
     }
     println!();
     for f in figures {
@@ -199,17 +205,25 @@ pub fn print_summary(rounds: &[Round], figures: &[FigureSummary]) {
         } else {
             continue;
         };
-        let above_peer = match (f.agent_ratio, f.bpftrace_ratio) {
-            (Some(a), Some(b)) if f.name.starts_with("churn_") => {
-                format!(", above bpftrace: {}", if a > b { "yes" } else { "NO" })
-            }
-            _ => String::new(),
-        };
-        println!(
-            "target {}: agent ratio >= {target}: {}{above_peer}",
-            f.name,
-            verdict(f.agent_ratio.map(|r| r >= target)),
-        );
+        let peer = f
+            .arms
+            .iter()
+            .find(|a| a.arm == Arm::Bpftrace)
+            .and_then(|a| a.ratio);
+        for a in f.arms.iter().filter(|a| matches!(a.arm, Arm::Agent(_))) {
+            let above_peer = match (a.ratio, peer) {
+                (Some(a), Some(b)) if f.name.starts_with("churn_") => {
+                    format!(", above bpftrace: {}", if a > b { "yes" } else { "NO" })
+                }
+                _ => String::new(),
+            };
+            println!(
+                "target {} {}: ratio >= {target}: {}{above_peer}",
+                f.name,
+                a.label,
+                verdict(a.ratio.map(|r| r >= target)),
+            );
+        }
     }
     let agent = || rounds.iter().filter_map(|r| r.agent.as_ref());
     let lost: u64 = agent().map(|a| a.lost_total).sum();
@@ -240,12 +254,9 @@ fn verdict(met: Option<bool>) -> &'static str {
 }
 
 /// The programs' cost per churn connection, for one tracer.
-pub fn print_costs(arm: Arm, connections: u64, costs: &[ProgCost]) {
+pub fn print_costs(arm: Arm, label: &str, connections: u64, costs: &[ProgCost]) {
     println!();
-    println!(
-        "{} programs per churn connection ({connections} connections, bpf_stats on):",
-        arm.name()
-    );
+    println!("{label} programs per churn connection ({connections} connections, bpf_stats on):");
     println!(
         "  {:<34} {:>10} {:>10} {:>10}",
         "program", "runs/conn", "ns/run", "ns/conn"
@@ -259,7 +270,7 @@ pub fn print_costs(arm: Arm, connections: u64, costs: &[ProgCost]) {
     let runs: f64 = costs.iter().map(|c| c.runs_per_conn).sum();
     let ns: f64 = costs.iter().map(|c| c.ns_per_conn).sum();
     println!("  {:<34} {:>10.2} {:>10} {:>10.0}", "total", runs, "", ns);
-    if arm == Arm::Agent {
+    if matches!(arm, Arm::Agent(_)) {
         println!(
             "  target: <= {TARGET_RUNS_PER_CONN} runs: {}; <= {TARGET_NS_PER_CONN} ns: {}",
             verdict(Some(runs <= TARGET_RUNS_PER_CONN)),
@@ -268,10 +279,10 @@ pub fn print_costs(arm: Arm, connections: u64, costs: &[ProgCost]) {
     }
 }
 
-pub fn print_memory(m: &Memory) {
+pub fn print_memory(label: &str, m: &Memory) {
     println!();
     println!(
-        "agent memory: idle {:.1} MiB; with {} sockets held by {} processes ({} tracked): \
+        "{label} memory: idle {:.1} MiB; with {} sockets held by {} processes ({} tracked): \
          {:.1} MiB now, {:.1} MiB peak (target <= {TARGET_RSS_MIB} MiB: {}); lost {}",
         m.idle_rss_mib,
         m.sockets,
@@ -298,8 +309,8 @@ pub fn print_notes() {
 pub fn print_json(
     rounds: &[Round],
     figures: &[FigureSummary],
-    costs: &[(Arm, u64, Vec<ProgCost>)],
-    memory: Option<&Memory>,
+    costs: &[(String, u64, Vec<ProgCost>)],
+    memory: &[(String, Memory)],
 ) {
     let details: Vec<_> = rounds
         .iter()
@@ -311,7 +322,7 @@ pub fn print_json(
                 .collect();
             let mut v = json!({
                 "round": r.number,
-                "arm": r.arm.name(),
+                "arm": r.label,
                 "metrics": metrics,
                 "connections": r.connections,
                 "errors": r.errors,
@@ -329,7 +340,11 @@ pub fn print_json(
         .collect();
     let costs: Vec<_> = costs
         .iter()
-        .map(|(arm, conns, c)| json!({"arm": arm.name(), "connections": conns, "programs": c}))
+        .map(|(label, conns, c)| json!({"arm": label, "connections": conns, "programs": c}))
+        .collect();
+    let memory: Vec<_> = memory
+        .iter()
+        .map(|(label, m)| json!({"arm": label, "memory": m}))
         .collect();
     println!(
         "{}",
@@ -372,6 +387,7 @@ mod tests {
         Round {
             number,
             arm,
+            label: String::new(),
             metrics: vec![Metric {
                 name: "x".into(),
                 value: v,
@@ -389,21 +405,22 @@ mod tests {
         // the baseline of its time.
         let rounds = [
             round(1, Arm::Baseline, 100.0),
-            round(2, Arm::Agent, 0.9 * 103.333),
+            round(2, Arm::Agent(0), 0.9 * 103.333),
             round(3, Arm::Bpftrace, 0.9 * 106.667),
             round(4, Arm::Baseline, 110.0),
             round(5, Arm::Bpftrace, 0.9 * 113.333),
-            round(6, Arm::Agent, 0.9 * 116.667),
+            round(6, Arm::Agent(0), 0.9 * 116.667),
             round(7, Arm::Baseline, 120.0),
         ];
-        for arm in [Arm::Agent, Arm::Bpftrace] {
+        for arm in [Arm::Agent(0), Arm::Bpftrace] {
             let r = ratios(&rounds, arm, "x");
             assert_eq!(r.len(), 2);
             assert!(r.iter().all(|r| (r - 0.9).abs() < 0.001), "{arm:?} {r:?}");
         }
-        let s = summarize(&rounds);
+        let arms = [(Arm::Agent(0), "a".into()), (Arm::Bpftrace, "b".into())];
+        let s = summarize(&rounds, &arms);
         assert_eq!(s[0].baseline, Some(110.0));
-        assert!((s[0].bpftrace_ratio.unwrap() - 0.9).abs() < 0.001);
+        assert!((s[0].arms[1].ratio.unwrap() - 0.9).abs() < 0.001);
         // A round with no baseline after it uses the one before.
         let tail = ratios(&rounds[..3], Arm::Bpftrace, "x");
         assert!((tail[0] - 0.96).abs() < 0.001, "{tail:?}");

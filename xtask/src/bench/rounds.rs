@@ -16,16 +16,22 @@ use super::{bulk, mixed, preflight};
 pub enum Arm {
     /// No tracer.
     Baseline,
-    Agent,
+    /// The agent binary of this index in [`Plan::agents`].
+    Agent(usize),
     Bpftrace,
 }
 
 impl Arm {
-    pub fn name(self) -> &'static str {
+    /// How the arm is printed: `agent` for a single agent binary, else the
+    /// binary's file name, so variants can be told apart.
+    pub fn label(self, plan: &Plan) -> String {
         match self {
-            Arm::Baseline => "baseline",
-            Arm::Agent => "agent",
-            Arm::Bpftrace => "bpftrace",
+            Arm::Baseline => "baseline".into(),
+            Arm::Agent(_) if plan.agents.len() == 1 => "agent".into(),
+            Arm::Agent(i) => plan.agents[i]
+                .file_name()
+                .map_or_else(|| format!("agent{i}"), |n| n.to_string_lossy().into_owned()),
+            Arm::Bpftrace => "bpftrace".into(),
         }
     }
 }
@@ -33,7 +39,8 @@ impl Arm {
 /// The workloads of every round, and how to start the agent.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub agent: PathBuf,
+    /// Agent binaries, each an arm of its own.
+    pub agents: Vec<PathBuf>,
     pub agent_args: Vec<String>,
     /// Churn thread counts, one churn run each.
     pub threads: Vec<usize>,
@@ -68,6 +75,7 @@ pub struct AgentFigures {
 pub struct Round {
     pub number: usize,
     pub arm: Arm,
+    pub label: String,
     pub metrics: Vec<Metric>,
     /// Workload connection errors, by message.
     pub errors: ErrorTally,
@@ -101,10 +109,10 @@ impl Tracer {
     pub fn start(arm: Arm, plan: &Plan) -> Result<Option<Tracer>> {
         Ok(match arm {
             Arm::Baseline => None,
-            Arm::Agent => {
+            Arm::Agent(i) => {
                 let args: Vec<&str> = plan.agent_args.iter().map(String::as_str).collect();
                 Some(Tracer::Agent(
-                    Agent::start(&plan.agent, &args, super::READY_TIMEOUT)
+                    Agent::start(&plan.agents[i], &args, super::READY_TIMEOUT)
                         .context("starting the agent")?,
                 ))
             }
@@ -134,6 +142,7 @@ pub fn run(number: usize, arm: Arm, plan: &Plan, clk_tck: u64) -> Result<Round> 
     let mut round = Round {
         number,
         arm,
+        label: arm.label(plan),
         metrics: Vec::new(),
         errors: ErrorTally::new(),
         connections: 0,
