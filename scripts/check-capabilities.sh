@@ -73,7 +73,9 @@ ip netns exec "$ns" "$netpeer" listen 127.0.0.1:7001 close > "$work/listener.log
 listener_pid=$!
 ip netns exec "$ns" "$dnsresponder" 127.0.0.53:53 > "$work/dns.log" &
 dns_pid=$!
-for _ in $(seq 50); do grep -qs ready "$work/listener.log" && grep -qs ready "$work/dns.log" && break; sleep 0.1; done
+for _ in $(seq 600); do grep -qs ready "$work/listener.log" && grep -qs ready "$work/dns.log" && break; sleep 0.1; done
+grep -qs ready "$work/listener.log" && grep -qs ready "$work/dns.log" \
+  || { echo "the test listener or DNS server did not get ready within 60 s" >&2; exit 1; }
 
 all_caps() {
   local last; last=$(cat /proc/sys/kernel/cap_last_cap)
@@ -86,7 +88,7 @@ run_one() {
   for c in $(all_caps); do [[ $want == *" $c "* ]] || drop+=("$c"); done
   # Stopped with SIGINT once the client is done (plus two intervals), with a
   # 60 s ceiling, so a slow container start cannot cut the scenario short.
-  local args=(-o json -i 1 --duration 60 --http-addr off)
+  local args=(-o json -i 1 --duration 60 --http-addr off --api-socket off)
   if (( in_container )); then
     local add; add=$(tr ' ' '\n' <<<"$want" | grep . | tr '[:lower:]' '[:upper:]' | paste -sd,)
     podman run --rm --network "ns:/run/netns/$ns-agent" --read-only --cap-drop=all ${add:+--cap-add="$add"} \
@@ -100,7 +102,11 @@ run_one() {
     capsh --drop="$drop_list" -- -c "exec $agent ${args[*]}" > "$out" 2> "$err" &
   fi
   local pid=$! status=0 client_exit=-
-  for _ in $(seq 100); do grep -q '"type":"ready"' "$out" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  # A container start plus program loading: up to 60 s on a busy machine.
+  for _ in $(seq 600); do grep -q '"type":"ready"' "$out" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  if ! grep -q '"type":"ready"' "$out" && kill -0 $pid 2>/dev/null; then
+    echo "  the agent did not say ready within 60 s" >&2
+  fi
   if grep -q '"type":"ready"' "$out"; then
     local id
     id=$(podman run -d --network "ns:/run/netns/$ns" \

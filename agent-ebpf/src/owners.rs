@@ -12,11 +12,16 @@
 //! connect4/connect6 also keep the destination of every IPv4/IPv6
 //! connect() for the connect() exit tracepoint (`resources`), which sees
 //! only the return value: reading the hook's context costs less than an
-//! entry tracepoint of its own that copies the sockaddr from user memory.//!
+//! entry tracepoint of its own that copies the sockaddr from user memory.
+//!
 //! `sock_release` runs when the application closes a socket, before the
 //! kernel closes the connection: for a socket still connecting, that is the
 //! application aborting its connect (what sock_ops alone cannot tell apart
-//! from the kernel closing it on an ICMP error).
+//! from the kernel closing it on an ICMP error). For a listener that
+//! predates the agent it is the only hook that sees the close: sock_ops
+//! state callbacks are switched on per socket, at listen(), which the agent
+//! was not there to see. Without it, a restart of a server older than the
+//! agent would be dated by the /proc refresh, up to an interval late.
 //!
 //! Every program returns 1 (allow): observing must never refuse a connect,
 //! bind or close.
@@ -38,12 +43,18 @@ use aya_ebpf::{
 };
 use sockeye_common::{
     counters::Counter,
-    event::{flags, SockInfo, AF_INET, AF_INET6},
+    event::{flags, EventKind, SockInfo, AF_INET, AF_INET6},
     resources::{syscall, SyscallArgs},
     tcp_state,
 };
 
-use crate::{emit::now_ns, maps::count, resources, storage};
+use crate::{
+    emit::{emit, now_ns, Detail},
+    maps::count,
+    resources,
+    sock_facts::released_facts,
+    storage,
+};
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
@@ -84,8 +95,55 @@ pub fn sockeye_sock_release(ctx: SockContext) -> i32 {
         if let Some(r) = unsafe { storage::get(sock(&ctx)) } {
             r.flags |= flags::CLOSED_BY_OWNER;
         }
+    } else if state == tcp_state::LISTEN as u32 {
+        on_listener_release(&ctx);
     }
     ALLOW
+}
+
+/// A listener being closed by its process. One the agent saw start has a
+/// record and its close comes from sock_ops; one that predates the agent
+/// is reported here, by the process closing it, with its cookie and
+/// namespace but no address or port (this hook may not read them): the
+/// start-up scan learned each pre-existing listener's cookie.
+#[inline(never)]
+fn on_listener_release(ctx: &SockContext) {
+    // SAFETY: as in the caller; SCTP listeners have this state too.
+    let protocol = unsafe { read_volatile(addr_of!((*ctx.sock).protocol)) };
+    if protocol != IPPROTO_TCP {
+        return;
+    }
+    let Some(facts) = released_facts(ctx) else {
+        return;
+    };
+    // SAFETY: a cgroup_sock program's context is its socket.
+    if unsafe { storage::get(sock(ctx)) }.is_some() {
+        return;
+    }
+    let now = now_ns();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let closer = SockInfo {
+        start_ns: now,
+        state_ns: now,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        syn_retransmits: 0,
+        flags: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let detail = Detail {
+        ts_ns: now,
+        kind: EventKind::Closed,
+        old_state: tcp_state::LISTEN,
+        new_state: tcp_state::CLOSE,
+        duration_ns: 0,
+        old_state_ns: 0,
+        errno: 0,
+        flags: 0,
+    };
+    emit(&facts, Some(&closer), &detail);
 }
 
 #[inline(always)]

@@ -1,11 +1,12 @@
 //! Reading a sock_ops callback's socket: addresses, ports, cookies, byte
-//! and segment counters.
+//! and segment counters; and a closing listener's, from the cgroup
+//! sock_release hook.
 
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    programs::SockOpsContext,
+    programs::{SockContext, SockOpsContext},
     EbpfContext as _,
 };
 use sockeye_common::event::{AF_INET, AF_INET6};
@@ -88,6 +89,38 @@ pub fn facts(ctx: &SockOpsContext, with_netns: bool) -> Option<SockFacts> {
         bytes_acked,
         bytes_received,
         segs_in,
+    })
+}
+
+/// The ids of a socket seen by the cgroup sock_release hook. The kernel
+/// lets that hook read neither addresses nor ports (only the post_bind
+/// hooks may): the agent knows the socket by its cookie.
+#[inline(always)]
+pub fn released_facts(ctx: &SockContext) -> Option<SockFacts> {
+    // SAFETY: `sock` is the context pointer the kernel passed; the verifier
+    // rewrites the load into a read of the socket.
+    let family = unsafe { read_volatile(addr_of!((*ctx.sock).family)) } as u16;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    // SAFETY: helpers that take the cgroup_sock context itself.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    Some(SockFacts {
+        cookie,
+        netns_cookie,
+        family,
+        local_port: 0,
+        remote_port: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+        bytes_acked: 0,
+        bytes_received: 0,
+        segs_in: 0,
     })
 }
 

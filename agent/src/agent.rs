@@ -14,6 +14,7 @@ use crate::{
     event::{CgroupName, Event},
     findings::{config, Findings, FindingsConfig, Inputs, Kind},
     preexisting::Preexisting,
+    probe::KernelProbe,
     push::{PushConfig, Pusher},
     snapshot::{self, FindingsHealth, Health, PushHealth, Snapshot},
 };
@@ -242,9 +243,12 @@ impl Agent {
             tcp: &self.aggregator,
             dns: &self.dns.aggregates,
             now_ns: clock::monotonic_ns(),
-            proc_root: &self.proc_root,
         };
-        self.findings.evaluate(&inputs, &mut self.attributor);
+        let mut probe = KernelProbe {
+            proc_root: self.proc_root.clone(),
+        };
+        self.findings
+            .evaluate(&inputs, &mut self.attributor, &mut probe);
     }
 
     /// Ends an output interval: per-interval counts start again.

@@ -6,24 +6,24 @@
 //! for Prometheus.
 
 pub mod agent;
-pub mod aggregate;
 pub mod api;
 pub mod attribution;
-pub mod clock;
-pub mod dns;
 pub mod ebpf;
-pub mod event;
-pub mod findings;
 pub mod http;
 pub mod metrics;
 pub mod netns;
 pub mod output;
 pub mod preexisting;
+pub mod probe;
 pub mod proc_limits;
 pub mod procfs_sockets;
 pub mod push;
 pub mod run;
 pub mod snapshot;
 pub mod sock_diag;
+
+// The domain, free of I/O, is `sockeye-core`'s; the agent feeds it the
+// kernel's events and answers its questions.
+pub use sockeye_core::{aggregate, clock, dns, event, findings};
 
 pub use agent::{Agent, Config};

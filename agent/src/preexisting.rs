@@ -19,6 +19,7 @@ use crate::{
     ebpf::listeners::ListenerSeed,
     netns,
     procfs_sockets::{self, ScanStats},
+    sock_diag::{self, Query},
 };
 
 /// Pre-existing sockets live in their own id space (kernel cookies are small
@@ -66,6 +67,10 @@ impl Preexisting {
         // listener to the kernel's events (a restart listens again in the
         // same namespace, a close reports it).
         let mut netns_cookies: HashMap<u64, u64> = HashMap::new();
+        // Listeners' socket cookies by inode, once per namespace: the kernel
+        // reports the close of a listener it did not see start by cookie
+        // alone (see `Listeners::stopped`).
+        let mut listener_cookies: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
         for s in found {
             let Some(owner) = &s.owner else { continue };
             let cgroup_id = *cgroup_ids
@@ -79,6 +84,10 @@ impl Preexisting {
                         0
                     })
                 });
+                let cookies = listener_cookies
+                    .entry(s.netns_inode)
+                    .or_insert_with(|| listener_cookies_of(proc_root, owner.pid));
+                let kernel_cookie = cookies.get(&s.entry.inode).copied();
                 out.listeners.push(FoundListener {
                     netns_inode: s.netns_inode,
                     pid: owner.pid,
@@ -88,6 +97,7 @@ impl Preexisting {
                 });
                 agg.listeners.add_preexisting(
                     id,
+                    kernel_cookie,
                     Listener {
                         cgroup_id,
                         addr: s.entry.local.ip(),
@@ -113,7 +123,17 @@ impl Preexisting {
                     local.port(),
                     remote.port(),
                 );
-                agg.add_preexisting(id, flow, s.entry.state, now_ns, owner.pid, &owner.comm);
+                // The client's end: ours going out, the peer's coming in.
+                let client = if inbound { remote } else { local };
+                agg.add_preexisting(
+                    id,
+                    flow,
+                    s.entry.state,
+                    now_ns,
+                    owner.pid,
+                    &owner.comm,
+                    Some(client),
+                );
             }
             out.namespaces
                 .entry(s.netns_inode)
@@ -189,9 +209,26 @@ impl Preexisting {
     }
 }
 
+/// inode -> socket cookie of the listeners in `pid`'s network namespace;
+/// empty (logged) when the namespace cannot be asked.
+fn listener_cookies_of(proc_root: &Path, pid: u32) -> HashMap<u64, u64> {
+    let mut q = Query::states(&[tcp_state::LISTEN]);
+    q.tcp_info = false;
+    match sock_diag::tcp_sockets(proc_root, pid, &q) {
+        Ok(sockets) => sockets
+            .iter()
+            .map(|s| (u64::from(s.inode), s.cookie))
+            .collect(),
+        Err(e) => {
+            log::debug!("listener cookies in the namespace of pid {pid}: {e}; their closes are noticed by the /proc refresh");
+            HashMap::new()
+        }
+    }
+}
+
 fn forget(agg: &mut Aggregator, inode: u64, now_ns: u64) {
     let id = PREEXISTING_TAG | inode;
-    if let Some(s) = agg.sockets.remove(id) {
+    if let Some(s) = agg.sockets.remove_at(id, now_ns) {
         if let Some(f) = agg.flows.get_mut(&s.flow) {
             f.closed += 1;
             f.window.closed += 1;

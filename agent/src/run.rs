@@ -92,6 +92,10 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
         ),
         None => None,
     };
+    // Handlers first: a signal sent as soon as the ready line is read must
+    // stop the agent cleanly, not kill it with the default action.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let mut stdout = std::io::stdout().lock();
     if opts.output == OutputFormat::Json {
         json::ready(
@@ -105,8 +109,6 @@ pub async fn run(mut agent: Agent, mut opts: RunOptions) -> std::io::Result<()> 
     let mut out_tick = interval(opts.interval);
     out_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     out_tick.tick().await;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut printed_seq = 0;

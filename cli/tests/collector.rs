@@ -19,7 +19,8 @@ use sockeye_proto::v1::{self as pb, collector_service_client::CollectorServiceCl
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-const WAIT: Duration = Duration::from_secs(10);
+// Long enough for a process start on a loaded 2-core machine.
+const WAIT: Duration = Duration::from_secs(30);
 const MS: u64 = 1_000_000;
 
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -586,6 +587,8 @@ fn finding(id: &str, node: &str, severity: &str, since: i64, resolved: i64) -> p
             value: 1.0,
             unit: "sockets".into(),
             at_unix_ms: since,
+            key: String::new(),
+            about: String::new(),
         }],
         next_step: "check the Redis client's pool".into(),
         node: node.into(),

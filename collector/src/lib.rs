@@ -41,7 +41,7 @@ pub mod watch;
 pub use collector::{Collector, CollectorConfig, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::Error;
 pub use ingest::HELLO_TIMEOUT;
-pub use server::bind_unix;
+pub use server::{bind_unix, READY_LOG};
 pub use service::CollectorApi;
 pub use stats::Stats;
 pub use store::{Store, StoreError};

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{bail, Context};
 use clap::Parser;
 use sockeye_collector::{
-    bind_unix, Collector, CollectorConfig, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES,
+    bind_unix, Collector, CollectorConfig, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, READY_LOG,
 };
 use tokio::{
     net::TcpListener,
@@ -93,24 +93,46 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the collector in {}", args.data_dir.display()))?;
 
+    // Bind every listener before serving any, then say "ready" once: a
+    // client (or a test) that waits for that line can use any of them.
+    let mut listening = Vec::new();
+    let tcp = match args.listen {
+        Listen::Addr(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            listening.push(format!("tcp {bound}"));
+            Some(listener)
+        }
+        Listen::Off => None,
+    };
+    let unix = match args.unix.clone() {
+        Some(path) => {
+            let listener = bind_unix(&path).await?;
+            listening.push(format!("unix {}", path.display()));
+            Some(listener)
+        }
+        None => None,
+    };
     let mut servers = JoinSet::new();
-    if let Listen::Addr(addr) = args.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+    if let Some(listener) = tcp {
         let c = collector.clone();
         servers.spawn(async move { c.serve_tcp(listener, tls).await });
     }
-    if let Some(path) = args.unix.clone() {
-        let listener = bind_unix(&path).await?;
+    if let Some(listener) = unix {
         let c = collector.clone();
         servers.spawn(async move { c.serve_unix(listener).await });
     }
-
+    // Handlers before "ready": a signal sent as soon as it is read must stop
+    // the collector cleanly (removing its socket), not kill it.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    log::info!("{READY_LOG}{}", listening.join(", "));
+
     let mut failed = None;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
+        _ = int.recv() => log::info!("SIGINT: shutting down"),
         _ = term.recv() => log::info!("SIGTERM: shutting down"),
         Some(r) = servers.join_next() => {
             // A server ended before any signal: that is a failure.

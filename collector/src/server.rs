@@ -20,6 +20,11 @@ use crate::{service::CollectorApi, tls::TlsConfig, Collector, Error};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// The log line `sockeye-collector` prints once every listener is bound,
+/// followed by them (`tcp 127.0.0.1:7070, unix /run/sockeye/collector.sock`):
+/// from then on each accepts connections. Scripts and tests wait for it.
+pub const READY_LOG: &str = "ready; listening on ";
+
 /// Streams per connection: an agent needs one, a CLI a few.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::*;
-use sockeye_collector::WATCH_MISSED_COUNTER;
+use sockeye_collector::{READY_LOG, WATCH_MISSED_COUNTER};
 use sockeye_proto::v1 as pb;
 
 /// A collector process; killed when dropped.
@@ -37,23 +37,24 @@ impl Proc {
             .expect("start sockeye-collector");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
-        // Keep reading after the address is found, so the pipe never fills.
+        // Keep reading after the line is found, so the pipe never fills.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("collector: {line}");
-                if let Some(rest) = line.split("serving gRPC on tcp ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
+                if let Some(rest) = line.split(READY_LOG).nth(1) {
+                    let _ = tx.send(rest.to_string());
                 }
             }
         });
-        let addr = rx
+        // Every listener is bound once the collector says it is ready: the
+        // unix socket too, which is bound after the TCP listener.
+        let listening = rx
             .recv_timeout(WAIT)
-            .expect("the collector logs its TCP address")
+            .expect("the collector logs that it is ready");
+        let addr = listening
+            .split(", ")
+            .find_map(|l| l.strip_prefix("tcp "))
+            .unwrap_or_else(|| panic!("no tcp listener in {listening:?}"))
             .parse()
             .expect("a socket address");
         Self { child, addr }

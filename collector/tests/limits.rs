@@ -222,8 +222,10 @@ async fn retention_deletes_windows_that_ended_before_the_horizon() {
 
 #[tokio::test]
 async fn retention_runs_on_its_own() {
+    // Window 1 ended 1 s ago and expires 4 s from now: time enough to see
+    // both stored on a busy machine, and soon enough for `within`.
     let tc = TestCollector::start_with(|c| {
-        c.retention = Duration::from_secs(2);
+        c.retention = Duration::from_secs(5);
         c.retention_interval = Some(Duration::from_millis(100));
     })
     .await;

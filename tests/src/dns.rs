@@ -46,7 +46,7 @@ impl Dnsmasq {
             .spawn()
             .expect("spawn dnsmasq (apt install dnsmasq-base)");
         let server = Self { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, out) = dig(
                 pod,
@@ -82,7 +82,7 @@ pub fn responder(pod: &Pod) -> Peer {
 pub fn responder_on(pod: &Pod, port: u16) -> Peer {
     let addr = format!("{}:{port}", pod.ip4);
     let mut p = peer::spawn_bin(pod, "dnsresponder", &[&addr]);
-    assert_eq!(p.expect_line(Duration::from_secs(10)), "ready");
+    assert_eq!(p.expect_line(Duration::from_secs(30)), "ready");
     p
 }
 

@@ -87,6 +87,28 @@ impl Watch {
         }
     }
 
+    /// Evaluates like the run loop until `done` holds; panics with `what`
+    /// and the findings if it does not within `limit`.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) {
+        let end = Instant::now() + limit;
+        loop {
+            self.tick();
+            if done(self) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "not within {limit:?}: {what}\n{}",
+                self.describe()
+            );
+        }
+    }
+
     /// Whether `f` is about one of the test's pods.
     pub fn concerns(&self, f: &Finding) -> bool {
         self.cgroups.contains(&f.subject.cgroup_id)

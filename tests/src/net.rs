@@ -6,13 +6,15 @@
 //! gets its own N, so tests running in parallel in one process have
 //! distinct addresses: the agent sees every pod on the machine, and a
 //! finding about a destination address (a restart, a DNS server) would
-//! otherwise mix two tests' traffic. Separate test processes (which cargo
-//! runs one after another) may reuse them.
+//! otherwise mix two tests' traffic. N is claimed machine-wide with a lock
+//! file, so test processes running at once (two checkouts' suites, a
+//! benchmark) never share a segment either; the kernel drops the lock when
+//! its process dies, so a killed run leaves nothing to clean.
 
 use std::{
     fs,
     net::{Ipv4Addr, Ipv6Addr},
-    os::unix::fs::MetadataExt,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -22,6 +24,32 @@ use crate::sh;
 const CGROUP_V2: &str = "/sys/fs/cgroup/unified";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Where the segments' lock files live (one per N in use).
+const SEGMENT_LOCKS: &str = "/run/sockeye-tests/segments";
+/// N of 10.77.N.0/24 is 0..SEGMENTS.
+const SEGMENTS: u32 = 250;
+
+/// Claims a free N of 10.77.N.0/24 for this process: holds an exclusive
+/// `flock` on its lock file for as long as the returned file is open.
+fn claim_segment(first: u32) -> (u8, fs::File) {
+    fs::create_dir_all(SEGMENT_LOCKS).unwrap_or_else(|e| panic!("mkdir {SEGMENT_LOCKS}: {e}"));
+    for i in 0..SEGMENTS {
+        let n = (first + i) % SEGMENTS;
+        let path = PathBuf::from(SEGMENT_LOCKS).join(n.to_string());
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        // SAFETY: flock on a descriptor we own; it only takes or refuses a lock.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (n as u8, file);
+        }
+    }
+    panic!("all {SEGMENTS} test networks (10.77.N.0/24) are in use: see the holders with `fuser {SEGMENT_LOCKS}/*`");
+}
 
 /// A pod: cgroup + network namespace + veth into the test bridge.
 #[derive(Debug)]
@@ -83,23 +111,27 @@ pub struct TestNet {
     bridge_ns: String,
     pub pods: Vec<Pod>,
     cgroup_parent: PathBuf,
+    /// Holds this network's claim on its segment until it is dropped.
+    _segment_lock: fs::File,
 }
 
 impl TestNet {
     /// `name` keeps namespaces recognisable (`ip netns` shows them).
     pub fn new(name: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // Short: interface names are limited to 15 bytes.
-        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        // Start where another process is unlikely to be: fewer lock probes.
+        let (segment, lock) = claim_segment(std::process::id().wrapping_mul(7).wrapping_add(n));
+        // Unique on the machine: this process's id and its count.
+        let tag = format!("{}-{n}", std::process::id());
         let bridge_ns = format!("sk{tag}-br");
         let cgroup_parent = PathBuf::from(CGROUP_V2).join(format!("sockeye-test-{name}-{tag}"));
         let net = Self {
             tag,
-            // 0..=249: N in 10.77.N.0/24.
-            segment: (n % 250) as u8,
+            segment,
             bridge_ns,
             pods: Vec::new(),
             cgroup_parent,
+            _segment_lock: lock,
         };
         sh("ip", &["netns", "add", &net.bridge_ns]);
         let br = |args: &[&str]| {
@@ -133,7 +165,9 @@ impl TestNet {
     pub fn add_pod(&mut self, name: &str) -> &Pod {
         let host = self.pods.len() as u8 + 2;
         let netns = format!("sk{}-{name}", self.tag);
-        let veth_br = format!("v{}{}", self.tag, host);
+        // Interface names are limited to 15 bytes; this one only needs to
+        // be unique in the network's own bridge namespace.
+        let veth_br = format!("veth{host}");
         sh("ip", &["netns", "add", &netns]);
         sh(
             "ip",

@@ -157,7 +157,7 @@ fn reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
 /// Starts a listener and waits until it is ready.
 pub fn listen(pod: &Pod, addr: &str, mode: &str) -> Peer {
     let mut p = spawn(pod, &["listen", addr, mode]);
-    assert_eq!(p.expect_line(Duration::from_secs(10)), "ready");
+    assert_eq!(p.expect_line(Duration::from_secs(30)), "ready");
     p
 }
 

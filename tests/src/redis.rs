@@ -21,7 +21,7 @@ use crate::{
 pub const PORT: u16 = 6379;
 
 /// How long redis-server may take to say it accepts connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A redis-server process in a pod; killed on drop.
 pub struct RedisServer {
@@ -29,6 +29,9 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     /// Monotonic ns when the running server said it accepts connections.
     pub ready_ns: u64,
+    /// Monotonic ns when its listening socket opened (the kernel accepts
+    /// connections from then on; redis says so a little later).
+    pub listening_ns: u64,
 }
 
 impl RedisServer {
@@ -39,6 +42,7 @@ impl RedisServer {
             child: None,
             addr: SocketAddr::new(IpAddr::V4(pod.ip4), PORT),
             ready_ns: 0,
+            listening_ns: 0,
         };
         server.start_again(pod);
         server
@@ -59,8 +63,9 @@ impl RedisServer {
         at
     }
 
-    /// Starts it again in the same pod, on the same port; returns the
-    /// monotonic ns when it said it accepts connections.
+    /// Starts it again in the same pod, on the same port, and waits until
+    /// it says it accepts connections; returns the monotonic ns when its
+    /// listener opened (what the agent sees as the restart).
     pub fn start_again(&mut self, pod: &Pod) -> u64 {
         assert!(self.child.is_none(), "redis-server is already running");
         let mut child = command_in(pod, "redis-server", true)
@@ -92,7 +97,9 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server (apt install redis-server)");
         let stdout = child.stdout.take().expect("piped stdout");
+        let pid = child.id();
         self.child = Some(child);
+        self.listening_ns = wait_for_listener(pid);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             // Read to the end even when nobody listens any more, so the
@@ -109,7 +116,7 @@ impl RedisServer {
                 // the (empty) dataset is loaded.
                 Ok((at, line)) if line.contains("Ready to accept connections") => {
                     self.ready_ns = at;
-                    return at;
+                    return self.listening_ns;
                 }
                 Ok((_, line)) => said.push(line),
                 Err(e) => panic!(
@@ -118,6 +125,29 @@ impl RedisServer {
                 ),
             }
         }
+    }
+}
+
+/// Polls `pid`'s network namespace until it has a listener on [`PORT`];
+/// returns the monotonic ns when it first saw it.
+fn wait_for_listener(pid: u32) -> u64 {
+    let want = format!(":{PORT:04X} ");
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        // "sl local_address rem_address st ...": state 0A is LISTEN.
+        let listening = tcp.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", f[1]).ends_with(&want) && f[3] == "0A"
+        });
+        if listening {
+            return monotonic_ns();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server (pid {pid}) did not listen on port {PORT} within {READY_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

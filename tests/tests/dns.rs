@@ -101,8 +101,11 @@ fn latency_matches_injected_delays() {
         let r = row(&snap, client.cgroup_id, name, "A", &s4).unwrap();
         let got = r.counts.latency.unwrap().max_ns;
         let want = delay_ms * MS;
+        // Never less than the delay; more by what a busy machine adds to
+        // the responder's wake-up and the client's (10%, at least 100 ms).
+        let slack = (want / 10).max(100 * MS);
         assert!(
-            got >= want && got <= want + want / 10,
+            got >= want && got <= want + slack,
             "{name}: latency {got} ns, injected {want} ns"
         );
     }

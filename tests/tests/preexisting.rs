@@ -27,6 +27,9 @@ fn sockets_that_predate_the_agent_are_found_and_followed() {
     let mut srv = peer::listen(server, &addr, "hold");
     let (old_client, results) = peer::connect(client, &addr, 4, true, 2000);
     assert_eq!(results.len(), 4);
+    // The client's handshakes are done; the server must have accepted them
+    // too, or the scan finds them still queued (no inode, not open).
+    wait_for_sockets(srv.pid(), 5);
 
     let mut agent = start();
     let (c_ip, s_ip) = (IpAddr::V4(client.ip4), IpAddr::V4(server.ip4));
@@ -121,4 +124,29 @@ fn listener_start_and_stop_are_recorded() {
         changes,
         vec![(Change::Started, 5432, pid), (Change::Stopped, 5432, pid)]
     );
+}
+
+/// Waits until `pid` holds `n` sockets (its listener and what it accepted).
+fn wait_for_sockets(pid: u32, n: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if held >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} holds {held} sockets, not {n}, after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -81,7 +81,10 @@ fn connects_are_counted_and_attributed_on_both_sides() {
         .find(|l| l.workload.cgroup_id == server.cgroup_id)
         .expect("listener seen");
     assert_eq!((l.port, l.pid), (8080, srv.pid()));
-    assert_eq!(agent.health().lost_total, 0);
+    // Nothing of this test's was lost: the counts above are exact. The
+    // agent's loss counters are not judged here, because it sees every
+    // socket on the machine, and another suite's burst may overflow its
+    // ring while this test blocks in a peer.
 }
 
 #[test]
@@ -184,8 +187,9 @@ fn a_dropped_first_syn_costs_about_one_second() {
     let net = TestNet::with_pods("synloss", &["client", "server"]);
     let (client, server) = (net.pod(0), net.pod(1));
     // 10.99.0.7 is routed to the server, which does not own it yet: the first
-    // SYN is dropped silently. 400 ms later the server takes the address, so
-    // the retransmission (after the 1 s initial RTO) is answered.
+    // SYN is dropped silently. Once it has left (the client's namespace
+    // counts the active open) the server takes the address, so the
+    // retransmission (after the 1 s initial RTO) is answered.
     client.ip(&[
         "route",
         "add",
@@ -200,7 +204,14 @@ fn a_dropped_first_syn_costs_about_one_second() {
         client,
         &["connect", "10.99.0.7:8081", "1", "close", "10000"],
     );
-    std::thread::sleep(Duration::from_millis(400));
+    let sent = std::time::Instant::now() + WAIT;
+    while client.netstat("Tcp", "ActiveOpens") == 0 {
+        assert!(
+            std::time::Instant::now() < sent,
+            "the client sent no SYN within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     server.ip(&["addr", "add", "10.99.0.7/32", "dev", "eth0"]);
     let results = cli.results(Duration::from_secs(15));
     assert_eq!(results.len(), 1);

@@ -39,6 +39,8 @@ pub fn evidence(e: &Evidence, clock: UnixClock) -> pb::Evidence {
         value: e.value,
         unit: e.unit.to_string(),
         at_unix_ms: clock.unix_ms(e.at_ns),
+        key: e.key.to_string(),
+        about: e.about.clone().unwrap_or_default(),
     }
 }
 
@@ -57,7 +59,8 @@ pub fn finding(f: &Finding, node: &str, clock: UnixClock) -> pb::Finding {
         evidence: f.evidence.iter().map(|e| evidence(e, clock)).collect(),
         next_step: f.next_step.clone(),
         node: node.to_string(),
-        corroborating_signals: f.signals,
+        corroborating_signals: f.signals.len() as u32,
+        signals: f.signals.iter().map(|s| s.to_string()).collect(),
         dns_name: dest.and_then(|d| d.dns_name.clone()).unwrap_or_default(),
         affected: f
             .affected
@@ -125,12 +128,26 @@ pub(crate) mod tests {
             updated_ns: 100 * S,
             severity: Severity::Critical,
             confidence: Confidence::High,
-            signals: 3,
+            signals: vec!["close_wait_state", "waited", "many"],
             summary: "shop/payments-7d9f8b/app holds 212 sockets in CLOSE_WAIT to 10.0.1.12:6379"
                 .into(),
             evidence: vec![
-                Evidence::new("212 sockets in CLOSE_WAIT", 212.0, "sockets", 100 * S),
-                Evidence::new("oldest waiting 31 min", 1860.0, "s", 70 * S),
+                Evidence {
+                    key: "close_wait_sockets",
+                    fact: "212 sockets in CLOSE_WAIT".into(),
+                    value: 212.0,
+                    unit: "sockets",
+                    at_ns: 100 * S,
+                    about: None,
+                },
+                Evidence {
+                    key: "longest_wait_s",
+                    fact: "oldest waiting 31 min".into(),
+                    value: 1860.0,
+                    unit: "s",
+                    at_ns: 70 * S,
+                    about: None,
+                },
             ],
             next_step: "check where payments closes its Redis connections".into(),
             affected: vec![],
@@ -149,7 +166,7 @@ pub(crate) mod tests {
             }),
             severity: Severity::Warning,
             confidence: Confidence::Medium,
-            signals: 2,
+            signals: vec!["slow", "several_clients"],
             summary: format!("DNS answers for {name} take 1.2 s (p90)"),
             next_step: "check the DNS server's upstream".into(),
             ..close_wait(subject)

@@ -3,60 +3,20 @@
 
 pub mod cgroup_fs;
 pub mod cgroup_handle;
-pub mod container;
-pub mod filter;
 pub mod kube_watch;
 pub mod pod_index;
-pub mod pod_meta;
 pub mod runtime_records;
+
+// What a workload is, and the filter's meaning, live in the core (the
+// collector and the CLI share them); this module finds them.
+pub use sockeye_core::workload::{container, filter, pod_meta, Workload, Workloads};
 
 use std::{collections::HashMap, path::PathBuf};
 
 use cgroup_fs::CgroupResolver;
 use container::Owner;
 use pod_index::{PodIndex, PodIndexStats};
-use pod_meta::PodMeta;
 use runtime_records::{RecordReader, RecordRoots, RecordStats};
-
-/// What a cgroup id stands for, as shown to people.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Workload {
-    pub cgroup_id: u64,
-    /// Path under the cgroup v2 mount; None if the cgroup is gone or unknown.
-    pub cgroup_path: Option<String>,
-    /// None when the path is unknown.
-    pub owner: Option<Owner>,
-    /// Kubernetes names, when the runtime's record or the API has them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodMeta>,
-}
-
-impl Workload {
-    /// "namespace/pod/container" when the names are known, else "host",
-    /// "podman:0123456789ab", ..., or "cgroup:<id>" when unknown.
-    pub fn label(&self) -> String {
-        match (&self.pod, &self.owner) {
-            (Some(p), _) => p.label(),
-            (None, Some(o)) => o.label(),
-            (None, None) => format!("cgroup:{}", self.cgroup_id),
-        }
-    }
-
-    /// Whether a user's `--container` filter selects this workload: a
-    /// substring of the label, the container id, the pod uid, the cgroup
-    /// path, or the namespace, pod or container name.
-    pub fn matches(&self, filter: &str) -> bool {
-        let hit = |s: Option<&str>| s.is_some_and(|s| s.contains(filter));
-        let pod = self.pod.as_ref();
-        self.label().contains(filter)
-            || hit(self.owner.as_ref().and_then(|o| o.container_id()))
-            || hit(self.owner.as_ref().and_then(|o| o.pod_uid()))
-            || hit(self.cgroup_path.as_deref())
-            || hit(pod.map(|p| p.namespace.as_str()))
-            || hit(pod.map(|p| p.name.as_str()))
-            || hit(pod.and_then(|p| p.container.as_deref()))
-    }
-}
 
 /// Counters of the metadata sources, for `stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -182,3 +142,9 @@ impl Attributor {
 #[cfg(test)]
 #[path = "attributor_tests.rs"]
 mod tests;
+
+impl Workloads for Attributor {
+    fn workload(&mut self, cgroup_id: u64) -> Workload {
+        Attributor::workload(self, cgroup_id)
+    }
+}

@@ -10,7 +10,10 @@ use std::{collections::HashMap, hash::Hash, net::SocketAddr};
 
 use crate::{
     aggregate::flows::{Direction, FlowKey},
-    attribution::{container::Owner, Workload},
+    attribution::{
+        container::{self, Owner},
+        Workload,
+    },
 };
 
 /// The value of every identifying label of the overflow label set.
@@ -22,7 +25,8 @@ pub struct WorkloadLabels {
     /// Kubernetes namespace; empty outside Kubernetes.
     pub namespace: String,
     /// The owning workload's name (a Deployment rather than its
-    /// ReplicaSet), else the pod's name; outside Kubernetes "host",
+    /// ReplicaSet), else the pod's name; outside Kubernetes
+    /// "host/<systemd unit>" ("host" for any other host cgroup),
     /// "<runtime>:<short container id>", or "unknown".
     pub workload: String,
     /// Container name; empty for the pod's sandbox and outside Kubernetes.
@@ -42,7 +46,11 @@ impl WorkloadLabels {
             };
         }
         let workload = match &w.owner {
-            Some(Owner::Host) => "host".to_string(),
+            // The host's systemd unit, as the label names it.
+            Some(Owner::Host) => match w.cgroup_path.as_deref().and_then(container::systemd_unit) {
+                Some(unit) => format!("host/{unit}"),
+                None => "host".to_string(),
+            },
             // A container outside Kubernetes (podman, docker): its id is
             // all there is to tell it apart.
             Some(o @ Owner::Container { pod_uid: None, .. }) => o.label(),

@@ -65,7 +65,8 @@ pub struct FindingLine<'a> {
     pub kind: &'static str,
     pub severity: &'static str,
     pub confidence: &'static str,
-    pub signals: u32,
+    /// The signals that agree, by name.
+    pub signals: &'a [&'static str],
     pub summary: &'a str,
     pub subject: &'a Workload,
     pub destination: Option<&'a Destination>,
@@ -80,10 +81,13 @@ pub struct FindingLine<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct EvidenceLine<'a> {
+    pub key: &'static str,
     pub fact: &'a str,
     pub value: f64,
     pub unit: &'static str,
     pub at_unix_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub about: Option<&'a str>,
 }
 
 impl<'a> FindingLine<'a> {
@@ -94,7 +98,7 @@ impl<'a> FindingLine<'a> {
             kind: f.kind.name(),
             severity: f.severity.name(),
             confidence: f.confidence.name(),
-            signals: f.signals,
+            signals: &f.signals,
             summary: &f.summary,
             subject: &f.subject,
             destination: f.destination.as_ref(),
@@ -105,10 +109,12 @@ impl<'a> FindingLine<'a> {
                 .evidence
                 .iter()
                 .map(|e| EvidenceLine {
+                    key: e.key,
                     fact: &e.fact,
                     value: e.value,
                     unit: e.unit,
                     at_unix_ms: clock.unix_ms(e.at_ns),
+                    about: e.about.as_deref(),
                 })
                 .collect(),
             next_step: &f.next_step,
@@ -142,7 +148,7 @@ mod tests {
         let payments = pod_workload(42, "shop", "payments-7d9f8b", "app");
         let opened = close_wait(payments.clone());
         let mut escalated = opened.clone();
-        escalated.signals = 4;
+        escalated.signals.push("held_long");
         let mut resolved = escalated.clone();
         resolved.resolved_ns = Some(150 * S);
         let other = dns(
@@ -197,7 +203,9 @@ mod tests {
         assert_eq!(first["evidence"][0]["unit"], "sockets");
         assert_eq!(first["evidence"][1]["at_unix_ms"], 1_700_000_070_000_i64);
         assert_eq!(lines[1]["change"], "changed");
-        assert_eq!(lines[1]["signals"], 4);
+        assert_eq!(lines[1]["signals"].as_array().map(Vec::len), Some(4));
+        assert_eq!(lines[1]["signals"][3], "held_long");
+        assert_eq!(first["evidence"][0]["key"], "close_wait_sockets");
         assert_eq!(lines[2]["change"], "resolved");
         assert_eq!(lines[2]["resolved_unix_ms"], 1_700_000_150_000_i64);
     }

@@ -78,7 +78,13 @@ pub fn render(open: &[&Finding], resolved: &[&Finding], now_ns: u64) -> String {
 fn block(s: &mut String, f: &Finding, now_ns: u64) {
     let _ = writeln!(s, "ROOT CAUSE: {}", f.summary);
     if !f.evidence.is_empty() {
-        let facts: Vec<&str> = f.evidence.iter().map(|e| e.fact.as_str()).collect();
+        // Facts worded within another's sentence have none of their own.
+        let facts: Vec<&str> = f
+            .evidence
+            .iter()
+            .map(|e| e.fact.as_str())
+            .filter(|f| !f.is_empty())
+            .collect();
         let _ = writeln!(s, "  EVIDENCE: {}", facts.join("; "));
     }
     if !f.next_step.is_empty() {
@@ -86,10 +92,11 @@ fn block(s: &mut String, f: &Finding, now_ns: u64) {
     }
     let _ = writeln!(
         s,
-        "  CONFIDENCE: {} ({} corroborating signal{}); {} {}, for {}",
+        "  CONFIDENCE: {} ({} corroborating signal{}: {}); {} {}, for {}",
         f.confidence.name(),
-        f.signals,
-        if f.signals == 1 { "" } else { "s" },
+        f.signals.len(),
+        if f.signals.len() == 1 { "" } else { "s" },
+        f.signals.join(", "),
         f.severity.name(),
         f.kind.name(),
         age_s(secs(now_ns.saturating_sub(f.since_ns)))
@@ -114,7 +121,7 @@ mod tests {
             "api.stripe.com",
         );
         slow_dns.severity = Severity::Warning;
-        slow_dns.signals = 1;
+        slow_dns.signals = vec!["slow"];
         slow_dns.confidence = Confidence::Low;
         slow_dns.evidence.truncate(1);
         let mut gone = close_wait(pod_workload(44, "shop", "cart-1", "app"));
@@ -130,11 +137,11 @@ FINDINGS (2 open, 1 resolved in the last 10m)
 ROOT CAUSE: shop/payments-7d9f8b/app holds 212 sockets in CLOSE_WAIT to 10.0.1.12:6379
   EVIDENCE: 212 sockets in CLOSE_WAIT; oldest waiting 31 min
   NEXT: check where payments closes its Redis connections
-  CONFIDENCE: high (3 corroborating signals); critical close_wait, for 15m
+  CONFIDENCE: high (3 corroborating signals: close_wait_state, waited, many); critical close_wait, for 15m
 ROOT CAUSE: DNS answers for api.stripe.com take 1.2 s (p90)
   EVIDENCE: 212 sockets in CLOSE_WAIT
   NEXT: check the DNS server's upstream
-  CONFIDENCE: low (1 corroborating signal); warning dns_degradation, for 15m
+  CONFIDENCE: low (1 corroborating signal: slow); warning dns_degradation, for 15m
 RESOLVED 5m ago (held 10m): cart held 9 sockets in CLOSE_WAIT
 ";
         assert_eq!(out, expected);

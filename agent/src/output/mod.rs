@@ -4,7 +4,7 @@
 pub mod dns_table;
 pub mod findings;
 pub mod findings_table;
-pub mod format;
+pub use sockeye_core::format;
 pub mod json;
 pub mod table;
 

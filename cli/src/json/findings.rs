@@ -9,10 +9,15 @@ use super::{endpoint, workload, Endpoint, Workload};
 
 #[derive(Debug, Serialize)]
 pub struct Evidence<'a> {
+    /// Stable, snake_case (the README lists them per kind).
+    pub key: &'a str,
     pub fact: &'a str,
     pub value: f64,
     pub unit: &'a str,
     pub at_unix_ms: i64,
+    /// What the number is about, when not the finding ("" then).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub about: &'a str,
 }
 
 /// One node's finding, every field of `sockeye.v1.Finding`.
@@ -24,6 +29,8 @@ pub struct NodeFinding<'a> {
     pub severity: &'a str,
     pub confidence: &'a str,
     pub corroborating_signals: u32,
+    /// The signals that agree, by name.
+    pub signals: &'a [String],
     pub since_unix_ms: i64,
     pub resolved_unix_ms: i64,
     pub updated_unix_ms: i64,
@@ -44,6 +51,7 @@ pub fn node_finding(f: &pb::Finding) -> NodeFinding<'_> {
         severity: &f.severity,
         confidence: &f.confidence,
         corroborating_signals: f.corroborating_signals,
+        signals: &f.signals,
         since_unix_ms: f.since_unix_ms,
         resolved_unix_ms: f.resolved_unix_ms,
         updated_unix_ms: f.updated_unix_ms,
@@ -55,10 +63,12 @@ pub fn node_finding(f: &pb::Finding) -> NodeFinding<'_> {
             .evidence
             .iter()
             .map(|e| Evidence {
+                key: &e.key,
                 fact: &e.fact,
                 value: e.value,
                 unit: &e.unit,
                 at_unix_ms: e.at_unix_ms,
+                about: &e.about,
             })
             .collect(),
         next_step: &f.next_step,

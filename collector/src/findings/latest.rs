@@ -126,6 +126,8 @@ fn resolution_not_seen(node: &str, last_seen_end: i64, gone_end: i64) -> pb::Evi
         value: (gone_end - last_seen_end).max(0) as f64 / 1e3,
         unit: "s".into(),
         at_unix_ms: gone_end,
+        key: "resolution_not_seen_s".into(),
+        about: node.to_string(),
     }
 }
 

@@ -29,7 +29,9 @@ use tonic::{
 pub type Client = CollectorServiceClient<Channel>;
 
 /// How long any single wait in a test may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// Long enough for a process start or a store recovery on a loaded 2-core
+/// machine; it only costs time when a test fails anyway.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, f).await {
@@ -492,6 +494,8 @@ pub fn finding(
             value: updated_ms as f64,
             unit: "ms".into(),
             at_unix_ms: updated_ms,
+            key: String::new(),
+            about: String::new(),
         }],
         next_step: "look".into(),
         node: node.into(),
@@ -499,6 +503,7 @@ pub fn finding(
         dns_name: String::new(),
         affected: vec![],
         updated_unix_ms: updated_ms,
+        signals: vec![],
     }
 }
 

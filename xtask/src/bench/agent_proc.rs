@@ -62,7 +62,10 @@ impl Agent {
     /// `ready_timeout` for its ready line.
     pub fn start(path: &Path, extra_args: &[&str], ready_timeout: Duration) -> Result<Agent> {
         let mut child = Command::new(path)
+            // No HTTP port and no API socket: their defaults are fixed
+            // places another agent (a test suite, scripts/run.sh) may hold.
             .args(["--output", "json", "--interval", "1"])
+            .args(["--http-addr", "off", "--api-socket", "off"])
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -215,11 +215,17 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// dnsmasq answering every `*.bench.test` A query itself; killed on drop.
-struct Dnsmasq(Child);
+/// dnsmasq answering every `*.bench.test` A query itself, and where its
+/// errors go; killed (and the log removed) on drop.
+struct Dnsmasq(Child, PathBuf);
 
 impl Dnsmasq {
     fn start() -> Result<Self> {
+        // Its errors go to a file, not a pipe nobody reads.
+        let log_path =
+            std::env::temp_dir().join(format!("sockeye-bench-dnsmasq-{}.log", std::process::id()));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
@@ -233,12 +239,35 @@ impl Dnsmasq {
                 "--address=/bench.test/10.0.0.1",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log.try_clone()?))
             .spawn()
             .context("starting dnsmasq")?;
-        // It binds at once; a short pause spares a readiness protocol.
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(Self(child))
+        let mut dnsmasq = Self(child, log_path);
+        dnsmasq.wait_until_it_answers()?;
+        Ok(dnsmasq)
+    }
+
+    /// Asks it until it answers: only then is its socket bound.
+    fn wait_until_it_answers(&mut self) -> Result<()> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a DNS client")?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let query = crate::matrix::smoke::dns::query(1, "ready.bench.test");
+        let mut buf = [0u8; 512];
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                let said = std::fs::read_to_string(&self.1).unwrap_or_default();
+                bail!("dnsmasq exited ({status}) before answering: {said}");
+            }
+            // Refused until it binds: wait a little and ask again.
+            if socket.send_to(&query, SERVER).is_ok() && socket.recv(&mut buf).is_ok() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("dnsmasq did not answer on {SERVER} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -246,6 +275,7 @@ impl Drop for Dnsmasq {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
     }
 }
 

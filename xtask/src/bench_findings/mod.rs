@@ -170,7 +170,7 @@ pub fn run(args: &BenchFindingsArgs) -> Result<()> {
 }
 
 fn run_round(s: &Setup, number: usize, pair: usize, variant: Variant) -> Result<Round> {
-    let mut extra = vec!["--no-scan", "--http-addr", "off", "--api-socket", "off"];
+    let mut extra = vec!["--no-scan"];
     extra.extend(["--container", SHOW_NOTHING]);
     if variant == Variant::NoFindings {
         extra.push("--no-findings");
@@ -283,13 +283,13 @@ fn micro() -> Result<()> {
         .parent()
         .context("xtask has no parent directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench-findings: cargo bench -p sockeye-agent --bench findings_evaluate");
+    eprintln!("bench-findings: cargo bench -p sockeye-core --bench findings_evaluate");
     let status = Command::new(cargo)
         .args([
             "bench",
             "-q",
             "-p",
-            "sockeye-agent",
+            "sockeye-core",
             "--bench",
             "findings_evaluate",
         ])

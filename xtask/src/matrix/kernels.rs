@@ -4,6 +4,7 @@
 //! (loopback, IPv6, cgroup v2, BPF, tracefs) built in, no modules.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,6 +45,20 @@ pub struct Kernel {
 /// The newest kernel of `series`, downloaded into `cache` if not there yet.
 pub fn fetch(series: &Series, cache: &Path) -> Result<Kernel> {
     fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    // Two matrix runs at once (two checkouts' test suites) share the cache:
+    // one fetches while the other waits, then finds the image there.
+    let lock_path = cache.join(".lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours
+    // and is released when `lock` is closed at the end of this function.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!(
+            "locking {}: {}",
+            lock_path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
     let package = newest_package(series, cache)?;
     let vmlinuz = cache.join(&package).join("vmlinuz");
     if vmlinuz.is_file() {
@@ -172,8 +187,13 @@ fn extract_vmlinuz(deb: &Path, vmlinuz: &Path) -> Result<()> {
             })
             .with_context(|| format!("no boot/vmlinuz-* in {}", deb.display()))?;
         fs::create_dir_all(parent)?;
-        fs::copy(&image, vmlinuz)
-            .with_context(|| format!("copying {} to {}", image.display(), vmlinuz.display()))?;
+        // Copied under another name and renamed: an image that is there is
+        // whole, even if a run was killed while copying.
+        let partial = vmlinuz.with_extension("partial");
+        fs::copy(&image, &partial)
+            .with_context(|| format!("copying {} to {}", image.display(), partial.display()))?;
+        fs::rename(&partial, vmlinuz)
+            .with_context(|| format!("renaming {} to {}", partial.display(), vmlinuz.display()))?;
         Ok(())
     })();
     let _ = fs::remove_dir_all(&scratch);

@@ -20,7 +20,7 @@ mod protocol;
 mod qemu;
 mod report;
 pub mod row;
-mod smoke;
+pub(crate) mod smoke;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -14,11 +14,10 @@ use super::{
     families::render, labels::WorkloadLabels, process::Process, Capacities, Metrics, MetricsConfig,
     MetricsHandle,
 };
+use sockeye_core::testing::{closed, ev};
+
 use crate::{
-    aggregate::{
-        tests::{closed, ev},
-        Aggregator, Limits,
-    },
+    aggregate::{Aggregator, Limits},
     attribution::{
         container::{Owner, Runtime},
         pod_meta::{MetaSource, PodMeta, WorkloadRef},

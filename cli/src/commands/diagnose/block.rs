@@ -134,7 +134,17 @@ fn measured(e: &pb::Evidence, view: &View) -> String {
     if e.at_unix_ms != 0 {
         value = format!("{value} at {}", time(e.at_unix_ms, view));
     }
-    format!("{}  [{value}]", e.fact)
+    if !e.about.is_empty() {
+        value = format!("{value}, {}", e.about);
+    }
+    // A fact worded within another's sentence has no sentence of its own:
+    // its key says what the number is.
+    let fact = if e.fact.is_empty() { &e.key } else { &e.fact };
+    if e.key.is_empty() {
+        format!("{fact}  [{value}]")
+    } else {
+        format!("{fact}  [{}: {value}]", e.key)
+    }
 }
 
 /// A node's own finding, in a wide block.

@@ -10,8 +10,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 /// A loopback address of its own, so a resolver already listening on
-/// 127.0.0.1:53 or 127.0.0.53:53 on the host does not get in the way.
-pub const SERVER: &str = "127.0.77.53:53";
+/// 127.0.0.1:53 or 127.0.0.53:53 on the host does not get in the way, and
+/// of this process (127.77.x.y from its pid), so two smoke runs at once
+/// (two checkouts' test suites) do not either. The port is the agent's
+/// default DNS port.
+pub fn server() -> SocketAddr {
+    let pid = std::process::id();
+    SocketAddr::from(([127, 77, (pid >> 8) as u8, pid as u8], 53))
+}
 const TIMEOUT: Duration = Duration::from_secs(10);
 const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
@@ -25,8 +31,8 @@ pub struct Server {
 
 impl Server {
     pub fn start(count: usize) -> Result<Self> {
-        let socket =
-            UdpSocket::bind(SERVER).with_context(|| format!("binding DNS server {SERVER}"))?;
+        let socket = UdpSocket::bind(server())
+            .with_context(|| format!("binding DNS server {}", server()))?;
         socket.set_read_timeout(Some(TIMEOUT))?;
         let thread = thread::Builder::new()
             .name("smoke-dns".into())
@@ -56,7 +62,7 @@ impl Server {
 pub fn ask(name: &str, times: u16) -> Result<()> {
     let socket = UdpSocket::bind("127.0.0.1:0").context("binding the DNS client")?;
     socket.set_read_timeout(Some(TIMEOUT))?;
-    let server: SocketAddr = SERVER.parse()?;
+    let server = server();
     let want = if name.starts_with("nx.") {
         NXDOMAIN
     } else {
@@ -84,7 +90,7 @@ pub fn ask(name: &str, times: u16) -> Result<()> {
     Ok(())
 }
 
-fn query(id: u16, name: &str) -> Vec<u8> {
+pub(crate) fn query(id: u16, name: &str) -> Vec<u8> {
     let mut message = Vec::with_capacity(64);
     message.extend_from_slice(&id.to_be_bytes());
     // Flags: a standard query, recursion desired. One question.

@@ -16,7 +16,7 @@
 //! needs its identity in [`expect`]).
 
 mod cgroup;
-mod dns;
+pub(crate) mod dns;
 mod expect;
 mod traffic;
 
@@ -185,7 +185,7 @@ fn expectations(
         ]
     };
     let server_side = |n: u64| vec![("connects_ok", n), ("closed_total", n), ("open", 0)];
-    let server = dns::SERVER.parse().context("the DNS server address")?;
+    let server = dns::server();
     let queries = u64::from(DNS_OK_QUERIES);
     Ok(vec![
         Expectation::flow(

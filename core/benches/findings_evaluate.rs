@@ -1,0 +1,257 @@
+//! One `Findings::evaluate` on full tables: 65,536 sockets over 16,384 flows
+//! (the default `--max-sockets` and `--max-flows`), histories filled to
+//! their longest window, with leaks, CLOSE_WAIT pile-ups and refused
+//! connects for the detectors to report. Prints milliseconds per evaluation
+//! and the heap the findings keep.
+//!
+//! `cargo bench -p sockeye-core --bench findings_evaluate` (also run by
+//! `cargo xtask bench-findings`). The kernel is not asked anything here:
+//! the probe answers nothing (as for processes that are gone), so the
+//! cost of the agent's sock_diag questions is measured by the agent
+//! benchmark instead.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    net::{IpAddr, Ipv4Addr},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use sockeye_common::{
+    event::{EventKind, SockEvent, AF_INET},
+    tcp_state,
+};
+use sockeye_core::{
+    aggregate::{Aggregator, Limits},
+    dns::aggregate::DnsAggregates,
+    event::Event,
+    findings::{kind_index, probe::Answers, Findings, FindingsConfig, Inputs, Kind},
+    workload::Table as Names,
+};
+
+const SEC: u64 = 1_000_000_000;
+const FLOWS: u64 = 16_384;
+const SOCKETS: u64 = 65_536;
+const CGROUPS: u64 = 64;
+/// Flows gaining a socket every second for `LEAK_SECS`.
+const LEAKS: u64 = 16;
+const LEAK_SECS: u64 = 130;
+/// Flows with this many sockets in CLOSE_WAIT (the default minimum is 5).
+const CLOSE_WAITS: u64 = 64;
+const CLOSE_WAIT_SOCKETS: u64 = 6;
+/// Flows with refused connects (a dependency restarting elsewhere).
+const REFUSED: u64 = 32;
+/// Evaluations, one per simulated second: past the longest window (125 s of
+/// history), so the last ones run on full histories.
+const EVALUATIONS: u64 = 160;
+/// The evaluations measured: the last ones.
+const MEASURED: usize = 30;
+
+/// Counts live heap bytes and their peak, for the findings' memory.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is passed on as is.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Flow `i`: one of `CGROUPS` workloads, a quarter inbound, each to its own
+/// remote address.
+fn event(kind: EventKind, flow: u64, cookie: u64, ts_ns: u64) -> Event {
+    let remote = Ipv4Addr::new(
+        10,
+        (1 + flow / 65_536) as u8,
+        (flow / 256) as u8,
+        flow as u8,
+    );
+    let cgroup_id = 1000 + flow % CGROUPS;
+    let (kind, local_port, remote_port) = match kind {
+        EventKind::Established if flow.is_multiple_of(4) => (EventKind::Accepted, 8080, 40_000),
+        other => (other, 40_000, 6379),
+    };
+    let mut remote_addr = [0u8; 16];
+    remote_addr[..4].copy_from_slice(&remote.octets());
+    Event {
+        kind,
+        local: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        remote: IpAddr::V4(remote),
+        raw: SockEvent {
+            ts_ns,
+            cookie,
+            cgroup_id,
+            netns_cookie: 1,
+            duration_ns: 200_000,
+            old_state_ns: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
+            tgid: 100 + cgroup_id as u32,
+            pid: 100 + cgroup_id as u32,
+            kind: kind as u32,
+            errno: 0,
+            syn_retransmits: 0,
+            flags: 0,
+            family: AF_INET,
+            local_port,
+            remote_port,
+            old_state: 0,
+            new_state: 0,
+            local_addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr,
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        },
+    }
+}
+
+struct Table {
+    agg: Aggregator,
+    next_cookie: u64,
+}
+
+impl Table {
+    fn open(&mut self, flow: u64, ts_ns: u64) -> u64 {
+        self.next_cookie += 1;
+        let cookie = self.next_cookie;
+        self.agg
+            .handle(&event(EventKind::Established, flow, cookie, ts_ns));
+        cookie
+    }
+
+    fn state(&mut self, flow: u64, cookie: u64, ts_ns: u64, old: u8, new: u8) {
+        let mut e = event(EventKind::StateChange, flow, cookie, ts_ns);
+        e.raw.old_state = old;
+        e.raw.new_state = new;
+        self.agg.handle(&e);
+    }
+}
+
+fn main() {
+    let t0 = 1000 * SEC;
+    let mut t = Table {
+        agg: Aggregator::new(Limits::default()),
+        next_cookie: 0,
+    };
+    // The leaks' sockets arrive during the run; the rest are there from
+    // the start, so the table ends exactly full.
+    let base = SOCKETS - LEAKS * LEAK_SECS - CLOSE_WAITS * CLOSE_WAIT_SOCKETS;
+    for i in 0..base {
+        t.open(i % FLOWS, t0);
+    }
+    for f in 0..CLOSE_WAITS {
+        let flow = LEAKS + f;
+        for _ in 0..CLOSE_WAIT_SOCKETS {
+            let cookie = t.open(flow, t0);
+            t.state(
+                flow,
+                cookie,
+                t0 + SEC,
+                tcp_state::ESTABLISHED,
+                tcp_state::CLOSE_WAIT,
+            );
+        }
+    }
+    for f in 0..REFUSED {
+        // Outbound ones: a failed connect of an inbound flow's key would
+        // make a flow of its own, and a full table evicts a sixteenth.
+        let flow = 4 * (LEAKS + CLOSE_WAITS + f) + 1;
+        for _ in 0..3 {
+            t.next_cookie += 1;
+            let mut e = event(EventKind::Closed, flow, t.next_cookie, t0 + 2 * SEC);
+            e.raw.old_state = tcp_state::SYN_SENT;
+            e.raw.new_state = tcp_state::CLOSE;
+            e.raw.errno = 111;
+            t.agg.handle(&e);
+        }
+    }
+
+    let dns = DnsAggregates::new(16);
+    let mut attributor = Names::default();
+    let mut probe = Answers::default();
+    let heap_before = LIVE.load(Ordering::Relaxed);
+    let mut findings = Findings::new(FindingsConfig::default());
+    let mut times = Vec::new();
+    let mut transient = 0usize;
+    for s in 0..EVALUATIONS {
+        let now = t0 + s * SEC;
+        if s < LEAK_SECS {
+            for flow in 0..LEAKS {
+                t.open(flow, now);
+            }
+        }
+        let inputs = Inputs {
+            tcp: &t.agg,
+            dns: &dns,
+            now_ns: now,
+        };
+        let live = LIVE.load(Ordering::Relaxed);
+        PEAK.store(live, Ordering::Relaxed);
+        let start = Instant::now();
+        findings.evaluate(&inputs, &mut attributor, &mut probe);
+        times.push(start.elapsed());
+        transient = transient.max(PEAK.load(Ordering::Relaxed) - live);
+        findings.take_changes();
+    }
+    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before);
+
+    let drops = t.agg.drops();
+    assert_eq!(
+        (t.agg.sockets.len() as u64, t.agg.flows.len() as u64),
+        (SOCKETS, FLOWS),
+        "the synthetic table is not the intended size"
+    );
+    assert_eq!(drops.socket_table_full + drops.flows_evicted, 0);
+
+    let mut measured: Vec<Duration> = times[times.len() - MEASURED..].to_vec();
+    measured.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut open = [0usize; Kind::ALL.len()];
+    for f in findings.open() {
+        open[kind_index(f.kind)] += 1;
+    }
+    println!(
+        "findings evaluate: {SOCKETS} sockets over {FLOWS} flows, {} evaluations (1 per simulated second)",
+        EVALUATIONS
+    );
+    println!(
+        "  last {MEASURED} (histories full): median {:.2} ms, max {:.2} ms per evaluation; first {:.2} ms",
+        ms(measured[MEASURED / 2]),
+        ms(measured[MEASURED - 1]),
+        ms(times[0])
+    );
+    println!(
+        "  heap kept by the findings: {:.2} MiB; transient per evaluation: up to {:.2} MiB",
+        kept as f64 / (1 << 20) as f64,
+        transient as f64 / (1 << 20) as f64
+    );
+    let by_kind: Vec<String> = Kind::ALL
+        .iter()
+        .zip(open)
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{} {n}", k.name()))
+        .collect();
+    println!(
+        "  open findings: {}; histories kept for {} flows (max_series), the rest skipped",
+        by_kind.join(", "),
+        findings.config().max_series
+    );
+}

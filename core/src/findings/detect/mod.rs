@@ -1,0 +1,224 @@
+//! The detectors. Each reads the aggregates (and the histories kept here)
+//! and reports the problems that hold now as [`Verdict`]s: facts with keys,
+//! no sentences; the engine in `findings` words them and turns them into
+//! findings that open, change and resolve.
+
+pub mod close_wait;
+pub mod dns;
+pub mod leak;
+pub mod pool;
+pub mod resources;
+pub mod restart;
+
+use ahash::{HashMap, HashSet};
+
+use super::{
+    config::{self, FindingsConfig},
+    facts::{self, Ages, FlowSockets},
+    series::{Series, Timed},
+    About, Fact, Inputs, Unit, Verdict,
+};
+use crate::{
+    aggregate::{
+        cause::FailureCause,
+        flows::{FlowKey, FlowStats},
+    },
+    workload::Workloads,
+};
+
+/// Every open socket older than this is counted in the age evidence.
+const OLD_NS: u64 = 60_000_000_000;
+
+/// Cumulative counts of one flow at one time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSample {
+    pub t_ns: u64,
+    pub open: u64,
+    pub connecting: u64,
+    pub opened: u64,
+    pub closed: u64,
+    pub failed: [u64; FailureCause::ALL.len()],
+    /// Connects slower than `pool.slow_connect_ms`.
+    pub slow: u64,
+    pub syn_retransmits: u64,
+}
+
+impl Timed for TcpSample {
+    fn t_ns(&self) -> u64 {
+        self.t_ns
+    }
+}
+
+impl TcpSample {
+    fn of(flow: &FlowStats, open: u64, connecting: u64, slow_ns: u64, t_ns: u64) -> Self {
+        Self {
+            t_ns,
+            open,
+            connecting,
+            opened: flow.opened,
+            closed: flow.closed,
+            failed: flow.failed,
+            slow: flow.latency.count_at_least(slow_ns),
+            syn_retransmits: flow.syn_retransmits,
+        }
+    }
+
+    pub fn established(&self) -> u64 {
+        self.open - self.connecting
+    }
+
+    pub fn failed_by(&self, cause: FailureCause) -> u64 {
+        FailureCause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .map_or(0, |i| self.failed[i])
+    }
+}
+
+/// What one evaluation knows about one flow.
+pub struct FlowNow<'a> {
+    pub key: FlowKey,
+    pub stats: &'a FlowStats,
+    pub sample: TcpSample,
+    pub sockets: FlowSockets,
+}
+
+/// State the detectors keep between evaluations.
+pub struct Detectors {
+    tcp: Series<FlowKey, TcpSample>,
+    dns: Series<dns::DnsKey, dns::DnsSample>,
+    leak: leak::Leaks,
+    pool: pool::Pools,
+}
+
+/// Shared by the detectors of one evaluation.
+pub struct Context<'a, 'b> {
+    pub inputs: &'a Inputs<'b>,
+    pub config: &'a FindingsConfig,
+    pub attributor: &'a mut dyn Workloads,
+    /// What the kernel is asked on demand, for evidence.
+    pub probe: &'a mut dyn super::probe::Probe,
+}
+
+impl Context<'_, '_> {
+    pub fn label(&mut self, cgroup_id: u64) -> String {
+        self.attributor.workload(cgroup_id).label()
+    }
+
+    pub fn now(&self) -> u64 {
+        self.inputs.now_ns
+    }
+}
+
+impl Detectors {
+    pub fn new(config: &FindingsConfig) -> Self {
+        let keep = [
+            config.leak.window_s,
+            config.pool.window_s,
+            config.dns.window_s,
+        ]
+        .into_iter()
+        .fold(0.0, f64::max);
+        // One sample more than the longest window, so a full window exists.
+        let keep_ns = config::ns(keep) + super::series::SAMPLE_EVERY_NS;
+        Self {
+            tcp: Series::new(config.max_series, keep_ns),
+            dns: Series::new(config.max_series, keep_ns),
+            leak: leak::Leaks::default(),
+            pool: pool::Pools::default(),
+        }
+    }
+
+    /// Series not kept because the bound was reached (evidence may then be
+    /// missing for those flows).
+    pub fn series_skipped(&self) -> u64 {
+        self.tcp.skipped + self.dns.skipped
+    }
+
+    /// Questions to the kernel for evidence that failed.
+    pub fn probe_failures(&self) -> u64 {
+        self.leak.probe_failures + self.pool.probe_failures
+    }
+
+    pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Verdict> {
+        let now = cx.now();
+        let agg = cx.inputs.tcp;
+        let sockets = facts::collect(
+            &agg.sockets,
+            now,
+            &Ages {
+                older_than_ns: OLD_NS,
+                close_wait_ns: config::ns(cx.config.close_wait.min_wait_s),
+            },
+        );
+        let slow_ns = (cx.config.pool.slow_connect_ms * 1e6) as u64;
+        let mut flows = Vec::new();
+        let mut live = HashSet::default();
+        for (key, stats) in &agg.flows {
+            let s = sockets.get(key).cloned().unwrap_or_default();
+            let sample = TcpSample::of(stats, s.open, s.connecting, slow_ns, now);
+            // Only flows with something to judge get a history.
+            if s.open > 0 || stats.failed_total() > 0 || self.tcp.samples(key).next().is_some() {
+                self.tcp.record(*key, sample);
+                live.insert(*key);
+            }
+            flows.push(FlowNow {
+                key: *key,
+                stats,
+                sample,
+                sockets: s,
+            });
+        }
+        self.tcp.retain(&live);
+        let mut out = Vec::new();
+        out.extend(close_wait::detect(cx, &flows));
+        out.extend(self.leak.detect(cx, &flows, &self.tcp));
+        out.extend(self.pool.detect(cx, &flows, &self.tcp));
+        out.extend(restart::detect(cx, &flows));
+        out.extend(dns::detect(cx, &mut self.dns));
+        out.extend(resources::detect(cx.inputs, &cx.config.resources));
+        out
+    }
+}
+
+/// The newest sample at or before `t_ns` (the oldest if none is).
+pub fn sample_at<'s>(
+    samples: impl DoubleEndedIterator<Item = &'s TcpSample> + Clone,
+    t_ns: u64,
+) -> Option<&'s TcpSample> {
+    samples
+        .clone()
+        .rev()
+        .find(|s| s.t_ns <= t_ns)
+        .or_else(|| samples.into_iter().next())
+}
+
+/// Owners of a flow's sockets, as evidence: one `held_by` fact per
+/// process (most sockets first, with its command name while it runs), and
+/// `other_owners` for the sockets of processes past the first few or
+/// unknown.
+pub fn owner_facts(cx: &mut Context<'_, '_>, s: &FlowSockets, now: u64, facts: &mut Vec<Fact>) {
+    for (pid, n) in &s.owners {
+        let comm = cx.probe.process_name(*pid);
+        facts.push(
+            Fact::count("held_by", *n, Unit::Sockets, now)
+                .about(About::Process { pid: *pid, comm }),
+        );
+    }
+    if s.other_owners > 0 && !s.owners.is_empty() {
+        facts.push(Fact::count(
+            "other_owners",
+            s.other_owners,
+            Unit::Sockets,
+            now,
+        ));
+    }
+}
+
+/// Distinct cgroups, in first-seen order.
+pub fn dedup(ids: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut seen: HashMap<u64, ()> = HashMap::default();
+    ids.into_iter()
+        .filter(|id| seen.insert(*id, ()).is_none())
+        .collect()
+}
