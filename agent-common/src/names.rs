@@ -21,9 +21,9 @@ pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
 /// Ring buffer carrying [`crate::resources::ResourceFailure`] records:
 /// connects and socket() calls that failed for want of a port or an fd.
 pub const RESOURCE_EVENTS_MAP: &str = "SOCKEYE_RESOURCE_EVENTS";
-/// LRU hash: pid_tgid -> [`crate::resources::SyscallArgs`], what the
-/// socket() entry tracepoint or the connect hooks saw of a thread's last
-/// socket() or connect().
+/// Per-CPU array (one slot): [`crate::resources::SyscallArgs`], what the
+/// socket() entry tracepoint or the connect hooks saw of the last socket()
+/// or connect() on that CPU, tagged with its thread.
 pub const SYSCALL_ARGS_MAP: &str = "SOCKEYE_SYSCALL_ARGS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";

@@ -32,12 +32,14 @@ pub const fn is_exhaustion(errno: u32) -> bool {
 }
 
 /// What the socket() entry tracepoint or the connect4/connect6 hooks saw of
-/// a call, kept per thread (value of [`crate::names::SYSCALL_ARGS_MAP`],
-/// keyed by pid_tgid) for the exit tracepoint, which only sees the return
-/// value.
+/// a call, kept for the exit tracepoint, which only sees the return value
+/// (the per-CPU value of [`crate::names::SYSCALL_ARGS_MAP`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallArgs {
+    /// The thread that made the call: the slot is the CPU's, and the exit
+    /// only takes what its own thread left there.
+    pub pid_tgid: u64,
     /// When it was kept (`bpf_ktime_get_ns`); 0 for socket(). The connect
     /// hooks do not run for every connect() (not for other families), so
     /// the exit ignores a destination kept long before.
@@ -55,7 +57,7 @@ pub struct SyscallArgs {
     pub addr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 32);
+const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 
 /// One failed call, sent through [`crate::names::RESOURCE_EVENTS_MAP`].
 #[repr(C)]

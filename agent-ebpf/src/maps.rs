@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
@@ -22,12 +22,6 @@ const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 /// its fd limit (254,000 failures/s); faster loops lose records, counted in
 /// `kernel_resource_ringbuf_full`.
 const RESOURCE_RINGBUF_BYTES: u32 = 1 << 20;
-/// Threads remembered between the entry and exit of socket()/connect().
-/// Entries are never deleted, so this many threads' last calls are kept;
-/// the least recently calling thread's entry goes first. The failures
-/// reported happen at once (no port, no fd), so an entry only has to
-/// survive a few microseconds.
-const MAX_SYSCALL_THREADS: u32 = 16_384;
 
 #[map(name = "SOCKEYE_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -46,12 +40,11 @@ pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RINGBUF_BYTES, 0);
 #[map(name = "SOCKEYE_RESOURCE_EVENTS")]
 pub static RESOURCE_EVENTS: RingBuf = RingBuf::with_byte_size(RESOURCE_RINGBUF_BYTES, 0);
 
-/// LRU on purpose: entries are never deleted (see `resources`), and the
-/// threads that have not called socket() or connect() for longest are the
-/// ones to forget.
+/// What a thread's socket() or connect() is about, kept on the CPU it
+/// runs on for the syscall's exit (see `resources`): one slot per CPU,
+/// tagged with the thread.
 #[map(name = "SOCKEYE_SYSCALL_ARGS")]
-pub static SYSCALL_ARGS: LruHashMap<u64, SyscallArgs> =
-    LruHashMap::with_max_entries(MAX_SYSCALL_THREADS, 0);
+pub static SYSCALL_ARGS: PerCpuArray<SyscallArgs> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -243,16 +243,14 @@ fn destination(ctx: &SockAddrContext, family: u16, pid_tgid: u64) {
         }
         (port, addr)
     };
-    resources::keep(
+    resources::keep(&SyscallArgs {
         pid_tgid,
-        &SyscallArgs {
-            family,
-            port,
-            syscall: syscall::CONNECT,
-            addr,
-            ts_ns: now_ns(),
-        },
-    );
+        family,
+        port,
+        syscall: syscall::CONNECT,
+        addr,
+        ts_ns: now_ns(),
+    });
 }
 
 /// A cgroup_sock program's context as the socket pointer helpers take.

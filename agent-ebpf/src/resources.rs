@@ -7,15 +7,20 @@
 //! cgroup hooks never see them.
 //!
 //! The exit tracepoints only see the return value, so what the exit needs
-//! is kept under the thread's pid_tgid before: the domain of socket() by
-//! the socket() entry tracepoint, the destination of connect() by the
-//! connect4/connect6 hooks (`owners`), which run inside every connect() of
-//! an IPv4/IPv6 socket before the kernel looks for a local port, and read
-//! the destination from their context rather than from user memory.
-//! Entries are overwritten in place by the thread's next call and never
-//! deleted: a lookup per call is cheaper than an insert at entry plus a
-//! delete at every exit. The success path of an exit is one field read and
-//! a compare.
+//! is kept before: the domain of socket() by the socket() entry
+//! tracepoint, the destination of connect() by the connect4/connect6 hooks
+//! (`owners`), which run inside every connect() of an IPv4/IPv6 socket
+//! before the kernel looks for a local port, and read the destination from
+//! their context rather than from user memory.
+//!
+//! It is kept in a per-CPU slot tagged with the thread, not in a map keyed
+//! by thread: the failures reported happen at once (no port, no fd), on
+//! the CPU that ran the entry, so the slot is still the thread's; a per-CPU
+//! array lookup is an address computation, a hash lookup per call is not.
+//! A thread that slept and moved to another CPU in between finds another
+//! thread's tag there: its failure is still reported, without destination
+//! or domain, and counted (`kernel_syscall_args_missed`). The success path
+//! of an exit is one field read and a compare.
 //!
 //! # Minimum kernel version
 //! The syscall tracepoints need `CONFIG_FTRACE_SYSCALLS` (a kernel without
@@ -80,36 +85,26 @@ pub fn sockeye_sys_exit_socket(ctx: TracePointContext) -> u32 {
 fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
     let family = read::<u32>(ctx, off.socket_family)?;
-    keep(
-        bpf_get_current_pid_tgid(),
-        &SyscallArgs {
-            // Domains are small numbers (AF_MAX is under 64); a larger value
-            // fails socket() with EAFNOSUPPORT, not an errno we report.
-            family: family as u16,
-            syscall: syscall::SOCKET,
-            ..SyscallArgs::default()
-        },
-    );
+    keep(&SyscallArgs {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        // Domains are small numbers (AF_MAX is under 64); a larger value
+        // fails socket() with EAFNOSUPPORT, not an errno we report.
+        family: family as u16,
+        syscall: syscall::SOCKET,
+        ..SyscallArgs::default()
+    });
     Ok(())
 }
 
-/// Keeps `args` for this thread's exit tracepoint. A thread that called
-/// before has an entry: it is overwritten in place, which costs a lookup
-/// and no allocation (a map update would take a new LRU node every call).
-/// Only this thread reads or writes its entry, so no one sees it half
-/// written.
+/// Keeps `args` (tagged with its thread) in this CPU's slot for the
+/// syscall's exit.
 #[inline(always)]
-pub fn keep(key: u64, args: &SyscallArgs) {
-    if let Some(slot) = SYSCALL_ARGS.get_ptr_mut(key) {
-        // SAFETY: the pointer comes from the map lookup and stays valid
-        // while this program runs.
+pub fn keep(args: &SyscallArgs) {
+    if let Some(slot) = SYSCALL_ARGS.get_ptr_mut(0) {
+        // SAFETY: the pointer is this CPU's slot; the programs that write
+        // it run in process context, one at a time on a CPU.
         unsafe { *slot = *args };
-        return;
     }
-    // An LRU insert fails only when no node can be allocated; the thread
-    // has no entry then, so its exit counts a miss rather than reading a
-    // stale destination.
-    let _ = SYSCALL_ARGS.insert(key, args, 0);
 }
 
 fn try_exit(ctx: &TracePointContext, ret_offset: u32, which: u32) -> Result<(), i64> {
@@ -122,8 +117,11 @@ fn try_exit(ctx: &TracePointContext, ret_offset: u32, which: u32) -> Result<(), 
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: as in `remember`.
-    let args = SYSCALL_ARGS.get_ptr(pid_tgid).map(|p| unsafe { *p });
+    // SAFETY: as in `keep`.
+    let args = SYSCALL_ARGS
+        .get_ptr(0)
+        .map(|p| unsafe { *p })
+        .filter(|a| a.pid_tgid == pid_tgid);
     let args = match args {
         // A connect's destination is kept by connect4/connect6, which do
         // not run for other families: one older than a connect can take is

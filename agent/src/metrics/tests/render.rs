@@ -33,7 +33,11 @@ fn workload_labels_never_carry_uids_or_ids() {
     });
     assert_eq!(WorkloadLabels::of(&w).workload, "podman:4f2a9c1e0b7d");
     w.owner = Some(Owner::Host);
-    assert_eq!(WorkloadLabels::of(&w).workload, "host", "no unit in its path");
+    assert_eq!(
+        WorkloadLabels::of(&w).workload,
+        "host",
+        "no unit in its path"
+    );
     w.cgroup_path = Some("/system.slice/redis-server.service".into());
     assert_eq!(WorkloadLabels::of(&w).workload, "host/redis-server.service");
     w.owner = None;
