@@ -116,9 +116,8 @@ pub const SOCK_EVENT_SIZE: usize = 8 * 8 + 6 * 4 + 3 * 2 + 2 + 3 * 16;
 const _: () = assert!(core::mem::size_of::<SockEvent>() == SOCK_EVENT_SIZE);
 const _: () = assert!(SOCK_EVENT_SIZE.is_multiple_of(8));
 
-/// Per-socket state the kernel keeps between callbacks (each socket's own
-/// record in [`crate::names::SOCK_STATE_MAP`]); also the listener-owner
-/// record of [`crate::names::LISTENERS_MAP`].
+/// Per-socket state the kernel keeps between callbacks (value of
+/// [`crate::names::SOCKETS_MAP`]); also the listener-owner record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockInfo {

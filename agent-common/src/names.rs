@@ -5,10 +5,8 @@
 pub const EVENTS_MAP: &str = "SOCKEYE_EVENTS";
 /// Per-CPU array of drop/health counters, indexed by [`crate::counters::Counter`].
 pub const COUNTERS_MAP: &str = "SOCKEYE_COUNTERS";
-/// Socket storage: each TCP socket's own record
-/// ([`crate::event::SockInfo`]), freed with the socket, copied from a
-/// listener to the sockets it accepts.
-pub const SOCK_STATE_MAP: &str = "SOCKEYE_SOCK_STATE";
+/// Hash map: socket cookie -> per-socket state tracked by the kernel side.
+pub const SOCKETS_MAP: &str = "SOCKEYE_SOCKETS";
 /// Hash map: (netns cookie, port) -> owner of a listening socket.
 pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
 /// Ring buffer carrying [`crate::cgroup::CgroupEvent`] records (cgroup names).
@@ -18,6 +16,9 @@ pub const DNS_EVENTS_MAP: &str = "SOCKEYE_DNS_EVENTS";
 /// Read-only global `[u16; MAX_DNS_PORTS]`: the ports watched for DNS (host
 /// byte order, 0 = unused), set by the agent at load time.
 pub const DNS_PORTS_GLOBAL: &str = "SOCKEYE_DNS_PORT_LIST";
+/// LRU hash: socket cookie -> owner of a TCP socket, captured at connect() or
+/// bind() and taken by sock_ops when the socket connects or listens.
+pub const OWNERS_MAP: &str = "SOCKEYE_OWNERS";
 /// Ring buffer carrying [`crate::resources::ResourceFailure`] records:
 /// connects and socket() calls that failed for want of a port or an fd.
 pub const RESOURCE_EVENTS_MAP: &str = "SOCKEYE_RESOURCE_EVENTS";

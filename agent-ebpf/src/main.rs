@@ -1,8 +1,7 @@
 //! Sockeye's kernel programs: the TCP lifecycle and why connects fail from
-//! sock_ops, socket owners from cgroup connect/bind/release hooks, with
-//! per-socket state in socket storage; cgroup names from a tracepoint, DNS
-//! from cgroup_skb, connects and socket() calls that ran out of ports or
-//! fds from the syscall tracepoints.
+//! sock_ops, socket owners from cgroup connect/bind/release hooks; cgroup
+//! names from a tracepoint, DNS from cgroup_skb, connects and socket()
+//! calls that ran out of ports or fds from the syscall tracepoints.
 #![no_std]
 #![no_main]
 
@@ -14,7 +13,6 @@ mod owners;
 mod resources;
 mod sock_facts;
 mod sock_ops;
-mod storage;
 mod tp_field;
 
 #[cfg(not(test))]

@@ -1,9 +1,8 @@
-//! Every map the kernel programs use, named from `sockeye_common::names`,
-//! but the socket storage (its BTF definition is in `storage`).
+//! Every map the kernel programs use, named from `sockeye_common::names`.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
@@ -14,7 +13,9 @@ use sockeye_common::{
 
 /// Default sizes; the agent overrides them at load time from its config.
 const RINGBUF_BYTES: u32 = 4 << 20;
+const MAX_SOCKETS: u32 = 65_536;
 const MAX_LISTENERS: u32 = 4_096;
+const MAX_OWNERS: u32 = 16_384;
 const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 /// Failed connects and socket() calls: 80 bytes each with the ring's
 /// header, so about 13,000 between two drains (every 20 ms), 650,000 a
@@ -49,10 +50,18 @@ pub static SYSCALL_ARGS: PerCpuArray<SyscallArgs> = PerCpuArray::with_max_entrie
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-/// Owners of listeners older than the agent (seeded from /proc), and of
-/// listeners whose record an accepted socket did not get a copy of.
+#[map(name = "SOCKEYE_SOCKETS")]
+pub static SOCKETS: HashMap<u64, SockInfo> = HashMap::with_max_entries(MAX_SOCKETS, 0);
+
 #[map(name = "SOCKEYE_LISTENERS")]
 pub static LISTENERS: HashMap<ListenerKey, SockInfo> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+/// LRU on purpose: an owner parked at connect() or bind() is taken when the
+/// socket connects or listens, but a connect that fails before it reaches
+/// TCP, or a bound socket that never listens, leaves its entry behind; the
+/// oldest such entries are the ones to lose.
+#[map(name = "SOCKEYE_OWNERS")]
+pub static OWNERS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
 
 #[map(name = "SOCKEYE_TP_OFFSETS")]
 pub static TP_OFFSETS: Array<TracepointOffsets> = Array::with_max_entries(1, 0);

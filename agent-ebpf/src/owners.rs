@@ -7,8 +7,8 @@
 //! cgroup_sock_addr `connect4`/`connect6` and cgroup_sock `post_bind4`/
 //! `post_bind6` hooks run inside connect() and bind(), in the process that
 //! makes the call, and may read the current task on every kernel Sockeye
-//! supports. They write the owner into the socket's own record (`storage`),
-//! where sock_ops finds it when the socket connects or starts listening.
+//! supports. They park the owner under the socket's cookie in `OWNERS`;
+//! sock_ops takes it when the socket connects or starts listening.
 //! connect4/connect6 also keep the destination of every IPv4/IPv6
 //! connect() for the connect() exit tracepoint (`resources`), which sees
 //! only the return value: reading the hook's context costs less than an
@@ -28,18 +28,19 @@
 //!
 //! # Minimum kernel version
 //! `connect4/6`: 4.17; `post_bind4/6`: 4.17; `sock_release`: 5.9; the task
-//! helpers and socket storage in these hooks: 5.15 or earlier (checked on
-//! 6.1 by the kernel matrix).
+//! helpers in these hooks and `bpf_get_socket_cookie` in cgroup_sock: 5.15
+//! or earlier (checked on 6.1 by the kernel matrix).
 
-use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
     },
     macros::{cgroup_sock, cgroup_sock_addr},
     programs::{SockAddrContext, SockContext},
+    EbpfContext as _,
 };
 use sockeye_common::{
     counters::Counter,
@@ -49,11 +50,10 @@ use sockeye_common::{
 };
 
 use crate::{
-    emit::{emit, now_ns, Detail},
-    maps::count,
+    emit::{detail, emit, now_ns},
+    maps::{count, OWNERS, SOCKETS},
     resources,
     sock_facts::released_facts,
-    storage,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -91,9 +91,11 @@ pub fn sockeye_sock_release(ctx: SockContext) -> i32 {
     // rewrites the load into a read of the socket's state.
     let state = unsafe { read_volatile(addr_of!((*ctx.sock).state)) };
     if state == tcp_state::SYN_SENT as u32 {
-        // SAFETY: a cgroup_sock program's context is its socket.
-        if let Some(r) = unsafe { storage::get(sock(&ctx)) } {
-            r.flags |= flags::CLOSED_BY_OWNER;
+        // SAFETY: helper taking the program's context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        if let Some(info) = SOCKETS.get_ptr_mut(cookie) {
+            // SAFETY: pointer from a successful map lookup.
+            unsafe { (*info).flags |= flags::CLOSED_BY_OWNER };
         }
     } else if state == tcp_state::LISTEN as u32 {
         on_listener_release(&ctx);
@@ -101,8 +103,8 @@ pub fn sockeye_sock_release(ctx: SockContext) -> i32 {
     ALLOW
 }
 
-/// A listener being closed by its process. One the agent saw start has a
-/// record and its close comes from sock_ops; one that predates the agent
+/// A listener being closed by its process. One the agent saw start is in
+/// `SOCKETS` and its close comes from sock_ops; one that predates the agent
 /// is reported here, by the process closing it, with its cookie and
 /// namespace but no address or port (this hook may not read them): the
 /// start-up scan learned each pre-existing listener's cookie.
@@ -116,8 +118,7 @@ fn on_listener_release(ctx: &SockContext) {
     let Some(facts) = released_facts(ctx) else {
         return;
     };
-    // SAFETY: a cgroup_sock program's context is its socket.
-    if unsafe { storage::get(sock(ctx)) }.is_some() {
+    if SOCKETS.get_ptr(facts.cookie).is_some() {
         return;
     }
     let now = now_ns();
@@ -133,37 +134,25 @@ fn on_listener_release(ctx: &SockContext) {
         flags: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let detail = Detail {
-        ts_ns: now,
-        kind: EventKind::Closed,
-        old_state: tcp_state::LISTEN,
-        new_state: tcp_state::CLOSE,
-        duration_ns: 0,
-        old_state_ns: 0,
-        errno: 0,
-        flags: 0,
-    };
-    emit(&facts, Some(&closer), &detail);
+    let mut d = detail(now, EventKind::Closed, tcp_state::CLOSE);
+    d.old_state = tcp_state::LISTEN;
+    emit(&facts, Some(&closer), &d);
 }
 
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, family: u16) {
     // SAFETY: `sock_addr` is the context pointer the kernel passed.
-    let (kind, protocol, sk) = unsafe {
+    let (kind, protocol) = unsafe {
         (
             read_volatile(addr_of!((*ctx.sock_addr).type_)),
             read_volatile(addr_of!((*ctx.sock_addr).protocol)),
-            read_volatile(addr_of!((*ctx.sock_addr).__bindgen_anon_1.sk)),
         )
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     destination(ctx, family, pid_tgid);
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
-        // SAFETY: `bpf_sock_addr.sk` is the connecting socket.
-        remember(
-            unsafe { storage::get_or_create(sk.cast(), &EMPTY) },
-            pid_tgid,
-        );
+        // SAFETY: helper taking the program's context.
+        remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }, pid_tgid);
     }
 }
 
@@ -177,43 +166,32 @@ fn on_bind(ctx: &SockContext) {
         )
     };
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
-        // SAFETY: a cgroup_sock program's context is its socket.
-        let r = unsafe { storage::get_or_create(sock(ctx), &EMPTY) };
-        remember(r, bpf_get_current_pid_tgid());
+        // SAFETY: helper taking the program's context.
+        remember(
+            unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+            bpf_get_current_pid_tgid(),
+        );
     }
 }
 
-/// What a new record holds until [`remember`] fills it in.
-const EMPTY: SockInfo = SockInfo {
-    start_ns: 0,
-    state_ns: 0,
-    cgroup_id: 0,
-    tgid: 0,
-    pid: 0,
-    syn_retransmits: 0,
-    flags: 0,
-    comm: [0; 16],
-};
-
-/// Writes the current process into the socket's record as its owner.
+/// Parks the current process as the owner of socket `cookie`.
 #[inline(always)]
-fn remember(record: Option<&mut SockInfo>, pid_tgid: u64) {
-    let Some(r) = record else {
-        // No memory for the record: sock_ops counts the socket as one
-        // whose owner was not captured.
-        count(Counter::SocketsMapFull);
-        return;
-    };
+fn remember(cookie: u64, pid_tgid: u64) {
     let now = now_ns();
-    r.start_ns = now;
-    r.state_ns = now;
-    // SAFETY: helper without arguments.
-    r.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    r.tgid = (pid_tgid >> 32) as u32;
-    r.pid = pid_tgid as u32;
-    r.syn_retransmits = 0;
-    r.flags = 0;
-    r.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let owner = SockInfo {
+        start_ns: now,
+        state_ns: now,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        syn_retransmits: 0,
+        flags: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // An LRU insert only fails on allocation failure; sock_ops then counts
+    // the socket as one whose owner was not captured.
+    let _ = OWNERS.insert(cookie, owner, 0);
 }
 
 /// Keeps the connect's destination for this thread's connect() exit.
@@ -253,8 +231,30 @@ fn destination(ctx: &SockAddrContext, family: u16, pid_tgid: u64) {
     });
 }
 
-/// A cgroup_sock program's context as the socket pointer helpers take.
+/// The owner parked for socket `cookie`, taken out of `OWNERS`, with its
+/// times set to `now`; an unknown owner (counted) if none was parked.
 #[inline(always)]
-fn sock(ctx: &SockContext) -> *mut c_void {
-    ctx.sock.cast()
+pub fn take(cookie: u64, now: u64) -> SockInfo {
+    let mut owner = match OWNERS.get_ptr(cookie) {
+        // SAFETY: pointer from a successful map lookup.
+        Some(p) => unsafe { *p },
+        None => {
+            count(Counter::OwnerNotCaptured);
+            SockInfo {
+                start_ns: 0,
+                state_ns: 0,
+                cgroup_id: 0,
+                tgid: 0,
+                pid: 0,
+                syn_retransmits: 0,
+                flags: flags::UNTRACKED,
+                comm: [0; 16],
+            }
+        }
+    };
+    // Ignore the result: the entry may not exist.
+    let _ = OWNERS.remove(cookie);
+    owner.start_ns = now;
+    owner.state_ns = now;
+    owner
 }

@@ -7,11 +7,9 @@
 //! where "the current task" is whoever was interrupted, and sock_ops cannot
 //! read a socket's cgroup (`bpf_sk_cgroup_id` is not allowed there). So the
 //! owner (cgroup, process, command) is captured where the kernel runs in the
-//! owner's own context (connect, bind: see `owners`), kept in the socket's
-//! own storage (`storage`), and copied by the kernel to accepted sockets
-//! from their listener; the agent seeds the listener map with listeners
-//! that predate it.
-//!
+//! owner's own context (connect, listen), kept per socket, and inherited by
+//! accepted sockets from their listener; the agent seeds the listener map
+//! with listeners that predate it.
 //!
 //! Why a connect failed is told by what this program already sees: the
 //! kernel's SYN retries running out (RTO callback, `expired`), a segment
@@ -22,12 +20,16 @@
 //! connecting socket (host or network unreachable, a port-unreachable from
 //! a firewall) are all "unreachable" then; the agent tells no more apart.
 //!
+//! Per-socket state is in hash maps keyed by the socket cookie, not in
+//! socket storage (`BPF_MAP_TYPE_SK_STORAGE`): creating a socket's storage
+//! measured 1.2 us on 6.18 (two memory-accounted allocations, and a third
+//! when a listener's is copied to each accepted socket), more than the
+//! hash inserts, lookups and deletes it saves.
+//!
 //! # Minimum kernel version
-//! sock_ops with `bytes_acked`/`bytes_received`/`segs_in`: 4.16;
-//! `TCP_LISTEN_CB`: 4.19; `bpf_get_netns_cookie` in sock_ops: 5.8; socket
-//! storage: see `storage`.
+//! sock_ops with `bytes_acked`/`bytes_received`/`segs_in`: 4.16; `TCP_LISTEN_CB`: 4.19;
+//! `bpf_get_netns_cookie` in sock_ops: 5.8.
 
-use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
@@ -36,8 +38,10 @@ use aya_ebpf::{
         BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
+    helpers::generated::bpf_get_socket_cookie,
     macros::sock_ops,
     programs::SockOpsContext,
+    EbpfContext as _,
 };
 use sockeye_common::{
     counters::Counter,
@@ -47,9 +51,9 @@ use sockeye_common::{
 
 use crate::{
     emit::{detail, emit, listener_key, now_ns, Detail},
-    maps::{count, LISTENERS},
+    maps::{count, LISTENERS, SOCKETS},
+    owners,
     sock_facts::{facts, SockFacts},
-    storage,
 };
 
 const ECONNREFUSED: u32 = 111;
@@ -73,26 +77,15 @@ pub fn sockeye_sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
-/// Starts the connect's clock in the record connect4/connect6 made in this
-/// very connect() call; emits nothing. Most connects finish (or fail)
-/// within a round trip, and their Established/Closed event carries the
-/// start time, so a ConnectStart event per connect would be pure overhead.
-/// A connect still pending at its first SYN retransmission is announced by
-/// `on_rto`.
+/// Records the owner; emits nothing. Most connects finish (or fail) within
+/// a round trip, and their Established/Closed event carries the start time,
+/// so a ConnectStart event per connect would be pure overhead. A connect
+/// still pending at its first SYN retransmission is announced by `on_rto`.
 #[inline(never)]
 fn on_connect(ctx: &SockOpsContext) {
-    let now = now_ns();
-    match record(ctx) {
-        Some(r) => {
-            r.start_ns = now;
-            r.state_ns = now;
-            r.syn_retransmits = 0;
-        }
-        None => {
-            count(Counter::OwnerNotCaptured);
-            create(ctx, &unknown_owner(now));
-        }
-    }
+    // SAFETY: helper taking the sock_ops context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    insert_socket(cookie, &owners::take(cookie, now_ns()));
     // RTO callbacks tell SYN retransmissions and connect timeouts apart.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
 }
@@ -102,17 +95,19 @@ fn on_active_established(ctx: &SockOpsContext) {
     let Some(facts) = facts(ctx, true) else {
         return;
     };
-    // Already on if we saw the connect start; not for one that started
-    // before the agent attached.
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     let now = now_ns();
     let mut d = detail(now, EventKind::Established, tcp_state::ESTABLISHED);
     d.old_state = tcp_state::SYN_SENT;
-    let owner = record(ctx).map(|r| {
-        d.duration_ns = now.saturating_sub(r.start_ns);
-        d.old_state_ns = r.start_ns;
-        r.state_ns = now;
-        &*r
+    let owner = SOCKETS.get_ptr_mut(facts.cookie).map(|p| {
+        // SAFETY: pointer from a successful map lookup; the socket lock
+        // serialises this socket's callbacks.
+        unsafe {
+            d.duration_ns = now.saturating_sub((*p).start_ns);
+            d.old_state_ns = (*p).start_ns;
+            (*p).state_ns = now;
+            &*p
+        }
     });
     emit(&facts, owner, &d);
 }
@@ -123,39 +118,32 @@ fn on_passive_established(ctx: &SockOpsContext) {
         return;
     };
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
+    let key = listener_key(&facts);
     let now = now_ns();
-    // The kernel copied the listener's record when it created this socket.
-    let record = match record(ctx) {
-        Some(r) => Some(r),
-        None => {
-            // The listener has none: it predates the agent (the agent seeded
-            // its owner in LISTENERS), or its own record could not be made.
-            let owner = match LISTENERS.get_ptr(listener_key(&facts)) {
-                // SAFETY: pointer from a successful map lookup.
-                Some(l) => unsafe { *l },
-                None => unknown_owner(0),
-            };
-            create(ctx, &owner)
-        }
+    let mut info = match LISTENERS.get_ptr(key) {
+        // SAFETY: pointer from a successful map lookup.
+        Some(l) => unsafe { *l },
+        // No record of the listener: its map was full, or it predates the
+        // agent and could not be seeded. The owner is unknown; say so.
+        None => SockInfo {
+            start_ns: 0,
+            state_ns: 0,
+            cgroup_id: 0,
+            tgid: 0,
+            pid: 0,
+            syn_retransmits: 0,
+            flags: flags::UNTRACKED,
+            comm: [0; 16],
+        },
     };
+    info.start_ns = now;
+    info.state_ns = now;
+    info.syn_retransmits = 0;
+    let tracked = insert_socket(facts.cookie, &info);
     let mut d = detail(now, EventKind::Accepted, tcp_state::ESTABLISHED);
     d.old_state = tcp_state::SYN_RECV;
-    let owner = match record {
-        Some(r) => {
-            r.start_ns = now;
-            r.state_ns = now;
-            r.syn_retransmits = 0;
-            // Only whether the owner is known carries over from the listener.
-            r.flags &= flags::UNTRACKED;
-            d.flags = r.flags;
-            Some(&*r)
-        }
-        None => {
-            d.flags = flags::UNTRACKED;
-            None
-        }
-    };
-    emit(&facts, owner, &d);
+    d.flags = info.flags;
+    emit(&facts, tracked.then_some(&info), &d);
 }
 
 #[inline(never)]
@@ -164,26 +152,17 @@ fn on_listen(ctx: &SockOpsContext) {
         return;
     };
     let now = now_ns();
-    let record = match record(ctx) {
-        Some(r) => Some(r),
-        None => {
-            count(Counter::OwnerNotCaptured);
-            create(ctx, &unknown_owner(now))
-        }
-    };
-    let Some(r) = record else {
-        emit(
-            &facts,
-            None,
-            &detail(now, EventKind::Listen, tcp_state::LISTEN),
-        );
-        return;
-    };
-    r.start_ns = now;
-    r.state_ns = now;
-    // Accepted sockets get the owner from the listener's record; the map
-    // is the fallback for one the kernel could not copy.
-    if LISTENERS.insert(listener_key(&facts), &*r, 0).is_err() {
+    let info = owners::take(facts.cookie, now);
+    let tracked = insert_socket(facts.cookie, &info);
+    // By reference: by value, `info` is copied onto the stack once more, and
+    // on_listen's frame plus its callee's no longer fit 6.1's 512-byte
+    // stack limit for a call chain (the kernel matrix found it).
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "a by-value copy costs stack that 6.1's verifier does not allow"
+    )]
+    let inserted = LISTENERS.insert(listener_key(&facts), &info, 0);
+    if inserted.is_err() {
         count(Counter::ListenersMapFull);
     }
     // The STATE flag makes the listener's close (LISTEN -> CLOSE) visible, and
@@ -191,7 +170,7 @@ fn on_listen(ctx: &SockOpsContext) {
     set_flags(ctx, BPF_SOCK_OPS_STATE_CB_FLAG);
     emit(
         &facts,
-        Some(&*r),
+        tracked.then_some(&info),
         &detail(now, EventKind::Listen, tcp_state::LISTEN),
     );
 }
@@ -212,12 +191,14 @@ fn on_state(ctx: &SockOpsContext) {
         return;
     };
     let now = now_ns();
-    let (owner, old_state_ns) = match record(ctx) {
-        Some(r) => {
-            let since = r.state_ns;
-            r.state_ns = now;
-            (Some(&*r), since)
-        }
+    let (owner, old_state_ns) = match SOCKETS.get_ptr_mut(facts.cookie) {
+        // SAFETY: pointer from a successful map lookup; one socket's
+        // callbacks are serialised by the socket lock.
+        Some(p) => unsafe {
+            let since = (*p).state_ns;
+            (*p).state_ns = now;
+            (Some(&*p), since)
+        },
         None => {
             count(Counter::UntrackedSocket);
             (None, 0)
@@ -251,14 +232,15 @@ fn on_state(ctx: &SockOpsContext) {
         failed_connect_cause(&facts, owner, &mut d);
     } else if old == tcp_state::FIN_WAIT2 || old == tcp_state::CLOSING {
         // Handed to a TIME_WAIT minisocket. (A RST in these states also
-        // lands here; it is rare enough not to be told apart.)
+        // lands here; it is rare enough not to pay a map lookup per close.)
         d.flags |= flags::ENTERED_TIME_WAIT;
     }
     if old == tcp_state::LISTEN {
         remove_listener(&facts, owner);
     }
     emit(&facts, owner, &d);
-    // Nothing to delete: the record goes with the socket.
+    // Ignore the result: the socket may never have been in the map.
+    let _ = SOCKETS.remove(facts.cookie);
 }
 
 #[inline(never)]
@@ -268,23 +250,34 @@ fn on_rto(ctx: &SockOpsContext) {
     if state != tcp_state::SYN_SENT {
         return;
     }
-    let Some(r) = record(ctx) else {
+    // SAFETY: as above.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(info) = SOCKETS.get_ptr_mut(cookie) else {
         return;
     };
     // args[2] is "expired": the kernel is giving up on this connect.
-    if ctx.arg(2) != 0 {
-        r.flags |= flags::CONNECT_TIMED_OUT;
-        return;
-    }
-    r.syn_retransmits += 1;
+    let expired = ctx.arg(2) != 0;
+    // SAFETY: pointer from a successful map lookup; one socket's callbacks are
+    // serialised by the socket lock.
+    let first_retransmit = unsafe {
+        if expired {
+            (*info).flags |= flags::CONNECT_TIMED_OUT;
+            false
+        } else {
+            (*info).syn_retransmits += 1;
+            (*info).syn_retransmits == 1
+        }
+    };
     // This connect is slow (its first SYN got no answer within the initial
     // RTO): make it visible as pending now rather than when it ends.
-    if r.syn_retransmits == 1 {
+    if first_retransmit {
         if let Some(facts) = facts(ctx, true) {
-            let start = r.start_ns;
+            // SAFETY: as above.
+            let owner = unsafe { &*info };
+            let start = owner.start_ns;
             emit(
                 &facts,
-                Some(&*r),
+                Some(owner),
                 &detail(start, EventKind::ConnectStart, tcp_state::SYN_SENT),
             );
         }
@@ -325,51 +318,6 @@ fn remove_listener(facts: &SockFacts, owner: Option<&SockInfo>) {
     }
 }
 
-/// The callback's full socket; None for a request socket (which has no
-/// storage, and whose callbacks we do not use).
-#[inline(always)]
-fn sock(ctx: &SockOpsContext) -> Option<*mut c_void> {
-    // SAFETY: ctx.ops is the context pointer the kernel passed us; the
-    // verifier rewrites the load (NULL unless the socket is a full one).
-    let sk = unsafe { read_volatile(addr_of!((*ctx.ops).__bindgen_anon_2.sk)) };
-    (!sk.is_null()).then_some(sk.cast())
-}
-
-/// The record of the callback's socket, if it has one.
-#[inline(always)]
-fn record<'a>(ctx: &SockOpsContext) -> Option<&'a mut SockInfo> {
-    // SAFETY: `sk` is this callback's full socket, checked for null; the
-    // socket lock serialises its callbacks.
-    sock(ctx).and_then(|sk| unsafe { storage::get(sk) })
-}
-
-/// Gives the callback's socket a record made from `init`; None (counted)
-/// if the kernel could not allocate it.
-#[inline(always)]
-fn create<'a>(ctx: &SockOpsContext, init: &SockInfo) -> Option<&'a mut SockInfo> {
-    // SAFETY: as in `record`.
-    let r = sock(ctx).and_then(|sk| unsafe { storage::get_or_create(sk, init) });
-    if r.is_none() {
-        count(Counter::SocketsMapFull);
-    }
-    r
-}
-
-/// The record of a socket whose owner was not captured.
-#[inline(always)]
-fn unknown_owner(now: u64) -> SockInfo {
-    SockInfo {
-        start_ns: now,
-        state_ns: now,
-        cgroup_id: 0,
-        tgid: 0,
-        pid: 0,
-        syn_retransmits: 0,
-        flags: flags::UNTRACKED,
-        comm: [0; 16],
-    }
-}
-
 /// Adds callback flags. The helper replaces the socket's whole flag set,
 /// so keep what is there: other sock_ops programs (a CNI, another agent) may
 /// rely on their own flags, and clearing ours (e.g. RTO once established)
@@ -384,4 +332,15 @@ fn set_flags(ctx: &SockOpsContext, wanted: u32) {
     if ctx.set_cb_flags((current | wanted) as i32).is_err() {
         count(Counter::CbFlagsFailed);
     }
+}
+
+/// Inserts (or replaces) the socket's record; false (counted) if the map is
+/// full. Callers emit from their own copy rather than look the entry up again.
+#[inline(always)]
+fn insert_socket(cookie: u64, info: &SockInfo) -> bool {
+    if SOCKETS.insert(cookie, info, 0).is_err() {
+        count(Counter::SocketsMapFull);
+        return false;
+    }
+    true
 }

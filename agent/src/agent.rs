@@ -65,6 +65,8 @@ pub enum StartError {
     Cgroup(#[from] cgroup_fs::CgroupFsError),
     #[error(transparent)]
     Load(#[from] ebpf::LoadError),
+    #[error("--max-sockets {value} does not fit the kernel map size (u32)")]
+    MaxSockets { value: usize },
 }
 
 pub struct Agent {
@@ -96,10 +98,15 @@ impl Agent {
             Some(p) => p.clone(),
             None => cgroup_fs::find_cgroup2_mount()?,
         };
+        let max_sockets =
+            u32::try_from(config.limits.max_sockets).map_err(|_| StartError::MaxSockets {
+                value: config.limits.max_sockets,
+            })?;
         let mut probes = ebpf::load(&LoadOptions {
             cgroup_root: cgroup_root.clone(),
             tracefs: config.tracefs.clone(),
             ringbuf_bytes: config.ringbuf_bytes,
+            max_sockets,
             max_listeners: 4096,
             dns_ports: config.dns_ports.clone(),
             dns_ringbuf_bytes: config.dns_ringbuf_bytes,

@@ -65,7 +65,7 @@ struct Args {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     duration: Option<f64>,
-    /// Sockets the agent's table tracks at once (the kernel keeps each socket's record with the socket); beyond it sockets are counted as lost.
+    /// Sockets tracked at once (kernel map and user table); beyond it sockets are counted as lost.
     #[arg(long, default_value_t = 65_536)]
     max_sockets: usize,
     /// Aggregation keys (container, direction, remote, port) kept; beyond it the stalest are evicted and counted.

@@ -27,6 +27,8 @@ pub struct LoadOptions {
     pub tracefs: PathBuf,
     /// Ring buffer size: a power of two, multiple of the page size.
     pub ringbuf_bytes: u32,
+    /// Capacity of the kernel's socket map (sockets tracked at once).
+    pub max_sockets: u32,
     pub max_listeners: u32,
     /// Ports watched for DNS; empty turns DNS tracing off.
     pub dns_ports: Vec<u16>,
@@ -115,6 +117,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         .override_global(names::DNS_PORTS_GLOBAL, &dns_ports, true)
         .map_max_entries(names::EVENTS_MAP, opts.ringbuf_bytes)
         .map_max_entries(names::DNS_EVENTS_MAP, opts.dns_ringbuf_bytes)
+        .map_max_entries(names::SOCKETS_MAP, opts.max_sockets)
         .map_max_entries(names::LISTENERS_MAP, opts.max_listeners)
         .load(OBJECT)
         .map_err(|source| LoadError::Object { source })?;
@@ -136,7 +139,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             name: "tcp_lifecycle",
             enabled: true,
             detail: format!(
-                "sock_ops and the connect/bind/release owner hooks on cgroup v2 root {}, per-socket state in socket storage",
+                "sock_ops and the connect/bind/release owner hooks on cgroup v2 root {}",
                 opts.cgroup_root.display()
             ),
         },
