@@ -100,6 +100,8 @@ pub struct Probes {
     /// the connect_resources feature is off.
     pub resource_events: Option<RingBuf<MapData>>,
     pub features: Vec<Feature>,
+    /// How long TCP events waited in `events` before they were read.
+    pub lag: super::lag::RingLag,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
@@ -190,6 +192,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         dns_events,
         resource_events,
         features,
+        lag: super::lag::RingLag::default(),
     })
 }
 

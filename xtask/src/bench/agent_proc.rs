@@ -192,7 +192,8 @@ impl Agent {
         self.status_kib("VmRSS")
     }
 
-    fn status_kib(&self, field: &str) -> Result<u64> {
+    /// A field in KiB of /proc/PID/status (`VmRSS`, `RssAnon`, ...).
+    pub fn status_kib(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.pid);
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         parse_status_kib(&status, field).with_context(|| format!("no {field} in {path}"))

@@ -33,8 +33,8 @@ pub fn print_row(round: &Round) {
     );
     if let Some(a) = &round.agent {
         line.push_str(&format!(
-            "  | events/s={:.0} lost={} cpu={:.1}% rss={:.1}MiB",
-            a.events_per_sec, a.lost_total, a.cpu_pct, a.peak_rss_mib
+            "  | events/s={:.0} lost={} lag p99={:.0}ms max={:.0}ms cpu={:.1}% rss={:.1}MiB",
+            a.events_per_sec, a.lost_total, a.lag_p99_ms, a.lag_max_ms, a.cpu_pct, a.peak_rss_mib
         ));
     }
     if round.error_count() > 0 {
@@ -232,6 +232,11 @@ pub fn print_summary(rounds: &[Round], figures: &[FigureSummary]) {
         opt(median(agent().map(|a| a.cpu_pct).collect()), 1),
         opt(agent().map(|a| a.peak_rss_mib).reduce(f64::max), 1),
     );
+    println!(
+        "ring buffer lag (what batched wake-ups add to findings): p99 up to {} ms, max {} ms (target well under 1000 ms)",
+        opt(agent().map(|a| a.lag_p99_ms).reduce(f64::max), 0),
+        opt(agent().map(|a| a.lag_max_ms).reduce(f64::max), 0),
+    );
     let with_errors = rounds.iter().filter(|r| r.error_count() > 0).count();
     if with_errors > 0 {
         println!("! {with_errors} round(s) had workload errors; their figures are suspect");
@@ -283,16 +288,24 @@ pub fn print_memory(label: &str, m: &Memory) {
     println!();
     println!(
         "{label} memory: idle {:.1} MiB; with {} sockets held by {} processes ({} tracked): \
-         {:.1} MiB now, {:.1} MiB peak (target <= {TARGET_RSS_MIB} MiB: {}); lost {}",
+         {:.1} MiB now (anon {:.1}, file {:.1}, shared {:.1}), {:.1} MiB peak \
+         (target <= {TARGET_RSS_MIB} MiB: {}); lost {}",
         m.idle_rss_mib,
         m.sockets,
         m.processes,
         m.tracked_sockets,
         m.rss_mib,
+        m.rss_anon_mib,
+        m.rss_file_mib,
+        m.rss_shmem_mib,
         m.peak_rss_mib,
         verdict(Some(m.peak_rss_mib <= TARGET_RSS_MIB)),
         m.lost_total,
     );
+    if !m.lost.is_empty() {
+        let lost: Vec<String> = m.lost.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("  lost: {}", lost.join(" "));
+    }
 }
 
 pub fn print_notes() {
@@ -334,6 +347,8 @@ pub fn print_json(
                 v["lost"] = json!(a.lost);
                 v["agent_cpu_pct"] = json!(a.cpu_pct);
                 v["peak_rss_mib"] = json!(a.peak_rss_mib);
+                v["ring_lag_p99_ms"] = json!(a.lag_p99_ms);
+                v["ring_lag_max_ms"] = json!(a.lag_max_ms);
             }
             v
         })

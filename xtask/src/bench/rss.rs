@@ -88,8 +88,16 @@ pub struct Memory {
     /// Sockets the agent said it tracked (its last stats line).
     pub tracked_sockets: u64,
     pub rss_mib: f64,
+    /// What the resident memory is: the agent's own heap and stacks
+    /// (anonymous), its binary (file), and shared mappings, which are the
+    /// ring buffers the kernel writes into.
+    pub rss_anon_mib: f64,
+    pub rss_file_mib: f64,
+    pub rss_shmem_mib: f64,
     pub peak_rss_mib: f64,
     pub lost_total: u64,
+    /// Loss counters that are not 0.
+    pub lost: std::collections::BTreeMap<String, u64>,
 }
 
 /// Starts the agent, reads its idle RSS, opens `sockets` sockets over
@@ -115,6 +123,9 @@ pub fn measure(
     // One more window with everything in place.
     wait_windows(&mut agent, 1)?;
     let rss_mib = agent.rss_kib()? as f64 / 1024.0;
+    let mib = |field: &str| agent.status_kib(field).map(|k| k as f64 / 1024.0);
+    let (rss_anon_mib, rss_file_mib, rss_shmem_mib) =
+        (mib("RssAnon")?, mib("RssFile")?, mib("RssShmem")?);
     let peak_rss_mib = agent.peak_rss_kib()? as f64 / 1024.0;
     drop(holders);
     let stats = agent.stop(super::STOP_TIMEOUT)?;
@@ -124,8 +135,12 @@ pub fn measure(
         processes,
         tracked_sockets,
         rss_mib,
+        rss_anon_mib,
+        rss_file_mib,
+        rss_shmem_mib,
         peak_rss_mib,
         lost_total: stats.lost_total,
+        lost: stats.lost.into_iter().filter(|(_, n)| *n > 0).collect(),
     })
 }
 
