@@ -25,7 +25,7 @@ pub(crate) mod agent_proc;
 mod bpf_stats;
 mod bpftrace;
 mod bulk;
-mod held;
+pub(crate) mod held;
 mod mixed;
 pub(crate) mod preflight;
 pub(crate) mod report;
@@ -130,7 +130,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         mixed: (args.mixed_conns > 0).then_some(args.mixed_conns),
     };
     if plan.mixed.is_some() {
-        raise_fd_limit(2 * args.mixed_conns as u64 + 1024)?;
+        held::raise_fd_limit(2 * args.mixed_conns as u64 + 1024, "lower --mixed-conns")?;
     }
     print_setup(args, &plan);
 
@@ -291,35 +291,6 @@ fn ensure_tools(args: &BenchArgs) -> Result<()> {
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
-
-/// Raises this process's open-file soft limit to its hard limit if it is
-/// below `needed`; an error says what to lower if even that is too low.
-pub(crate) fn raise_fd_limit(needed: u64) -> Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
-    }
-    if limit.rlim_cur >= needed {
-        return Ok(());
-    }
-    if limit.rlim_max < needed {
-        bail!(
-            "about {needed} open files are needed and the hard limit is {}; \
-             lower --mixed-conns or raise --rss-processes",
-            limit.rlim_max
-        );
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: setrlimit reads one rlimit from the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
-    }
-    Ok(())
 }
 
 fn workspace_root() -> Result<PathBuf> {

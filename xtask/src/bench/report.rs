@@ -32,9 +32,15 @@ pub fn print_row(round: &Round) {
         figures.join("  ")
     );
     if let Some(a) = &round.agent {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}ms"));
         line.push_str(&format!(
-            "  | events/s={:.0} lost={} lag p99={:.0}ms max={:.0}ms cpu={:.1}% rss={:.1}MiB",
-            a.events_per_sec, a.lost_total, a.lag_p99_ms, a.lag_max_ms, a.cpu_pct, a.peak_rss_mib
+            "  | events/s={:.0} lost={} lag p99={} max={} cpu={:.1}% rss={:.1}MiB",
+            a.events_per_sec,
+            a.lost_total,
+            ms(a.lag_p99_ms),
+            ms(a.lag_max_ms),
+            a.cpu_pct,
+            a.peak_rss_mib
         ));
     }
     if round.error_count() > 0 {
@@ -234,8 +240,8 @@ pub fn print_summary(rounds: &[Round], figures: &[FigureSummary]) {
     );
     println!(
         "ring buffer lag (what batched wake-ups add to findings): p99 up to {} ms, max {} ms (target well under 1000 ms)",
-        opt(agent().map(|a| a.lag_p99_ms).reduce(f64::max), 0),
-        opt(agent().map(|a| a.lag_max_ms).reduce(f64::max), 0),
+        opt(agent().filter_map(|a| a.lag_p99_ms).reduce(f64::max), 0),
+        opt(agent().filter_map(|a| a.lag_max_ms).reduce(f64::max), 0),
     );
     let with_errors = rounds.iter().filter(|r| r.error_count() > 0).count();
     if with_errors > 0 {

@@ -70,9 +70,10 @@ pub struct AgentFigures {
     pub cpu_pct: f64,
     pub peak_rss_mib: f64,
     /// How long events waited in the ring buffer (the agent's
-    /// `ring_lag`): 99th percentile and maximum, in ms.
-    pub lag_p99_ms: f64,
-    pub lag_max_ms: f64,
+    /// `ring_lag`): 99th percentile and maximum, in ms; None from an agent
+    /// that does not report it.
+    pub lag_p99_ms: Option<f64>,
+    pub lag_max_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,8 +170,11 @@ pub fn run(number: usize, arm: Arm, plan: &Plan, clk_tck: u64) -> Result<Round> 
                 .stop(super::STOP_TIMEOUT)
                 .with_context(|| format!("round {number}: stopping the agent"))?;
             let cpu_secs = cpu_end.saturating_sub(cpu_start) as f64 / clk_tck as f64;
-            let lag_ms =
-                |field: &str| stats.raw["ring_lag"][field].as_u64().unwrap_or(0) as f64 / 1000.0;
+            let lag_ms = |field: &str| {
+                stats.raw["ring_lag"][field]
+                    .as_u64()
+                    .map(|us| us as f64 / 1000.0)
+            };
             round.agent = Some(AgentFigures {
                 lag_p99_ms: lag_ms("p99_us"),
                 lag_max_ms: lag_ms("max_us"),

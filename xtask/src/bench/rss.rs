@@ -31,7 +31,7 @@ pub struct HoldArgs {
 /// `xtask bench-hold`: opens the connections, says so on stdout, and
 /// holds them until stdin closes (the parent exited or is done).
 pub fn hold(args: &HoldArgs) -> Result<()> {
-    super::raise_fd_limit(2 * args.conns as u64 + 64)?;
+    super::held::raise_fd_limit(2 * args.conns as u64 + 64, "raise --rss-processes")?;
     let held = Held::open(args.conns)?;
     println!("{HOLDING} {}", held.len());
     let mut line = String::new();

@@ -164,20 +164,8 @@ fn bind_listener() -> Result<TcpListener> {
         tv_sec: ACCEPT_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: 0,
     };
-    // SAFETY: the fd is open (owned by `listener`) and `timeout` is a valid
-    // timeval whose size is passed alongside it.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("setting SO_RCVTIMEO on a listener");
-    }
+    set_socket_option(&listener, libc::SO_RCVTIMEO, &timeout)
+        .context("setting SO_RCVTIMEO on a listener")?;
     Ok(listener)
 }
 
@@ -255,15 +243,25 @@ fn set_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: the fd is open (owned by `stream`) and `linger` is a valid
-    // struct whose size is passed alongside it.
+    set_socket_option(stream, libc::SO_LINGER, &linger)
+}
+
+/// `setsockopt(SOL_SOCKET, option)` with `value`, which must be the type
+/// the kernel expects for `option` (a `timeval`, a `linger`, ...).
+fn set_socket_option<T>(
+    socket: &impl AsRawFd,
+    option: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: the fd is open (borrowed from its owner for the call) and
+    // `value` points to a valid `T` whose size is passed alongside it.
     let rc = unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            option,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc != 0 {
