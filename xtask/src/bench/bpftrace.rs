@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-/// The script, twelve lines. States by number (`include/net/tcp_states.h`):
+/// The script, thirteen lines. States by number (`include/net/tcp_states.h`):
 /// 1 ESTABLISHED, 2 SYN_SENT, 3 SYN_RECV, 7 CLOSE; protocol 6 is TCP.
 pub const SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
   @states[args->newstate] = count();
