@@ -5,16 +5,19 @@
 #   scripts/bootstrap.sh            build + run prerequisites
 #   scripts/bootstrap.sh --test     also what the test suites need (podman, runc, ...)
 #   scripts/bootstrap.sh --matrix   also what the kernel matrix needs (QEMU, busybox)
+#   scripts/bootstrap.sh --bench    also the peers of cargo xtask bench (bpftrace, iperf3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
 want_matrix=0
+want_bench=0
 for arg in "$@"; do
   case "$arg" in
     --test) want_test=1 ;;
     --matrix) want_matrix=1 ;;
-    *) printf 'usage: %s [--test] [--matrix]\n' "$0" >&2; exit 2 ;;
+    --bench) want_bench=1 ;;
+    *) printf 'usage: %s [--test] [--matrix] [--bench]\n' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -50,6 +53,10 @@ if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox
   # initramfs.
   debs+=(qemu-system-x86 busybox-static)
+fi
+if (( want_bench )); then
+  # cargo xtask bench: the bpftrace script arm and the iperf3 bulk arm.
+  debs+=(bpftrace iperf3)
 fi
 missing=()
 for p in "${debs[@]}"; do

@@ -7,7 +7,9 @@
 pub enum Counter {
     /// `bpf_ringbuf_reserve` failed: the ring buffer was full, the event is lost.
     RingbufFull = 0,
-    /// Inserting into the socket map failed (map full): the socket is not tracked.
+    /// The kernel could not allocate a socket's record (socket storage):
+    /// the socket is not tracked, or its owner is unknown. (The name is
+    /// from when the records were a hash map with a fixed size.)
     SocketsMapFull = 1,
     /// Inserting into the listener map failed (map full).
     ListenersMapFull = 2,
@@ -20,9 +22,8 @@ pub enum Counter {
     UntrackedSocket = 5,
     /// A tracepoint could not read its arguments (bad offset or read failure).
     TracepointReadFailed = 6,
-    /// Recording a connect error failed (allocation failure in the LRU map):
-    /// that connect's failure cause will be less precise.
-    ConnectErrorsMapFull = 7,
+    // 7 was ConnectErrorsMapFull: connect errors are no longer recorded by
+    // tracepoints in a map (sock_ops tells the cause itself). Never reuse it.
     /// The DNS ring buffer was full: a DNS query or answer is lost.
     DnsRingbufFull = 8,
     /// DNS packets copied into the DNS ring buffer.
@@ -44,18 +45,21 @@ pub enum Counter {
     ResourceRingbufFull = 13,
     /// Failed connect() and socket() calls sent to user space.
     ResourceFailuresEmitted = 14,
-    /// A connect() or socket() failed for want of a resource, but what its
-    /// entry tracepoint saw was not found (evicted from the per-thread map,
-    /// or the call began before the agent): it is still reported, without
-    /// its destination or domain.
+    /// A connect() or socket() failed for want of a resource, but what was
+    /// kept for its exit (the destination by connect4/connect6, the domain
+    /// by the socket() entry tracepoint) was not found or was an earlier
+    /// call's (evicted from the per-thread map, or the call began before
+    /// the agent): it is still reported, without its destination or domain.
     SyscallArgsMissed = 15,
 }
 
-/// Number of counters (the size of the counters array map).
+/// Slots of the counters array map: the highest discriminant plus one
+/// (retired ones stay unused).
 pub const COUNTER_COUNT: u32 = 16;
 
 impl Counter {
-    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+    /// Every counter in use, in discriminant order.
+    pub const ALL: [Counter; 15] = [
         Counter::RingbufFull,
         Counter::SocketsMapFull,
         Counter::ListenersMapFull,
@@ -63,7 +67,6 @@ impl Counter {
         Counter::EventsEmitted,
         Counter::UntrackedSocket,
         Counter::TracepointReadFailed,
-        Counter::ConnectErrorsMapFull,
         Counter::DnsRingbufFull,
         Counter::DnsPacketsEmitted,
         Counter::DnsSkippedIpv6Extension,
@@ -84,7 +87,6 @@ impl Counter {
             Counter::EventsEmitted => "kernel_events_emitted",
             Counter::UntrackedSocket => "kernel_untracked_socket_events",
             Counter::TracepointReadFailed => "kernel_tracepoint_read_failed",
-            Counter::ConnectErrorsMapFull => "kernel_connect_errors_map_full",
             Counter::DnsRingbufFull => "kernel_dns_ringbuf_full",
             Counter::DnsPacketsEmitted => "kernel_dns_packets_emitted",
             Counter::DnsSkippedIpv6Extension => "kernel_dns_skipped_ipv6_extension",
@@ -105,5 +107,22 @@ impl Counter {
                 | Counter::DnsPacketsEmitted
                 | Counter::ResourceFailuresEmitted
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_fits_the_map_and_has_its_own_slot() {
+        let mut seen = [false; COUNTER_COUNT as usize];
+        for c in Counter::ALL {
+            let i = c as usize;
+            assert!(i < COUNTER_COUNT as usize, "{c:?}");
+            assert!(!seen[i], "{c:?} shares slot {i}");
+            seen[i] = true;
+        }
+        assert!(!seen[7], "slot 7 is retired");
     }
 }

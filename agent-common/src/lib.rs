@@ -24,10 +24,6 @@ mod pod_impls {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::tracepoint::TracepointOffsets {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::tracepoint::LastError {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for crate::tracepoint::ErrorKey {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for crate::event::SockInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::event::ListenerKey {}

@@ -9,8 +9,6 @@ pub const COUNTERS_MAP: &str = "SOCKEYE_COUNTERS";
 pub const SOCKETS_MAP: &str = "SOCKEYE_SOCKETS";
 /// Hash map: (netns cookie, port) -> owner of a listening socket.
 pub const LISTENERS_MAP: &str = "SOCKEYE_LISTENERS";
-/// LRU hash: (remote address, ports) -> the last socket error seen for it.
-pub const CONNECT_ERRORS_MAP: &str = "SOCKEYE_CONNECT_ERRORS";
 /// Ring buffer carrying [`crate::cgroup::CgroupEvent`] records (cgroup names).
 pub const CGROUP_EVENTS_MAP: &str = "SOCKEYE_CGROUP_EVENTS";
 /// Ring buffer carrying [`crate::dns::DnsPacket`] records (DNS queries and answers).
@@ -24,8 +22,9 @@ pub const OWNERS_MAP: &str = "SOCKEYE_OWNERS";
 /// Ring buffer carrying [`crate::resources::ResourceFailure`] records:
 /// connects and socket() calls that failed for want of a port or an fd.
 pub const RESOURCE_EVENTS_MAP: &str = "SOCKEYE_RESOURCE_EVENTS";
-/// LRU hash: pid_tgid -> [`crate::resources::SyscallArgs`], what the entry
-/// of a thread's last socket() or connect() saw.
+/// Per-CPU array (one slot): [`crate::resources::SyscallArgs`], what the
+/// socket() entry tracepoint or the connect hooks saw of the last socket()
+/// or connect() on that CPU, tagged with its thread.
 pub const SYSCALL_ARGS_MAP: &str = "SOCKEYE_SYSCALL_ARGS";
 /// Array (one entry) of tracepoint field offsets, written by the agent at load time.
 pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
@@ -33,7 +32,8 @@ pub const TP_OFFSETS_MAP: &str = "SOCKEYE_TP_OFFSETS";
 /// sock_ops program attached to the cgroup v2 root: the TCP lifecycle.
 pub const PROG_SOCK_OPS: &str = "sockeye_sock_ops";
 /// cgroup_sock_addr `connect4` on the cgroup v2 root: the owner of an IPv4
-/// TCP connect, in the connecting process's context.
+/// TCP connect, in the connecting process's context, and the destination
+/// of every IPv4 connect() for its exit tracepoint.
 pub const PROG_CONNECT4: &str = "sockeye_connect4";
 /// cgroup_sock_addr `connect6`: the same for IPv6.
 pub const PROG_CONNECT6: &str = "sockeye_connect6";
@@ -45,10 +45,6 @@ pub const PROG_POST_BIND6: &str = "sockeye_post_bind6";
 /// cgroup_sock `sock_release`: the application closed a socket (a connect it
 /// aborted, when the socket is still connecting).
 pub const PROG_SOCK_RELEASE: &str = "sockeye_sock_release";
-/// Tracepoint `tcp:tcp_receive_reset`: a connect refused by RST.
-pub const PROG_RECEIVE_RESET: &str = "sockeye_tcp_receive_reset";
-/// Tracepoint `sock:inet_sk_error_report`: ICMP unreachable and other socket errors.
-pub const PROG_ERROR_REPORT: &str = "sockeye_inet_sk_error_report";
 /// Tracepoint `cgroup:cgroup_mkdir`: the name of every new cgroup.
 pub const PROG_CGROUP_MKDIR: &str = "sockeye_cgroup_mkdir";
 /// cgroup_skb egress on the cgroup v2 root: DNS queries leaving containers,
@@ -59,8 +55,6 @@ pub const PROG_DNS_EGRESS: &str = "sockeye_dns_egress";
 pub const PROG_DNS_EGRESS_NO_TASK: &str = "sockeye_dns_egress_no_task";
 /// cgroup_skb ingress on the cgroup v2 root: DNS answers reaching containers.
 pub const PROG_DNS_INGRESS: &str = "sockeye_dns_ingress";
-/// Tracepoint `syscalls:sys_enter_connect`: remembers the destination.
-pub const PROG_SYS_ENTER_CONNECT: &str = "sockeye_sys_enter_connect";
 /// Tracepoint `syscalls:sys_exit_connect`: a connect that found no free
 /// local port (or memory).
 pub const PROG_SYS_EXIT_CONNECT: &str = "sockeye_sys_exit_connect";

@@ -31,14 +31,21 @@ pub const fn is_exhaustion(errno: u32) -> bool {
     )
 }
 
-/// What the entry tracepoint of socket() or connect() saw, kept per thread
-/// (value of [`crate::names::SYSCALL_ARGS_MAP`], keyed by pid_tgid) for the
-/// exit tracepoint, which only sees the return value.
+/// What the socket() entry tracepoint or the connect4/connect6 hooks saw of
+/// a call, kept for the exit tracepoint, which only sees the return value
+/// (the per-CPU value of [`crate::names::SYSCALL_ARGS_MAP`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallArgs {
-    /// socket(): the domain asked for; connect(): the address family of the
-    /// destination (0 if it could not be read).
+    /// The thread that made the call: the slot is the CPU's, and the exit
+    /// only takes what its own thread left there.
+    pub pid_tgid: u64,
+    /// When it was kept (`bpf_ktime_get_ns`); 0 for socket(). The connect
+    /// hooks do not run for every connect() (not for other families), so
+    /// the exit ignores a destination kept long before.
+    pub ts_ns: u64,
+    /// socket(): the domain asked for; connect(): the socket's family
+    /// (`AF_INET` or `AF_INET6`).
     pub family: u16,
     /// connect(): destination port, host byte order; 0 for socket().
     pub port: u16,
@@ -50,7 +57,7 @@ pub struct SyscallArgs {
     pub addr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
+const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 40);
 
 /// One failed call, sent through [`crate::names::RESOURCE_EVENTS_MAP`].
 #[repr(C)]

@@ -115,21 +115,27 @@ pub fn sockeye_dns_ingress(ctx: SkBuffContext) -> i32 {
     PASS
 }
 
-/// Where the IP header says the L4 header is, and the addresses.
-struct Ip {
+/// Where the IP header says the L4 header is.
+struct L4 {
     version: u8,
     protocol: u8,
-    l4: u32,
+    offset: u32,
+}
+
+/// The packet's addresses, read only for a packet that is kept.
+struct Addrs {
     saddr: [u8; 16],
     daddr: [u8; 16],
 }
 
+/// Most packets are not DNS: they return after the IP header's protocol
+/// and the ports are read and compared, before anything is copied.
 #[inline(always)]
 fn capture(ctx: &SkBuffContext, dir: u8, with_task: bool) {
-    let Some(ip) = ip_header(ctx) else {
+    let Some(ip) = l4_header(ctx) else {
         return;
     };
-    let Some(ports) = read::<[u8; 4]>(ctx, ip.l4 as usize) else {
+    let Some(ports) = read::<[u8; 4]>(ctx, ip.offset as usize) else {
         count(Counter::DnsReadFailed);
         return;
     };
@@ -144,7 +150,7 @@ fn capture(ctx: &SkBuffContext, dir: u8, with_task: bool) {
         return;
     }
     let (header_len, tcp_seq, tcp_flags) = if ip.protocol == IPPROTO_TCP {
-        let Some(tcp) = read::<[u8; 14]>(ctx, ip.l4 as usize) else {
+        let Some(tcp) = read::<[u8; 14]>(ctx, ip.offset as usize) else {
             count(Counter::DnsReadFailed);
             return;
         };
@@ -153,16 +159,21 @@ fn capture(ctx: &SkBuffContext, dir: u8, with_task: bool) {
     } else {
         (UDP_HEADER, 0, 0)
     };
-    let payload_off = ip.l4 + header_len;
+    let payload_off = ip.offset + header_len;
     let payload_len = ctx.len().saturating_sub(payload_off);
     // Pure ACKs carry nothing; SYN/FIN/RST let user space follow the TCP
     // stream (where each message starts) and forget it when it ends.
     if payload_len == 0 && tcp_flags & TCP_SYN_FIN_RST == 0 {
         return;
     }
+    let Some(addrs) = addresses(ctx, ip.version) else {
+        count(Counter::DnsReadFailed);
+        return;
+    };
     emit(
         ctx,
         &ip,
+        &addrs,
         Packet {
             dir,
             with_task,
@@ -177,11 +188,12 @@ fn capture(ctx: &SkBuffContext, dir: u8, with_task: bool) {
 }
 
 #[inline(always)]
-fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
+fn l4_header(ctx: &SkBuffContext) -> Option<L4> {
     // SAFETY: `skb` is the program's context pointer.
     let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     if proto == ETH_P_IP {
-        let Some(h) = read::<[u8; 20]>(ctx, 0) else {
+        // Version/IHL, and flags/fragment offset through protocol.
+        let Some(h) = read::<[u8; 10]>(ctx, 0) else {
             count(Counter::DnsReadFailed);
             return None;
         };
@@ -193,37 +205,44 @@ fn ip_header(ctx: &SkBuffContext) -> Option<Ip> {
         if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP) || frag_offset != 0 {
             return None;
         }
-        let mut saddr = [0u8; 16];
-        let mut daddr = [0u8; 16];
-        saddr[..4].copy_from_slice(&h[12..16]);
-        daddr[..4].copy_from_slice(&h[16..20]);
-        Some(Ip {
+        Some(L4 {
             version: 4,
             protocol,
-            l4: (h[0] & 0x0f) as u32 * 4,
-            saddr,
-            daddr,
+            offset: (h[0] & 0x0f) as u32 * 4,
         })
     } else if proto == ETH_P_IPV6 {
-        let Some(h) = read::<[u8; 40]>(ctx, 0) else {
+        // The next-header byte of the fixed IPv6 header.
+        let Some(next) = read::<u8>(ctx, 6) else {
             count(Counter::DnsReadFailed);
             return None;
         };
-        let (next, l4) = skip_ipv6_extensions(ctx, h[6])?;
-        let mut saddr = [0u8; 16];
-        let mut daddr = [0u8; 16];
-        saddr.copy_from_slice(&h[8..24]);
-        daddr.copy_from_slice(&h[24..40]);
-        Some(Ip {
+        let (protocol, offset) = skip_ipv6_extensions(ctx, next)?;
+        Some(L4 {
             version: 6,
-            protocol: next,
-            l4,
-            saddr,
-            daddr,
+            protocol,
+            offset,
         })
     } else {
         None
     }
+}
+
+/// Source and destination addresses of an IPv4 or IPv6 header.
+#[inline(always)]
+fn addresses(ctx: &SkBuffContext, version: u8) -> Option<Addrs> {
+    let mut a = Addrs {
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if version == 4 {
+        let both = read::<[u8; 8]>(ctx, 12)?;
+        a.saddr[..4].copy_from_slice(&both[..4]);
+        a.daddr[..4].copy_from_slice(&both[4..]);
+    } else {
+        a.saddr = read::<[u8; 16]>(ctx, 8)?;
+        a.daddr = read::<[u8; 16]>(ctx, 24)?;
+    }
+    Some(a)
 }
 
 /// Follows up to [`MAX_IPV6_EXTENSIONS`] extension headers after the fixed
@@ -276,7 +295,7 @@ struct Packet {
 }
 
 #[inline(always)]
-fn emit(ctx: &SkBuffContext, ip: &Ip, p: Packet) {
+fn emit(ctx: &SkBuffContext, ip: &L4, addrs: &Addrs, p: Packet) {
     // SAFETY: the context pointer is a valid __sk_buff for this program.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     let (tgid, comm) = if p.with_task && unsafe { bpf_get_current_cgroup_id() } == cgroup_id {
@@ -314,8 +333,8 @@ fn emit(ctx: &SkBuffContext, ip: &Ip, p: Packet) {
         (*ev).tcp_flags = p.tcp_flags;
         (*ev)._pad = [0; 2];
         (*ev).comm = comm;
-        (*ev).saddr = ip.saddr;
-        (*ev).daddr = ip.daddr;
+        (*ev).saddr = addrs.saddr;
+        (*ev).daddr = addrs.daddr;
         // The helper's length must be provably in [1, DNS_CAPTURE], in the
         // very register passed to it. 6.1's verifier learns nothing from
         // `len != 0` (it refused the program with "R3 min value is outside

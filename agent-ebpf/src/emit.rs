@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use sockeye_common::{
     counters::Counter,
-    event::{EventKind, SockEvent, SockInfo},
+    event::{EventKind, ListenerKey, SockEvent, SockInfo},
 };
 
 use crate::{
@@ -32,6 +32,31 @@ pub struct Detail {
     pub old_state_ns: u64,
     pub errno: u32,
     pub flags: u32,
+}
+
+/// A detail with only the time, kind and new state set.
+#[inline(always)]
+pub fn detail(ts_ns: u64, kind: EventKind, new_state: u8) -> Detail {
+    Detail {
+        ts_ns,
+        kind,
+        old_state: 0,
+        new_state,
+        duration_ns: 0,
+        old_state_ns: 0,
+        errno: 0,
+        flags: 0,
+    }
+}
+
+/// The key of a listener in `LISTENERS`: its namespace and port.
+#[inline(always)]
+pub fn listener_key(facts: &SockFacts) -> ListenerKey {
+    ListenerKey {
+        netns_cookie: facts.netns_cookie,
+        port: facts.local_port as u32,
+        _pad: 0,
+    }
 }
 
 #[inline(always)]

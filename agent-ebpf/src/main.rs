@@ -1,14 +1,13 @@
-//! Sockeye's kernel programs: the TCP lifecycle from sock_ops, socket owners
-//! from cgroup connect/bind/release hooks, connect errors and cgroup names
-//! from tracepoints, DNS from cgroup_skb, connects and socket() calls that
-//! ran out of ports or fds from the syscall tracepoints.
+//! Sockeye's kernel programs: the TCP lifecycle and why connects fail from
+//! sock_ops, socket owners from cgroup connect/bind/release hooks; cgroup
+//! names from a tracepoint, DNS from cgroup_skb, connects and socket()
+//! calls that ran out of ports or fds from the syscall tracepoints.
 #![no_std]
 #![no_main]
 
 mod cgroups;
 mod dns;
 mod emit;
-mod errors;
 mod maps;
 mod owners;
 mod resources;

@@ -8,14 +8,13 @@ use sockeye_common::{
     counters::{Counter, COUNTER_COUNT},
     event::{ListenerKey, SockInfo},
     resources::SyscallArgs,
-    tracepoint::{ErrorKey, LastError, TracepointOffsets},
+    tracepoint::TracepointOffsets,
 };
 
 /// Default sizes; the agent overrides them at load time from its config.
 const RINGBUF_BYTES: u32 = 4 << 20;
 const MAX_SOCKETS: u32 = 65_536;
 const MAX_LISTENERS: u32 = 4_096;
-const MAX_CONNECT_ERRORS: u32 = 8_192;
 const MAX_OWNERS: u32 = 16_384;
 const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 /// Failed connects and socket() calls: 80 bytes each with the ring's
@@ -24,12 +23,6 @@ const DNS_RINGBUF_BYTES: u32 = 2 << 20;
 /// its fd limit (254,000 failures/s); faster loops lose records, counted in
 /// `kernel_resource_ringbuf_full`.
 const RESOURCE_RINGBUF_BYTES: u32 = 1 << 20;
-/// Threads remembered between the entry and exit of socket()/connect().
-/// Entries are never deleted, so this many threads' last calls are kept;
-/// the least recently calling thread's entry goes first. The failures
-/// reported happen at once (no port, no fd), so an entry only has to
-/// survive a few microseconds.
-const MAX_SYSCALL_THREADS: u32 = 16_384;
 
 #[map(name = "SOCKEYE_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -48,12 +41,11 @@ pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RINGBUF_BYTES, 0);
 #[map(name = "SOCKEYE_RESOURCE_EVENTS")]
 pub static RESOURCE_EVENTS: RingBuf = RingBuf::with_byte_size(RESOURCE_RINGBUF_BYTES, 0);
 
-/// LRU on purpose: entries are never deleted (see `resources`), and the
-/// threads that have not called socket() or connect() for longest are the
-/// ones to forget.
+/// What a thread's socket() or connect() is about, kept on the CPU it
+/// runs on for the syscall's exit (see `resources`): one slot per CPU,
+/// tagged with the thread.
 #[map(name = "SOCKEYE_SYSCALL_ARGS")]
-pub static SYSCALL_ARGS: LruHashMap<u64, SyscallArgs> =
-    LruHashMap::with_max_entries(MAX_SYSCALL_THREADS, 0);
+pub static SYSCALL_ARGS: PerCpuArray<SyscallArgs> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SOCKEYE_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -63,13 +55,6 @@ pub static SOCKETS: HashMap<u64, SockInfo> = HashMap::with_max_entries(MAX_SOCKE
 
 #[map(name = "SOCKEYE_LISTENERS")]
 pub static LISTENERS: HashMap<ListenerKey, SockInfo> = HashMap::with_max_entries(MAX_LISTENERS, 0);
-
-/// LRU on purpose: entries are hints that are only consumed when a
-/// connecting socket closes; errors on other sockets are never consumed, and
-/// evicting the oldest of those loses nothing we would use.
-#[map(name = "SOCKEYE_CONNECT_ERRORS")]
-pub static CONNECT_ERRORS: LruHashMap<ErrorKey, LastError> =
-    LruHashMap::with_max_entries(MAX_CONNECT_ERRORS, 0);
 
 /// LRU on purpose: an owner parked at connect() or bind() is taken when the
 /// socket connects or listens, but a connect that fails before it reaches

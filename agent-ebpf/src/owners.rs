@@ -9,6 +9,10 @@
 //! makes the call, and may read the current task on every kernel Sockeye
 //! supports. They park the owner under the socket's cookie in `OWNERS`;
 //! sock_ops takes it when the socket connects or starts listening.
+//! connect4/connect6 also keep the destination of every IPv4/IPv6
+//! connect() for the connect() exit tracepoint (`resources`), which sees
+//! only the return value: reading the hook's context costs less than an
+//! entry tracepoint of its own that copies the sockaddr from user memory.
 //!
 //! `sock_release` runs when the application closes a socket, before the
 //! kernel closes the connection: for a socket still connecting, that is the
@@ -40,14 +44,15 @@ use aya_ebpf::{
 };
 use sockeye_common::{
     counters::Counter,
-    event::{flags, EventKind, SockInfo},
+    event::{flags, EventKind, SockInfo, AF_INET, AF_INET6},
+    resources::{syscall, SyscallArgs},
     tcp_state,
 };
 
 use crate::{
-    emit::now_ns,
-    emit::{emit, Detail},
+    emit::{detail, emit, now_ns},
     maps::{count, OWNERS, SOCKETS},
+    resources,
     sock_facts::released_facts,
 };
 
@@ -58,13 +63,13 @@ const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn sockeye_connect4(ctx: SockAddrContext) -> i32 {
-    on_connect(&ctx);
+    on_connect(&ctx, AF_INET);
     ALLOW
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn sockeye_connect6(ctx: SockAddrContext) -> i32 {
-    on_connect(&ctx);
+    on_connect(&ctx, AF_INET6);
     ALLOW
 }
 
@@ -129,21 +134,13 @@ fn on_listener_release(ctx: &SockContext) {
         flags: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let detail = Detail {
-        ts_ns: now,
-        kind: EventKind::Closed,
-        old_state: tcp_state::LISTEN,
-        new_state: tcp_state::CLOSE,
-        duration_ns: 0,
-        old_state_ns: 0,
-        errno: 0,
-        flags: 0,
-    };
-    emit(&facts, Some(&closer), &detail);
+    let mut d = detail(now, EventKind::Closed, tcp_state::CLOSE);
+    d.old_state = tcp_state::LISTEN;
+    emit(&facts, Some(&closer), &d);
 }
 
 #[inline(always)]
-fn on_connect(ctx: &SockAddrContext) {
+fn on_connect(ctx: &SockAddrContext, family: u16) {
     // SAFETY: `sock_addr` is the context pointer the kernel passed.
     let (kind, protocol) = unsafe {
         (
@@ -151,9 +148,11 @@ fn on_connect(ctx: &SockAddrContext) {
             read_volatile(addr_of!((*ctx.sock_addr).protocol)),
         )
     };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    destination(ctx, family, pid_tgid);
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
         // SAFETY: helper taking the program's context.
-        remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) });
+        remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }, pid_tgid);
     }
 }
 
@@ -168,14 +167,16 @@ fn on_bind(ctx: &SockContext) {
     };
     if kind == SOCK_STREAM && protocol == IPPROTO_TCP {
         // SAFETY: helper taking the program's context.
-        remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) });
+        remember(
+            unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+            bpf_get_current_pid_tgid(),
+        );
     }
 }
 
 /// Parks the current process as the owner of socket `cookie`.
 #[inline(always)]
-fn remember(cookie: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn remember(cookie: u64, pid_tgid: u64) {
     let now = now_ns();
     let owner = SockInfo {
         start_ns: now,
@@ -191,6 +192,43 @@ fn remember(cookie: u64) {
     // An LRU insert only fails on allocation failure; sock_ops then counts
     // the socket as one whose owner was not captured.
     let _ = OWNERS.insert(cookie, owner, 0);
+}
+
+/// Keeps the connect's destination for this thread's connect() exit.
+#[inline(always)]
+fn destination(ctx: &SockAddrContext, family: u16, pid_tgid: u64) {
+    // SAFETY: `sock_addr` is the context pointer the kernel passed; the
+    // verifier rewrites the loads. user_port is in network order in the
+    // low 16 bits.
+    let (port, addr) = unsafe {
+        let port = u16::from_be(read_volatile(addr_of!((*ctx.sock_addr).user_port)) as u16);
+        let mut addr = [0u8; 16];
+        if family == AF_INET {
+            let ip = read_volatile(addr_of!((*ctx.sock_addr).user_ip4)).to_ne_bytes();
+            addr[..4].copy_from_slice(&ip);
+        } else {
+            // One load per word at a constant offset: the verifier takes
+            // no other context access.
+            let words = [
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[0])),
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[1])),
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[2])),
+                read_volatile(addr_of!((*ctx.sock_addr).user_ip6[3])),
+            ];
+            for (i, w) in words.iter().enumerate() {
+                addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+        }
+        (port, addr)
+    };
+    resources::keep(&SyscallArgs {
+        pid_tgid,
+        family,
+        port,
+        syscall: syscall::CONNECT,
+        addr,
+        ts_ns: now_ns(),
+    });
 }
 
 /// The owner parked for socket `cookie`, taken out of `OWNERS`, with its

@@ -6,23 +6,31 @@
 //! SYN, a socket() over the fd limit never gets a socket. sock_ops and the
 //! cgroup hooks never see them.
 //!
-//! The exit tracepoints only see the return value, so each entry
-//! tracepoint keeps what the exit needs (the destination of connect(), the
-//! domain of socket()) under the thread's pid_tgid. Entries are overwritten
-//! in place by the thread's next call and never deleted: a lookup per call
-//! is cheaper than an insert at entry plus a delete at every exit. The
-//! success path of an exit is one field read and a compare.
+//! The exit tracepoints only see the return value, so what the exit needs
+//! is kept before: the domain of socket() by the socket() entry
+//! tracepoint, the destination of connect() by the connect4/connect6 hooks
+//! (`owners`), which run inside every connect() of an IPv4/IPv6 socket
+//! before the kernel looks for a local port, and read the destination from
+//! their context rather than from user memory.
+//!
+//! It is kept in a per-CPU slot tagged with the thread, not in a map keyed
+//! by thread: the failures reported happen at once (no port, no fd), on
+//! the CPU that ran the entry, so the slot is still the thread's; a per-CPU
+//! array lookup is an address computation, a hash lookup per call is not.
+//! A thread that slept and moved to another CPU in between finds another
+//! thread's tag there: its failure is still reported, without destination
+//! or domain, and counted (`kernel_syscall_args_missed`). The success path
+//! of an exit is one field read and a compare.
 //!
 //! # Minimum kernel version
 //! The syscall tracepoints need `CONFIG_FTRACE_SYSCALLS` (a kernel without
-//! them runs the agent with the feature off); `bpf_probe_read_user`: 5.5.
-//! Field offsets come from tracefs.
+//! them runs the agent with the feature off). Field offsets come from
+//! tracefs.
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::bpf_get_current_cgroup_id,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -39,20 +47,10 @@ use crate::{
     tp_field::read,
 };
 
-/// `sizeof(struct sockaddr_in)`; the kernel refuses shorter IPv4 addresses.
-const SOCKADDR_IN_LEN: u32 = 16;
-/// `SIN6_LEN_RFC2133`: the shortest IPv6 address the kernel accepts.
-const SOCKADDR_IN6_LEN: u32 = 24;
-/// Offset of `sin6_addr` in `struct sockaddr_in6`.
-const SIN6_ADDR_OFFSET: u64 = 8;
-
-#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn sockeye_sys_enter_connect(ctx: TracePointContext) -> u32 {
-    if try_enter_connect(&ctx).is_err() {
-        count(Counter::TracepointReadFailed);
-    }
-    0
-}
+/// A failure for want of a port, fd or memory happens microseconds after
+/// connect4/connect6 ran in the same call; a destination kept longer ago
+/// than this belongs to an earlier connect.
+const STALE_NS: u64 = 100_000_000;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sockeye_sys_exit_connect(ctx: TracePointContext) -> u32 {
@@ -84,20 +82,11 @@ pub fn sockeye_sys_exit_socket(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = TP_OFFSETS.get(0).ok_or(1)?;
-    // Syscall arguments are 8-byte fields; `int addrlen` is the low half
-    // (little endian, the only byte order BPF targets here).
-    let uaddr = read::<u64>(ctx, off.connect_addr)?;
-    let addrlen = read::<u32>(ctx, off.connect_addrlen)?;
-    remember(&destination(uaddr, addrlen));
-    Ok(())
-}
-
 fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
     let off = TP_OFFSETS.get(0).ok_or(1)?;
     let family = read::<u32>(ctx, off.socket_family)?;
-    remember(&SyscallArgs {
+    keep(&SyscallArgs {
+        pid_tgid: bpf_get_current_pid_tgid(),
         // Domains are small numbers (AF_MAX is under 64); a larger value
         // fails socket() with EAFNOSUPPORT, not an errno we report.
         family: family as u16,
@@ -107,63 +96,15 @@ fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// The connect's destination. A sockaddr that cannot be read (not resident,
-/// or a bad pointer the syscall will refuse with EFAULT) leaves family 0:
-/// unknown, which the exit reports without a destination.
+/// Keeps `args` (tagged with its thread) in this CPU's slot for the
+/// syscall's exit.
 #[inline(always)]
-fn destination(uaddr: u64, addrlen: u32) -> SyscallArgs {
-    let mut args = SyscallArgs {
-        syscall: syscall::CONNECT,
-        ..SyscallArgs::default()
-    };
-    // family (host order), port (network order), IPv4 address: the first
-    // 8 bytes of sockaddr_in, and the first 4 of sockaddr_in6.
-    // SAFETY: bpf_probe_read_user checks the access and fails on a bad address.
-    let Ok(head) = (unsafe { bpf_probe_read_user(uaddr as *const [u8; 8]) }) else {
-        return args;
-    };
-    let family = u16::from_ne_bytes([head[0], head[1]]);
-    let port = u16::from_be_bytes([head[2], head[3]]);
-    match family {
-        AF_INET if addrlen >= SOCKADDR_IN_LEN => {
-            args.family = AF_INET;
-            args.port = port;
-            args.addr[..4].copy_from_slice(&head[4..8]);
-        }
-        AF_INET6 if addrlen >= SOCKADDR_IN6_LEN => {
-            let src = (uaddr + SIN6_ADDR_OFFSET) as *const [u8; 16];
-            // SAFETY: as above.
-            if let Ok(addr) = unsafe { bpf_probe_read_user(src) } {
-                args.family = AF_INET6;
-                args.port = port;
-                args.addr = addr;
-            }
-        }
-        AF_INET | AF_INET6 => {}
-        // Another family (AF_UNIX, ...): remembered so the exit skips it.
-        other => args.family = other,
-    }
-    args
-}
-
-/// Keeps `args` for this thread's exit tracepoint. A thread that called
-/// before has an entry: it is overwritten in place, which costs a lookup
-/// and no allocation (a map update would take a new LRU node every call).
-/// Only this thread reads or writes its entry, so no one sees it half
-/// written.
-#[inline(always)]
-fn remember(args: &SyscallArgs) {
-    let key = bpf_get_current_pid_tgid();
-    if let Some(slot) = SYSCALL_ARGS.get_ptr_mut(key) {
-        // SAFETY: the pointer comes from the map lookup and stays valid
-        // while this program runs.
+pub fn keep(args: &SyscallArgs) {
+    if let Some(slot) = SYSCALL_ARGS.get_ptr_mut(0) {
+        // SAFETY: the pointer is this CPU's slot; the programs that write
+        // it run in process context, one at a time on a CPU.
         unsafe { *slot = *args };
-        return;
     }
-    // An LRU insert fails only when no node can be allocated; the thread
-    // has no entry then, so its exit counts a miss rather than reading a
-    // stale destination.
-    let _ = SYSCALL_ARGS.insert(key, args, 0);
 }
 
 fn try_exit(ctx: &TracePointContext, ret_offset: u32, which: u32) -> Result<(), i64> {
@@ -176,9 +117,19 @@ fn try_exit(ctx: &TracePointContext, ret_offset: u32, which: u32) -> Result<(), 
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: as in `remember`.
-    let args = SYSCALL_ARGS.get_ptr(pid_tgid).map(|p| unsafe { *p });
+    // SAFETY: as in `keep`.
+    let args = SYSCALL_ARGS
+        .get_ptr(0)
+        .map(|p| unsafe { *p })
+        .filter(|a| a.pid_tgid == pid_tgid);
     let args = match args {
+        // A connect's destination is kept by connect4/connect6, which do
+        // not run for other families: one older than a connect can take is
+        // an earlier connect's, left behind by a call they did not see.
+        Some(a) if a.syscall == syscall::CONNECT && a.ts_ns < now_ns().saturating_sub(STALE_NS) => {
+            count(Counter::SyscallArgsMissed);
+            SyscallArgs::default()
+        }
         Some(a) if a.syscall == which && (a.family == AF_INET || a.family == AF_INET6) => a,
         // Another domain (a Unix socket, netlink, ...): not a TCP/IP connect.
         Some(a) if a.syscall == which && a.family != 0 => return Ok(()),

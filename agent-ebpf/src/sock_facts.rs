@@ -1,5 +1,6 @@
 //! Reading a sock_ops callback's socket: addresses, ports, cookies, byte
-//! counters; and a closing listener's, from the cgroup sock_release hook.
+//! and segment counters; and a closing listener's, from the cgroup
+//! sock_release hook.
 
 use core::ptr::{addr_of, read_volatile};
 
@@ -21,6 +22,10 @@ pub struct SockFacts {
     pub remote_addr: [u8; 16],
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// Segments received (`tcp_sock.segs_in`, counted before the kernel
+    /// handles each one): for a connecting socket that closes, whether
+    /// what closed it was a RST.
+    pub segs_in: u32,
 }
 
 /// Reads the addresses, ports, ids and byte counters of the callback's socket.
@@ -34,7 +39,7 @@ pub fn facts(ctx: &SockOpsContext, with_netns: bool) -> Option<SockFacts> {
     let ops = ctx.ops;
     // SAFETY: `ops` is the context pointer the kernel passed; the verifier
     // rewrites these loads into safe accesses of the socket.
-    let (family, lip4, rip4, lip6, rip6, lport, rport, bytes_acked, bytes_received) = unsafe {
+    let (family, lip4, rip4, lip6, rip6, lport, rport, bytes_acked, bytes_received, segs_in) = unsafe {
         (
             read_volatile(addr_of!((*ops).family)),
             read_volatile(addr_of!((*ops).local_ip4)),
@@ -55,6 +60,7 @@ pub fn facts(ctx: &SockOpsContext, with_netns: bool) -> Option<SockFacts> {
             read_volatile(addr_of!((*ops).remote_port)),
             read_volatile(addr_of!((*ops).bytes_acked)),
             read_volatile(addr_of!((*ops).bytes_received)),
+            read_volatile(addr_of!((*ops).segs_in)),
         )
     };
     let family = family as u16;
@@ -82,6 +88,7 @@ pub fn facts(ctx: &SockOpsContext, with_netns: bool) -> Option<SockFacts> {
         remote_addr,
         bytes_acked,
         bytes_received,
+        segs_in,
     })
 }
 
@@ -113,11 +120,12 @@ pub fn released_facts(ctx: &SockContext) -> Option<SockFacts> {
         remote_addr: [0; 16],
         bytes_acked: 0,
         bytes_received: 0,
+        segs_in: 0,
     })
 }
 
 #[inline(always)]
-fn v4(addr: u32) -> [u8; 16] {
+pub fn v4(addr: u32) -> [u8; 16] {
     // The u32 holds the address in network order; its in-memory bytes are the
     // address bytes.
     let b = addr.to_ne_bytes();
@@ -125,7 +133,7 @@ fn v4(addr: u32) -> [u8; 16] {
 }
 
 #[inline(always)]
-fn v6(words: [u32; 4]) -> [u8; 16] {
+pub fn v6(words: [u32; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
     let mut i = 0;
     while i < 4 {

@@ -199,7 +199,9 @@ impl Agent {
         }
         let watched = self.traces.watched();
         let mut n = 0;
+        let now = clock::monotonic_ns();
         while let Some(item) = self.probes.events.next() {
+            self.probes.lag.observe(&item, now);
             self.aggregator.handle_record(&item);
             if watched {
                 // Decoded twice, but only while someone watches.
@@ -307,6 +309,7 @@ impl Agent {
             &counters::read_all(&self.probes.ebpf),
             &self.attributor,
         );
+        h.ring_lag = self.probes.lag.summary();
         if self.findings.enabled() {
             // Flows and DNS servers without a history: problems there are
             // not judged.

@@ -29,6 +29,9 @@ pub struct Health {
     pub tracked_sockets: u64,
     pub flows: u64,
     pub cgroups_unresolved: u64,
+    /// How long TCP events waited in the ring buffer before the agent read
+    /// them (the latency batched wake-ups add).
+    pub ring_lag: crate::ebpf::lag::LagSummary,
     /// Runtime record reads and the Kubernetes API watch.
     pub metadata: MetadataStats,
     pub dns: DnsHealth,

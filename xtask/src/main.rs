@@ -2,8 +2,9 @@
 //! (the alias lives in `.cargo/config.toml`).
 //!
 //! Tasks:
-//! - `bench`: the agent's overhead on a tight loopback TCP connect/accept/close
-//!   loop, with and without the agent, interleaved in one run.
+//! - `bench`: what the agent costs a node: connection churn, bulk throughput
+//!   and a mix, with no tracer, the agent and a bpftrace script interleaved
+//!   in one run; per-program costs (bpf_stats) and memory with 50,000 sockets.
 //! - `bench-dns`: the agent's overhead on DNS (dnsperf against dnsmasq), and
 //!   whether it sees and matches every query at a fixed rate.
 //! - `bench-findings`: what findings detection costs the agent, under many
@@ -30,8 +31,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Measure the agent's overhead on a loopback TCP connect/close loop.
+    /// Measure what the agent costs a node, next to no tracer and a
+    /// bpftrace script: churn, bulk, mixed, program costs, memory.
     Bench(bench::BenchArgs),
+    /// Internal to `bench`: hold connections open until stdin closes.
+    #[command(hide = true)]
+    BenchHold(bench::rss::HoldArgs),
     /// Measure the agent's overhead on DNS and check it sees every query.
     BenchDns(bench_dns::BenchDnsArgs),
     /// Measure what findings detection costs the agent: the agent with and
@@ -51,6 +56,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Bench(args) => bench::run(&args),
+        Task::BenchHold(args) => bench::rss::hold(&args),
         Task::BenchDns(args) => bench_dns::run(&args),
         Task::BenchFindings(args) => bench_findings::run(&args),
         Task::Matrix(args) => matrix::run(&args),

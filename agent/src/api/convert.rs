@@ -114,12 +114,11 @@ pub fn all_drops(health: &Health) -> pb::Drops {
 
 /// Drop counters that can make a TCP flow undercount. A socket whose owner
 /// was not captured is counted under an unknown workload instead of its own.
-pub const TCP_DROPS: [&str; 9] = [
+pub const TCP_DROPS: [&str; 8] = [
     "kernel_ringbuf_full",
     "kernel_sockets_map_full",
     "kernel_listeners_map_full",
     "kernel_cb_flags_failed",
-    "kernel_connect_errors_map_full",
     "kernel_owner_not_captured",
     "user_decode_errors",
     "user_socket_table_full",

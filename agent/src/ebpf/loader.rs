@@ -100,6 +100,8 @@ pub struct Probes {
     /// the connect_resources feature is off.
     pub resource_events: Option<RingBuf<MapData>>,
     pub features: Vec<Feature>,
+    /// How long TCP events waited in `events` before they were read.
+    pub lag: super::lag::RingLag,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
@@ -144,6 +146,24 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             ),
         },
     );
+    // What sock_ops itself sees of a connect that closes: no hooks of their
+    // own, so on wherever the TCP lifecycle is.
+    features.insert(
+        1,
+        Feature {
+            name: "connect_refused_cause",
+            enabled: true,
+            detail: "sock_ops: a connecting socket closed by the segment it received (a RST) was refused".into(),
+        },
+    );
+    features.insert(
+        2,
+        Feature {
+            name: "connect_unreachable_cause",
+            enabled: true,
+            detail: "sock_ops: a connecting socket the kernel closed without RST or timeout was unreachable (an ICMP error)".into(),
+        },
+    );
     let dns_events = attach_dns(&mut ebpf, &cgroup, opts, &mut features);
     let resource_events = attach_resources(&mut ebpf, &offsets, opts, &mut features);
 
@@ -172,6 +192,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         dns_events,
         resource_events,
         features,
+        lag: super::lag::RingLag::default(),
     })
 }
 
@@ -290,11 +311,9 @@ fn attach_sock_ops(ebpf: &mut Ebpf, cgroup: &File, path: String) -> Result<(), L
         .map_err(|source| LoadError::SockOps { path, source })
 }
 
-/// The tracepoints are optional (returns the offsets found, which the
-/// syscall tracepoints use too). Without the connect-error ones a failed
-/// connect is still counted, but its cause is less precise; without
-/// cgroup_mkdir, cgroups are named by lookup, which can miss containers that
-/// live for milliseconds.
+/// The cgroup_mkdir tracepoint is optional (returns the offsets found, which
+/// the syscall tracepoints use too): without it, cgroups are named by
+/// lookup, which can miss containers that live for milliseconds.
 fn attach_tracepoints(
     ebpf: &mut Ebpf,
     opts: &LoadOptions,
@@ -302,7 +321,7 @@ fn attach_tracepoints(
 ) -> Result<sockeye_common::tracepoint::TracepointOffsets, LoadError> {
     let (offsets, errors) = tracefs::tracepoint_offsets(&opts.tracefs);
     if let Err(e) = tracefs::check_mounted(&opts.tracefs) {
-        log::warn!("{e}; connect failures will not be classified as refused/unreachable");
+        log::warn!("{e}; containers that live for milliseconds may go unnamed");
     }
     for e in &errors {
         log::debug!("tracefs: {e}");
@@ -323,48 +342,14 @@ fn attach_tracepoints(
         source,
     })?;
 
-    let wanted = [
-        (
-            "connect_refused_cause",
-            names::PROG_RECEIVE_RESET,
-            "tcp",
-            "tcp_receive_reset",
-            [
-                offsets.rst_sport,
-                offsets.rst_dport,
-                offsets.rst_family,
-                offsets.rst_daddr,
-                offsets.rst_daddr_v6,
-            ]
-            .contains(&ABSENT),
-            "RST on connect classified as refused",
-        ),
-        (
-            "connect_unreachable_cause",
-            names::PROG_ERROR_REPORT,
-            "sock",
-            "inet_sk_error_report",
-            [
-                offsets.err_error,
-                offsets.err_sport,
-                offsets.err_dport,
-                offsets.err_family,
-                offsets.err_protocol,
-                offsets.err_daddr,
-                offsets.err_daddr_v6,
-            ]
-            .contains(&ABSENT),
-            "ICMP errors on connect classified as unreachable",
-        ),
-        (
-            CGROUP_NAMES,
-            names::PROG_CGROUP_MKDIR,
-            "cgroup",
-            "cgroup_mkdir",
-            [offsets.mkdir_root, offsets.mkdir_id, offsets.mkdir_path].contains(&ABSENT),
-            "cgroups named when created: short-lived containers keep their names",
-        ),
-    ];
+    let wanted = [(
+        CGROUP_NAMES,
+        names::PROG_CGROUP_MKDIR,
+        "cgroup",
+        "cgroup_mkdir",
+        [offsets.mkdir_root, offsets.mkdir_id, offsets.mkdir_path].contains(&ABSENT),
+        "cgroups named when created: short-lived containers keep their names",
+    )];
     for (feature, prog_name, category, tp, fields_missing, gives) in wanted {
         let result = if fields_missing {
             Err(format!(

@@ -2,6 +2,7 @@
 
 pub mod counters;
 pub mod dns;
+pub mod lag;
 pub mod listeners;
 pub mod loader;
 pub mod owners;

@@ -16,9 +16,9 @@ use super::tracefs;
 pub const FEATURE: &str = "connect_resources";
 
 /// (program, tracepoint), entries before exits: an exit attached alone
-/// would find no arguments and count misses.
-const PROGRAMS: [(&str, &str); 4] = [
-    (names::PROG_SYS_ENTER_CONNECT, "sys_enter_connect"),
+/// would find no arguments and count misses. connect()'s destination is
+/// kept by the connect4/connect6 hooks, attached with sock_ops.
+const PROGRAMS: [(&str, &str); 3] = [
     (names::PROG_SYS_ENTER_SOCKET, "sys_enter_socket"),
     (names::PROG_SYS_EXIT_CONNECT, "sys_exit_connect"),
     (names::PROG_SYS_EXIT_SOCKET, "sys_exit_socket"),
@@ -36,15 +36,13 @@ pub fn attach(
         return Err(e.to_string());
     }
     let fields = [
-        offsets.connect_addr,
-        offsets.connect_addrlen,
         offsets.connect_ret,
         offsets.socket_family,
         offsets.socket_ret,
     ];
     if fields.contains(&ABSENT) {
         return Err(format!(
-            "the syscall tracepoints are missing or lack the fields we read (see {}/events/syscalls/sys_enter_connect/format): \
+            "the syscall tracepoints are missing or lack the fields we read (see {}/events/syscalls/sys_exit_connect/format): \
              this kernel was probably built without CONFIG_FTRACE_SYSCALLS; \
              connects that find no free local port and socket() calls over the fd limit are not seen",
             tracefs_root.display()

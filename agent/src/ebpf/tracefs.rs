@@ -78,51 +78,15 @@ pub fn check_mounted(root: &Path) -> Result<(), TracefsError> {
 /// returned list names what is missing so the loader can disable it.
 pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>) {
     let mut out = TracepointOffsets {
-        rst_sport: ABSENT,
-        rst_dport: ABSENT,
-        rst_family: ABSENT,
-        rst_daddr: ABSENT,
-        rst_daddr_v6: ABSENT,
-        err_error: ABSENT,
-        err_sport: ABSENT,
-        err_dport: ABSENT,
-        err_family: ABSENT,
-        err_protocol: ABSENT,
-        err_daddr: ABSENT,
-        err_daddr_v6: ABSENT,
         mkdir_root: ABSENT,
         mkdir_id: ABSENT,
         mkdir_path: ABSENT,
-        connect_addr: ABSENT,
-        connect_addrlen: ABSENT,
         connect_ret: ABSENT,
         socket_family: ABSENT,
         socket_ret: ABSENT,
     };
     let mut errors = Vec::new();
     let get = |f: &HashMap<String, u32>, n: &str| f.get(n).copied().unwrap_or(ABSENT);
-    match read_fields(root, "tcp", "tcp_receive_reset") {
-        Ok(f) => {
-            out.rst_sport = get(&f, "sport");
-            out.rst_dport = get(&f, "dport");
-            out.rst_family = get(&f, "family");
-            out.rst_daddr = get(&f, "daddr");
-            out.rst_daddr_v6 = get(&f, "daddr_v6");
-        }
-        Err(e) => errors.push(e),
-    }
-    match read_fields(root, "sock", "inet_sk_error_report") {
-        Ok(f) => {
-            out.err_error = get(&f, "error");
-            out.err_sport = get(&f, "sport");
-            out.err_dport = get(&f, "dport");
-            out.err_family = get(&f, "family");
-            out.err_protocol = get(&f, "protocol");
-            out.err_daddr = get(&f, "daddr");
-            out.err_daddr_v6 = get(&f, "daddr_v6");
-        }
-        Err(e) => errors.push(e),
-    }
     match read_fields(root, "cgroup", "cgroup_mkdir") {
         Ok(f) => {
             out.mkdir_root = get(&f, "root");
@@ -133,8 +97,6 @@ pub fn tracepoint_offsets(root: &Path) -> (TracepointOffsets, Vec<TracefsError>)
     }
     // Present only on kernels built with CONFIG_FTRACE_SYSCALLS.
     let syscalls = [
-        ("sys_enter_connect", &mut out.connect_addr, "uservaddr"),
-        ("sys_enter_connect", &mut out.connect_addrlen, "addrlen"),
         ("sys_exit_connect", &mut out.connect_ret, "ret"),
         ("sys_enter_socket", &mut out.socket_family, "family"),
         ("sys_exit_socket", &mut out.socket_ret, "ret"),
@@ -197,8 +159,8 @@ print fmt: \"family=%s\"";
         let err = check_mounted(&dir).unwrap_err().to_string();
         assert!(err.contains("mount -t tracefs"), "{err}");
         let (off, errs) = tracepoint_offsets(&dir);
-        assert_eq!((off.rst_sport, off.mkdir_path), (ABSENT, ABSENT));
+        assert_eq!(off.mkdir_path, ABSENT);
         assert_eq!((off.connect_ret, off.socket_family), (ABSENT, ABSENT));
-        assert_eq!(errs.len(), 7, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
     }
 }

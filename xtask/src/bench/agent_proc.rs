@@ -184,9 +184,19 @@ impl Agent {
 
     /// Agent peak resident set size (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmHWM")
+    }
+
+    /// Agent resident set size now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS")
+    }
+
+    /// A field in KiB of /proc/PID/status (`VmRSS`, `RssAnon`, ...).
+    pub fn status_kib(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.pid);
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        parse_vm_hwm_kib(&status).with_context(|| format!("no VmHWM in {path}"))
+        parse_status_kib(&status, field).with_context(|| format!("no {field} in {path}"))
     }
 
     /// The end of the agent's log (stderr) so far, and whether it is all of
@@ -414,11 +424,11 @@ fn parse_cpu_ticks(stat: &str) -> Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
-/// VmHWM (peak RSS) in KiB from /proc/<pid>/status.
-fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+/// A field in KiB (`VmHWM`, `VmRSS`) from /proc/<pid>/status.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()
@@ -454,8 +464,10 @@ mod tests {
 
     #[test]
     fn vm_hwm() {
-        let status = "Name:\tx\nVmPeak:\t  999 kB\nVmHWM:\t   2048 kB\n";
-        assert_eq!(parse_vm_hwm_kib(status), Some(2048));
+        let status = "Name:\tx\nVmPeak:\t  999 kB\nVmHWM:\t   2048 kB\nVmRSS:\t 1024 kB\n";
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(2048));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(1024));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
     }
 
     #[test]

@@ -1,106 +1,56 @@
-//! Printing the benchmark: one table row per round as it finishes, then a
-//! summary of medians against the agent's targets, and optionally a
-//! one-line JSON summary for scripts.
-
-use std::collections::BTreeMap;
+//! Printing the benchmark: one line per round as it finishes, then per
+//! figure the median of each arm, the ratios to the baseline with their
+//! spread, the programs' cost per connection and the memory arm, against
+//! the targets of issue 17; optionally one JSON line for scripts.
 
 use serde_json::json;
 
-use super::workload::RoundResult;
+use super::bpf_stats::ProgCost;
+use super::rounds::{self, Arm, Round};
+use super::rss::Memory;
 
-/// Conn/s ratio the agent must keep (agent / baseline).
-const TARGET_RATIO: f64 = 0.97;
-/// Peak RSS the agent must stay under.
-const TARGET_RSS_MIB: f64 = 64.0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Baseline,
-    Agent,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Baseline => "baseline",
-            Kind::Agent => "agent",
-        }
-    }
-}
-
-/// What was measured about the agent during one agent round.
-#[derive(Debug, Clone)]
-pub struct AgentFigures {
-    /// events_received / workload seconds.
-    pub events_per_sec: f64,
-    pub lost_total: u64,
-    pub lost: BTreeMap<String, u64>,
-    /// Agent user + system CPU over the workload, as % of one core.
-    pub cpu_pct: f64,
-    pub peak_rss_mib: f64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Round {
-    pub number: usize,
-    pub kind: Kind,
-    pub workload: RoundResult,
-    pub agent: Option<AgentFigures>,
-    /// Other processes seen holding BPF programs around this round.
-    pub foreign_bpf: Vec<String>,
-}
-
-pub fn print_header() {
-    println!(
-        "{:>5}  {:<8}  {:>8}  {:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:>7}",
-        "round",
-        "kind",
-        "conn/s",
-        "per-second range",
-        "errors",
-        "events/s",
-        "lost",
-        "cpu%",
-        "rss MiB"
-    );
-}
+/// Churn conn/s ratio the agent must keep (agent / baseline).
+const TARGET_CHURN_RATIO: f64 = 0.95;
+/// Bulk throughput ratio the agent must keep.
+const TARGET_BULK_RATIO: f64 = 0.99;
+/// Program runs and time per connection of the churn.
+const TARGET_RUNS_PER_CONN: f64 = 8.0;
+const TARGET_NS_PER_CONN: f64 = 1000.0;
+/// Resident memory with the held sockets.
+const TARGET_RSS_MIB: f64 = 32.0;
 
 pub fn print_row(round: &Round) {
-    let w = &round.workload;
-    let range = match w.steadiness() {
-        Some((min, max)) => format!("{min}..{max}"),
-        None => "-".to_string(),
-    };
-    let (events, lost, cpu, rss) = match &round.agent {
-        Some(a) => (
-            format!("{:.0}", a.events_per_sec),
-            a.lost_total.to_string(),
-            format!("{:.1}", a.cpu_pct),
-            format!("{:.1}", a.peak_rss_mib),
-        ),
-        None => Default::default(),
-    };
-    // A trailing `!` flags a round whose figures are suspect.
-    let mut flag = String::new();
-    if w.error_count() > 0 {
-        flag.push_str("  ! errors");
+    let figures: Vec<String> = round
+        .metrics
+        .iter()
+        .map(|m| format!("{}={}", short(&m.name), value(&m.name, m.value)))
+        .collect();
+    let mut line = format!(
+        "{:>5}  {:<14}  {}",
+        round.number,
+        round.label,
+        figures.join("  ")
+    );
+    if let Some(a) = &round.agent {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}ms"));
+        line.push_str(&format!(
+            "  | events/s={:.0} lost={} lag p99={} max={} cpu={:.1}% rss={:.1}MiB",
+            a.events_per_sec,
+            a.lost_total,
+            ms(a.lag_p99_ms),
+            ms(a.lag_max_ms),
+            a.cpu_pct,
+            a.peak_rss_mib
+        ));
+    }
+    if round.error_count() > 0 {
+        line.push_str("  ! errors");
     }
     if !round.foreign_bpf.is_empty() {
-        flag.push_str("  ! foreign BPF");
+        line.push_str("  ! foreign BPF");
     }
-    println!(
-        "{:>5}  {:<8}  {:>8.0}  {:>17}  {:>6}  {:>9}  {:>6}  {:>6}  {:>7}{flag}",
-        round.number,
-        round.kind.name(),
-        w.conn_per_sec(),
-        range,
-        w.error_count(),
-        events,
-        lost,
-        cpu,
-        rss,
-    );
-    for (message, n) in &w.errors {
+    println!("{line}");
+    for (message, n) in &round.errors {
         println!("{:>7}{n} x {message}", "");
     }
     if !round.foreign_bpf.is_empty() {
@@ -119,141 +69,282 @@ pub fn print_row(round: &Round) {
     }
 }
 
-/// Figures derived from all rounds.
-struct Summary {
-    baseline: Option<f64>,
-    agent: Option<f64>,
-    ratio: Option<f64>,
-    pair_ratios: Vec<f64>,
-    events_per_sec: Option<f64>,
-    lost_total: u64,
-    cpu_pct: Option<f64>,
-    peak_rss_mib: Option<f64>,
-    rounds_with_errors: usize,
-    rounds_with_foreign_bpf: usize,
+/// A figure's name as printed in a round's line.
+fn short(name: &str) -> String {
+    name.trim_end_matches("_per_sec")
+        .replace("_conn", "")
+        .replace("_round_trips", "_rt")
+        .replace("_gbit", "")
 }
 
-fn summarize(rounds: &[Round]) -> Summary {
-    let conn = |kind| {
-        median(
-            rounds
-                .iter()
-                .filter(|r| r.kind == kind)
-                .map(|r| r.workload.conn_per_sec())
-                .collect(),
-        )
-    };
-    let agent_figures = || rounds.iter().filter_map(|r| r.agent.as_ref());
-    let baseline = conn(Kind::Baseline);
-    let agent = conn(Kind::Agent);
-    // Rounds run baseline, agent, baseline, agent, ...; comparing each
-    // agent round with the mean of the baselines either side of it cancels
-    // a steady drift of the machine's speed, which would otherwise bias
-    // every "agent vs the baseline before it" ratio the same way.
-    let pair_ratios = rounds
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.kind == Kind::Agent)
-        .filter_map(|(i, r)| {
-            let neighbours: Vec<f64> = [i.checked_sub(1), Some(i + 1)]
-                .into_iter()
-                .flatten()
-                .filter_map(|j| rounds.get(j))
-                .filter(|n| n.kind == Kind::Baseline)
-                .map(|n| n.workload.conn_per_sec())
-                .collect();
-            let reference = neighbours.iter().sum::<f64>() / neighbours.len() as f64;
-            (!neighbours.is_empty()).then(|| r.workload.conn_per_sec() / reference)
-        })
-        .collect();
-    Summary {
-        baseline,
-        agent,
-        ratio: baseline.zip(agent).map(|(b, a)| a / b),
-        pair_ratios,
-        events_per_sec: median(agent_figures().map(|a| a.events_per_sec).collect()),
-        lost_total: agent_figures().map(|a| a.lost_total).sum(),
-        cpu_pct: median(agent_figures().map(|a| a.cpu_pct).collect()),
-        peak_rss_mib: agent_figures().map(|a| a.peak_rss_mib).reduce(f64::max),
-        rounds_with_errors: rounds
-            .iter()
-            .filter(|r| r.workload.error_count() > 0)
-            .count(),
-        rounds_with_foreign_bpf: rounds.iter().filter(|r| !r.foreign_bpf.is_empty()).count(),
+fn value(name: &str, v: f64) -> String {
+    if name == rounds::BULK {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
     }
 }
 
-pub fn print_summary(rounds: &[Round]) {
-    let s = summarize(rounds);
+/// One figure summarised over all rounds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FigureSummary {
+    pub name: String,
+    pub baseline: Option<f64>,
+    /// Each tracer arm, in the order of [`summarize`]'s `arms`.
+    pub arms: Vec<ArmFigure>,
+}
+
+/// One tracer arm's side of a figure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArmFigure {
+    pub label: String,
+    #[serde(skip)]
+    pub arm: Arm,
+    pub median: Option<f64>,
+    /// Median over the arm's rounds of (round / the baseline at its time,
+    /// see [`ratios`]).
+    pub ratio: Option<f64>,
+    pub ratios: Vec<f64>,
+}
+
+/// Every figure of `rounds`, for each of the tracer `arms` (with labels).
+pub fn summarize(rounds: &[Round], arms: &[(Arm, String)]) -> Vec<FigureSummary> {
+    let mut names: Vec<String> = Vec::new();
+    for r in rounds {
+        for m in &r.metrics {
+            if !names.contains(&m.name) {
+                names.push(m.name.clone());
+            }
+        }
+    }
+    let of = |arm: Arm, name: &str| {
+        median(
+            rounds
+                .iter()
+                .filter(|r| r.arm == arm)
+                .filter_map(|r| r.metric(name))
+                .collect(),
+        )
+    };
+    names
+        .into_iter()
+        .map(|name| FigureSummary {
+            baseline: of(Arm::Baseline, &name),
+            arms: arms
+                .iter()
+                .map(|(arm, label)| {
+                    let ratios = ratios(rounds, *arm, &name);
+                    ArmFigure {
+                        label: label.clone(),
+                        arm: *arm,
+                        median: of(*arm, &name),
+                        ratio: median(ratios.clone()),
+                        ratios,
+                    }
+                })
+                .collect(),
+            name,
+        })
+        .collect()
+}
+
+/// Each `arm` round's figure over the baseline at its time: interpolated
+/// between the nearest baseline round before it and after it (by round
+/// number), or the one there is at either end. Rounds cycle through the
+/// arms, so a steady drift of the machine's speed cancels out.
+fn ratios(rounds: &[Round], arm: Arm, name: &str) -> Vec<f64> {
+    let baseline = |(_, r): &(usize, &Round)| r.arm == Arm::Baseline && r.metric(name).is_some();
+    rounds
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.arm == arm)
+        .filter_map(|(i, r)| {
+            let before = rounds.iter().enumerate().take(i).rev().find(baseline);
+            let after = rounds.iter().enumerate().skip(i + 1).find(baseline);
+            let at = |(_, b): (usize, &Round)| b.metric(name);
+            let reference = match (before, after) {
+                (Some(b), Some(a)) => {
+                    let (vb, va) = (at(b)?, at(a)?);
+                    let t = (i - b.0) as f64 / (a.0 - b.0) as f64;
+                    vb + (va - vb) * t
+                }
+                (Some(only), None) | (None, Some(only)) => at(only)?,
+                (None, None) => return None,
+            };
+            (reference > 0.0).then(|| r.metric(name).map(|v| v / reference))?
+        })
+        .collect()
+}
+
+pub fn print_summary(rounds: &[Round], figures: &[FigureSummary]) {
     let opt = |v: Option<f64>, precision: usize| match v {
         Some(v) => format!("{v:.precision$}"),
         None => "-".to_string(),
     };
-    let count = |kind| rounds.iter().filter(|r| r.kind == kind).count();
+    let spread = |v: &[f64]| match (
+        v.iter().copied().reduce(f64::min),
+        v.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) => format!("{lo:.3}-{hi:.3}"),
+        _ => "-".to_string(),
+    };
     println!();
-    println!(
-        "baseline   conn/s median  {}  ({} rounds)",
-        opt(s.baseline, 0),
-        count(Kind::Baseline)
-    );
-    println!(
-        "agent      conn/s median  {}  ({} rounds)",
-        opt(s.agent, 0),
-        count(Kind::Agent)
-    );
-    let pairs: Vec<String> = s.pair_ratios.iter().map(|r| format!("{r:.3}")).collect();
-    println!(
-        "ratio (agent/baseline)     {}   (target >= {TARGET_RATIO})",
-        opt(s.ratio, 3)
-    );
-    println!(
-        "  per agent round, vs the mean of adjacent baselines: {}",
-        pairs.join(" ")
-    );
-    println!(
-        "events/s   {}  lost {}  (target 0)",
-        opt(s.events_per_sec, 0),
-        s.lost_total
-    );
-    println!(
-        "agent CPU  {}%  peak RSS {} MiB (target < {TARGET_RSS_MIB} MiB)",
-        opt(s.cpu_pct, 1),
-        opt(s.peak_rss_mib, 1)
-    );
-    if s.rounds_with_errors > 0 {
-        println!(
-            "! {} round(s) had workload errors; their conn/s is suspect",
-            s.rounds_with_errors
-        );
-    }
-    if s.rounds_with_foreign_bpf > 0 {
-        println!(
-            "! {} round(s) ran while other processes held BPF programs; \
-             if those trace TCP, the figures include their cost",
-            s.rounds_with_foreign_bpf
-        );
+    for f in figures {
+        let p = if f.name == rounds::BULK { 2 } else { 0 };
+        println!("{}: baseline {}", f.name, opt(f.baseline, p));
+        for a in &f.arms {
+            println!(
+                "  {:<22} {:>12}   ratio {:>6}   spread {:>13}",
+                a.label,
+                opt(a.median, p),
+                opt(a.ratio, 3),
+                spread(&a.ratios),
+            );
+        }
     }
     println!();
-    println!("notes: events/s = events_received at stop / workload seconds (the agent is");
-    println!("       idle between ready and workload start). agent CPU = the agent process's");
-    println!("       utime+stime over the workload, % of one core; BPF program time is");
-    println!("       charged to the workload's threads and shows in the ratio instead.");
+    for f in figures {
+        let target = if f.name.starts_with("churn_") {
+            TARGET_CHURN_RATIO
+        } else if f.name == rounds::BULK {
+            TARGET_BULK_RATIO
+        } else {
+            continue;
+        };
+        let peer = f
+            .arms
+            .iter()
+            .find(|a| a.arm == Arm::Bpftrace)
+            .and_then(|a| a.ratio);
+        for a in f.arms.iter().filter(|a| matches!(a.arm, Arm::Agent(_))) {
+            let above_peer = match (a.ratio, peer) {
+                (Some(a), Some(b)) if f.name.starts_with("churn_") => {
+                    format!(", above bpftrace: {}", if a > b { "yes" } else { "NO" })
+                }
+                _ => String::new(),
+            };
+            println!(
+                "target {} {}: ratio >= {target}: {}{above_peer}",
+                f.name,
+                a.label,
+                verdict(a.ratio.map(|r| r >= target)),
+            );
+        }
+    }
+    let agent = || rounds.iter().filter_map(|r| r.agent.as_ref());
+    let lost: u64 = agent().map(|a| a.lost_total).sum();
+    println!(
+        "events lost over all agent rounds: {lost} (target 0); agent CPU median {}% of a core, peak RSS {} MiB",
+        opt(median(agent().map(|a| a.cpu_pct).collect()), 1),
+        opt(agent().map(|a| a.peak_rss_mib).reduce(f64::max), 1),
+    );
+    println!(
+        "ring buffer lag (what batched wake-ups add to findings): p99 up to {} ms, max {} ms (target well under 1000 ms)",
+        opt(agent().filter_map(|a| a.lag_p99_ms).reduce(f64::max), 0),
+        opt(agent().filter_map(|a| a.lag_max_ms).reduce(f64::max), 0),
+    );
+    let with_errors = rounds.iter().filter(|r| r.error_count() > 0).count();
+    if with_errors > 0 {
+        println!("! {with_errors} round(s) had workload errors; their figures are suspect");
+    }
+    let foreign = rounds.iter().filter(|r| !r.foreign_bpf.is_empty()).count();
+    if foreign > 0 {
+        println!(
+            "! {foreign} round(s) ran while other processes held BPF programs; \
+             if those trace TCP, every arm (baseline too) pays for them"
+        );
+    }
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "-",
+    }
+}
+
+/// The programs' cost per churn connection, for one tracer.
+pub fn print_costs(arm: Arm, label: &str, connections: u64, costs: &[ProgCost]) {
+    println!();
+    println!("{label} programs per churn connection ({connections} connections, bpf_stats on):");
+    println!(
+        "  {:<34} {:>10} {:>10} {:>10}",
+        "program", "runs/conn", "ns/run", "ns/conn"
+    );
+    for c in costs {
+        println!(
+            "  {:<34} {:>10.2} {:>10.0} {:>10.0}",
+            c.name, c.runs_per_conn, c.ns_per_run, c.ns_per_conn
+        );
+    }
+    let runs: f64 = costs.iter().map(|c| c.runs_per_conn).sum();
+    let ns: f64 = costs.iter().map(|c| c.ns_per_conn).sum();
+    println!("  {:<34} {:>10.2} {:>10} {:>10.0}", "total", runs, "", ns);
+    if matches!(arm, Arm::Agent(_)) {
+        println!(
+            "  target: <= {TARGET_RUNS_PER_CONN} runs: {}; <= {TARGET_NS_PER_CONN} ns: {}",
+            verdict(Some(runs <= TARGET_RUNS_PER_CONN)),
+            verdict(Some(ns <= TARGET_NS_PER_CONN)),
+        );
+    }
+}
+
+pub fn print_memory(label: &str, m: &Memory) {
+    println!();
+    println!(
+        "{label} memory: idle {:.1} MiB; with {} sockets held by {} processes ({} tracked): \
+         {:.1} MiB now (anon {:.1}, file {:.1}, shared {:.1}), {:.1} MiB peak \
+         (target <= {TARGET_RSS_MIB} MiB: {}); lost {}",
+        m.idle_rss_mib,
+        m.sockets,
+        m.processes,
+        m.tracked_sockets,
+        m.rss_mib,
+        m.rss_anon_mib,
+        m.rss_file_mib,
+        m.rss_shmem_mib,
+        m.peak_rss_mib,
+        verdict(Some(m.peak_rss_mib <= TARGET_RSS_MIB)),
+        m.lost_total,
+    );
+    if !m.lost.is_empty() {
+        let lost: Vec<String> = m.lost.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("  lost: {}", lost.join(" "));
+    }
+}
+
+pub fn print_notes() {
+    println!();
+    println!("notes: ratios are per round against the baseline interpolated between the");
+    println!("       nearest baseline rounds before and after it; spread is their range.");
+    println!("       The agent's CPU is its own process; BPF program time is charged to the");
+    println!("       workload's threads and shows in the ratios and the program costs.");
+    println!("       Program costs count every run of the tracer's programs, including runs");
+    println!("       for other processes' traffic on this machine.");
 }
 
 /// One JSON line with the summary and every round, for scripts.
-pub fn print_json(rounds: &[Round], secs: u64, threads: usize) {
-    let s = summarize(rounds);
+pub fn print_json(
+    rounds: &[Round],
+    figures: &[FigureSummary],
+    costs: &[(String, u64, Vec<ProgCost>)],
+    memory: &[(String, Memory)],
+) {
     let details: Vec<_> = rounds
         .iter()
         .map(|r| {
+            let metrics: serde_json::Map<String, serde_json::Value> = r
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), json!(m.value)))
+                .collect();
             let mut v = json!({
                 "round": r.number,
-                "kind": r.kind.name(),
-                "conn_per_sec": r.workload.conn_per_sec(),
-                "connections": r.workload.connections,
-                "elapsed_secs": r.workload.elapsed.as_secs_f64(),
-                "per_second": r.workload.per_second,
-                "errors": r.workload.errors,
+                "arm": r.label,
+                "metrics": metrics,
+                "connections": r.connections,
+                "errors": r.errors,
                 "foreign_bpf": r.foreign_bpf,
             });
             if let Some(a) = &r.agent {
@@ -262,29 +353,30 @@ pub fn print_json(rounds: &[Round], secs: u64, threads: usize) {
                 v["lost"] = json!(a.lost);
                 v["agent_cpu_pct"] = json!(a.cpu_pct);
                 v["peak_rss_mib"] = json!(a.peak_rss_mib);
+                v["ring_lag_p99_ms"] = json!(a.lag_p99_ms);
+                v["ring_lag_max_ms"] = json!(a.lag_max_ms);
             }
             v
         })
         .collect();
-    let summary = json!({
-        "type": "bench_summary",
-        "secs": secs,
-        "threads": threads,
-        "baseline_conn_per_sec_median": s.baseline,
-        "agent_conn_per_sec_median": s.agent,
-        "ratio": s.ratio,
-        "target_ratio": TARGET_RATIO,
-        "pair_ratios": s.pair_ratios,
-        "events_per_sec_median": s.events_per_sec,
-        "lost_total": s.lost_total,
-        "agent_cpu_pct_median": s.cpu_pct,
-        "peak_rss_mib_max": s.peak_rss_mib,
-        "target_rss_mib": TARGET_RSS_MIB,
-        "rounds_with_errors": s.rounds_with_errors,
-        "rounds_with_foreign_bpf": s.rounds_with_foreign_bpf,
-        "rounds": details,
-    });
-    println!("{summary}");
+    let costs: Vec<_> = costs
+        .iter()
+        .map(|(label, conns, c)| json!({"arm": label, "connections": conns, "programs": c}))
+        .collect();
+    let memory: Vec<_> = memory
+        .iter()
+        .map(|(label, m)| json!({"arm": label, "memory": m}))
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "type": "bench_summary",
+            "figures": figures,
+            "program_costs": costs,
+            "memory": memory,
+            "rounds": details,
+        })
+    );
 }
 
 pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -302,12 +394,56 @@ pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
+    use crate::bench::rounds::Metric;
 
     #[test]
     fn medians() {
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    fn round(number: usize, arm: Arm, v: f64) -> Round {
+        Round {
+            number,
+            arm,
+            label: String::new(),
+            metrics: vec![Metric {
+                name: "x".into(),
+                value: v,
+            }],
+            errors: Default::default(),
+            connections: 0,
+            agent: None,
+            foreign_bpf: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ratios_use_the_baselines_either_side() {
+        // A steady drift: baselines 100, 110, 120; each tracer at 0.9 of
+        // the baseline of its time.
+        let rounds = [
+            round(1, Arm::Baseline, 100.0),
+            round(2, Arm::Agent(0), 0.9 * 103.333),
+            round(3, Arm::Bpftrace, 0.9 * 106.667),
+            round(4, Arm::Baseline, 110.0),
+            round(5, Arm::Bpftrace, 0.9 * 113.333),
+            round(6, Arm::Agent(0), 0.9 * 116.667),
+            round(7, Arm::Baseline, 120.0),
+        ];
+        for arm in [Arm::Agent(0), Arm::Bpftrace] {
+            let r = ratios(&rounds, arm, "x");
+            assert_eq!(r.len(), 2);
+            assert!(r.iter().all(|r| (r - 0.9).abs() < 0.001), "{arm:?} {r:?}");
+        }
+        let arms = [(Arm::Agent(0), "a".into()), (Arm::Bpftrace, "b".into())];
+        let s = summarize(&rounds, &arms);
+        assert_eq!(s[0].baseline, Some(110.0));
+        assert!((s[0].arms[1].ratio.unwrap() - 0.9).abs() < 0.001);
+        // A round with no baseline after it uses the one before.
+        let tail = ratios(&rounds[..3], Arm::Bpftrace, "x");
+        assert!((tail[0] - 0.96).abs() < 0.001, "{tail:?}");
     }
 }

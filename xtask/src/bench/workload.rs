@@ -15,6 +15,11 @@
 //! one thread has no hand-off, at most one connection queued, and ran ~2x
 //! faster and far steadier.
 //!
+//! How the ends close is a choice ([`Close`]): with FIN both ways (the
+//! whole lifecycle, TIME_WAIT on the server side) or with `SO_LINGER 0`
+//! (an RST, no TIME_WAIT: the churn of issue 17, where the bpftrace peer
+//! sees six state changes per connection).
+//!
 //! At 50-100k connections/s a single destination would run out of 4-tuples
 //! (each one stays in TIME_WAIT for 60 s; one destination offers only the
 //! ~28k ports of `ip_local_port_range`). So listeners bind `0.0.0.0:P`,
@@ -42,6 +47,26 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Error message → occurrences.
 pub type ErrorTally = BTreeMap<String, u64>;
 
+/// How each iteration closes its two ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Close {
+    /// `SO_LINGER 0` on both ends: the server's close sends an RST, the
+    /// client's socket is already closed by it.
+    Reset,
+    /// An orderly close, server end first: FIN both ways, TIME_WAIT on
+    /// the server side.
+    Fin,
+}
+
+impl Close {
+    pub fn name(self) -> &'static str {
+        match self {
+            Close::Reset => "reset (SO_LINGER 0)",
+            Close::Fin => "fin",
+        }
+    }
+}
+
 /// What one round of the workload did.
 #[derive(Debug, Clone)]
 pub struct RoundResult {
@@ -65,28 +90,28 @@ impl RoundResult {
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
-
-    /// Slowest and fastest whole second of the round.
-    pub fn steadiness(&self) -> Option<(u64, u64)> {
-        let min = self.per_second.iter().min()?;
-        let max = self.per_second.iter().max()?;
-        Some((*min, *max))
-    }
 }
 
 /// The workload's listeners, bound and ready; [`Workload::run`] starts the
 /// clock. Binding first keeps setup out of the measured interval.
 pub struct Workload {
     listeners: Vec<TcpListener>,
+    close: Close,
 }
 
 impl Workload {
-    /// Binds one listener per thread on `0.0.0.0` at a kernel-chosen port.
+    /// Binds one listener per thread on `0.0.0.0` at a kernel-chosen port;
+    /// connections close with FIN.
     pub fn bind(threads: usize) -> Result<Workload> {
+        Self::bind_closing(threads, Close::Fin)
+    }
+
+    /// The same, closing each connection as `close` says.
+    pub fn bind_closing(threads: usize, close: Close) -> Result<Workload> {
         let listeners = (0..threads)
             .map(|_| bind_listener())
             .collect::<Result<_>>()?;
-        Ok(Workload { listeners })
+        Ok(Workload { listeners, close })
     }
 
     /// Runs the loop on every listener's thread for `duration`.
@@ -94,10 +119,11 @@ impl Workload {
         let start = Instant::now();
         let deadline = start + duration;
         let mut handles = Vec::with_capacity(self.listeners.len());
+        let close = self.close;
         for (i, listener) in self.listeners.into_iter().enumerate() {
             let handle = thread::Builder::new()
                 .name(format!("bench-conn-{i}"))
-                .spawn(move || connection_loop(&listener, i, start, deadline))
+                .spawn(move || connection_loop(&listener, i, close, start, deadline))
                 .context("spawning a workload thread")?;
             handles.push(handle);
         }
@@ -138,20 +164,8 @@ fn bind_listener() -> Result<TcpListener> {
         tv_sec: ACCEPT_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: 0,
     };
-    // SAFETY: the fd is open (owned by `listener`) and `timeout` is a valid
-    // timeval whose size is passed alongside it.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("setting SO_RCVTIMEO on a listener");
-    }
+    set_socket_option(&listener, libc::SO_RCVTIMEO, &timeout)
+        .context("setting SO_RCVTIMEO on a listener")?;
     Ok(listener)
 }
 
@@ -163,6 +177,7 @@ struct Tally {
 fn connection_loop(
     listener: &TcpListener,
     thread_index: usize,
+    close: Close,
     start: Instant,
     deadline: Instant,
 ) -> Result<Tally> {
@@ -197,9 +212,16 @@ fn connection_loop(
         // connection in flight, so this accepts the connection just made.
         match listener.accept() {
             Ok((server, _peer)) => {
-                // Server end first: TIME_WAIT lands on the server side (see
-                // module docs). Both ends are closed with FIN, as no data is
-                // ever left unread.
+                if close == Close::Reset {
+                    // The client end is reset by the server's RST; its own
+                    // close then sends nothing, so only the server needs it.
+                    if let Err(e) = set_linger_zero(&server) {
+                        *tally.errors.entry(format!("SO_LINGER: {e}")).or_default() += 1;
+                    }
+                }
+                // Server end first: TIME_WAIT (with FIN) lands on the server
+                // side (see module docs). With FIN both ends close cleanly,
+                // as no data is ever left unread.
                 drop(server);
                 drop(client);
                 if tally.per_second.len() <= second {
@@ -212,6 +234,40 @@ fn connection_loop(
             }
         }
     }
+}
+
+/// `SO_LINGER` on with a zero timeout: close() sends an RST and frees the
+/// connection at once.
+fn set_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    set_socket_option(stream, libc::SO_LINGER, &linger)
+}
+
+/// `setsockopt(SOL_SOCKET, option)` with `value`, which must be the type
+/// the kernel expects for `option` (a `timeval`, a `linger`, ...).
+fn set_socket_option<T>(
+    socket: &impl AsRawFd,
+    option: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: the fd is open (borrowed from its owner for the call) and
+    // `value` points to a valid `T` whose size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn merge_per_second(into: &mut Vec<u64>, from: &[u64]) {

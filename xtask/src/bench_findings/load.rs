@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 /// Connections held open, both ends in this process: `conns` spread evenly
 /// over `ports` listeners on 127.0.0.1, so one outbound and one inbound
@@ -110,43 +110,4 @@ impl Drop for Leak {
     fn drop(&mut self) {
         let _ = self.join();
     }
-}
-
-/// Raises this process's open-file limit to at least `needed` (the soft
-/// limit up to the hard one, the hard one too if we may), or says why not.
-pub fn raise_fd_limit(needed: u64) -> Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
-    }
-    if limit.rlim_cur >= needed {
-        return Ok(limit.rlim_cur);
-    }
-    let wanted = libc::rlimit {
-        rlim_cur: needed.max(limit.rlim_max),
-        rlim_max: needed.max(limit.rlim_max),
-    };
-    // SAFETY: setrlimit reads one rlimit from the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
-        return Ok(wanted.rlim_cur);
-    }
-    // Not allowed past the hard limit: the soft one up to it may do.
-    let soft = libc::rlimit {
-        rlim_cur: limit.rlim_max,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: as above.
-    if limit.rlim_max >= needed && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } == 0 {
-        return Ok(limit.rlim_max);
-    }
-    bail!(
-        "the load needs about {needed} open files, and the limit is {} (hard {}) and may not \
-         be raised here; lower --conns",
-        limit.rlim_cur,
-        limit.rlim_max
-    )
 }

@@ -98,7 +98,7 @@ pub fn run(args: &BenchFindingsArgs) -> Result<()> {
     let leak_max = (args.warmup + args.secs + 10) as f64 / leak_every.as_secs_f64();
     // Both ends of each connection, the listeners, a margin for the rest.
     let fds = 2 * args.conns as u64 + args.ports + 2 * leak_max.ceil() as u64 + 256;
-    let limit = load::raise_fd_limit(fds)?;
+    let limit = crate::bench::held::raise_fd_limit(fds, "lower --conns")?;
     let setup = Setup {
         agent: agent_path(args.agent.as_deref())?,
         warmup: Duration::from_secs(args.warmup),

@@ -5,8 +5,8 @@
 //! Traffic, all on loopback from a fresh cgroup:
 //! - 5 IPv4 and 2 IPv6 connections that send "ping" and close (client
 //!   first, so its end goes to TIME_WAIT); both ends must be counted.
-//! - 3 connects to a closed port, which must be counted as refused (the
-//!   `tcp_receive_reset` tracepoint classifies them).
+//! - 3 connects to a closed port, which must be counted as refused
+//!   (sock_ops sees the RST arrive: `segs_in` of a connecting socket).
 //! - 3 DNS queries answered NOERROR and 1 answered NXDOMAIN, over UDP.
 //! - 3 socket() calls over the smoke process's open-file limit (EMFILE),
 //!   which the syscall tracepoints must count (feature `connect_resources`).
