@@ -422,6 +422,10 @@ impl FindingsConfig {
             ("dns.min_queries", self.dns.min_queries),
             ("resources.min_failures", self.resources.min_failures),
             ("dns_search.min_queries", self.dns_search.min_queries),
+            ("stale.min_stale", self.stale.min_stale),
+            ("limit.min_refused", self.limit.min_refused),
+            ("limit.min_held", self.limit.min_held),
+            ("probes.min_failures", self.probes.min_failures),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
