@@ -70,6 +70,8 @@ pub struct CollectorConfig {
     pub min_free_bytes: u64,
     /// How often TLS files given by path are read again for changes.
     pub tls_reload_every: Duration,
+    /// When a node whose agent stopped pushing is a finding.
+    pub silence: crate::findings::SilenceConfig,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -99,6 +101,7 @@ impl CollectorConfig {
             max_clock_skew: Duration::from_secs(300),
             min_free_bytes: 64 * 1024 * 1024,
             tls_reload_every: DEFAULT_RELOAD_EVERY,
+            silence: crate::findings::SilenceConfig::default(),
         }
     }
 
@@ -110,6 +113,9 @@ impl CollectorConfig {
         };
         if self.retention.is_zero() {
             return bad("retention must be longer than zero");
+        }
+        if self.silence.silent_after.is_zero() {
+            return bad("node silent-after must be longer than zero");
         }
         if self.retention_interval.is_some_and(|d| d.is_zero()) {
             return bad("retention interval must be longer than zero");
@@ -171,6 +177,9 @@ pub(crate) struct Shared {
     pub disk: Arc<Disk>,
     /// Open TCP connections, shared by every TCP listener.
     pub conns: Arc<Limiter>,
+    /// When this collector opened: silences of nodes are measured from
+    /// here at the earliest (while it was away, agents buffered).
+    pub opened_unix_ms: i64,
 }
 
 impl Shared {
@@ -236,6 +245,7 @@ impl Collector {
             tasks: TaskTracker::new(),
             auth,
             disk,
+            opened_unix_ms: unix_ms_now(),
         });
         // Delete what expired while the collector was down before serving.
         // A failure (a disk too full even to delete) must not stop the

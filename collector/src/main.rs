@@ -86,6 +86,10 @@ struct Args {
     /// How often the TLS files are checked for changes.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     tls_reload_every: Duration,
+    /// A node whose agent has pushed no window for this long is reported
+    /// as a `node_silent` finding (the collector's own downtime excepted).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    node_silent_after: Duration,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -206,6 +210,7 @@ fn config(args: &Args, reviewer: Option<Reviewer>) -> CollectorConfig {
     config.max_watchers = args.max_watchers;
     config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
     config.tls_reload_every = args.tls_reload_every;
+    config.silence.silent_after = args.node_silent_after;
     config.policy = Policy {
         pushers: args.agent_identity.clone(),
         readers: args.reader.clone(),

@@ -132,8 +132,16 @@ impl CollectorService for CollectorApi {
             .await?;
         let q = FindingsQuery::parse(request.get_ref(), unix_ms_now()).map_err(invalid)?;
         let max = self.shared.config.caller_limits.max_query_windows;
+        let silences = findings::Silences {
+            cfg: self.shared.config.silence,
+            now_unix_ms: unix_ms_now(),
+            listening_since_unix_ms: self.shared.opened_unix_ms,
+        };
         let reply = self
-            .query(&caller, findings::list(self.shared.store.as_ref(), &q, max))
+            .query(
+                &caller,
+                findings::list(self.shared.store.as_ref(), &q, max, &silences),
+            )
             .await?;
         Ok(Response::new(reply))
     }

@@ -37,9 +37,18 @@ fn run_for() -> Duration {
 fn lookup(pod: &Pod, server: &Pod, name: &str, want: &str) {
     let (_, out) = dig(
         pod,
-        &[&format!("@{}", server.ip4), name, "A", "+tries=1", "+time=2"],
+        &[
+            &format!("@{}", server.ip4),
+            name,
+            "A",
+            "+tries=1",
+            "+time=2",
+        ],
     );
-    assert!(out.contains("status: NOERROR") && out.contains(want), "{out}");
+    assert!(
+        out.contains("status: NOERROR") && out.contains(want),
+        "{out}"
+    );
 }
 
 /// Reads what a peer said since the last call; panics if it failed.
@@ -77,7 +86,10 @@ fn varied_healthy_traffic_makes_no_finding() {
     let redis_ip = redis_pod.ip4.to_string();
     let _dns = Dnsmasq::start(dns_pod, &[&format!("--address=/redis.test/{redis_ip}")]);
     let web_addr = SocketAddr::from((web.ip4, 8080));
-    let mut web_server = peer::spawn(web, &["health", &web_addr.to_string(), &redis.addr.to_string()]);
+    let mut web_server = peer::spawn(
+        web,
+        &["health", &web_addr.to_string(), &redis.addr.to_string()],
+    );
     assert_eq!(web_server.expect_line(Duration::from_secs(30)), "ready");
     let terse_addr = SocketAddr::from((terse.ip4, 8081));
     let _terse_server = peer::listen(terse, &terse_addr.to_string(), "reply");
@@ -114,7 +126,7 @@ fn varied_healthy_traffic_makes_no_finding() {
             let (_, r) = peer::connect(app, &terse_addr.to_string(), 1, false, 1000);
             terse_ok += r.iter().filter(|l| l.starts_with("ok")).count() as u64;
             // Every few seconds, a check of a port nobody listens on.
-            if lookups % 3 == 0 {
+            if lookups.is_multiple_of(3) {
                 let (_, r) = peer::connect(app, &format!("{}:9", web.ip4), 1, false, 1000);
                 closed_checks += r.iter().filter(|l| l.starts_with("err")).count() as u64;
             }
@@ -138,15 +150,29 @@ fn varied_healthy_traffic_makes_no_finding() {
     // Not vacuous: the traffic ran, and was judged throughout.
     let secs = run.as_secs();
     let evaluations = watch.agent.findings.stats.evaluations;
-    assert!(evaluations + 5 >= secs, "{evaluations} evaluations in {secs} s");
-    assert!(churn.ok.len() as u64 + 5 >= secs * 2, "{} redis requests", churn.ok.len());
+    assert!(
+        evaluations + 5 >= secs,
+        "{evaluations} evaluations in {secs} s"
+    );
+    assert!(
+        churn.ok.len() as u64 + 5 >= secs * 2,
+        "{} redis requests",
+        churn.ok.len()
+    );
     assert!(churn.errors.is_empty() && churn.failed_requests.is_empty());
-    assert!(api.ok.len() as u64 + 5 >= secs * 2, "{} sessions", api.ok.len());
+    assert!(
+        api.ok.len() as u64 + 5 >= secs * 2,
+        "{} sessions",
+        api.ok.len()
+    );
     assert!(api.failed.is_empty(), "{:?}", api.failed);
     assert!(job.leaks.is_empty() && job.refused.is_empty());
     assert!(probes_ok + 2 >= secs / 2, "{probes_ok} health checks");
     assert!(terse_ok + 5 >= secs, "{terse_ok} terse exchanges");
-    assert!(closed_checks + 2 >= secs / 3, "{closed_checks} closed-port checks");
+    assert!(
+        closed_checks + 2 >= secs / 3,
+        "{closed_checks} closed-port checks"
+    );
     let snap = watch.agent.snapshot(None);
     // The agent saw the traffic it judged: the app's sessions to each server.
     for (what, addr, at_least) in [
@@ -165,7 +191,10 @@ fn varied_healthy_traffic_makes_no_finding() {
             })
             .map(|f| f.closed_total)
             .sum();
-        assert!(closed >= at_least, "{closed} sessions to {what} seen, {at_least} made");
+        assert!(
+            closed >= at_least,
+            "{closed} sessions to {what} seen, {at_least} made"
+        );
     }
     let dns = total(&snap, app.cgroup_id).expect("the app's DNS");
     assert!(dns.counts.answers >= u64::from(lookups) - 1, "{dns:?}");

@@ -5,14 +5,19 @@
 //! A window carries the findings open at its end plus those resolved since
 //! the node's previous window, so a finding's versions are spread over a
 //! node's windows and its latest one says whether it still holds.
+//!
+//! Nodes whose agent stopped pushing are findings of the collector itself
+//! (`silent`), each about its own node.
 
 mod latest;
 mod merge;
+pub mod silent;
 
 use sockeye_proto::v1 as pb;
 
 pub use latest::Latest;
 pub use merge::merge;
+pub use silent::SilenceConfig;
 
 use crate::{
     filter::{Filter, FilterError},
@@ -44,6 +49,8 @@ pub struct FindingsQuery {
     /// Windows are read when their end lies in `[since, until]`.
     pub since_unix_ms: i64,
     pub until_unix_ms: i64,
+    /// The range reaches now: nodes silent now are judged.
+    pub until_is_now: bool,
     pub include_resolved: bool,
 }
 
@@ -85,9 +92,20 @@ impl FindingsQuery {
             filter,
             since_unix_ms: since,
             until_unix_ms: until,
+            until_is_now,
             include_resolved: req.include_resolved,
         })
     }
+}
+
+/// What judging silent nodes needs besides the windows.
+#[derive(Debug, Clone, Copy)]
+pub struct Silences {
+    pub cfg: SilenceConfig,
+    pub now_unix_ms: i64,
+    /// When this collector began to accept pushes: its own downtime is not
+    /// a node's silence.
+    pub listening_since_unix_ms: i64,
 }
 
 /// Runs a ListFindings over the store, reading at most `max_windows`.
@@ -95,18 +113,50 @@ pub async fn list(
     store: &dyn Store,
     q: &FindingsQuery,
     max_windows: u64,
+    silences: &Silences,
 ) -> Result<(pb::ClusterFindingsReply, ScanCounts), ScanError> {
     let mut latest = Latest::default();
-    let counts = scan_range(
+    let mut gaps = silent::Gaps::new(silences.cfg);
+    let mut counts = scan_range(
         store,
         q.since_unix_ms..=q.until_unix_ms,
         &q.filter,
         max_windows,
-        |w| latest.add_window(w),
+        |w| {
+            latest.add_window(w);
+            gaps.add_window(w);
+        },
     )
     .await?;
     let (windows, dropped_windows) = (latest.windows, latest.dropped_windows);
-    let findings = latest.finish(&q.filter, q.include_resolved);
+    let mut findings = latest.finish(&q.filter, q.include_resolved);
+    let mut silent = Vec::new();
+    if q.until_is_now {
+        let page = store.latest_per_node().await?;
+        counts.corrupt += page.corrupt;
+        counts.read += page.windows.len() as u64 + page.corrupt;
+        let nodes: Vec<pb::Window> = page
+            .windows
+            .into_iter()
+            .filter(|w| q.filter.matches_node(&w.node))
+            .collect();
+        silent.extend(silent::silent_now(
+            &nodes,
+            &gaps,
+            silences.now_unix_ms,
+            silences.listening_since_unix_ms,
+            &silences.cfg,
+        ));
+    }
+    if q.include_resolved {
+        silent.extend(gaps.finish());
+    }
+    findings.extend(
+        silent
+            .iter()
+            .map(|s| s.finding(silences.now_unix_ms, &silences.cfg))
+            .filter(|f| q.filter.matches_finding(f)),
+    );
     Ok((
         pb::ClusterFindingsReply {
             findings: merge(findings),
