@@ -71,7 +71,20 @@ fn collector_outage_the_agent_buffers_then_drains_and_what_did_not_fit_is_counte
     let collector = rig.start_collector(port, &data, &[]);
     let recovery = drained(&agent, Instant::now());
     // The early 3 were in dropped windows; everything else arrives once.
-    let ok = rig.expect_connects(&agent, collector.grpc, first + 4);
+    // Unless the agent's backoff (jittered, up to 30 s) outlasted what its
+    // buffer holds after the late connects: then their windows went too,
+    // and were counted as dropped like the early ones.
+    let ok = if agent.dropped("push_windows_dropped") == dropped {
+        rig.expect_connects(&agent, collector.grpc, first + 4)
+    } else {
+        let ok = rig.collected(collector.grpc).0;
+        assert!(
+            (first..=first + 4).contains(&ok),
+            "{ok} connects, {first} before the outage and 4 late"
+        );
+        println!("the agent's backoff outlasted its buffer: {ok} of {} connects arrived, the rest in windows dropped and counted", first + 4);
+        ok
+    };
     let reported = rig.collected(collector.grpc).1;
     assert!(
         reported >= dropped,
