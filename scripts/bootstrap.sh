@@ -35,7 +35,9 @@ if (( want_test )); then
   # (the package's own service is not used).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
   # openssl: scripts/make-collector-cert.sh, which a collector test runs.
-  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv openssl)
+  # chromium: the collector's web view is tested in headless Chromium
+  # (collector/tests/ui.rs), with fonts to render its text in screenshots.
+  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv openssl chromium fonts-dejavu-core)
 fi
 if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox

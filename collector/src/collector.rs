@@ -73,6 +73,8 @@ pub struct CollectorConfig {
     pub tls_reload_every: Duration,
     /// Write findings as Kubernetes Events; `None`: no Events.
     pub events: Option<EventsConfig>,
+    /// Serve `/ui` to callers without a reader's token.
+    pub ui_anonymous: bool,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -103,6 +105,7 @@ impl CollectorConfig {
             min_free_bytes: 64 * 1024 * 1024,
             tls_reload_every: DEFAULT_RELOAD_EVERY,
             events: None,
+            ui_anonymous: false,
         }
     }
 

@@ -24,7 +24,7 @@
 //! on a full disk; `auth` (who may push, who may read) and `limits` (what
 //! one caller may hold) guard every call; `server`, `accept` and `tls` put
 //! it on the network, `metrics` exports its counters; `events` writes
-//! findings as Kubernetes Events.
+//! findings as Kubernetes Events; `ui` serves the web view.
 
 mod accept;
 pub mod auth;
@@ -45,6 +45,7 @@ mod service;
 mod stats;
 pub mod store;
 pub mod tls;
+mod ui;
 pub mod watch;
 
 pub use accept::{ConnLimits, PeerInfo};

@@ -30,7 +30,8 @@ struct Args {
     /// --anonymous-unix).
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
-    /// Plain HTTP address of /metrics, /healthz and /readyz; "off" for none.
+    /// Plain HTTP address of /metrics, /healthz, /readyz and the web view
+    /// (/ui); "off" for none.
     #[arg(long, default_value = "0.0.0.0:9465", value_parser = parse_listen)]
     http_addr: Listen,
     /// Directory of the embedded store (created if missing).
@@ -132,13 +133,18 @@ struct Args {
     /// Write each finding that opens or resolves as a Kubernetes Event on
     /// its pod (events.k8s.io/v1), through the same API as TokenReview
     /// (--kubeconfig). Needs create and patch on events in the pods'
-    /// namespaces (deploy/collector-rbac.yaml).
+    /// namespaces (deploy/kustomize/base/collector-rbac.yaml).
     #[arg(long)]
     events: bool,
     /// Event writes (new Events and series updates) a minute, on average,
     /// and at once; more are dropped and counted.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     events_per_minute: u32,
+    /// Serve the web view (/ui) to callers without a reader's token. Off by
+    /// default: the HTTP port is plain HTTP, reachable by whatever reaches
+    /// the pod.
+    #[arg(long)]
+    ui_anonymous: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,6 +243,7 @@ fn config(
         anonymous_unix: args.anonymous_unix,
     };
     config.token_reviewer = reviewer;
+    config.ui_anonymous = args.ui_anonymous;
     config.events = match client {
         Some(client) if args.events => Some(EventsConfig {
             client,

@@ -132,6 +132,8 @@ counters! {
     /// Windows the Event writer skipped because it fell behind (their
     /// changes are taken from later windows).
     events_windows_missed: Counter,
+    /// Requests to /ui refused for lack of a reader's credentials.
+    ui_refused: Counter,
     /// WatchWindows streams open now.
     watch_subscribers: Gauge,
     /// Push streams open now.

@@ -12,7 +12,7 @@
 //!
 //! The collector's ServiceAccount needs `create` and `patch` on
 //! `events.k8s.io` `events` in the namespaces of the pods it reports on
-//! (`deploy/collector-rbac.yaml`).
+//! (`deploy/kustomize/base/collector-rbac.yaml`).
 
 pub mod series;
 pub mod track;

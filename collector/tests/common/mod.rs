@@ -26,6 +26,7 @@ use tonic::{
     Streaming,
 };
 
+pub mod browser;
 pub mod kubeapi;
 
 pub type Client = CollectorServiceClient<Channel>;
