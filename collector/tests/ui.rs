@@ -36,22 +36,14 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(dir: &std::path::Path, kubeconfig: &std::path::Path) -> Proc {
+fn spawn(dir: &std::path::Path, args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye-collector"))
         .args(["--listen", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        // Readers by token; this test's agent pushes without one.
-        .args([
-            "--reader",
-            READER,
-            "--anonymous-tcp",
-            "push",
-            "--min-free-mib",
-            "0",
-        ])
+        // This test's agent pushes without a token.
+        .args(["--anonymous-tcp", "push", "--min-free-mib", "0"])
+        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -182,7 +174,12 @@ async fn the_page_shows_a_finding_with_its_numbers_updates_live_and_refuses_stra
     api.add_token(READER_TOKEN, READER);
     api.add_token(AGENT_TOKEN, "system:serviceaccount:sockeye:sockeye-agent");
     let dir = tempfile::tempdir().expect("temp dir");
-    let proc = spawn(&dir.path().join("data"), &api.kubeconfig(dir.path()));
+    let kubeconfig = api.kubeconfig(dir.path());
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let proc = spawn(
+        &dir.path().join("data"),
+        &["--kubeconfig", kubeconfig, "--reader", READER],
+    );
     let mut client = tcp_client(proc.grpc).await;
     let mut agent = Pusher::open(&mut client, "node-a", "agent-a").await;
     let t = now_ms() - 120_000;
@@ -299,4 +296,26 @@ async fn the_page_shows_a_finding_with_its_numbers_updates_live_and_refuses_stra
         .find(|l| l.starts_with("sockeye_collector_ui_refused_total "))
         .expect("the refusals are counted");
     assert_ne!(refused_line, "sockeye_collector_ui_refused_total 0");
+}
+
+#[tokio::test]
+async fn ui_anonymous_opens_it_without_a_token_and_only_then() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let closed = spawn(&dir.path().join("a"), &["--auth", "none"]);
+    let (code, _) = http(closed.http, "GET", "/ui/api/findings", &[]).await;
+    assert_eq!(code, 401, "anonymous TCP callers may push here, not read");
+    let open = spawn(&dir.path().join("b"), &["--auth", "none", "--ui-anonymous"]);
+    let (code, body) = http(open.http, "GET", "/ui/api/findings", &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, page) = http(open.http, "GET", "/ui", &[]).await;
+    assert!(
+        code == 200 && page.contains("Open findings"),
+        "{code} {page}"
+    );
+    // The gRPC queries stay closed: --ui-anonymous is about /ui only.
+    let mut client = tcp_client(open.grpc).await;
+    let err = list_findings(&mut client, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }
