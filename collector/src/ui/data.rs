@@ -58,25 +58,31 @@ fn workload(w: Option<&pb::Workload>) -> Value {
         "label": w.label, "node": w.node})
 }
 
-pub(super) async fn findings(c: &Collector) -> Response {
+/// The answer, and the stored windows read for it (charged to the
+/// caller's query budget as a query's are).
+pub(super) async fn findings(c: &Collector) -> (Response, u64) {
     let shared = &c.shared;
     let now = unix_ms_now();
     let q = match FindingsQuery::parse(&pb::ClusterFindingsRequest::default(), now) {
         Ok(q) => q,
-        Err(e) => return failed(e),
+        Err(e) => return (failed(e), 0),
     };
     let max = shared.config.caller_limits.max_query_windows;
-    let (reply_, _) = match findings::list(shared.store.as_ref(), &q, max).await {
+    let (reply_, counts) = match findings::list(shared.store.as_ref(), &q, max).await {
         Ok(r) => r,
-        Err(e) => return failed(e),
+        Err(e) => return (failed(e), max),
     };
+    let mut read = counts.read;
     let mut out = Vec::new();
     for m in reply_.findings.iter().take(MAX_FINDINGS) {
         let Some(f) = m.findings.first() else {
             continue;
         };
         let timeline = match timeline(c, f, now).await {
-            Ok(t) => t,
+            Ok((t, n)) => {
+                read += n;
+                t
+            }
             Err(e) => json!({"error": e.to_string()}),
         };
         out.push(json!({
@@ -98,18 +104,20 @@ pub(super) async fn findings(c: &Collector) -> Response {
             "timeline": timeline,
         }));
     }
-    reply(
-        StatusCode::OK,
-        json!({"now": now, "windows": reply_.windows,
-            "dropped_windows": reply_.dropped_windows,
-            "shown": out.len(), "open": reply_.findings.len(), "findings": out}),
-    )
+    let body = json!({"now": now, "windows": reply_.windows,
+        "dropped_windows": reply_.dropped_windows,
+        "shown": out.len(), "open": reply_.findings.len(), "findings": out});
+    (reply(StatusCode::OK, body), read)
 }
 
 /// Per window of the finding's node around its start: the subject's open
 /// sockets, connects and failed connects to the destination, and DNS
 /// queries and timeouts, so the page draws what the detector saw.
-async fn timeline(c: &Collector, f: &pb::Finding, now: i64) -> Result<Value, query::ScanError> {
+async fn timeline(
+    c: &Collector,
+    f: &pb::Finding,
+    now: i64,
+) -> Result<(Value, u64), query::ScanError> {
     let s = f.subject.clone().unwrap_or_default();
     let filter = Filter::parse(Some(&pb::Filter {
         namespace: s.namespace.clone(),
@@ -131,7 +139,7 @@ async fn timeline(c: &Collector, f: &pb::Finding, now: i64) -> Result<Value, que
     let (from, to) = (start - AROUND_MS, (start + AROUND_MS).min(now));
     let mut points = Vec::new();
     let max = c.shared.config.caller_limits.max_query_windows;
-    scan_range(c.shared.store.as_ref(), from..=to, &filter, max, |w| {
+    let counts = scan_range(c.shared.store.as_ref(), from..=to, &filter, max, |w| {
         let Some(agg) = w.aggregates.as_ref().map(|a| filter.apply(a)) else {
             return;
         };
@@ -148,7 +156,8 @@ async fn timeline(c: &Collector, f: &pb::Finding, now: i64) -> Result<Value, que
         }));
     })
     .await?;
-    Ok(json!({"from": from, "to": to, "start": start, "points": points}))
+    let t = json!({"from": from, "to": to, "start": start, "points": points});
+    Ok((t, counts.read))
 }
 
 /// `namespace=..&pod=..` of the query string (names are DNS labels, so
@@ -160,7 +169,7 @@ fn param<'a>(query: &'a str, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-pub(super) async fn flows(c: &Collector, query_string: &str) -> Response {
+pub(super) async fn flows(c: &Collector, query_string: &str) -> (Response, u64) {
     let now = unix_ms_now();
     let req = pb::QueryTopRequest {
         filter: Some(pb::Filter {
@@ -175,12 +184,15 @@ pub(super) async fn flows(c: &Collector, query_string: &str) -> Response {
     };
     let q = match TopQuery::parse(&req) {
         Ok(q) => q,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
+        Err(e) => {
+            let body = json!({"error": e.to_string()});
+            return (reply(StatusCode::BAD_REQUEST, body), 0);
+        }
     };
     let max = c.shared.config.caller_limits.max_query_windows;
-    let (top, _) = match query::query_top(c.shared.store.as_ref(), &q, max).await {
+    let (top, counts) = match query::query_top(c.shared.store.as_ref(), &q, max).await {
         Ok(r) => r,
-        Err(e) => return failed(e),
+        Err(e) => return (failed(e), max),
     };
     let rows: Vec<Value> = top
         .rows
@@ -198,8 +210,6 @@ pub(super) async fn flows(c: &Collector, query_string: &str) -> Response {
             })
         })
         .collect();
-    reply(
-        StatusCode::OK,
-        json!({"from": req.from_unix_ms, "windows": top.windows, "rows": rows}),
-    )
+    let body = json!({"from": req.from_unix_ms, "windows": top.windows, "rows": rows});
+    (reply(StatusCode::OK, body), counts.read)
 }

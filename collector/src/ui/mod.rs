@@ -22,7 +22,15 @@ use axum::{
 };
 use tonic::metadata::MetadataMap;
 
-use crate::{accept::PeerInfo, auth::Caller, stats::Counters, Collector};
+use std::time::Instant;
+
+use crate::{
+    accept::PeerInfo,
+    auth::Caller,
+    limits::{Kind, Refused},
+    stats::Counters,
+    Collector,
+};
 
 const PAGE: &str = include_str!("assets/index.html");
 const LOGIN: &str = include_str!("assets/login.html");
@@ -180,14 +188,35 @@ async fn guard(
     h: HeaderMap,
     what: Asset,
 ) -> Response {
-    if let Err(refused) = reader(&c, peer, &h).await {
-        return refused;
-    }
-    let mut r = match what {
-        Asset::Page => return html(StatusCode::OK, PAGE),
-        Asset::Findings => data::findings(&c).await,
-        Asset::Flows => data::flows(&c, uri.query().unwrap_or_default()).await,
+    let caller = match reader(&c, peer, &h).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
+    if let Asset::Page = what {
+        return html(StatusCode::OK, PAGE);
+    }
+    // The data costs what a query costs, from the same per-caller budget.
+    let key = caller.key();
+    let limits = &c.shared.per_caller;
+    let _slot = match limits.acquire(&key, Kind::Query, Instant::now()) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let counters = &c.shared.counters;
+            match refused {
+                Refused::Busy { .. } => Counters::add(&counters.caller_limit_refused, 1),
+                Refused::Budget { .. } => Counters::add(&counters.query_cost_refused, 1),
+            }
+            let body = serde_json::json!({"error": refused.to_string()}).to_string();
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+            secure_headers(&mut r);
+            return r;
+        }
+    };
+    let (mut r, read) = match what {
+        Asset::Findings => data::findings(&c).await,
+        _ => data::flows(&c, uri.query().unwrap_or_default()).await,
+    };
+    limits.charge(&key, read, Instant::now());
     secure_headers(&mut r);
     r
 }
