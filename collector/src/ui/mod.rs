@@ -13,6 +13,8 @@
 
 mod data;
 
+use std::time::Instant;
+
 use axum::{
     extract::{ConnectInfo, State},
     http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
@@ -21,8 +23,6 @@ use axum::{
     Router,
 };
 use tonic::metadata::MetadataMap;
-
-use std::time::Instant;
 
 use crate::{
     accept::PeerInfo,
@@ -214,7 +214,7 @@ async fn guard(
     };
     let (mut r, read) = match what {
         Asset::Findings => data::findings(&c).await,
-        _ => data::flows(&c, uri.query().unwrap_or_default()).await,
+        Asset::Flows | Asset::Page => data::flows(&c, uri.query().unwrap_or_default()).await,
     };
     limits.charge(&key, read, Instant::now());
     secure_headers(&mut r);
