@@ -164,6 +164,13 @@ fn leak_window(seq: u64, end: i64, open: u64, finding: Option<pb::Finding>) -> p
     );
     if let Some(a) = w.aggregates.as_mut() {
         a.findings = finding.into_iter().collect();
+        // redis on the same node; it restarts (a new pid) in window 3.
+        a.listeners = vec![pb::Listener {
+            workload: Some(pod("prod", "redis-0", "redis", "node-a")),
+            local: Some(ep("10.77.0.3", 6379)),
+            pid: if seq >= 3 { 2002 } else { 1001 },
+            comm: "redis-server".into(),
+        }];
     }
     w
 }
@@ -231,6 +238,15 @@ async fn the_page_shows_a_finding_with_its_numbers_updates_live_and_refuses_stra
         .clone();
     let opens: Vec<u64> = points.iter().map(|p| p["open"].as_u64().unwrap()).collect();
     assert_eq!(opens, [20, 60, 110, 160], "the signal around the start");
+    let restarts: Vec<bool> = points
+        .iter()
+        .map(|p| p["restart"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        restarts,
+        [false, false, true, false],
+        "redis got a new pid in window 3"
+    );
 
     let http_base = format!("http://{}", proc.http);
     let mut b = tokio::task::block_in_place(Browser::start);
@@ -267,6 +283,10 @@ async fn the_page_shows_a_finding_with_its_numbers_updates_live_and_refuses_stra
         b.eval("document.querySelectorAll('svg.timeline polyline[data-series=open]').length")
     });
     assert_eq!(lines, 1, "the timeline draws the open sockets");
+    let marks = tokio::task::block_in_place(|| {
+        b.eval("document.querySelectorAll('svg.timeline line.restart').length")
+    });
+    assert_eq!(marks, 1, "and marks the restart");
     let flows_row = tokio::task::block_in_place(|| {
         b.eval("document.querySelector('#flows tbody tr').innerText")
     });

@@ -111,8 +111,10 @@ pub(super) async fn findings(c: &Collector) -> (Response, u64) {
 }
 
 /// Per window of the finding's node around its start: the subject's open
-/// sockets, connects and failed connects to the destination, and DNS
-/// queries and timeouts, so the page draws what the detector saw.
+/// sockets, connects and failed connects to the destination, DNS queries
+/// and timeouts, and whether the process listening on the destination's
+/// port on that node changed (a restart), so the page draws what the
+/// detector saw.
 async fn timeline(
     c: &Collector,
     f: &pb::Finding,
@@ -138,8 +140,23 @@ async fn timeline(
     let start = f.since_unix_ms;
     let (from, to) = (start - AROUND_MS, (start + AROUND_MS).min(now));
     let mut points = Vec::new();
+    let mut listener_pid = None;
+    let port = f.destination.as_ref().map(|d| d.port);
     let max = c.shared.config.caller_limits.max_query_windows;
     let counts = scan_range(c.shared.store.as_ref(), from..=to, &filter, max, |w| {
+        // The listener is the destination's, not the subject's: read it
+        // from the whole window.
+        let pid = w.aggregates.as_ref().and_then(|a| {
+            let l = a
+                .listeners
+                .iter()
+                .find(|l| l.local.as_ref().map(|e| e.port) == port)?;
+            Some(l.pid)
+        });
+        let restart = matches!((listener_pid, pid), (Some(a), Some(b)) if a != b);
+        if pid.is_some() {
+            listener_pid = pid;
+        }
         let Some(agg) = w.aggregates.as_ref().map(|a| filter.apply(a)) else {
             return;
         };
@@ -153,6 +170,7 @@ async fn timeline(
             "failed": flows.iter().map(|f| f.connects_failed.values().sum::<u64>()).sum::<u64>(),
             "dns_queries": queries,
             "dns_timeouts": timeouts,
+            "restart": restart,
         }));
     })
     .await?;

@@ -34,8 +34,13 @@ function timeline(t) {
   const W = 340, H = 120, L = 30, B = 18;
   const box = svg("svg", { class: "timeline", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img" });
   if (!t || !t.points) return box;
-  const span = Math.max(1, t.to - t.from);
-  const x = (ms) => L + ((ms - t.from) / span) * (W - L - 6);
+  // The axis spans the windows there are and the start, not the whole
+  // range asked for, so a young finding is not squeezed to one edge.
+  const ts = t.points.map((p) => p.t).concat([t.start]);
+  const lo = Math.min(...ts), hi = Math.max(...ts);
+  const pad = Math.max(1000, (hi - lo) * 0.05);
+  const from = lo - pad, span = hi - lo + 2 * pad;
+  const x = (ms) => L + ((ms - from) / span) * (W - L - 6);
   const series = [["open", "open"], ["failed", "failed"], ["dns_timeouts", "dns"]];
   const max = Math.max(1, ...t.points.flatMap((p) => series.map(([k]) => p[k])));
   const y = (v) => H - B - (v / max) * (H - B - 8);
@@ -47,11 +52,14 @@ function timeline(t) {
   };
   lbl(L - 4, 12, num(max), "end");
   lbl(L - 4, H - B, "0", "end");
-  lbl(L, H - 4, time(t.from));
-  lbl(W - 6, H - 4, time(t.to), "end");
+  lbl(L, H - 4, time(lo));
+  lbl(W - 6, H - 4, time(hi), "end");
   const sx = x(t.start);
   box.append(svg("line", { class: "start", x1: sx, y1: 4, x2: sx, y2: H - B }));
   lbl(sx + 3, 12, "start " + time(t.start));
+  for (const p of t.points.filter((p) => p.restart)) {
+    box.append(svg("line", { class: "restart", x1: x(p.t), y1: 4, x2: x(p.t), y2: H - B, "data-restart": p.t }));
+  }
   for (const [k, cls] of series) {
     if (!t.points.some((p) => p[k] > 0)) continue;
     const pts = t.points.map((p) => `${x(p.t).toFixed(1)},${y(p[k]).toFixed(1)}`).join(" ");
@@ -76,7 +84,7 @@ function finding(f) {
   }
   left.append(ev);
   if (f.next_step) left.append(el("p", { class: "meta" }, "Next: " + f.next_step));
-  const right = el("div", {}, timeline(f.timeline), el("div", { class: "legend" }, el("span", { class: "l-open" }, "— open sockets"), el("span", { class: "l-failed" }, "— failed connects"), el("span", { class: "l-dns" }, "-- DNS timeouts")));
+  const right = el("div", {}, timeline(f.timeline), el("div", { class: "legend" }, el("span", { class: "l-open" }, "— open sockets"), el("span", { class: "l-failed" }, "— failed connects"), el("span", { class: "l-dns" }, "-- DNS timeouts"), el("span", { class: "l-restart" }, "| listener restarted")));
   card.append(left, right);
   card.addEventListener("click", () => {
     selected = f.subject;
