@@ -48,6 +48,9 @@ if (( want_test )); then
   debs+=(postgresql)
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/sockeye.conf
+  # chromium: the collector's web view is tested in headless Chromium
+  # (collector/tests/ui.rs), with fonts to render its text in screenshots.
+  debs+=(chromium fonts-dejavu-core)
 fi
 if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox

@@ -15,6 +15,7 @@ use crate::{
     accept::{ConnLimits, Limiter},
     auth::{Auth, Policy, Reviewer},
     disk::Disk,
+    events::{self, EventsConfig},
     limits::{CallerLimits, PerCaller},
     retention,
     service::CollectorApi,
@@ -72,6 +73,10 @@ pub struct CollectorConfig {
     pub tls_reload_every: Duration,
     /// When a node whose agent stopped pushing is a finding.
     pub silence: crate::findings::SilenceConfig,
+    /// Write findings as Kubernetes Events; `None`: no Events.
+    pub events: Option<EventsConfig>,
+    /// Serve `/ui` to callers without a reader's token.
+    pub ui_anonymous: bool,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -102,6 +107,8 @@ impl CollectorConfig {
             min_free_bytes: 64 * 1024 * 1024,
             tls_reload_every: DEFAULT_RELOAD_EVERY,
             silence: crate::findings::SilenceConfig::default(),
+            events: None,
+            ui_anonymous: false,
         }
     }
 
@@ -141,6 +148,9 @@ impl CollectorConfig {
         let l = &self.caller_limits;
         if l.max_push_streams == 0 || l.max_watch_streams == 0 || l.max_queries == 0 {
             return bad("per-caller stream and query limits must be at least 1");
+        }
+        if self.events.as_ref().is_some_and(|e| e.per_minute == 0) {
+            return bad("events per minute must be at least 1");
         }
         if self.conn_limits.max_total == 0 || self.conn_limits.max_per_ip == 0 {
             return bad("connection limits must be at least 1");
@@ -256,6 +266,10 @@ impl Collector {
         }
         shared.tasks.spawn(retention::run(shared.clone(), interval));
         shared.tasks.spawn(log_stats(shared.clone()));
+        if let Some(cfg) = shared.config.events.clone() {
+            let rx = shared.hub.receiver();
+            shared.tasks.spawn(events::run(shared.clone(), cfg, rx));
+        }
         shared.tasks.spawn(
             shared
                 .disk

@@ -23,13 +23,15 @@
 //! (WatchWindows); `retention` deletes old windows and `disk` stops writes
 //! on a full disk; `auth` (who may push, who may read) and `limits` (what
 //! one caller may hold) guard every call; `server`, `accept` and `tls` put
-//! it on the network, `metrics` exports its counters.
+//! it on the network, `metrics` exports its counters; `events` writes
+//! findings as Kubernetes Events; `ui` serves the web view.
 
 mod accept;
 pub mod auth;
 mod collector;
 pub mod disk;
 mod error;
+pub mod events;
 pub mod filter;
 pub mod findings;
 pub mod histogram;
@@ -43,6 +45,7 @@ mod service;
 mod stats;
 pub mod store;
 pub mod tls;
+mod ui;
 pub mod watch;
 
 pub use accept::{ConnLimits, PeerInfo};

@@ -6,8 +6,9 @@ use std::{io::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Durat
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use sockeye_collector::{
-    auth::{KubeTokenReview, Perms, Policy, Reviewer, Subject},
+    auth::{kube_client, KubeTokenReview, Perms, Policy, Reviewer, Subject},
     bind_unix,
+    events::EventsConfig,
     limits::CallerLimits,
     Collector, CollectorConfig, ConnLimits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, READY_LOG,
 };
@@ -29,7 +30,8 @@ struct Args {
     /// --anonymous-unix).
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
-    /// Plain HTTP address of /metrics, /healthz and /readyz; "off" for none.
+    /// Plain HTTP address of /metrics, /healthz, /readyz and the web view
+    /// (/ui); "off" for none.
     #[arg(long, default_value = "0.0.0.0:9465", value_parser = parse_listen)]
     http_addr: Listen,
     /// Directory of the embedded store (created if missing).
@@ -132,6 +134,21 @@ struct Args {
     /// Page cache of the store, in MiB.
     #[arg(long, default_value_t = 64)]
     store_cache_mib: usize,
+    /// Write each finding that opens or resolves as a Kubernetes Event on
+    /// its pod (events.k8s.io/v1), through the same API as TokenReview
+    /// (--kubeconfig). Needs create and patch on events in the pods'
+    /// namespaces (deploy/kustomize/base/collector-rbac.yaml).
+    #[arg(long)]
+    events: bool,
+    /// Event writes (new Events and series updates) a minute, on average,
+    /// and at once; more are dropped and counted.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    events_per_minute: u32,
+    /// Serve the web view (/ui) to callers without a reader's token. Off by
+    /// default: the HTTP port is plain HTTP, reachable by whatever reaches
+    /// the pod.
+    #[arg(long)]
+    ui_anonymous: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -174,18 +191,27 @@ fn init_log() {
         .init();
 }
 
-async fn token_reviewer(args: &Args) -> anyhow::Result<Option<Reviewer>> {
+/// The cluster's API, when anything needs it (TokenReview, Events).
+async fn kube(args: &Args) -> anyhow::Result<Option<kube::Client>> {
+    if args.auth == AuthMode::None && !args.events {
+        return Ok(None);
+    }
+    let client = kube_client(args.kubeconfig.as_deref())
+        .await
+        .context("--auth kubernetes and --events need the Kubernetes API (in a pod: its ServiceAccount; elsewhere: --kubeconfig or $KUBECONFIG); outside Kubernetes run with --auth none and --anonymous-tcp, or serve only on --unix")?;
+    Ok(Some(client))
+}
+
+fn token_reviewer(args: &Args, client: Option<&kube::Client>) -> Option<Reviewer> {
     if args.auth == AuthMode::None {
         log::warn!(
             "--auth none: tokens are not checked; callers get --anonymous-tcp ({:?}) on TCP and --anonymous-unix ({:?}) on the unix socket",
             args.anonymous_tcp,
             args.anonymous_unix
         );
-        return Ok(None);
+        return None;
     }
-    let reviewer = KubeTokenReview::connect(args.kubeconfig.as_deref(), args.token_audience.clone())
-        .await
-        .context("--auth kubernetes needs the Kubernetes API for TokenReview (in a pod: its ServiceAccount; elsewhere: --kubeconfig or $KUBECONFIG); outside Kubernetes run with --auth none and --anonymous-tcp, or serve only on --unix")?;
+    let reviewer = KubeTokenReview::new(client?.clone(), args.token_audience.clone());
     log::info!(
         "tokens are checked with the TokenReview API (audience {:?}); agents: {}; readers: {}",
         args.token_audience,
@@ -196,10 +222,14 @@ async fn token_reviewer(args: &Args) -> anyhow::Result<Option<Reviewer>> {
             format!("{:?}", args.reader)
         }
     );
-    Ok(Some(Reviewer(Arc::new(reviewer))))
+    Some(Reviewer(Arc::new(reviewer)))
 }
 
-fn config(args: &Args, reviewer: Option<Reviewer>) -> CollectorConfig {
+fn config(
+    args: &Args,
+    reviewer: Option<Reviewer>,
+    client: Option<kube::Client>,
+) -> CollectorConfig {
     let mut config = CollectorConfig::new(&args.data_dir);
     config.retention = args.retention;
     config.max_message_bytes = args.max_message_bytes;
@@ -218,6 +248,18 @@ fn config(args: &Args, reviewer: Option<Reviewer>) -> CollectorConfig {
         anonymous_unix: args.anonymous_unix,
     };
     config.token_reviewer = reviewer;
+    config.ui_anonymous = args.ui_anonymous;
+    config.events = match client {
+        Some(client) if args.events => Some(EventsConfig {
+            client,
+            per_minute: args.events_per_minute,
+            // The pod's name in Kubernetes: which replica wrote it.
+            instance: std::env::var("HOSTNAME")
+                .map(|h| format!("sockeye-collector-{h}"))
+                .unwrap_or_else(|_| "sockeye-collector".into()),
+        }),
+        _ => None,
+    };
     config.conn_limits = ConnLimits {
         max_total: args.max_connections,
         max_per_ip: args.max_connections_per_ip,
@@ -247,8 +289,9 @@ async fn main() -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let reviewer = token_reviewer(&args).await?;
-    let collector = Collector::open(config(&args, reviewer))
+    let client = kube(&args).await?;
+    let reviewer = token_reviewer(&args, client.as_ref());
+    let collector = Collector::open(config(&args, reviewer, client))
         .await
         .with_context(|| format!("opening the collector in {}", args.data_dir.display()))?;
 

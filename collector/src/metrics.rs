@@ -1,7 +1,8 @@
 //! `/metrics` (Prometheus text format), `/healthz` and `/readyz` on a
 //! plain HTTP listener of their own: the kubelet's probes and Prometheus
 //! speak neither gRPC over TLS nor bearer tokens, and the counters say
-//! nothing a reader of the data could not see anyway.
+//! nothing a reader of the data could not see anyway. The web view (`ui`)
+//! shares the listener and checks a reader's token itself.
 
 use std::fmt::Write as _;
 
@@ -48,27 +49,32 @@ async fn ready(State(c): State<Collector>) -> impl IntoResponse {
 }
 
 impl Collector {
-    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until
+    /// Serves `/metrics`, `/healthz`, `/readyz` and the web view (`/ui`,
+    /// which checks credentials as queries do) on `listener` until
     /// shutdown.
     pub async fn serve_http(&self, listener: TcpListener) -> Result<(), Error> {
         let name = match listener.local_addr() {
             Ok(a) => format!("http {a}"),
             Err(_) => "http".to_string(),
         };
-        log::info!("serving /metrics, /healthz and /readyz on {name}");
+        log::info!("serving /metrics, /healthz, /readyz and the web view /ui on {name}");
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
+            .merge(crate::ui::routes())
             .with_state(self.clone());
         let token = self.shared.shutdown.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .map_err(|source| Error::Http {
-                listener: name,
-                source,
-            })
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+        .map_err(|source| Error::Http {
+            listener: name,
+            source,
+        })
     }
 }
 

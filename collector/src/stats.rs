@@ -116,6 +116,24 @@ counters! {
     /// Queries refused because their caller's window budget ran out, or
     /// because the range held more windows than one query may read.
     query_cost_refused: Counter,
+    /// Kubernetes Events written for findings that opened or resolved.
+    events_written: Counter,
+    /// Kubernetes Events updated because their finding repeated (the
+    /// series' count and lastObservedTime).
+    events_updated: Counter,
+    /// Event writes the API server refused or did not answer (not retried).
+    events_failed: Counter,
+    /// Events not written because --events-per-minute was reached.
+    events_rate_limited: Counter,
+    /// Finding changes with no pod to write an Event on (host processes).
+    events_skipped_no_pod: Counter,
+    /// Findings not followed for Events because too many were open.
+    events_untracked: Counter,
+    /// Windows the Event writer skipped because it fell behind (their
+    /// changes are taken from later windows).
+    events_windows_missed: Counter,
+    /// Requests to /ui refused for lack of a reader's credentials.
+    ui_refused: Counter,
     /// WatchWindows streams open now.
     watch_subscribers: Gauge,
     /// Push streams open now.

@@ -65,6 +65,12 @@ impl Hub {
         let _ = self.tx.send(window);
     }
 
+    /// A plain receiver for the collector's own followers (the Event
+    /// writer): not a client, so not counted against `max_watchers`.
+    pub(crate) fn receiver(&self) -> broadcast::Receiver<Arc<pb::Window>> {
+        self.tx.subscribe()
+    }
+
     pub(crate) fn subscribe(
         &self,
         filter: Filter,

@@ -20,7 +20,7 @@ use std::{
 use tonic::{metadata::MetadataMap, Extensions, Status};
 
 pub use policy::{Caller, Denied, Identity, Listener, Perms, Policy, Subject};
-pub use review::{KubeTokenReview, Review, ReviewCache, ReviewError, TokenReviewer};
+pub use review::{kube_client, KubeTokenReview, Review, ReviewCache, ReviewError, TokenReviewer};
 
 use crate::{accept::PeerInfo, stats::Counters};
 

@@ -78,23 +78,29 @@ impl KubeTokenReview {
         kubeconfig: Option<&std::path::Path>,
         audience: impl Into<String>,
     ) -> Result<Self, ReviewError> {
-        let client = match kubeconfig {
-            Some(path) => {
-                let bad = |source| ReviewError::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                };
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
-                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(bad)?;
-                Client::try_from(config).map_err(|source| ReviewError::NoCluster { source })?
-            }
-            None => Client::try_default()
+        Ok(Self::new(kube_client(kubeconfig).await?, audience))
+    }
+}
+
+/// A client of the cluster `kubeconfig` names, or (`None`) of the one the
+/// pod runs in, else `$KUBECONFIG` / `~/.kube/config`. The collector makes
+/// one and shares it (TokenReview, Events).
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<Client, ReviewError> {
+    match kubeconfig {
+        Some(path) => {
+            let bad = |source| ReviewError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .map_err(|source| ReviewError::NoCluster { source })?,
-        };
-        Ok(Self::new(client, audience))
+                .map_err(bad)?;
+            Client::try_from(config).map_err(|source| ReviewError::NoCluster { source })
+        }
+        None => Client::try_default()
+            .await
+            .map_err(|source| ReviewError::NoCluster { source }),
     }
 }
 

@@ -26,6 +26,9 @@ use tonic::{
     Streaming,
 };
 
+pub mod browser;
+pub mod kubeapi;
+
 pub type Client = CollectorServiceClient<Channel>;
 
 /// How long any single wait in a test may take before it fails.
