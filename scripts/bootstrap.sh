@@ -35,7 +35,11 @@ if (( want_test )); then
   # (the package's own service is not used).
   # python3-venv: scripts/validate-deploy.sh installs its pinned tools in a venv.
   # openssl: scripts/make-collector-cert.sh, which a collector test runs.
-  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv openssl)
+  # clickhouse-server/-client: the collector's ClickHouse store tests start
+  # their own server on free ports in a temporary directory (the package's
+  # service is not used).
+  debs+=(podman runc dnsmasq-base bind9-dnsutils redis-server python3-venv openssl
+    clickhouse-server clickhouse-client)
 fi
 if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox

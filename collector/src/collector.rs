@@ -19,17 +19,29 @@ use crate::{
     retention,
     service::CollectorApi,
     stats::{Counters, Stats},
-    store::{RedbStore, Store},
+    store::{health::StoreHealth, ClickHouseStore, ClickHouseUrl, RedbStore, Store},
     tls::reload::DEFAULT_RELOAD_EVERY,
     watch::Hub,
     Error,
 };
+
+/// Which store holds the windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded redb file in `data_dir`: one collector, no server.
+    #[default]
+    Redb,
+    /// A ClickHouse database shared by any number of collector replicas.
+    ClickHouse(ClickHouseUrl),
+}
 
 /// Settings of a collector. [`CollectorConfig::new`] fills the defaults.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     /// Where the embedded store keeps its file (`collector.redb`).
     pub data_dir: PathBuf,
+    /// Which store to open.
+    pub store: StoreKind,
     /// Windows that ended longer ago than this are deleted.
     pub retention: Duration,
     /// How often retention runs; `None`: a tenth of `retention`, between
@@ -84,6 +96,7 @@ impl CollectorConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            store: StoreKind::Redb,
             retention: Duration::from_secs(24 * 3600),
             retention_interval: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -171,6 +184,8 @@ pub(crate) struct Shared {
     pub disk: Arc<Disk>,
     /// Open TCP connections, shared by every TCP listener.
     pub conns: Arc<Limiter>,
+    /// Whether the store answers (a store on a server may not).
+    pub store_health: Arc<StoreHealth>,
 }
 
 impl Shared {
@@ -196,10 +211,16 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
-    /// Opens the embedded store in `config.data_dir` and starts retention.
-    /// Must run inside a tokio runtime.
+    /// Opens the store `config.store` names (the embedded one in
+    /// `config.data_dir`, or ClickHouse, applying its schema) and starts
+    /// retention. Must run inside a tokio runtime.
     pub async fn open(config: CollectorConfig) -> Result<Self, Error> {
         config.validate()?;
+        if let StoreKind::ClickHouse(url) = &config.store {
+            let store = ClickHouseStore::open(url).await?;
+            log::info!("store: ClickHouse {url}");
+            return Self::with_store(config, Arc::new(store)).await;
+        }
         let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&dir, cache))
             .await
@@ -231,11 +252,12 @@ impl Collector {
             config,
             store,
             hub,
-            counters,
+            counters: counters.clone(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             auth,
             disk,
+            store_health: Arc::new(StoreHealth::new(counters.clone())),
         });
         // Delete what expired while the collector was down before serving.
         // A failure (a disk too full even to delete) must not stop the
@@ -256,6 +278,11 @@ impl Collector {
         health
             .set_serving::<CollectorServiceServer<CollectorApi>>()
             .await;
+        shared.tasks.spawn(shared.store_health.clone().watch(
+            shared.store.clone(),
+            health.clone(),
+            shared.shutdown.clone(),
+        ));
         Ok(Self { shared, health })
     }
 

@@ -89,6 +89,10 @@ fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Closed => Status::unavailable("the collector is shutting down"),
         StoreError::Reopening => Status::unavailable(e.to_string()),
+        e if e.is_unreachable() => {
+            log::error!("query: {e}");
+            Status::unavailable(format!("store: {e}; retry in a moment"))
+        }
         e => {
             log::error!("query: {e}");
             Status::internal(format!("store: {e}"))

@@ -229,7 +229,10 @@ impl Rig {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let got = self.collected(addr).0;
-            assert!(got <= expected, "{got} connects at the collector, only {expected} were made");
+            assert!(
+                got <= expected,
+                "{got} connects at the collector, only {expected} were made"
+            );
             if got == expected {
                 return got;
             }
