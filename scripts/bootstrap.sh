@@ -51,6 +51,10 @@ if (( want_test )); then
   # chromium: the collector's web view is tested in headless Chromium
   # (collector/tests/ui.rs), with fonts to render its text in screenshots.
   debs+=(chromium fonts-dejavu-core)
+  # clickhouse-server/-client: the collector's ClickHouse store tests start
+  # their own server on free ports in a temporary directory (the package's
+  # service is not used).
+  debs+=(clickhouse-server clickhouse-client)
 fi
 if (( want_matrix )); then
   # cargo xtask matrix boots Debian kernels under QEMU (TCG) with a busybox

@@ -20,17 +20,29 @@ use crate::{
     retention,
     service::CollectorApi,
     stats::{Counters, Stats},
-    store::{RedbStore, Store},
+    store::{health::StoreHealth, ClickHouseStore, ClickHouseUrl, RedbStore, Store},
     tls::reload::DEFAULT_RELOAD_EVERY,
     watch::Hub,
     Error,
 };
+
+/// Which store holds the windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded redb file in `data_dir`: one collector, no server.
+    #[default]
+    Redb,
+    /// A ClickHouse database shared by any number of collector replicas.
+    ClickHouse(ClickHouseUrl),
+}
 
 /// Settings of a collector. [`CollectorConfig::new`] fills the defaults.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     /// Where the embedded store keeps its file (`collector.redb`).
     pub data_dir: PathBuf,
+    /// Which store to open.
+    pub store: StoreKind,
     /// Windows that ended longer ago than this are deleted.
     pub retention: Duration,
     /// How often retention runs; `None`: a tenth of `retention`, between
@@ -91,6 +103,7 @@ impl CollectorConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            store: StoreKind::Redb,
             retention: Duration::from_secs(24 * 3600),
             retention_interval: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -190,9 +203,20 @@ pub(crate) struct Shared {
     /// When this collector opened: silences of nodes are measured from
     /// here at the earliest (while it was away, agents buffered).
     pub opened_unix_ms: i64,
+    /// Whether the store answers (a store on a server may not).
+    pub store_health: Arc<StoreHealth>,
 }
 
 impl Shared {
+    /// What ListFindings needs to judge silent nodes now.
+    pub fn silences(&self) -> crate::findings::Silences {
+        crate::findings::Silences {
+            cfg: self.config.silence,
+            now_unix_ms: unix_ms_now(),
+            listening_since_unix_ms: self.opened_unix_ms,
+        }
+    }
+
     pub fn retention_ms(&self) -> i64 {
         // Validated to fit when the collector opened.
         i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX)
@@ -215,10 +239,16 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
-    /// Opens the embedded store in `config.data_dir` and starts retention.
-    /// Must run inside a tokio runtime.
+    /// Opens the store `config.store` names (the embedded one in
+    /// `config.data_dir`, or ClickHouse, applying its schema) and starts
+    /// retention. Must run inside a tokio runtime.
     pub async fn open(config: CollectorConfig) -> Result<Self, Error> {
         config.validate()?;
+        if let StoreKind::ClickHouse(url) = &config.store {
+            let store = ClickHouseStore::open(url).await?;
+            log::info!("store: ClickHouse {url}");
+            return Self::with_store(config, Arc::new(store)).await;
+        }
         let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&dir, cache))
             .await
@@ -250,12 +280,13 @@ impl Collector {
             config,
             store,
             hub,
-            counters,
+            counters: counters.clone(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             auth,
             disk,
             opened_unix_ms: unix_ms_now(),
+            store_health: Arc::new(StoreHealth::new(counters.clone())),
         });
         // Delete what expired while the collector was down before serving.
         // A failure (a disk too full even to delete) must not stop the
@@ -280,6 +311,11 @@ impl Collector {
         health
             .set_serving::<CollectorServiceServer<CollectorApi>>()
             .await;
+        shared.tasks.spawn(shared.store_health.clone().watch(
+            shared.store.clone(),
+            health.clone(),
+            shared.shutdown.clone(),
+        ));
         Ok(Self { shared, health })
     }
 

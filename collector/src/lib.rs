@@ -50,7 +50,7 @@ pub mod watch;
 
 pub use accept::{ConnLimits, PeerInfo};
 pub use collector::{
-    Collector, CollectorConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_WINDOW_BYTES,
+    Collector, CollectorConfig, StoreKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_WINDOW_BYTES,
 };
 pub use error::Error;
 pub use ingest::HELLO_TIMEOUT;

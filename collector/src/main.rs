@@ -10,7 +10,9 @@ use sockeye_collector::{
     bind_unix,
     events::EventsConfig,
     limits::CallerLimits,
-    Collector, CollectorConfig, ConnLimits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, READY_LOG,
+    store::ClickHouseUrl,
+    Collector, CollectorConfig, ConnLimits, StoreKind, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES,
+    READY_LOG,
 };
 use tokio::{
     net::TcpListener,
@@ -34,6 +36,12 @@ struct Args {
     /// (/ui); "off" for none.
     #[arg(long, default_value = "0.0.0.0:9465", value_parser = parse_listen)]
     http_addr: Listen,
+    /// Where windows are kept: "redb" (the embedded file in --data-dir, one
+    /// collector) or clickhouse://[USER[:PASSWORD]@]HOST:HTTP_PORT/DATABASE
+    /// (shared by any number of collector replicas; the schema is applied
+    /// at start).
+    #[arg(long, default_value = "redb", value_parser = parse_store, value_name = "redb|URL")]
+    store: StoreKind,
     /// Directory of the embedded store (created if missing).
     #[arg(long, default_value = "/var/lib/sockeye", value_name = "DIR")]
     data_dir: PathBuf,
@@ -172,6 +180,13 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|e| format!("{s:?} is not an address like 0.0.0.0:7070 or \"off\": {e}"))
 }
 
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    if s == "redb" {
+        return Ok(StoreKind::Redb);
+    }
+    s.parse::<ClickHouseUrl>().map(StoreKind::ClickHouse)
+}
+
 /// Log lines carry text from peers (node names, tokens' user names,
 /// errors quoting requests): escaped, so no terminal reading the log acts
 /// on it.
@@ -231,6 +246,11 @@ fn config(
     client: Option<kube::Client>,
 ) -> CollectorConfig {
     let mut config = CollectorConfig::new(&args.data_dir);
+    config.store = args.store.clone();
+    if config.store != StoreKind::Redb {
+        // The data directory holds nothing then: its disk is not the store's.
+        config.min_free_bytes = 0;
+    }
     config.retention = args.retention;
     config.max_message_bytes = args.max_message_bytes;
     config.max_window_bytes = args.max_window_mib.saturating_mul(MIB);
@@ -293,7 +313,10 @@ async fn main() -> anyhow::Result<()> {
     let reviewer = token_reviewer(&args, client.as_ref());
     let collector = Collector::open(config(&args, reviewer, client))
         .await
-        .with_context(|| format!("opening the collector in {}", args.data_dir.display()))?;
+        .with_context(|| match &args.store {
+            StoreKind::Redb => format!("opening the collector in {}", args.data_dir.display()),
+            StoreKind::ClickHouse(url) => format!("opening the collector's store {url}"),
+        })?;
 
     // Bind every listener before serving any, then say "ready" once: a
     // client (or a test) that waits for that line can use any of them.

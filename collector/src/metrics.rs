@@ -39,12 +39,21 @@ async fn metrics(State(c): State<Collector>) -> impl IntoResponse {
 }
 
 /// Ready while serving; a full disk does not make it unready (queries go
-/// on, agents keep their windows), the metrics say it.
+/// on, agents keep their windows), the metrics say it. A store server that
+/// does not answer does: neither pushes nor queries can be served.
 async fn ready(State(c): State<Collector>) -> impl IntoResponse {
     if c.shared.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        )
+    } else if let Some(why) = c.shared.store_health.unavailable() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {why}\n"),
+        )
     } else {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_string())
     }
 }
 

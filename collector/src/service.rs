@@ -89,6 +89,10 @@ fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Closed => Status::unavailable("the collector is shutting down"),
         StoreError::Reopening => Status::unavailable(e.to_string()),
+        e if e.is_unreachable() => {
+            log::error!("query: {e}");
+            Status::unavailable(format!("store: {e}; retry in a moment"))
+        }
         e => {
             log::error!("query: {e}");
             Status::internal(format!("store: {e}"))
@@ -132,11 +136,7 @@ impl CollectorService for CollectorApi {
             .await?;
         let q = FindingsQuery::parse(request.get_ref(), unix_ms_now()).map_err(invalid)?;
         let max = self.shared.config.caller_limits.max_query_windows;
-        let silences = findings::Silences {
-            cfg: self.shared.config.silence,
-            now_unix_ms: unix_ms_now(),
-            listening_since_unix_ms: self.shared.opened_unix_ms,
-        };
+        let silences = self.shared.silences();
         let reply = self
             .query(
                 &caller,

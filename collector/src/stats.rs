@@ -76,6 +76,12 @@ counters! {
     store_writes_refused_disk_full: Counter,
     /// Writes the store failed for another reason (the agent retries).
     store_write_errors: Counter,
+    /// Times the store's server (ClickHouse) stopped answering or started
+    /// refusing writes.
+    store_outages: Counter,
+    /// 1 while the store's server (ClickHouse) does not answer or refuses
+    /// writes: windows are not acknowledged, agents keep them.
+    store_unavailable: Gauge,
     /// 1 while writes are refused because the data directory's disk is full.
     store_disk_full: Gauge,
     /// Bytes free on the data directory's file system at the last check.

@@ -135,7 +135,7 @@ impl State {
             Err(e) => return log::error!("events: cannot read open findings: {e}"),
         };
         let max = shared.config.caller_limits.max_query_windows;
-        match findings::list(shared.store.as_ref(), &q, max).await {
+        match findings::list(shared.store.as_ref(), &q, max, &shared.silences()).await {
             Ok((reply, _)) => {
                 for f in reply.findings.into_iter().flat_map(|m| m.findings) {
                     self.tracker.seed(f);

@@ -133,7 +133,10 @@ async fn run(
         .store
         .highest_seq(&session.agent_id)
         .await
-        .map_err(|e| Status::unavailable(format!("store: {e}")))?;
+        .map_err(|e| {
+            shared.store_health.failed(&e);
+            Status::unavailable(format!("store: {e}; keep the windows and retry"))
+        })?;
     if let Some(highest) = stored {
         if tx.send(Ok(session.ack(highest))).await.is_err() {
             return Ok(());
@@ -248,11 +251,13 @@ async fn ingest_window(
     shared.disk.admit(shared.store.as_ref()).await?;
     let put = shared.store.put(&w).await.map_err(|e| {
         shared.disk.write_failed(&e);
+        shared.store_health.failed(&e);
         Status::unavailable(format!(
             "cannot store window seq {}: {e}; keep it, reconnect and resend",
             w.seq
         ))
     })?;
+    shared.store_health.ok();
     match put.outcome {
         PutOutcome::Stored => {
             Counters::add(&c.windows_stored, 1);

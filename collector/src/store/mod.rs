@@ -1,5 +1,6 @@
 //! Where windows are kept: the [`Store`] trait (the seam for scaling past one
-//! machine) and its embedded, durable implementation on redb.
+//! machine), its embedded, durable implementation on redb (the default) and
+//! one on ClickHouse shared by collector replicas.
 //!
 //! A store only has to do five things, all keyed so that several collector
 //! replicas could share one store: put a window idempotently by
@@ -7,12 +8,15 @@
 //! time in pages, return each node's latest window, and delete what ended
 //! before a cutoff.
 
+pub mod clickhouse;
+pub(crate) mod health;
 mod redb_store;
 
 use std::ops::RangeInclusive;
 
 use sockeye_proto::v1::Window;
 
+pub use clickhouse::{ClickHouseStore, ClickHouseUrl};
 pub use redb_store::RedbStore;
 
 /// Name of the store's file inside the data directory.
@@ -81,6 +85,14 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
+    #[error("ClickHouse store operation `{op}` failed: {source}")]
+    ClickHouse {
+        op: &'static str,
+        #[source]
+        source: clickhouse::ClickHouseError,
+    },
+    #[error(transparent)]
+    ClickHouseSchema(#[from] clickhouse::SchemaError),
     #[error("the store is closed")]
     Closed,
     #[error("the store is being reopened after a failed write; retry in a moment")]
@@ -112,6 +124,18 @@ impl StoreError {
     /// must be reopened before it writes again.
     pub fn is_io(&self) -> bool {
         self.io().is_some()
+    }
+
+    /// The store's server could not be asked (down, unreachable, timed
+    /// out), as opposed to answering no.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::ClickHouse { source, .. } => source.is_unreachable(),
+            StoreError::ClickHouseSchema(clickhouse::SchemaError::Apply { source, .. }) => {
+                source.is_unreachable()
+            }
+            _ => false,
+        }
     }
 
     /// The disk (or the user's quota) is full.
@@ -166,6 +190,13 @@ pub trait Store: Send + Sync + 'static {
     /// then refuses every write until it is reopened). What was committed
     /// stays. A store that needs nothing of the kind does nothing.
     async fn reopen(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether the store answers now (a store on a server pings it). The
+    /// collector asks every few seconds while a write failed, and reports
+    /// the answer in `/readyz` and the metrics.
+    async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ pub(super) async fn findings(c: &Collector) -> (Response, u64) {
         Err(e) => return (failed(e), 0),
     };
     let max = shared.config.caller_limits.max_query_windows;
-    let (reply_, counts) = match findings::list(shared.store.as_ref(), &q, max).await {
+    let (reply_, counts) = match findings::list(shared.store.as_ref(), &q, max, &shared.silences()).await {
         Ok(r) => r,
         Err(e) => return (failed(e), max),
     };

@@ -8,6 +8,8 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod clickhouse;
+
 use std::{
     collections::HashMap,
     future::Future,
@@ -17,7 +19,7 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
-use sockeye_collector::{Collector, CollectorConfig};
+use sockeye_collector::{Collector, CollectorConfig, StoreKind};
 use sockeye_proto::v1::{self as pb, collector_service_client::CollectorServiceClient};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,7 +73,65 @@ pub fn config(dir: &Path) -> CollectorConfig {
     c
 }
 
+/// Which store a test's collector runs on: the query, findings and push
+/// tests run once on each ([`on_both_stores!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redb,
+    /// A database of its own on the test binary's shared ClickHouse server.
+    ClickHouse,
+}
+
+impl Backend {
+    /// Points `cfg` at this store.
+    pub fn configure(self, cfg: &mut CollectorConfig) {
+        if self == Backend::ClickHouse {
+            cfg.store = StoreKind::ClickHouse(clickhouse::shared().fresh_db());
+        }
+    }
+}
+
+/// Runs each test body once on redb and once on ClickHouse: `async fn
+/// name(backend) { ... }` becomes tests `name::redb` and `name::clickhouse`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($( $(#[doc = $doc:literal])* async fn $name:ident($b:ident) $body:block )*) => {
+        $(
+            $(#[doc = $doc])*
+            mod $name {
+                #[allow(unused_imports, reason = "each body uses a different part of the file")]
+                use super::*;
+
+                async fn body($b: Backend) $body
+
+                #[tokio::test]
+                async fn redb() {
+                    body(Backend::Redb).await
+                }
+
+                #[tokio::test]
+                async fn clickhouse() {
+                    body(Backend::ClickHouse).await
+                }
+            }
+        )*
+    };
+}
+
 impl TestCollector {
+    /// A collector on the given store.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_with_on(backend, |_| {}).await
+    }
+
+    pub async fn start_with_on(backend: Backend, tweak: impl FnOnce(&mut CollectorConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = config(dir.path());
+        backend.configure(&mut cfg);
+        tweak(&mut cfg);
+        Self::start_in(dir, cfg).await
+    }
+
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let cfg = config(dir.path());

@@ -1,0 +1,141 @@
+//! The ClickHouse schema, applied by every collector at start: numbered
+//! migrations recorded in `schema_migrations`. Each statement is idempotent
+//! (`IF NOT EXISTS`), so replicas starting together may both apply one and
+//! nothing breaks; the record of a version is a `ReplacingMergeTree` row, so
+//! recording it twice keeps one.
+//!
+//! Only types and engines ClickHouse 18.16 has (no `LowCardinality`, no
+//! `Map`, no table `TTL`: retention drops day partitions instead).
+
+use super::http::{ClickHouseError, Http};
+
+/// The newest schema this collector knows. A store at a newer version was
+/// migrated by a newer collector: this one refuses to write to it.
+pub const LATEST: u32 = 2;
+
+/// `{db}` stands for the database name.
+const MIGRATIONS: &[(u32, &[&str])] = &[
+    (
+        1,
+        // Windows are keyed by (agent_id, seq): agent_id is the agent's
+        // node, pid and start time, so (node, boot, sequence) in one. The
+        // dedup is `ReplacingMergeTree` on that key, not an insert dedup
+        // token: ClickHouse keeps dedup tokens only for Replicated tables,
+        // and only for the last blocks inserted, while a window may be
+        // resent hours later (an agent's buffer) through another replica.
+        // The store checks for the key before inserting, and reads use
+        // FINAL, so two replicas racing on one window still show it once
+        // before ClickHouse merges the copies away. The copies always share
+        // a partition (same end, same day), which is where
+        // ReplacingMergeTree collapses them.
+        &["CREATE TABLE IF NOT EXISTS {db}.windows (
+                day Date,
+                end_unix_ms Int64,
+                agent_id String,
+                seq UInt64,
+                node String,
+                inserted_unix_ms Int64,
+                body String
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY day
+            ORDER BY (agent_id, seq)"],
+    ),
+    (
+        2,
+        // Retention drops whole days; windows of the day that holds the
+        // cutoff stay until it is dropped but must not be read: every read
+        // starts at the highest cutoff recorded here, shared by replicas.
+        &["CREATE TABLE IF NOT EXISTS {db}.retention_floor (
+                key UInt8,
+                floor_unix_ms Int64
+            ) ENGINE = ReplacingMergeTree(floor_unix_ms)
+            ORDER BY key"],
+    ),
+];
+
+/// Why the schema could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("ClickHouse database {db} has schema version {found}, this collector knows up to {expected}; run a collector at least as new as the one that migrated it")]
+    TooNew {
+        db: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("applying schema version {version} to ClickHouse database {db}: {source}")]
+    Apply {
+        db: String,
+        version: u32,
+        #[source]
+        source: ClickHouseError,
+    },
+}
+
+/// Creates the database if needed and applies what is missing; returns the
+/// version the store is at now.
+pub async fn migrate(http: &Http, db: &str) -> Result<u32, SchemaError> {
+    let at = |version| {
+        let db = db.to_string();
+        move |source| SchemaError::Apply {
+            db,
+            version,
+            source,
+        }
+    };
+    http.run(&format!("CREATE DATABASE IF NOT EXISTS {db}"), None)
+        .await
+        .map_err(at(0))?;
+    http.run(
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+                version UInt32,
+                applied_unix_ms Int64
+            ) ENGINE = ReplacingMergeTree() ORDER BY version"
+        ),
+        None,
+    )
+    .await
+    .map_err(at(0))?;
+    let found: u32 = http
+        .number(&format!("SELECT max(version) FROM {db}.schema_migrations"))
+        .await
+        .map_err(at(0))?;
+    if found > LATEST {
+        return Err(SchemaError::TooNew {
+            db: db.to_string(),
+            found,
+            expected: LATEST,
+        });
+    }
+    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        for s in *statements {
+            http.run(&s.replace("{db}", db), None)
+                .await
+                .map_err(at(*version))?;
+        }
+        http.run(
+            &format!(
+                "INSERT INTO {db}.schema_migrations VALUES ({version}, {})",
+                crate::collector::unix_ms_now()
+            ),
+            None,
+        )
+        .await
+        .map_err(at(*version))?;
+        log::info!("store: ClickHouse database {db} migrated to schema version {version}");
+    }
+    Ok(LATEST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase_and_end_at_latest() {
+        let versions: Vec<u32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert!(versions.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(versions.first(), Some(&1));
+        assert_eq!(versions.last(), Some(&LATEST));
+    }
+}
