@@ -68,10 +68,11 @@ pub(super) async fn findings(c: &Collector) -> (Response, u64) {
         Err(e) => return (failed(e), 0),
     };
     let max = shared.config.caller_limits.max_query_windows;
-    let (reply_, counts) = match findings::list(shared.store.as_ref(), &q, max, &shared.silences()).await {
-        Ok(r) => r,
-        Err(e) => return (failed(e), max),
-    };
+    let (reply_, counts) =
+        match findings::list(shared.store.as_ref(), &q, max, &shared.silences()).await {
+            Ok(r) => r,
+            Err(e) => return (failed(e), max),
+        };
     let mut read = counts.read;
     let mut out = Vec::new();
     for m in reply_.findings.iter().take(MAX_FINDINGS) {
