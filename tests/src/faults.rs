@@ -198,6 +198,13 @@ impl Rig {
     /// collector sums them over all time, and the windows it says agents
     /// dropped.
     pub fn collected(&self, addr: SocketAddr) -> (u64, u64) {
+        self.collected_on(addr, "")
+    }
+
+    /// [`Rig::collected`] from one node's windows only ("" for all): every
+    /// agent on this machine sees the same connects, so a test running two
+    /// in two nodes' names counts one of them.
+    pub fn collected_on(&self, addr: SocketAddr, node: &str) -> (u64, u64) {
         let mut c = self.client(addr, Some(READER), None);
         let resp = self
             .rt
@@ -205,6 +212,7 @@ impl Rig {
                 filter: Some(pb::Filter {
                     container: self.client_cgroup.clone(),
                     destination: format!("{}:8080", self.net.pod(1).ip4),
+                    node: node.into(),
                     ..Default::default()
                 }),
                 from_unix_ms: 0,
@@ -226,9 +234,20 @@ impl Rig {
     /// overflow, and connects are then lost in the kernel. So fewer is
     /// accepted only when the agent counted kernel events lost; more never.
     pub fn expect_connects(&self, agent: &AgentProc, addr: SocketAddr, expected: u64) -> u64 {
+        self.expect_connects_on(agent, addr, "", expected)
+    }
+
+    /// [`Rig::expect_connects`] counting the windows of `node` only.
+    pub fn expect_connects_on(
+        &self,
+        agent: &AgentProc,
+        addr: SocketAddr,
+        node: &str,
+        expected: u64,
+    ) -> u64 {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let got = self.collected(addr).0;
+            let got = self.collected_on(addr, node).0;
             assert!(
                 got <= expected,
                 "{got} connects at the collector, only {expected} were made"
