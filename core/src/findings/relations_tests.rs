@@ -330,6 +330,30 @@ fn health_checks_and_terse_servers_are_no_refusals() {
     assert!(n.all_open().is_empty(), "{:#?}", n.findings.open());
 }
 
+#[test]
+fn a_pools_short_sessions_the_server_now_and_then_closes_first_are_no_limit() {
+    let mut n = Node::new();
+    // The app holds a pool of 3 and opens a short session twice a second:
+    // it sends Terminate and closes, and one time in ten the backend exits
+    // before the app's FIN arrives (a loaded node), so the server closes
+    // first. Served all along: no limit, no refusal.
+    let app = (50, Ipv4Addr::new(10, 0, 0, 50));
+    for _ in 0..3 {
+        n.connect(app, 5432, SEC);
+    }
+    for i in 0..240u64 {
+        let t = 2 * SEC + i * SEC / 2;
+        let (c, s) = n.connect(app, 5432, t);
+        let (first, second) = if i % 10 == 3 { (s, c) } else { (c, s) };
+        n.close(first, tcp_state::FIN_WAIT2, 4 * MS, 450, t + 4 * MS);
+        n.close(second, tcp_state::LAST_ACK, 4 * MS, 450, t + 4 * MS);
+        if i % 2 == 0 {
+            n.evaluate(t);
+        }
+    }
+    assert!(n.all_open().is_empty(), "{:#?}", n.findings.open());
+}
+
 /// The kubelet probes `pod` on 8080 and gives up after 2 s without an
 /// answer, at `t`.
 fn probe_times_out(n: &mut Node, pod: u64, cookie: u64, t: u64) {

@@ -187,7 +187,13 @@ fn refused_in_window(
 /// connections besides (a pool asking for one more), or its sessions turned
 /// from served to refused. At a server, where the plateau guards too,
 /// refusals that come fast (a client retrying, more than one a second)
-/// count as well.
+/// count as well, when most of its sessions in the window were refused: a
+/// server at its limit serves nobody new, while a healthy client's short
+/// sessions look refused only now and then (a PostgreSQL backend that
+/// exits on the client's Terminate before the client's own FIN arrives
+/// closes first, which a loaded node makes common). Sessions that turned
+/// are mostly refused since they turned, so they need not wait for the
+/// window to fill.
 fn qualifies(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
@@ -196,7 +202,8 @@ fn qualifies(
     window_s: f64,
 ) -> bool {
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
-    f.sockets.established > 0 || turned_refused(f, series, window_start) || fast
+    let mostly = refused > served_in_window(f, series, window_start);
+    turned_refused(f, series, window_start) || mostly && (f.sockets.established > 0 || fast)
 }
 
 /// Short sessions of the refusing side: closed by us at a server, by the
@@ -230,17 +237,18 @@ fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_s
     served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 2 > closed_since
 }
 
-/// Sessions closed in the window that were served, not refused.
+/// Sessions closed in the window that were served, not refused; all of a
+/// flow's sessions when it began within the window (as
+/// `refused_in_window` counts them).
 fn served_in_window(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
     window_start: u64,
 ) -> u64 {
-    let Some(start) = sample_at(series.samples(&f.key), window_start) else {
-        return 0;
-    };
-    let closed = f.sample.closed.saturating_sub(start.closed);
-    closed.saturating_sub(refusals(f, &f.sample).saturating_sub(refusals(f, start)))
+    let start = sample_at(series.samples(&f.key), window_start);
+    let (closed0, refused0) = start.map_or((0, 0), |s| (s.closed, refusals(f, s)));
+    let closed = f.sample.closed.saturating_sub(closed0);
+    closed.saturating_sub(refusals(f, &f.sample).saturating_sub(refused0))
 }
 
 /// The server of an outbound flow is seen on this node: the flow's
