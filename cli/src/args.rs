@@ -68,20 +68,19 @@ pub struct Cli {
     /// Kubernetes namespace (exact).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
-    /// Pod name. Agent: also the prefix its controller gives its pods
-    /// ("web" selects web-7d9f8b6c5-x2x4q) or the owner's name. Collector:
-    /// exact.
+    /// Pod name, the prefix its controller gives its pods ("web" selects
+    /// web-7d9f8b6c5-x2x4q) or the owner's name.
     #[arg(long, global = true)]
     pub pod: Option<String>,
-    /// Text contained in the workload's label, container id, pod uid or
-    /// cgroup path (agent: also namespace, pod or container name).
+    /// Text contained in the workload's label, container id, pod uid,
+    /// cgroup path, or namespace, pod or container name.
     #[arg(short = 'c', long, global = true)]
     pub container: Option<String>,
     /// Node name (exact).
     #[arg(long, global = true)]
     pub node: Option<String>,
     /// Remote address: 10.0.1.12, 10.0.1.12:6379, [fd00::1]:53, :6379, or a
-    /// DNS name (DNS rows: the name and, on an agent, its subdomains).
+    /// DNS name (DNS rows and findings: the name and its subdomains).
     #[arg(short = 'd', long, global = true, value_name = "DEST")]
     pub destination: Option<String>,
 

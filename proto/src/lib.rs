@@ -15,5 +15,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sockeye_descriptor.bin"));
 
 pub mod connect;
+pub mod filter;
 pub mod rank;
-pub mod text;
+// The one escaping function for text from the kernel and from peers.
+pub use sockeye_core::text;

@@ -39,7 +39,7 @@ pub fn answer(agent: &mut Agent, request: ApiRequest) {
 /// The agent's aggregates that pass `filter`, as the API sends them, with
 /// the findings open now.
 pub fn aggregates(agent: &mut Agent, filter: &ApiFilter) -> pb::Aggregates {
-    let snap = filter.apply(agent.snapshot_filtered(&filter.workload));
+    let snap = filter.apply(agent.snapshot_filtered(filter.workloads()));
     let health = agent.health();
     let mut agg = convert::aggregates(&snap, &health, agent.traces.node());
     agg.findings = list(agent, filter, false);

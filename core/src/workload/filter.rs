@@ -1,7 +1,7 @@
 //! Which workloads a user asked to see: `--container` (a substring of any
 //! name or id), `--namespace` and `--pod`.
 
-use super::Workload;
+use super::{Workload, WorkloadNames};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadFilter {
@@ -26,20 +26,21 @@ impl From<Option<&str>> for WorkloadFilter {
 
 impl WorkloadFilter {
     pub fn matches(&self, w: &Workload) -> bool {
-        let pod = w.pod.as_ref();
-        self.text.as_deref().is_none_or(|t| w.matches(t))
+        self.matches_names(&w.names())
+    }
+
+    pub fn matches_names(&self, w: &WorkloadNames<'_>) -> bool {
+        self.text.as_deref().is_none_or(|t| w.contains(t))
             && self
                 .namespace
                 .as_deref()
-                .is_none_or(|ns| pod.is_some_and(|p| p.namespace == ns))
+                .is_none_or(|ns| w.namespace == Some(ns))
             && self.pod.as_deref().is_none_or(|want| {
-                pod.is_some_and(|p| {
-                    p.name == want
-                        || p.name
-                            .strip_prefix(want)
+                w.pod.is_some_and(|p| {
+                    p == want
+                        || p.strip_prefix(want)
                             .is_some_and(|rest| rest.starts_with('-'))
-                        || p.workload.as_ref().is_some_and(|o| o.name == want)
-                })
+                }) || w.owner == Some(want)
             })
     }
 

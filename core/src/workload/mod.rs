@@ -59,19 +59,62 @@ impl Workload {
         }
     }
 
-    /// Whether a user's `--container` filter selects this workload: a
-    /// substring of the label, the container id, the pod uid, the cgroup
-    /// path, or the namespace, pod or container name.
-    pub fn matches(&self, filter: &str) -> bool {
-        let hit = |s: Option<&str>| s.is_some_and(|s| s.contains(filter));
+    /// The names a filter reads ([`filter::WorkloadFilter`]).
+    pub fn names(&self) -> WorkloadNames<'_> {
         let pod = self.pod.as_ref();
-        self.label().contains(filter)
-            || hit(self.owner.as_ref().and_then(|o| o.container_id()))
-            || hit(self.owner.as_ref().and_then(|o| o.pod_uid()))
-            || hit(self.cgroup_path.as_deref())
-            || hit(pod.map(|p| p.namespace.as_str()))
-            || hit(pod.map(|p| p.name.as_str()))
-            || hit(pod.and_then(|p| p.container.as_deref()))
+        WorkloadNames {
+            label: self.label().into(),
+            container_id: self.owner.as_ref().and_then(|o| o.container_id()),
+            pod_uid: self.owner.as_ref().and_then(|o| o.pod_uid()),
+            cgroup_path: self.cgroup_path.as_deref(),
+            namespace: pod.map(|p| p.namespace.as_str()),
+            pod: pod.map(|p| p.name.as_str()),
+            container: pod.and_then(|p| p.container.as_deref()),
+            owner: pod
+                .and_then(|p| p.workload.as_ref())
+                .map(|o| o.name.as_str()),
+        }
+    }
+
+    /// Whether a user's `--container` filter selects this workload.
+    pub fn matches(&self, filter: &str) -> bool {
+        self.names().contains(filter)
+    }
+}
+
+/// A workload's names as a filter reads them, from the agent's
+/// [`Workload`] or from the API's message of it, so that both are matched
+/// by the same rules.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadNames<'a> {
+    pub label: std::borrow::Cow<'a, str>,
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
+    pub cgroup_path: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub pod: Option<&'a str>,
+    pub container: Option<&'a str>,
+    /// The owning controller's name ("payments" of a Deployment).
+    pub owner: Option<&'a str>,
+}
+
+impl WorkloadNames<'_> {
+    /// A `--container` filter: a substring of the label, the container id,
+    /// the pod uid, the cgroup path, or the namespace, pod or container
+    /// name.
+    pub fn contains(&self, text: &str) -> bool {
+        self.label.contains(text)
+            || [
+                self.container_id,
+                self.pod_uid,
+                self.cgroup_path,
+                self.namespace,
+                self.pod,
+                self.container,
+            ]
+            .into_iter()
+            .flatten()
+            .any(|s| s.contains(text))
     }
 }
 

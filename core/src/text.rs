@@ -1,7 +1,7 @@
 //! Text that came from the kernel or from peers (process names, DNS names
 //! from packets, pod names and labels, cgroup paths, what an agent put in a
-//! window), made safe to print on a terminal. `sockeye-core` compiles this
-//! same file as `sockeye_core::text` (it has no API dependencies).
+//! window), made safe to print on a terminal; also `sockeye_proto::text`
+//! for the CLI and the collector.
 //!
 //! A hostile container can name its process `\x1b]0;pwned\x07`, ask DNS for
 //! a name with an escape sequence in it, or push a window whose labels carry
