@@ -139,6 +139,11 @@ struct Args {
     /// WatchWindows streams open at once.
     #[arg(long, default_value_t = 64)]
     max_watchers: usize,
+    /// With a clickhouse:// store: how often it is read for the windows
+    /// other replicas stored, so live streams carry every agent whichever
+    /// replica a reader reached (the latency this adds). Unused with redb.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    follow_every: Duration,
     /// Page cache of the store, in MiB.
     #[arg(long, default_value_t = 64)]
     store_cache_mib: usize,
@@ -258,6 +263,7 @@ fn config(
     config.min_free_bytes = args.min_free_mib.saturating_mul(MIB);
     config.watch_buffer = args.watch_buffer;
     config.max_watchers = args.max_watchers;
+    config.follow_every = args.follow_every;
     config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
     config.tls_reload_every = args.tls_reload_every;
     config.silence.silent_after = args.node_silent_after;
