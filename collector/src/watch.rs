@@ -255,3 +255,46 @@ fn header(w: &pb::Window) -> pb::Window {
         dropped_windows_before: w.dropped_windows_before,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(seq: u64) -> Arc<pb::Window> {
+        Arc::new(pb::Window {
+            agent_id: "a".into(),
+            seq,
+            ..Default::default()
+        })
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Arc<pb::Window>>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|w| w.seq)).collect()
+    }
+
+    #[test]
+    fn a_window_goes_out_once_whether_stored_here_or_followed_first() {
+        let hub = Hub::new(16, 1, Arc::default(), true);
+        let mut all = hub.tx.subscribe();
+        let mut local = hub.receiver();
+        // Stored here, then seen in the feed.
+        hub.publish(w(1));
+        assert!(hub.delivered("a", 1));
+        assert!(!hub.publish_followed(w(1), 0));
+        // Seen in the feed before this replica's insert returned.
+        assert!(hub.publish_followed(w(2), 0));
+        hub.publish(w(2));
+        assert_eq!(drain(&mut all), [1, 2]);
+        // The Event writer gets what this replica stored, all of it.
+        assert_eq!(drain(&mut local), [1, 2]);
+    }
+
+    #[test]
+    fn without_a_shared_store_nothing_is_remembered() {
+        let hub = Hub::new(16, 1, Arc::default(), false);
+        let mut all = hub.tx.subscribe();
+        hub.publish(w(1));
+        assert!(!hub.delivered("a", 1));
+        assert_eq!(drain(&mut all), [1]);
+    }
+}
