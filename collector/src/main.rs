@@ -50,7 +50,7 @@ struct Args {
     retention: Duration,
     /// Refuse new windows (agents keep them and retry) while the data
     /// directory's file system has less free space than this; 0: only once
-    /// a write fails for lack of it.
+    /// a write fails for lack of it. Unused with a clickhouse:// store.
     #[arg(long, default_value_t = 64)]
     min_free_mib: u64,
     /// How bearer tokens are checked: "kubernetes" asks the cluster's
@@ -252,15 +252,15 @@ fn config(
 ) -> CollectorConfig {
     let mut config = CollectorConfig::new(&args.data_dir);
     config.store = args.store.clone();
-    if config.store != StoreKind::Redb {
-        // The data directory holds nothing then: its disk is not the store's.
-        config.min_free_bytes = 0;
-    }
     config.retention = args.retention;
     config.max_message_bytes = args.max_message_bytes;
     config.max_window_bytes = args.max_window_mib.saturating_mul(MIB);
     config.max_clock_skew = args.max_clock_skew;
     config.min_free_bytes = args.min_free_mib.saturating_mul(MIB);
+    if config.store != StoreKind::Redb {
+        // The data directory holds nothing then: its disk is not the store's.
+        config.min_free_bytes = 0;
+    }
     config.watch_buffer = args.watch_buffer;
     config.max_watchers = args.max_watchers;
     config.follow_every = args.follow_every;
