@@ -47,7 +47,7 @@ impl Cursor {
 
     /// Where the next read starts.
     pub fn since(&self) -> i64 {
-        let back = if self.reads % self.lookback.deep_every.max(1) == 0 {
+        let back = if self.reads.is_multiple_of(self.lookback.deep_every.max(1)) {
             self.lookback.deep_ms
         } else {
             self.lookback.near_ms
