@@ -16,6 +16,7 @@ use crate::{
     auth::{Auth, Policy, Reviewer},
     disk::Disk,
     events::{self, EventsConfig},
+    follow,
     limits::{CallerLimits, PerCaller},
     retention,
     service::CollectorApi,
@@ -59,6 +60,10 @@ pub struct CollectorConfig {
     pub watch_buffer: usize,
     /// WatchWindows streams open at once; more get `ResourceExhausted`.
     pub max_watchers: usize,
+    /// How often a store shared by replicas (ClickHouse) is read for the
+    /// windows other replicas stored, for this replica's live streams: the
+    /// latency they add. Unused with a store only this process writes.
+    pub follow_every: Duration,
     /// Memory redb may use as a page cache.
     pub store_cache_bytes: usize,
     /// After shutdown is requested, how long open connections get to finish
@@ -91,6 +96,10 @@ pub struct CollectorConfig {
     pub ui_anonymous: bool,
 }
 
+/// Four reads of the feed a second per replica: a quarter second added to a
+/// window another replica stored, for one small primary-key read each.
+pub const DEFAULT_FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Measured (the agent's `push::window::size` test): at the agent's default
 /// bound of 16384 flows, with 20 latency bins and every counter set in each,
@@ -109,6 +118,7 @@ impl CollectorConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             watch_buffer: 64,
             max_watchers: 64,
+            follow_every: DEFAULT_FOLLOW_EVERY,
             store_cache_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
             policy: Policy::default(),
@@ -145,6 +155,11 @@ impl CollectorConfig {
         }
         if self.watch_buffer == 0 || self.watch_buffer > 1 << 20 {
             return bad("watch buffer must hold 1 to 1048576 windows");
+        }
+        if self.follow_every < Duration::from_millis(10)
+            || self.follow_every > Duration::from_secs(60)
+        {
+            return bad("the follow interval must be between 10ms and 1m");
         }
         if self.max_watchers == 0 {
             return bad("max watchers must be at least 1");
@@ -262,7 +277,12 @@ impl Collector {
     pub async fn with_store(config: CollectorConfig, store: Arc<dyn Store>) -> Result<Self, Error> {
         config.validate()?;
         let counters = Arc::new(Counters::default());
-        let hub = Hub::new(config.watch_buffer, config.max_watchers, counters.clone());
+        let hub = Hub::new(
+            config.watch_buffer,
+            config.max_watchers,
+            counters.clone(),
+            store.feed().is_some(),
+        );
         let interval = config.effective_retention_interval();
         let auth = Auth::new(
             config.policy.clone(),
@@ -297,6 +317,9 @@ impl Collector {
         }
         shared.tasks.spawn(retention::run(shared.clone(), interval));
         shared.tasks.spawn(log_stats(shared.clone()));
+        shared
+            .tasks
+            .spawn(follow::run(shared.clone(), shared.config.follow_every));
         if let Some(cfg) = shared.config.events.clone() {
             let rx = shared.hub.receiver();
             shared.tasks.spawn(events::run(shared.clone(), cfg, rx));

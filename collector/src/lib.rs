@@ -20,7 +20,8 @@
 //!
 //! Modules follow the data path: `ingest` (Push) -> `store` -> `query`
 //! (QueryTop, GetClusterSnapshot), `findings` (ListFindings) and `watch`
-//! (WatchWindows); `retention` deletes old windows and `disk` stops writes
+//! (WatchWindows), which `follow` feeds from a shared store with what
+//! other replicas stored; `retention` deletes old windows and `disk` stops writes
 //! on a full disk; `auth` (who may push, who may read) and `limits` (what
 //! one caller may hold) guard every call; `server`, `accept` and `tls` put
 //! it on the network, `metrics` exports its counters; `events` writes
@@ -34,6 +35,7 @@ mod error;
 pub mod events;
 pub mod filter;
 pub mod findings;
+mod follow;
 pub mod histogram;
 mod ingest;
 pub mod limits;
@@ -50,7 +52,8 @@ pub mod watch;
 
 pub use accept::{ConnLimits, PeerInfo};
 pub use collector::{
-    Collector, CollectorConfig, StoreKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_WINDOW_BYTES,
+    Collector, CollectorConfig, StoreKind, DEFAULT_FOLLOW_EVERY, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_WINDOW_BYTES,
 };
 pub use error::Error;
 pub use ingest::HELLO_TIMEOUT;

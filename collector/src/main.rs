@@ -50,7 +50,7 @@ struct Args {
     retention: Duration,
     /// Refuse new windows (agents keep them and retry) while the data
     /// directory's file system has less free space than this; 0: only once
-    /// a write fails for lack of it.
+    /// a write fails for lack of it. Unused with a clickhouse:// store.
     #[arg(long, default_value_t = 64)]
     min_free_mib: u64,
     /// How bearer tokens are checked: "kubernetes" asks the cluster's
@@ -139,6 +139,11 @@ struct Args {
     /// WatchWindows streams open at once.
     #[arg(long, default_value_t = 64)]
     max_watchers: usize,
+    /// With a clickhouse:// store: how often it is read for the windows
+    /// other replicas stored, so live streams carry every agent whichever
+    /// replica a reader reached (the latency this adds). Unused with redb.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    follow_every: Duration,
     /// Page cache of the store, in MiB.
     #[arg(long, default_value_t = 64)]
     store_cache_mib: usize,
@@ -247,17 +252,18 @@ fn config(
 ) -> CollectorConfig {
     let mut config = CollectorConfig::new(&args.data_dir);
     config.store = args.store.clone();
-    if config.store != StoreKind::Redb {
-        // The data directory holds nothing then: its disk is not the store's.
-        config.min_free_bytes = 0;
-    }
     config.retention = args.retention;
     config.max_message_bytes = args.max_message_bytes;
     config.max_window_bytes = args.max_window_mib.saturating_mul(MIB);
     config.max_clock_skew = args.max_clock_skew;
     config.min_free_bytes = args.min_free_mib.saturating_mul(MIB);
+    if config.store != StoreKind::Redb {
+        // The data directory holds nothing then: its disk is not the store's.
+        config.min_free_bytes = 0;
+    }
     config.watch_buffer = args.watch_buffer;
     config.max_watchers = args.max_watchers;
+    config.follow_every = args.follow_every;
     config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
     config.tls_reload_every = args.tls_reload_every;
     config.silence.silent_after = args.node_silent_after;

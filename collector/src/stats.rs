@@ -89,6 +89,15 @@ counters! {
     /// Windows that WatchWindows clients missed because they read too slowly
     /// (summed over clients).
     watch_missed_windows: Counter,
+    /// Reads of a shared store's insert feed (every --follow-every) for
+    /// windows other replicas stored.
+    follow_polls: Counter,
+    /// Windows other replicas stored that this replica's live streams got
+    /// from the store.
+    follow_windows: Counter,
+    /// Reads of the insert feed that failed (logged; retried with backoff,
+    /// windows stored meanwhile are delivered once it reads again).
+    follow_poll_errors: Counter,
     /// WatchWindows calls refused because `max_watchers` were open.
     watch_refused: Counter,
     /// Push streams ended with an error status sent to the agent (invalid

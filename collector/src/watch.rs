@@ -14,7 +14,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -29,6 +29,7 @@ use tonic::Status;
 
 use crate::{
     filter::{has_no_rows, Filter},
+    follow::seen::Seen,
     limits::Slot,
     stats::{Counters, GaugeGuard},
 };
@@ -37,38 +38,98 @@ use crate::{
 /// before it because the client read too slowly.
 pub const WATCH_MISSED_COUNTER: &str = "collector_watch_missed_windows";
 
-/// The fan-in point. At scale this is where a cross-replica bus would plug
-/// in: `publish` would also send to it, and each replica's hub would be fed
-/// from it, so a watcher sees every replica's agents.
+/// The fan-in point: windows this replica stores, and, when the store is
+/// shared, the windows other replicas store, followed from the store
+/// ([`crate::follow`]).
 #[derive(Debug)]
 pub struct Hub {
+    /// Every window, once: what watchers read.
     tx: broadcast::Sender<Arc<pb::Window>>,
+    /// Only windows this replica stored: the Event writer's, so that two
+    /// replicas do not both write an Event for one finding.
+    local: broadcast::Sender<Arc<pb::Window>>,
+    /// What went out on `tx`, when windows can also come from the store;
+    /// `None` when only this process writes the store.
+    seen: Option<Mutex<Seen>>,
     max_subscribers: u64,
     counters: Arc<Counters>,
 }
 
 impl Hub {
-    pub(crate) fn new(capacity: usize, max_subscribers: usize, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        capacity: usize,
+        max_subscribers: usize,
+        counters: Arc<Counters>,
+        followed: bool,
+    ) -> Self {
         // broadcast panics on a zero capacity; the config is validated, but
         // never let a zero reach it.
         let (tx, _) = broadcast::channel(capacity.max(1));
+        let (local, _) = broadcast::channel(capacity.max(1));
         Self {
             tx,
+            local,
+            seen: followed.then(|| Mutex::new(Seen::default())),
             max_subscribers: max_subscribers as u64,
             counters,
         }
     }
 
-    /// Sends a newly stored window to every subscriber. Never blocks.
+    fn seen(&self) -> Option<std::sync::MutexGuard<'_, Seen>> {
+        // A panic elsewhere while holding it leaves a set that is still
+        // whole: keep using it.
+        self.seen
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends a window this replica just stored to every subscriber, unless
+    /// it was already followed from the store. Never blocks.
     pub fn publish(&self, window: Arc<pb::Window>) {
-        // Err only means nobody is watching: nothing to deliver.
+        // Err only means nobody is listening: nothing to deliver.
+        let _ = self.local.send(window.clone());
+        if let Some(mut seen) = self.seen() {
+            // The store stamped the row just before the insert, on this
+            // clock: now is never earlier than that stamp.
+            let key = (window.agent_id.clone(), window.seq);
+            if !seen.first(key, crate::collector::unix_ms_now()) {
+                return;
+            }
+        }
         let _ = self.tx.send(window);
     }
 
-    /// A plain receiver for the collector's own followers (the Event
-    /// writer): not a client, so not counted against `max_watchers`.
+    /// Sends a window followed from the store (its row stamped
+    /// `inserted_unix_ms`) unless it was delivered already; true if sent.
+    pub(crate) fn publish_followed(&self, window: Arc<pb::Window>, inserted_unix_ms: i64) -> bool {
+        if let Some(mut seen) = self.seen() {
+            let key = (window.agent_id.clone(), window.seq);
+            if !seen.first(key, inserted_unix_ms) {
+                return false;
+            }
+        }
+        let _ = self.tx.send(window);
+        true
+    }
+
+    /// Whether the window `(agent_id, seq)` went out already.
+    pub(crate) fn delivered(&self, agent_id: &str, seq: u64) -> bool {
+        self.seen().is_some_and(|s| s.contains(agent_id, seq))
+    }
+
+    /// Forgets delivered windows stamped before `since` (the feed is not
+    /// read before it again).
+    pub(crate) fn forget_before(&self, since: i64) {
+        if let Some(mut seen) = self.seen() {
+            seen.forget_before(since);
+        }
+    }
+
+    /// A plain receiver of the windows this replica stores, for the
+    /// collector's own followers (the Event writer): not a client, so not
+    /// counted against `max_watchers`.
     pub(crate) fn receiver(&self) -> broadcast::Receiver<Arc<pb::Window>> {
-        self.tx.subscribe()
+        self.local.subscribe()
     }
 
     pub(crate) fn subscribe(
@@ -192,5 +253,48 @@ fn header(w: &pb::Window) -> pb::Window {
         end_unix_ms: w.end_unix_ms,
         aggregates: None,
         dropped_windows_before: w.dropped_windows_before,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(seq: u64) -> Arc<pb::Window> {
+        Arc::new(pb::Window {
+            agent_id: "a".into(),
+            seq,
+            ..Default::default()
+        })
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Arc<pb::Window>>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|w| w.seq)).collect()
+    }
+
+    #[test]
+    fn a_window_goes_out_once_whether_stored_here_or_followed_first() {
+        let hub = Hub::new(16, 1, Arc::default(), true);
+        let mut all = hub.tx.subscribe();
+        let mut local = hub.receiver();
+        // Stored here, then seen in the feed.
+        hub.publish(w(1));
+        assert!(hub.delivered("a", 1));
+        assert!(!hub.publish_followed(w(1), 0));
+        // Seen in the feed before this replica's insert returned.
+        assert!(hub.publish_followed(w(2), 0));
+        hub.publish(w(2));
+        assert_eq!(drain(&mut all), [1, 2]);
+        // The Event writer gets what this replica stored, all of it.
+        assert_eq!(drain(&mut local), [1, 2]);
+    }
+
+    #[test]
+    fn without_a_shared_store_nothing_is_remembered() {
+        let hub = Hub::new(16, 1, Arc::default(), false);
+        let mut all = hub.tx.subscribe();
+        hub.publish(w(1));
+        assert!(!hub.delivered("a", 1));
+        assert_eq!(drain(&mut all), [1]);
     }
 }

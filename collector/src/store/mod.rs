@@ -9,6 +9,7 @@
 //! before a cutoff.
 
 pub mod clickhouse;
+pub mod feed;
 pub(crate) mod health;
 mod redb_store;
 
@@ -17,6 +18,7 @@ use std::ops::RangeInclusive;
 use sockeye_proto::v1::Window;
 
 pub use clickhouse::{ClickHouseStore, ClickHouseUrl};
+pub use feed::{Feed, Inserted};
 pub use redb_store::RedbStore;
 
 /// Name of the store's file inside the data directory.
@@ -198,5 +200,12 @@ pub trait Store: Send + Sync + 'static {
     /// the answer in `/readyz` and the metrics.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// What other replicas insert, for a store that several collectors
+    /// share; `None` for a store only this process writes (its live
+    /// streams need nothing but what it stores itself).
+    fn feed(&self) -> Option<&dyn Feed> {
+        None
     }
 }

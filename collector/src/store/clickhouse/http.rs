@@ -12,7 +12,7 @@ use hyper_util::{
 
 /// Longest one statement may take before it counts as failed: a server
 /// that accepts connections but never answers must not hold acks forever.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@
 //! replicated cluster, give the collector's user `insert_quorum` in its
 //! ClickHouse profile so an ack also means "on a quorum of replicas".
 
+mod feed;
 mod http;
 mod rowbinary;
 mod schema;
@@ -28,10 +29,10 @@ use std::{
 use prost::Message;
 use sockeye_proto::v1::Window;
 
-pub use http::ClickHouseError;
+pub use http::{ClickHouseError, STATEMENT_TIMEOUT};
 pub use schema::{SchemaError, LATEST as SCHEMA_VERSION};
 
-use super::{Page, PutOutcome, PutResult, Store, StoreError, WindowKey};
+use super::{Feed, Page, PutOutcome, PutResult, Store, StoreError, WindowKey};
 use http::{quote, Http};
 use rowbinary::{day_of, yyyymmdd, Reader};
 
@@ -224,6 +225,45 @@ impl ClickHouseStore {
         Ok(page)
     }
 
+    /// Drops the partitions of `table` whose day is before `day`
+    /// (`YYYYMMDD`).
+    async fn drop_days_before(&self, table: &str, cutoff_day: u32) -> Result<(), StoreError> {
+        const OP: &str = "delete expired windows";
+        let parts = self
+            .http
+            .lines(&format!(
+                "SELECT DISTINCT partition_id FROM system.parts WHERE database = {} AND table = {} AND active",
+                quote(&self.db),
+                quote(table)
+            ))
+            .await
+            .map_err(ch(OP))?;
+        for id in parts {
+            let Ok(day) = id.trim().parse::<u32>() else {
+                log::warn!(
+                    "store: partition {id:?} of {}.{table} is not a day; left alone",
+                    self.db
+                );
+                continue;
+            };
+            if day < cutoff_day {
+                self.http
+                    .run(
+                        &format!(
+                            "ALTER TABLE {}.{table} DROP PARTITION ID {}",
+                            self.db,
+                            quote(id.trim())
+                        ),
+                        None,
+                    )
+                    .await
+                    .map_err(ch(OP))?;
+                log::info!("retention: dropped the partition of day {day} of {table}");
+            }
+        }
+        Ok(())
+    }
+
     /// `(highest seq, whether seq is stored)` for `agent_id`, above the floor.
     async fn agent_state(
         &self,
@@ -371,37 +411,11 @@ impl Store for ClickHouseStore {
         // Days that ended by the cutoff go whole (ClickHouse 18.16 has no
         // TTL; dropping a partition is a file operation, not a rewrite).
         let cutoff_day = yyyymmdd(day_of(cutoff_unix_ms));
-        let parts = self
-            .http
-            .lines(&format!(
-                "SELECT DISTINCT partition_id FROM system.parts WHERE database = {} AND table = 'windows' AND active",
-                quote(&self.db)
-            ))
-            .await
-            .map_err(ch(OP))?;
-        for id in parts {
-            let Ok(day) = id.trim().parse::<u32>() else {
-                log::warn!(
-                    "store: partition {id:?} of {}.windows is not a day; left alone",
-                    self.db
-                );
-                continue;
-            };
-            if day < cutoff_day {
-                self.http
-                    .run(
-                        &format!(
-                            "ALTER TABLE {}.windows DROP PARTITION ID {}",
-                            self.db,
-                            quote(id.trim())
-                        ),
-                        None,
-                    )
-                    .await
-                    .map_err(ch(OP))?;
-                log::info!("retention: dropped the partition of day {day}");
-            }
-        }
+        self.drop_days_before("windows", cutoff_day).await?;
+        // The feed is read only for its last minute: a day of it is plenty.
+        let yesterday = day_of(crate::collector::unix_ms_now()).saturating_sub(1);
+        self.drop_days_before("windows_feed", yyyymmdd(yesterday))
+            .await?;
         Ok(deleted)
     }
 
@@ -430,6 +444,10 @@ impl Store for ClickHouseStore {
             .map(|_| ())
             .map_err(ch("ping"))
     }
+
+    fn feed(&self) -> Option<&dyn Feed> {
+        Some(self)
+    }
 }
 
 /// Conditions on `day` that let ClickHouse skip whole partitions, for the
@@ -448,7 +466,7 @@ fn day_bounds(from: i64, to: i64) -> String {
 }
 
 /// `YYYY-MM-DD` of a day since 1970.
-fn date(day: u16) -> String {
+pub(super) fn date(day: u16) -> String {
     let d = yyyymmdd(day);
     format!("{:04}-{:02}-{:02}", d / 10_000, d / 100 % 100, d % 100)
 }

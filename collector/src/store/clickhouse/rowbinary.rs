@@ -69,6 +69,13 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    pub fn u16(&mut self) -> Result<u16, ClickHouseError> {
+        let b = self.take(2, "a UInt16")?;
+        Ok(u16::from_le_bytes(
+            b.try_into().map_err(|_| short("a UInt16"))?,
+        ))
+    }
+
     pub fn u64(&mut self) -> Result<u64, ClickHouseError> {
         let b = self.take(8, "a UInt64")?;
         Ok(u64::from_le_bytes(

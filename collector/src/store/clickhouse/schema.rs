@@ -11,7 +11,7 @@ use super::http::{ClickHouseError, Http};
 
 /// The newest schema this collector knows. A store at a newer version was
 /// migrated by a newer collector: this one refuses to write to it.
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 
 /// `{db}` stands for the database name.
 const MIGRATIONS: &[(u32, &[&str])] = &[
@@ -50,6 +50,33 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
                 floor_unix_ms Int64
             ) ENGINE = ReplacingMergeTree(floor_unix_ms)
             ORDER BY key"],
+    ),
+    (
+        3,
+        // The insert feed live streams follow across replicas: the key of
+        // every row inserted into `windows`, ordered by when it was
+        // inserted, so "what was inserted since t" is a range of this
+        // table's primary key. Filled by a materialized view, so it is
+        // written by the same INSERT as the window (no second write to
+        // forget). Partitioned by the day of insert, and only the last
+        // minute of it is ever read: retention drops days older than
+        // yesterday. Windows stored before this version are not in it,
+        // which only matters for live streams, and those are seconds old.
+        &[
+            "CREATE TABLE IF NOT EXISTS {db}.windows_feed (
+                inserted_day Date,
+                inserted_unix_ms Int64,
+                day Date,
+                agent_id String,
+                seq UInt64
+            ) ENGINE = MergeTree()
+            PARTITION BY inserted_day
+            ORDER BY (inserted_unix_ms, agent_id, seq)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.windows_feed_mv TO {db}.windows_feed AS
+            SELECT toDate(intDiv(inserted_unix_ms, 1000)) AS inserted_day,
+                inserted_unix_ms, day, agent_id, seq
+            FROM {db}.windows",
+        ],
     ),
 ];
 
