@@ -187,13 +187,14 @@ fn refused_in_window(
 /// connections besides (a pool asking for one more), or its sessions turned
 /// from served to refused. At a server, where the plateau guards too,
 /// refusals that come fast (a client retrying, more than one a second)
-/// count as well, when most of its sessions in the window were refused: a
-/// server at its limit serves nobody new, while a healthy client's short
-/// sessions look refused only now and then (a PostgreSQL backend that
+/// count as well. A client that holds connections counts only when most of
+/// its sessions in the window were refused: its short sessions then look
+/// refused now and then while it is served (a PostgreSQL backend that
 /// exits on the client's Terminate before the client's own FIN arrives
-/// closes first, which a loaded node makes common). Sessions that turned
-/// are mostly refused since they turned, so they need not wait for the
-/// window to fill.
+/// closes first, which a loaded node makes common). Not so for the other
+/// two: at a server at its limit that its holders churn, a client's
+/// sessions are refused about half the time (measured with PostgreSQL's
+/// max_connections), which is still a turn from served.
 fn qualifies(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
@@ -203,7 +204,7 @@ fn qualifies(
 ) -> bool {
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
     let mostly = refused > served_in_window(f, series, window_start);
-    turned_refused(f, series, window_start) || mostly && (f.sockets.established > 0 || fast)
+    turned_refused(f, series, window_start) || fast || f.sockets.established > 0 && mostly
 }
 
 /// Short sessions of the refusing side: closed by us at a server, by the
