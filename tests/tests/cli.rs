@@ -229,7 +229,7 @@ fn conns_and_top_show_a_pods_connections() {
     assert_eq!(e.exit_code(), exit::FAILED);
     assert!(
         e.to_string()
-            .contains("\"10.0.0.1:port\" is not an IP address"),
+            .contains("\"10.0.0.1:port\": port \"port\" is not a number from 1 to 65535"),
         "{e}"
     );
 }
