@@ -187,14 +187,14 @@ fn refused_in_window(
 /// connections besides (a pool asking for one more), or its sessions turned
 /// from served to refused. At a server, where the plateau guards too,
 /// refusals that come fast (a client retrying, more than one a second)
-/// count as well. A client that holds connections counts only when most of
-/// its sessions in the window were refused: its short sessions then look
-/// refused now and then while it is served (a PostgreSQL backend that
-/// exits on the client's Terminate before the client's own FIN arrives
-/// closes first, which a loaded node makes common). Not so for the other
-/// two: at a server at its limit that its holders churn, a client's
-/// sessions are refused about half the time (measured with PostgreSQL's
-/// max_connections), which is still a turn from served.
+/// count as well. A client that holds connections counts only when at
+/// least a quarter of its sessions in the window were refused: a healthy
+/// pool's short sessions look refused now and then (a PostgreSQL backend
+/// that exits on the client's Terminate before the client's own FIN
+/// arrives closes first, about one in ten on a loaded node), while at a
+/// server at its limit that its holders churn, a client's sessions are
+/// refused about half the time (measured with PostgreSQL's
+/// max_connections).
 fn qualifies(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
@@ -203,8 +203,8 @@ fn qualifies(
     window_s: f64,
 ) -> bool {
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
-    let mostly = refused > served_in_window(f, series, window_start);
-    turned_refused(f, series, window_start) || fast || f.sockets.established > 0 && mostly
+    let often = refused * 3 >= served_in_window(f, series, window_start);
+    turned_refused(f, series, window_start) || fast || f.sockets.established > 0 && often
 }
 
 /// Short sessions of the refusing side: closed by us at a server, by the
@@ -219,8 +219,9 @@ fn refusals(f: &FlowNow<'_>, s: &TcpSample) -> u64 {
 /// Before its refusals began (as far back as the window and the flow's
 /// history go) its closed sessions were mostly served; since, most are
 /// refused (histories are sampled every few seconds, so "since" includes a
-/// few served ones). A terse server's clients, refused-looking all along,
-/// never turn.
+/// few served ones). "Most" is more than a third: at a server at its
+/// limit whose holders churn, about half are refused. A terse server's
+/// clients, refused-looking all along, never turn.
 fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_start: u64) -> bool {
     let samples = series.samples(&f.key);
     let Some(start) = sample_at(samples.clone(), window_start) else {
@@ -235,7 +236,7 @@ fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_s
     let served_before = pivot.closed.saturating_sub(before_refused);
     let refused_since = refusals(f, &f.sample).saturating_sub(before_refused);
     let closed_since = f.sample.closed.saturating_sub(pivot.closed);
-    served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 2 > closed_since
+    served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 3 > closed_since
 }
 
 /// Sessions closed in the window that were served, not refused; all of a
