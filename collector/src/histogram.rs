@@ -63,6 +63,51 @@ impl MergedHistogram {
         self.max_ns = self.max_ns.max(max);
     }
 
+    /// Adds another merged histogram: the same as having added its
+    /// histograms here (bins by lower bound, widest upper, sums, extremes).
+    pub fn merge(&mut self, other: &MergedHistogram) {
+        for (&lo, &(hi, n)) in &other.bins {
+            let e = self.bins.entry(lo).or_insert((hi, 0));
+            e.0 = e.0.max(hi);
+            e.1 = e.1.saturating_add(n);
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.min_ns = match (self.min_ns, other.min_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// The parts a store keeps: `(lower, upper, count)` bins with samples,
+    /// the sum, and min and max (`None` without samples).
+    pub fn parts(&self) -> (Vec<(u64, u64, u64)>, u64, Option<u64>, Option<u64>) {
+        let bins = self.bins.iter().map(|(&lo, &(hi, n))| (lo, hi, n)).collect();
+        (bins, self.sum_ns, self.min_ns, self.max_ns)
+    }
+
+    /// The inverse of [`MergedHistogram::parts`]; bins without samples are
+    /// left out, as `add` leaves them out.
+    pub fn from_parts(
+        bins: impl IntoIterator<Item = (u64, u64, u64)>,
+        sum_ns: u64,
+        min_ns: Option<u64>,
+        max_ns: Option<u64>,
+    ) -> Self {
+        let mut m = Self {
+            sum_ns,
+            min_ns,
+            max_ns,
+            ..Self::default()
+        };
+        for (lo, hi, n) in bins.into_iter().filter(|b| b.2 > 0) {
+            let e = m.bins.entry(lo).or_insert((hi.max(lo), 0));
+            e.0 = e.0.max(hi);
+            e.1 = e.1.saturating_add(n);
+        }
+        m
+    }
+
     /// Samples in the merged bins.
     pub fn count(&self) -> u64 {
         self.bins
@@ -139,6 +184,22 @@ mod tests {
         assert!((1_000_000..1_100_000).contains(&p.p50_ns), "{p:?}");
         assert!((500_000_000..=505_000_000).contains(&p.p99_ns), "{p:?}");
         assert_eq!(p.max_ns, 505_000_000);
+    }
+
+    #[test]
+    fn merging_equals_adding_in_one() {
+        let a = hist(&[(1_000, 2_000, 3), (5_000, 6_000, 1)], 1_100, 5_500);
+        let b = hist(&[(1_000, 2_500, 2), (9_000, 10_000, 4)], 1_050, 9_900);
+        let mut one = MergedHistogram::default();
+        one.add(&a);
+        one.add(&b);
+        let (mut x, mut y) = (MergedHistogram::default(), MergedHistogram::default());
+        x.add(&a);
+        y.add(&b);
+        x.merge(&y);
+        assert_eq!(x, one);
+        let (bins, sum, min, max) = one.parts();
+        assert_eq!(MergedHistogram::from_parts(bins, sum, min, max), one);
     }
 
     #[test]

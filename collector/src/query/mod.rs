@@ -13,6 +13,13 @@ use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive};
 
 use sockeye_proto::v1 as pb;
 
+mod rollup;
+
+pub use rollup::{
+    decode_opt, plan, window_rollup, FlowAt, FlowGroup, Plan, RollupAnswer, RollupGroup,
+    RollupNode, WindowRollup, MINUTE_MS, MIN_ROLLUP_MINUTES,
+};
+
 use crate::{
     filter::{has_no_rows, Destination, Filter, FilterError},
     histogram::MergedHistogram,
@@ -180,16 +187,62 @@ struct RowKey {
 
 #[derive(Debug, Default)]
 struct RowAcc {
-    /// The workload as reported in the latest window that had this row.
+    /// The workload as reported by the latest flow (in scan order) that
+    /// had this row.
     workload: pb::Workload,
-    workload_end: i64,
+    workload_at: Option<FlowAt>,
     connects_ok: u64,
     connects_failed: u64,
     latency: MergedHistogram,
     /// node -> (end of the latest window with this row, open there).
     open_by_node: HashMap<String, (i64, u64)>,
-    /// node -> (end of the latest window with this row, its drop counters).
-    drops_by_node: HashMap<String, (i64, pb::Drops)>,
+    /// node -> (the first flow with drop counters in the latest window
+    /// that had some, its drop counters).
+    drops_by_node: HashMap<String, (FlowAt, pb::Drops)>,
+}
+
+impl RowAcc {
+    /// Notes the gauges and the identity of flows of this row: the latest
+    /// flow at `at` (its `workload`), `open` sockets in the window that
+    /// ended at `open_end` on `node`, and drop counters first seen at
+    /// `drops.0`. Raw windows and rollups both come through here, so the
+    /// order that decides ties is the same: raw scan order.
+    fn note(
+        &mut self,
+        node: &str,
+        at: &FlowAt,
+        workload: Option<&pb::Workload>,
+        (open_end, open): (i64, u64),
+        drops: Option<(FlowAt, pb::Drops)>,
+    ) {
+        if self.workload_at.as_ref().is_none_or(|w| at >= w) {
+            self.workload = workload.cloned().unwrap_or_default();
+            self.workload_at = Some(at.clone());
+        }
+        if let Some((at, d)) = drops {
+            match self.drops_by_node.get_mut(node) {
+                // The latest end wins; at one end, the first in scan order.
+                Some(cur) if at.0 > cur.0 .0 || (at.0 == cur.0 .0 && at < cur.0) => {
+                    *cur = (at, d);
+                }
+                Some(_) => {}
+                None => {
+                    self.drops_by_node.insert(node.to_string(), (at, d));
+                }
+            }
+        }
+        let cur = self
+            .open_by_node
+            .entry(node.to_string())
+            .or_insert((open_end, 0));
+        if open_end > cur.0 {
+            *cur = (open_end, open);
+        } else if open_end == cur.0 {
+            // Two flows of one window in one row (a restarted container
+            // still has sockets in its old cgroup): both are open.
+            cur.1 = cur.1.saturating_add(open);
+        }
+    }
 }
 
 /// Accumulates windows into ranked rows.
@@ -217,7 +270,7 @@ impl TopBuilder {
         let Some(agg) = &w.aggregates else {
             return;
         };
-        for f in &agg.tcp_flows {
+        for (i, f) in agg.tcp_flows.iter().enumerate() {
             if f.direction != pb::Direction::Outbound as i32
                 || !filter.matches_workload(f.workload.as_ref())
                 || !filter.matches_endpoint(f.remote.as_ref())
@@ -231,10 +284,6 @@ impl TopBuilder {
                 port: remote.port,
             };
             let row = self.rows.entry(key).or_default();
-            if w.end_unix_ms >= row.workload_end {
-                row.workload = f.workload.clone().unwrap_or_default();
-                row.workload_end = w.end_unix_ms;
-            }
             row.connects_ok = row.connects_ok.saturating_add(f.connects_ok);
             let failed = f
                 .connects_failed
@@ -244,26 +293,20 @@ impl TopBuilder {
             if let Some(h) = &f.connect_latency {
                 row.latency.add(h);
             }
-            if let Some(d) = &f.drops {
-                let latest = row
-                    .drops_by_node
-                    .entry(w.node.clone())
-                    .or_insert((w.end_unix_ms, d.clone()));
-                if w.end_unix_ms > latest.0 {
-                    *latest = (w.end_unix_ms, d.clone());
-                }
-            }
-            let open = row
-                .open_by_node
-                .entry(w.node.clone())
-                .or_insert((w.end_unix_ms, 0));
-            if w.end_unix_ms > open.0 {
-                *open = (w.end_unix_ms, f.open);
-            } else if w.end_unix_ms == open.0 {
-                // Two flows of one window in one row (a restarted container
-                // still has sockets in its old cgroup): both are open.
-                open.1 = open.1.saturating_add(f.open);
-            }
+            let at: FlowAt = (
+                w.end_unix_ms,
+                w.agent_id.clone(),
+                w.seq,
+                u32::try_from(i).unwrap_or(u32::MAX),
+            );
+            let drops = f.drops.clone().map(|d| (at.clone(), d));
+            row.note(
+                &w.node,
+                &at,
+                f.workload.as_ref(),
+                (w.end_unix_ms, f.open),
+                drops,
+            );
         }
     }
 
