@@ -380,6 +380,9 @@ pub struct ScanCounts {
     pub corrupt: u64,
     /// Stored windows read (the query's cost, whatever the filter kept).
     pub read: u64,
+    /// Rollup rows read (a minute of one group each), when the query read
+    /// rollups; their windows are not in `read`.
+    pub rollup_rows: u64,
 }
 
 /// Why a scan stopped before the end of its range.
@@ -421,8 +424,26 @@ pub async fn scan_range(
     }
 }
 
-/// Runs a QueryTop over the store, reading at most `max_windows`.
+/// Runs a QueryTop over the store, reading at most `max_windows` raw
+/// windows: from the store's rollups for the whole minutes of a long range
+/// when it has them (the answer is the same), else from raw windows.
 pub async fn query_top(
+    store: &dyn Store,
+    q: &TopQuery,
+    max_windows: u64,
+) -> Result<(pb::QueryTopResponse, ScanCounts), ScanError> {
+    let now = crate::collector::unix_ms_now();
+    match store
+        .rollups()
+        .and_then(|r| Some((r, plan(&q.end_range, r.floor_unix_ms(), now)?)))
+    {
+        Some((rollups, plan)) => query_top_planned(store, rollups, &plan, q, max_windows).await,
+        None => query_top_raw(store, q, max_windows).await,
+    }
+}
+
+/// QueryTop from raw windows only, whatever the store keeps besides.
+pub async fn query_top_raw(
     store: &dyn Store,
     q: &TopQuery,
     max_windows: u64,
@@ -432,6 +453,59 @@ pub async fn query_top(
         top.add_window(w, &q.filter)
     })
     .await?;
+    Ok((top.finish(q.by, q.limit), counts))
+}
+
+/// QueryTop as `plan` says: rollups for its minutes, raw windows for its
+/// edges and for the (minute, node) pairs the rollups cannot answer.
+pub async fn query_top_planned(
+    store: &dyn Store,
+    rollups: &dyn crate::store::Rollups,
+    plan: &Plan,
+    q: &TopQuery,
+    max_windows: u64,
+) -> Result<(pb::QueryTopResponse, ScanCounts), ScanError> {
+    let mut top = TopBuilder::default();
+    let ans = rollups.tcp_minutes(plan.minutes.clone()).await?;
+    let mut counts = ScanCounts {
+        rollup_rows: ans.rows_read,
+        corrupt: top.add_rollup(&ans, &q.filter),
+        read: 0,
+    };
+    // The dirty pairs, read in one scan per run of consecutive minutes,
+    // keeping only their windows; the edges whole.
+    let dirty: std::collections::HashSet<(i64, &str)> =
+        ans.dirty.iter().map(|(m, n)| (*m, n.as_str())).collect();
+    let mut minutes: Vec<i64> = ans.dirty.iter().map(|d| d.0).collect();
+    minutes.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for m in minutes {
+        match runs.last_mut() {
+            Some(r) if r.1 + 1 == m => r.1 = m,
+            _ => runs.push((m, m)),
+        }
+    }
+    let scans = plan.raw.iter().map(|r| (r.clone(), false)).chain(
+        runs.into_iter()
+            .map(|(a, b)| (a * MINUTE_MS..=b * MINUTE_MS + MINUTE_MS - 1, true)),
+    );
+    for (range, only_dirty) in scans {
+        let left = max_windows.saturating_sub(counts.read);
+        let c = scan_range(store, range, &q.filter, left, |w| {
+            if !only_dirty
+                || dirty.contains(&(w.end_unix_ms.div_euclid(MINUTE_MS), w.node.as_str()))
+            {
+                top.add_window(w, &q.filter)
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            ScanError::TooManyWindows { .. } => ScanError::TooManyWindows { max: max_windows },
+            e => e,
+        })?;
+        counts.read += c.read;
+        counts.corrupt += c.corrupt;
+    }
     Ok((top.finish(q.by, q.limit), counts))
 }
 
