@@ -82,7 +82,11 @@ impl MergedHistogram {
     /// The parts a store keeps: `(lower, upper, count)` bins with samples,
     /// the sum, and min and max (`None` without samples).
     pub fn parts(&self) -> (Vec<(u64, u64, u64)>, u64, Option<u64>, Option<u64>) {
-        let bins = self.bins.iter().map(|(&lo, &(hi, n))| (lo, hi, n)).collect();
+        let bins = self
+            .bins
+            .iter()
+            .map(|(&lo, &(hi, n))| (lo, hi, n))
+            .collect();
         (bins, self.sum_ns, self.min_ns, self.max_ns)
     }
 

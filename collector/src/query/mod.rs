@@ -368,10 +368,20 @@ impl TopBuilder {
 }
 
 /// A stable order for equal rows, so the same query gives the same answer.
-fn tie_break(r: &pb::TopRow) -> (String, String, String, String, u32) {
+/// The node and container are in it because host rows of two nodes (and
+/// two containers of one pod) otherwise tie, and came out in hash order.
+fn tie_break(r: &pb::TopRow) -> (String, String, String, String, String, String, u32) {
     let w = r.workload.clone().unwrap_or_default();
     let d = r.destination.clone().unwrap_or_default();
-    (w.namespace, w.pod, w.label, d.ip, d.port)
+    (
+        w.namespace,
+        w.pod,
+        w.label,
+        w.container,
+        w.node,
+        d.ip,
+        d.port,
+    )
 }
 
 /// What a query read besides its answer.

@@ -230,10 +230,7 @@ impl Rollups for ClickHouseStore {
     }
 }
 
-fn read_row(
-    r: &mut Reader<'_>,
-    ans: &mut RollupAnswer,
-) -> Result<(), super::ClickHouseError> {
+fn read_row(r: &mut Reader<'_>, ans: &mut RollupAnswer) -> Result<(), super::ClickHouseError> {
     let node = r.string()?;
     let row = r.u8()?;
     let workload = r.bytes()?.to_vec();

@@ -98,7 +98,9 @@ impl<'a> Reader<'a> {
 
     pub fn u32(&mut self) -> Result<u32, ClickHouseError> {
         let b = self.take(4, "a UInt32")?;
-        Ok(u32::from_le_bytes(b.try_into().map_err(|_| short("a UInt32"))?))
+        Ok(u32::from_le_bytes(
+            b.try_into().map_err(|_| short("a UInt32"))?,
+        ))
     }
 
     pub fn u8(&mut self) -> Result<u8, ClickHouseError> {
