@@ -19,6 +19,17 @@ pub struct MergedHistogram {
     max_ns: Option<u64>,
 }
 
+/// A merged histogram as a store keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// `(lower, upper, count)`, bins with samples.
+    pub bins: Vec<(u64, u64, u64)>,
+    pub sum_ns: u64,
+    /// `None` without samples.
+    pub min_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+}
+
 impl MergedHistogram {
     pub fn add(&mut self, h: &pb::Histogram) {
         let mut added = 0u64;
@@ -79,32 +90,30 @@ impl MergedHistogram {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
-    /// The parts a store keeps: `(lower, upper, count)` bins with samples,
-    /// the sum, and min and max (`None` without samples).
-    pub fn parts(&self) -> (Vec<(u64, u64, u64)>, u64, Option<u64>, Option<u64>) {
-        let bins = self
-            .bins
-            .iter()
-            .map(|(&lo, &(hi, n))| (lo, hi, n))
-            .collect();
-        (bins, self.sum_ns, self.min_ns, self.max_ns)
+    /// The parts a store keeps.
+    pub fn parts(&self) -> Parts {
+        Parts {
+            bins: self
+                .bins
+                .iter()
+                .map(|(&lo, &(hi, n))| (lo, hi, n))
+                .collect(),
+            sum_ns: self.sum_ns,
+            min_ns: self.min_ns,
+            max_ns: self.max_ns,
+        }
     }
 
     /// The inverse of [`MergedHistogram::parts`]; bins without samples are
     /// left out, as `add` leaves them out.
-    pub fn from_parts(
-        bins: impl IntoIterator<Item = (u64, u64, u64)>,
-        sum_ns: u64,
-        min_ns: Option<u64>,
-        max_ns: Option<u64>,
-    ) -> Self {
+    pub fn from_parts(p: Parts) -> Self {
         let mut m = Self {
-            sum_ns,
-            min_ns,
-            max_ns,
+            sum_ns: p.sum_ns,
+            min_ns: p.min_ns,
+            max_ns: p.max_ns,
             ..Self::default()
         };
-        for (lo, hi, n) in bins.into_iter().filter(|b| b.2 > 0) {
+        for (lo, hi, n) in p.bins.into_iter().filter(|b| b.2 > 0) {
             let e = m.bins.entry(lo).or_insert((hi.max(lo), 0));
             e.0 = e.0.max(hi);
             e.1 = e.1.saturating_add(n);
@@ -202,8 +211,7 @@ mod tests {
         y.add(&b);
         x.merge(&y);
         assert_eq!(x, one);
-        let (bins, sum, min, max) = one.parts();
-        assert_eq!(MergedHistogram::from_parts(bins, sum, min, max), one);
+        assert_eq!(MergedHistogram::from_parts(one.parts()), one);
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn agent_window(node: &str, agent: &str, seq: u64, end: i64) -> pb::Window {
     ];
     flows[1].drops = Some(drops(&[("user_flows_evicted", s % 4)]));
     flows[3].drops = None;
-    if s % 5 == 0 {
+    if s.is_multiple_of(5) {
         flows.push(flow(
             &batch,
             ep("::ffff:10.0.1.14", 443),
@@ -68,7 +68,7 @@ fn agent_window(node: &str, agent: &str, seq: u64, end: i64) -> pb::Window {
         ));
     }
     let mut w = window(node, agent, seq, end, flows, vec![]);
-    w.dropped_windows_before = u64::from(s % 17 == 0);
+    w.dropped_windows_before = u64::from(s.is_multiple_of(17));
     w
 }
 

@@ -15,7 +15,7 @@ use super::{
     ClickHouseStore,
 };
 use crate::{
-    histogram::MergedHistogram,
+    histogram::{MergedHistogram, Parts},
     query::{FlowAt, RollupAnswer, RollupGroup, RollupNode, WindowRollup, MINUTE_MS},
     store::{Rollups, StoreError},
 };
@@ -76,14 +76,14 @@ pub(super) fn rows(w: &Window, r: &WindowRollup) -> Vec<u8> {
         rowbinary::put_u64(&mut out, g.connects_ok);
         rowbinary::put_u64(&mut out, g.connects_failed);
         rowbinary::put_u64(&mut out, g.open);
-        let (bins, sum, min, max) = g.latency.parts();
-        put_array(&mut out, bins.iter().map(|b| b.0));
-        put_array(&mut out, bins.iter().map(|b| b.1));
-        put_array(&mut out, bins.iter().map(|b| b.2));
-        rowbinary::put_u64(&mut out, sum);
+        let h = g.latency.parts();
+        put_array(&mut out, h.bins.iter().map(|b| b.0));
+        put_array(&mut out, h.bins.iter().map(|b| b.1));
+        put_array(&mut out, h.bins.iter().map(|b| b.2));
+        rowbinary::put_u64(&mut out, h.sum_ns);
         // Without samples: neutral for min and max.
-        rowbinary::put_u64(&mut out, min.unwrap_or(u64::MAX));
-        rowbinary::put_u64(&mut out, max.unwrap_or(0));
+        rowbinary::put_u64(&mut out, h.min_ns.unwrap_or(u64::MAX));
+        rowbinary::put_u64(&mut out, h.max_ns.unwrap_or(0));
         let (e, a, s, i) = &g.latest;
         put_at(&mut out, (*e, a, *s, *i));
         match &g.drops {
@@ -269,12 +269,12 @@ fn read_row(r: &mut Reader<'_>, ans: &mut RollupAnswer) -> Result<(), super::Cli
         (lo, hi, n)
     });
     let samples = counts.iter().fold(0u64, |a, &n| a.saturating_add(n));
-    let latency = MergedHistogram::from_parts(
-        bins,
-        sum,
-        (samples > 0).then_some(min),
-        (samples > 0).then_some(max),
-    );
+    let latency = MergedHistogram::from_parts(Parts {
+        bins: bins.collect(),
+        sum_ns: sum,
+        min_ns: (samples > 0).then_some(min),
+        max_ns: (samples > 0).then_some(max),
+    });
     let drops = (drops_at.0 != NO_DROPS.0).then(|| {
         let (e, a, s, i) = drops_at;
         ((e.saturating_neg(), a, s, i), drops)
