@@ -314,3 +314,60 @@ async fn redb_keeps_the_raw_path() {
     assert!(tc.collector.store().rollups().is_none());
     tc.stop().await;
 }
+
+/// Figures at a larger scale (run with `--ignored --nocapture`): 10 nodes
+/// with a window every 10 s for 3 hours, put through the store directly,
+/// then a 3-hour QueryTop by failures from raw windows and from rollups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, about a minute"]
+async fn rollups_figures() {
+    let store = std::sync::Arc::new(
+        sockeye_collector::store::ClickHouseStore::open(&clickhouse::shared().fresh_db())
+            .await
+            .unwrap(),
+    );
+    const NODES: u64 = 10;
+    const PER_NODE: u64 = 3 * 360;
+    let t0 = (now_ms() - 5 * 3_600_000).div_euclid(MINUTE_MS) * MINUTE_MS + 7_000;
+    let windows: Vec<pb::Window> = (0..NODES)
+        .flat_map(|n| {
+            (1..=PER_NODE).map(move |s| {
+                let node = format!("node-{n}");
+                agent_window(&node, &format!("agent-{n}"), s, t0 + s as i64 * 10_000)
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    // Eight puts in flight, as eight agents pushing at once.
+    for chunk in windows.chunks(8) {
+        let mut puts = tokio::task::JoinSet::new();
+        for w in chunk.iter().cloned() {
+            let store = store.clone();
+            puts.spawn(async move { store.put(&w).await.unwrap() });
+        }
+        while let Some(r) = puts.join_next().await {
+            r.unwrap();
+        }
+    }
+    println!("put {} windows in {:?}", windows.len(), t.elapsed());
+    let q = TopQuery::parse(&request(
+        t0,
+        t0 + (PER_NODE as i64 + 1) * 10_000,
+        None,
+        "failures",
+    ))
+    .unwrap();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let (raw, raw_counts) = query::query_top_raw(store.as_ref(), &q, MAX).await.unwrap();
+        let raw_time = t.elapsed();
+        let t = Instant::now();
+        let (rolled, counts) = query::query_top(store.as_ref(), &q, MAX).await.unwrap();
+        let rolled_time = t.elapsed();
+        assert_eq!(rolled, raw);
+        println!(
+            "3 h, {} nodes: raw read {} windows in {raw_time:?}; rollups read {} rollup rows + {} edge windows in {rolled_time:?}",
+            NODES, raw_counts.read, counts.rollup_rows, counts.read
+        );
+    }
+}
