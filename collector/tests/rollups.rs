@@ -341,8 +341,8 @@ async fn rollups_figures() {
     // Eight puts in flight, as eight agents pushing at once.
     for chunk in windows.chunks(8) {
         let mut puts = tokio::task::JoinSet::new();
-        for w in chunk.iter().cloned() {
-            let store = store.clone();
+        for w in chunk {
+            let (store, w) = (store.clone(), w.clone());
             puts.spawn(async move { store.put(&w).await.unwrap() });
         }
         while let Some(r) = puts.join_next().await {
