@@ -19,6 +19,17 @@ pub struct MergedHistogram {
     max_ns: Option<u64>,
 }
 
+/// A merged histogram as a store keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// `(lower, upper, count)`, bins with samples.
+    pub bins: Vec<(u64, u64, u64)>,
+    pub sum_ns: u64,
+    /// `None` without samples.
+    pub min_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+}
+
 impl MergedHistogram {
     pub fn add(&mut self, h: &pb::Histogram) {
         let mut added = 0u64;
@@ -61,6 +72,53 @@ impl MergedHistogram {
             (a, b) => a.or(b),
         };
         self.max_ns = self.max_ns.max(max);
+    }
+
+    /// Adds another merged histogram: the same as having added its
+    /// histograms here (bins by lower bound, widest upper, sums, extremes).
+    pub fn merge(&mut self, other: &MergedHistogram) {
+        for (&lo, &(hi, n)) in &other.bins {
+            let e = self.bins.entry(lo).or_insert((hi, 0));
+            e.0 = e.0.max(hi);
+            e.1 = e.1.saturating_add(n);
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.min_ns = match (self.min_ns, other.min_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// The parts a store keeps.
+    pub fn parts(&self) -> Parts {
+        Parts {
+            bins: self
+                .bins
+                .iter()
+                .map(|(&lo, &(hi, n))| (lo, hi, n))
+                .collect(),
+            sum_ns: self.sum_ns,
+            min_ns: self.min_ns,
+            max_ns: self.max_ns,
+        }
+    }
+
+    /// The inverse of [`MergedHistogram::parts`]; bins without samples are
+    /// left out, as `add` leaves them out.
+    pub fn from_parts(p: Parts) -> Self {
+        let mut m = Self {
+            sum_ns: p.sum_ns,
+            min_ns: p.min_ns,
+            max_ns: p.max_ns,
+            ..Self::default()
+        };
+        for (lo, hi, n) in p.bins.into_iter().filter(|b| b.2 > 0) {
+            let e = m.bins.entry(lo).or_insert((hi.max(lo), 0));
+            e.0 = e.0.max(hi);
+            e.1 = e.1.saturating_add(n);
+        }
+        m
     }
 
     /// Samples in the merged bins.
@@ -139,6 +197,21 @@ mod tests {
         assert!((1_000_000..1_100_000).contains(&p.p50_ns), "{p:?}");
         assert!((500_000_000..=505_000_000).contains(&p.p99_ns), "{p:?}");
         assert_eq!(p.max_ns, 505_000_000);
+    }
+
+    #[test]
+    fn merging_equals_adding_in_one() {
+        let a = hist(&[(1_000, 2_000, 3), (5_000, 6_000, 1)], 1_100, 5_500);
+        let b = hist(&[(1_000, 2_500, 2), (9_000, 10_000, 4)], 1_050, 9_900);
+        let mut one = MergedHistogram::default();
+        one.add(&a);
+        one.add(&b);
+        let (mut x, mut y) = (MergedHistogram::default(), MergedHistogram::default());
+        x.add(&a);
+        y.add(&b);
+        x.merge(&y);
+        assert_eq!(x, one);
+        assert_eq!(MergedHistogram::from_parts(one.parts()), one);
     }
 
     #[test]

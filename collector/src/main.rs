@@ -39,7 +39,8 @@ struct Args {
     /// Where windows are kept: "redb" (the embedded file in --data-dir, one
     /// collector) or clickhouse://[USER[:PASSWORD]@]HOST:HTTP_PORT/DATABASE
     /// (shared by any number of collector replicas; the schema is applied
-    /// at start).
+    /// at start; QueryTop over an hour or more reads its per-minute
+    /// rollups).
     #[arg(long, default_value = "redb", value_parser = parse_store, value_name = "redb|URL")]
     store: StoreKind,
     /// Directory of the embedded store (created if missing).
@@ -129,7 +130,8 @@ struct Args {
     /// Stored windows one caller's queries may read per minute.
     #[arg(long, default_value_t = CallerLimits::default().query_windows_per_minute)]
     query_windows_per_minute: u64,
-    /// Stored windows one query may read.
+    /// Stored windows one query may read (raw windows: a QueryTop's
+    /// minutes answered from ClickHouse rollups do not count).
     #[arg(long, default_value_t = CallerLimits::default().max_query_windows)]
     max_query_windows: u64,
     /// Windows kept for live WatchWindows clients; slower clients miss

@@ -183,6 +183,7 @@ impl CollectorService for CollectorApi {
                 let counts = ScanCounts {
                     corrupt: page.corrupt,
                     read: page.windows.len() as u64,
+                    rollup_rows: 0,
                 };
                 Ok((page.windows, counts))
             })

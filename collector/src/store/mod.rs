@@ -208,4 +208,25 @@ pub trait Store: Send + Sync + 'static {
     fn feed(&self) -> Option<&dyn Feed> {
         None
     }
+
+    /// Pre-aggregated TCP flows by minute, for a store that keeps them;
+    /// `None` for one that only keeps windows (QueryTop then reads them).
+    fn rollups(&self) -> Option<&dyn Rollups> {
+        None
+    }
+}
+
+/// Per-minute rollups of outbound TCP flows (see `query::rollup`).
+#[tonic::async_trait]
+pub trait Rollups: Send + Sync {
+    /// Windows that ended before this are not to be read (retention).
+    fn floor_unix_ms(&self) -> i64;
+
+    /// The rollups of the minutes `minutes` (Unix ms / 60 000), but for the
+    /// (minute, node) pairs they cannot answer exactly, which the answer
+    /// lists so that the caller reads them raw.
+    async fn tcp_minutes(
+        &self,
+        minutes: RangeInclusive<i64>,
+    ) -> Result<crate::query::RollupAnswer, StoreError>;
 }

@@ -15,6 +15,7 @@
 
 mod feed;
 mod http;
+mod rollup;
 mod rowbinary;
 mod schema;
 
@@ -32,7 +33,7 @@ use sockeye_proto::v1::Window;
 pub use http::{ClickHouseError, STATEMENT_TIMEOUT};
 pub use schema::{SchemaError, LATEST as SCHEMA_VERSION};
 
-use super::{Feed, Page, PutOutcome, PutResult, Store, StoreError, WindowKey};
+use super::{Feed, Page, PutOutcome, PutResult, Rollups, Store, StoreError, WindowKey};
 use http::{quote, Http};
 use rowbinary::{day_of, yyyymmdd, Reader};
 
@@ -325,6 +326,7 @@ impl Store for ClickHouseStore {
             )
             .await
             .map_err(ch(OP))?;
+        self.roll_up(window).await;
         Ok(PutResult {
             outcome: PutOutcome::Stored,
             highest_seq: state.map_or(window.seq, |(h, _)| h.max(window.seq)),
@@ -411,7 +413,9 @@ impl Store for ClickHouseStore {
         // Days that ended by the cutoff go whole (ClickHouse 18.16 has no
         // TTL; dropping a partition is a file operation, not a rewrite).
         let cutoff_day = yyyymmdd(day_of(cutoff_unix_ms));
-        self.drop_days_before("windows", cutoff_day).await?;
+        for table in ["windows", "windows_minute", "tcp_minute"] {
+            self.drop_days_before(table, cutoff_day).await?;
+        }
         // The feed is read only for its last minute: a day of it is plenty.
         let yesterday = day_of(crate::collector::unix_ms_now()).saturating_sub(1);
         self.drop_days_before("windows_feed", yyyymmdd(yesterday))
@@ -446,6 +450,10 @@ impl Store for ClickHouseStore {
     }
 
     fn feed(&self) -> Option<&dyn Feed> {
+        Some(self)
+    }
+
+    fn rollups(&self) -> Option<&dyn Rollups> {
         Some(self)
     }
 }

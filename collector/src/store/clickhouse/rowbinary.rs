@@ -18,8 +18,22 @@ pub fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+pub fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+pub fn put_u8(out: &mut Vec<u8>, v: u8) {
+    out.push(v);
+}
+
 pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let mut n = b.len() as u64;
+    put_len(out, b.len());
+    out.extend_from_slice(b);
+}
+
+/// The LEB128 length that starts a `String` or an `Array`.
+pub fn put_len(out: &mut Vec<u8>, n: usize) {
+    let mut n = n as u64;
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -29,7 +43,6 @@ pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
         }
         out.push(byte | 0x80);
     }
-    out.extend_from_slice(b);
 }
 
 /// Reads rows of an answer in order; every read fails cleanly on a short
@@ -83,7 +96,24 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    pub fn u32(&mut self) -> Result<u32, ClickHouseError> {
+        let b = self.take(4, "a UInt32")?;
+        Ok(u32::from_le_bytes(
+            b.try_into().map_err(|_| short("a UInt32"))?,
+        ))
+    }
+
+    pub fn u8(&mut self) -> Result<u8, ClickHouseError> {
+        Ok(self.take(1, "a UInt8")?[0])
+    }
+
     pub fn bytes(&mut self) -> Result<&'a [u8], ClickHouseError> {
+        let n = self.length()?;
+        self.take(n, "a String")
+    }
+
+    /// The LEB128 length of a `String` or an `Array`.
+    pub fn length(&mut self) -> Result<usize, ClickHouseError> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
@@ -99,8 +129,7 @@ impl<'a> Reader<'a> {
             }
             shift += 7;
         }
-        let n = usize::try_from(n).map_err(|_| short("a String"))?;
-        self.take(n, "a String")
+        usize::try_from(n).map_err(|_| short("a String"))
     }
 
     pub fn string(&mut self) -> Result<String, ClickHouseError> {

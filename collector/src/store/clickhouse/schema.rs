@@ -11,7 +11,7 @@ use super::http::{ClickHouseError, Http};
 
 /// The newest schema this collector knows. A store at a newer version was
 /// migrated by a newer collector: this one refuses to write to it.
-pub const LATEST: u32 = 3;
+pub const LATEST: u32 = 4;
 
 /// `{db}` stands for the database name.
 const MIGRATIONS: &[(u32, &[&str])] = &[
@@ -76,6 +76,116 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
             SELECT toDate(intDiv(inserted_unix_ms, 1000)) AS inserted_day,
                 inserted_unix_ms, day, agent_id, seq
             FROM {db}.windows",
+        ],
+    ),
+    (
+        4,
+        // Per-minute rollups of outbound TCP flows for long QueryTop ranges
+        // (`super::rollup`). The collector writes them, into a Null table a
+        // materialized view aggregates: only the collector can decode a
+        // window's protobuf body, and a view on `windows` cannot.
+        //
+        // A window rolled up twice (two replicas racing, or a retry) would
+        // count twice in an AggregatingMergeTree, and ClickHouse 18.16 has
+        // no insert dedup token for plain MergeTree tables. So duplicates
+        // are not kept out, they are found: every minute and node records
+        // how many window inserts it got (`inserts`) and the set of
+        // distinct (agent_id, seq) (`stored`), and `windows_minute`, a view
+        // on the raw table's own inserts, records the windows the raw
+        // table has. A (minute, node) is answered from rollups only when
+        // the three agree; any other is read raw, where FINAL dedups.
+        // That also covers a window whose rollup insert failed, and
+        // windows stored before this version (backfilled into
+        // `windows_minute` below; uniqExact states merge as sets, so
+        // running the backfill twice counts nothing twice).
+        &[
+            "CREATE TABLE IF NOT EXISTS {db}.windows_minute (
+                day Date,
+                minute Int64,
+                node String,
+                stored AggregateFunction(uniqExact, String, UInt64)
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY day
+            ORDER BY (minute, node)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.windows_minute_mv TO {db}.windows_minute AS
+            SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
+                uniqExactState(agent_id, seq) AS stored
+            FROM {db}.windows GROUP BY day, minute, node",
+            "INSERT INTO {db}.windows_minute
+            SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
+                uniqExactState(agent_id, seq) AS stored
+            FROM {db}.windows GROUP BY day, minute, node",
+            // One input row per window (`row` 0: its node-level part) and
+            // one per (workload, remote) of its outbound flows (`row` 1),
+            // all in one INSERT, so a window is rolled up whole or not.
+            "CREATE TABLE IF NOT EXISTS {db}.tcp_minute_in (
+                day Date,
+                minute Int64,
+                node String,
+                agent_id String,
+                seq UInt64,
+                row UInt8,
+                workload String,
+                remote String,
+                w_end Int64,
+                w_dropped UInt64,
+                f_ok UInt64,
+                f_failed UInt64,
+                f_open UInt64,
+                f_lows Array(UInt64),
+                f_highs Array(UInt64),
+                f_counts Array(UInt64),
+                f_sum UInt64,
+                f_min UInt64,
+                f_max UInt64,
+                f_latest Tuple(Int64, String, UInt64, UInt32),
+                f_drops_at Tuple(Int64, String, UInt64, UInt32),
+                f_drops String
+            ) ENGINE = Null",
+            "CREATE TABLE IF NOT EXISTS {db}.tcp_minute (
+                day Date,
+                minute Int64,
+                node String,
+                row UInt8,
+                workload String,
+                remote String,
+                inserts AggregateFunction(count),
+                stored AggregateFunction(uniqExact, String, UInt64),
+                latest_end AggregateFunction(max, Int64),
+                dropped AggregateFunction(sum, UInt64),
+                ok AggregateFunction(sum, UInt64),
+                failed AggregateFunction(sum, UInt64),
+                open AggregateFunction(sumMap, Array(Int64), Array(UInt64)),
+                bins AggregateFunction(sumMap, Array(UInt64), Array(UInt64)),
+                highs AggregateFunction(groupUniqArrayArray, Array(Tuple(UInt64, UInt64))),
+                sum_ns AggregateFunction(sum, UInt64),
+                min_ns AggregateFunction(min, UInt64),
+                max_ns AggregateFunction(max, UInt64),
+                latest AggregateFunction(max, Tuple(Int64, String, UInt64, UInt32)),
+                drops_at AggregateFunction(min, Tuple(Int64, String, UInt64, UInt32)),
+                drops AggregateFunction(argMin, String, Tuple(Int64, String, UInt64, UInt32))
+            ) ENGINE = AggregatingMergeTree()
+            PARTITION BY day
+            ORDER BY (minute, node, row, workload, remote)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.tcp_minute_mv TO {db}.tcp_minute AS
+            SELECT day, minute, node, row, workload, remote,
+                countState() AS inserts,
+                uniqExactState(agent_id, seq) AS stored,
+                maxState(w_end) AS latest_end,
+                sumState(w_dropped) AS dropped,
+                sumState(f_ok) AS ok,
+                sumState(f_failed) AS failed,
+                sumMapState([w_end], [f_open]) AS open,
+                sumMapState(f_lows, f_counts) AS bins,
+                groupUniqArrayArrayState(arrayMap((lo, hi) -> (lo, hi), f_lows, f_highs)) AS highs,
+                sumState(f_sum) AS sum_ns,
+                minState(f_min) AS min_ns,
+                maxState(f_max) AS max_ns,
+                maxState(f_latest) AS latest,
+                minState(f_drops_at) AS drops_at,
+                argMinState(f_drops, f_drops_at) AS drops
+            FROM {db}.tcp_minute_in
+            GROUP BY day, minute, node, row, workload, remote",
         ],
     ),
 ];

@@ -13,6 +13,13 @@ use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive};
 
 use sockeye_proto::v1 as pb;
 
+mod rollup;
+
+pub use rollup::{
+    decode_opt, plan, window_rollup, FlowAt, FlowGroup, Plan, RollupAnswer, RollupGroup,
+    RollupNode, WindowRollup, MINUTE_MS, MIN_ROLLUP_MINUTES,
+};
+
 use crate::{
     filter::{has_no_rows, Destination, Filter, FilterError},
     histogram::MergedHistogram,
@@ -180,16 +187,62 @@ struct RowKey {
 
 #[derive(Debug, Default)]
 struct RowAcc {
-    /// The workload as reported in the latest window that had this row.
+    /// The workload as reported by the latest flow (in scan order) that
+    /// had this row.
     workload: pb::Workload,
-    workload_end: i64,
+    workload_at: Option<FlowAt>,
     connects_ok: u64,
     connects_failed: u64,
     latency: MergedHistogram,
     /// node -> (end of the latest window with this row, open there).
     open_by_node: HashMap<String, (i64, u64)>,
-    /// node -> (end of the latest window with this row, its drop counters).
-    drops_by_node: HashMap<String, (i64, pb::Drops)>,
+    /// node -> (the first flow with drop counters in the latest window
+    /// that had some, its drop counters).
+    drops_by_node: HashMap<String, (FlowAt, pb::Drops)>,
+}
+
+impl RowAcc {
+    /// Notes the gauges and the identity of flows of this row: the latest
+    /// flow at `at` (its `workload`), `open` sockets in the window that
+    /// ended at `open_end` on `node`, and drop counters first seen at
+    /// `drops.0`. Raw windows and rollups both come through here, so the
+    /// order that decides ties is the same: raw scan order.
+    fn note(
+        &mut self,
+        node: &str,
+        at: &FlowAt,
+        workload: Option<&pb::Workload>,
+        (open_end, open): (i64, u64),
+        drops: Option<(FlowAt, pb::Drops)>,
+    ) {
+        if self.workload_at.as_ref().is_none_or(|w| at >= w) {
+            self.workload = workload.cloned().unwrap_or_default();
+            self.workload_at = Some(at.clone());
+        }
+        if let Some((at, d)) = drops {
+            match self.drops_by_node.get_mut(node) {
+                // The latest end wins; at one end, the first in scan order.
+                Some(cur) if at.0 > cur.0 .0 || (at.0 == cur.0 .0 && at < cur.0) => {
+                    *cur = (at, d);
+                }
+                Some(_) => {}
+                None => {
+                    self.drops_by_node.insert(node.to_string(), (at, d));
+                }
+            }
+        }
+        let cur = self
+            .open_by_node
+            .entry(node.to_string())
+            .or_insert((open_end, 0));
+        if open_end > cur.0 {
+            *cur = (open_end, open);
+        } else if open_end == cur.0 {
+            // Two flows of one window in one row (a restarted container
+            // still has sockets in its old cgroup): both are open.
+            cur.1 = cur.1.saturating_add(open);
+        }
+    }
 }
 
 /// Accumulates windows into ranked rows.
@@ -217,7 +270,7 @@ impl TopBuilder {
         let Some(agg) = &w.aggregates else {
             return;
         };
-        for f in &agg.tcp_flows {
+        for (i, f) in agg.tcp_flows.iter().enumerate() {
             if f.direction != pb::Direction::Outbound as i32
                 || !filter.matches_workload(f.workload.as_ref())
                 || !filter.matches_endpoint(f.remote.as_ref())
@@ -231,10 +284,6 @@ impl TopBuilder {
                 port: remote.port,
             };
             let row = self.rows.entry(key).or_default();
-            if w.end_unix_ms >= row.workload_end {
-                row.workload = f.workload.clone().unwrap_or_default();
-                row.workload_end = w.end_unix_ms;
-            }
             row.connects_ok = row.connects_ok.saturating_add(f.connects_ok);
             let failed = f
                 .connects_failed
@@ -244,26 +293,20 @@ impl TopBuilder {
             if let Some(h) = &f.connect_latency {
                 row.latency.add(h);
             }
-            if let Some(d) = &f.drops {
-                let latest = row
-                    .drops_by_node
-                    .entry(w.node.clone())
-                    .or_insert((w.end_unix_ms, d.clone()));
-                if w.end_unix_ms > latest.0 {
-                    *latest = (w.end_unix_ms, d.clone());
-                }
-            }
-            let open = row
-                .open_by_node
-                .entry(w.node.clone())
-                .or_insert((w.end_unix_ms, 0));
-            if w.end_unix_ms > open.0 {
-                *open = (w.end_unix_ms, f.open);
-            } else if w.end_unix_ms == open.0 {
-                // Two flows of one window in one row (a restarted container
-                // still has sockets in its old cgroup): both are open.
-                open.1 = open.1.saturating_add(f.open);
-            }
+            let at: FlowAt = (
+                w.end_unix_ms,
+                w.agent_id.clone(),
+                w.seq,
+                u32::try_from(i).unwrap_or(u32::MAX),
+            );
+            let drops = f.drops.clone().map(|d| (at.clone(), d));
+            row.note(
+                &w.node,
+                &at,
+                f.workload.as_ref(),
+                (w.end_unix_ms, f.open),
+                drops,
+            );
         }
     }
 
@@ -325,10 +368,20 @@ impl TopBuilder {
 }
 
 /// A stable order for equal rows, so the same query gives the same answer.
-fn tie_break(r: &pb::TopRow) -> (String, String, String, String, u32) {
+/// The node and container are in it because host rows of two nodes (and
+/// two containers of one pod) otherwise tie, and came out in hash order.
+fn tie_break(r: &pb::TopRow) -> (String, String, String, String, String, String, u32) {
     let w = r.workload.clone().unwrap_or_default();
     let d = r.destination.clone().unwrap_or_default();
-    (w.namespace, w.pod, w.label, d.ip, d.port)
+    (
+        w.namespace,
+        w.pod,
+        w.label,
+        w.container,
+        w.node,
+        d.ip,
+        d.port,
+    )
 }
 
 /// What a query read besides its answer.
@@ -337,6 +390,9 @@ pub struct ScanCounts {
     pub corrupt: u64,
     /// Stored windows read (the query's cost, whatever the filter kept).
     pub read: u64,
+    /// Rollup rows read (a minute of one group each), when the query read
+    /// rollups; their windows are not in `read`.
+    pub rollup_rows: u64,
 }
 
 /// Why a scan stopped before the end of its range.
@@ -378,8 +434,26 @@ pub async fn scan_range(
     }
 }
 
-/// Runs a QueryTop over the store, reading at most `max_windows`.
+/// Runs a QueryTop over the store, reading at most `max_windows` raw
+/// windows: from the store's rollups for the whole minutes of a long range
+/// when it has them (the answer is the same), else from raw windows.
 pub async fn query_top(
+    store: &dyn Store,
+    q: &TopQuery,
+    max_windows: u64,
+) -> Result<(pb::QueryTopResponse, ScanCounts), ScanError> {
+    let now = crate::collector::unix_ms_now();
+    match store
+        .rollups()
+        .and_then(|r| Some((r, plan(&q.end_range, r.floor_unix_ms(), now)?)))
+    {
+        Some((rollups, plan)) => query_top_planned(store, rollups, &plan, q, max_windows).await,
+        None => query_top_raw(store, q, max_windows).await,
+    }
+}
+
+/// QueryTop from raw windows only, whatever the store keeps besides.
+pub async fn query_top_raw(
     store: &dyn Store,
     q: &TopQuery,
     max_windows: u64,
@@ -389,6 +463,59 @@ pub async fn query_top(
         top.add_window(w, &q.filter)
     })
     .await?;
+    Ok((top.finish(q.by, q.limit), counts))
+}
+
+/// QueryTop as `plan` says: rollups for its minutes, raw windows for its
+/// edges and for the (minute, node) pairs the rollups cannot answer.
+pub async fn query_top_planned(
+    store: &dyn Store,
+    rollups: &dyn crate::store::Rollups,
+    plan: &Plan,
+    q: &TopQuery,
+    max_windows: u64,
+) -> Result<(pb::QueryTopResponse, ScanCounts), ScanError> {
+    let mut top = TopBuilder::default();
+    let ans = rollups.tcp_minutes(plan.minutes.clone()).await?;
+    let mut counts = ScanCounts {
+        rollup_rows: ans.rows_read,
+        corrupt: top.add_rollup(&ans, &q.filter),
+        read: 0,
+    };
+    // The dirty pairs, read in one scan per run of consecutive minutes,
+    // keeping only their windows; the edges whole.
+    let dirty: std::collections::HashSet<(i64, &str)> =
+        ans.dirty.iter().map(|(m, n)| (*m, n.as_str())).collect();
+    let mut minutes: Vec<i64> = ans.dirty.iter().map(|d| d.0).collect();
+    minutes.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for m in minutes {
+        match runs.last_mut() {
+            Some(r) if r.1 + 1 == m => r.1 = m,
+            _ => runs.push((m, m)),
+        }
+    }
+    let scans = plan.raw.iter().map(|r| (r.clone(), false)).chain(
+        runs.into_iter()
+            .map(|(a, b)| (a * MINUTE_MS..=b * MINUTE_MS + MINUTE_MS - 1, true)),
+    );
+    for (range, only_dirty) in scans {
+        let left = max_windows.saturating_sub(counts.read);
+        let c = scan_range(store, range, &q.filter, left, |w| {
+            if !only_dirty
+                || dirty.contains(&(w.end_unix_ms.div_euclid(MINUTE_MS), w.node.as_str()))
+            {
+                top.add_window(w, &q.filter)
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            ScanError::TooManyWindows { .. } => ScanError::TooManyWindows { max: max_windows },
+            e => e,
+        })?;
+        counts.read += c.read;
+        counts.corrupt += c.corrupt;
+    }
     Ok((top.finish(q.by, q.limit), counts))
 }
 
