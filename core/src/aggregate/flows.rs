@@ -54,7 +54,16 @@ impl FlowKey {
 /// no in a line, and closes. Healthy short connections carry a request
 /// and its answer and are closed by the client, or exchange more.
 pub const SHORT_SESSION_NS: u64 = 500_000_000;
-pub const FEW_BYTES: u64 = 1024;
+/// What a refusal sends, from the protocols' messages: redis's "-ERR max
+/// number of clients reached" 37 bytes, PostgreSQL's "too many clients"
+/// ErrorResponse about 100, a failed SCRAM login about 240 (the SASL
+/// exchange, then the error). A healthy PostgreSQL session sends more
+/// before its first answer (AuthenticationOk, a ParameterStatus for each
+/// of 13 settings, BackendKeyData, ReadyForQuery: about 410 bytes), so
+/// one the backend happens to close first (it exits on the client's
+/// Terminate before the client's FIN arrives, which a loaded node makes
+/// common: a third of the sessions, seen here) is no refusal.
+pub const FEW_BYTES: u64 = 320;
 /// Unanswered connections remembered per flow.
 pub const UNANSWERED_KEPT: usize = 32;
 

@@ -334,9 +334,10 @@ fn health_checks_and_terse_servers_are_no_refusals() {
 fn a_pools_short_sessions_the_server_now_and_then_closes_first_are_no_limit() {
     let mut n = Node::new();
     // The app holds a pool of 3 and opens a short session twice a second:
-    // it sends Terminate and closes, and one time in ten the backend exits
-    // before the app's FIN arrives (a loaded node), so the server closes
-    // first. Served all along: no limit, no refusal.
+    // it sends Terminate and closes, and on a loaded node the backend
+    // often exits before the app's FIN arrives, so the server closes
+    // first (one in three, seen in the healthy test). A served session
+    // sends its settings first (about 410 bytes): no limit, no refusal.
     let app = (50, Ipv4Addr::new(10, 0, 0, 50));
     for _ in 0..3 {
         n.connect(app, 5432, SEC);
@@ -344,7 +345,7 @@ fn a_pools_short_sessions_the_server_now_and_then_closes_first_are_no_limit() {
     for i in 0..240u64 {
         let t = 2 * SEC + i * SEC / 2;
         let (c, s) = n.connect(app, 5432, t);
-        let (first, second) = if i % 10 == 3 { (s, c) } else { (c, s) };
+        let (first, second) = if i % 3 == 1 { (s, c) } else { (c, s) };
         n.close(first, tcp_state::FIN_WAIT2, 4 * MS, 450, t + 4 * MS);
         n.close(second, tcp_state::LAST_ACK, 4 * MS, 450, t + 4 * MS);
         if i % 2 == 0 {

@@ -14,7 +14,7 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     }
 }
 
-/// "within 500ms, having sent at most 1024 bytes".
+/// "within 500ms, having sent at most 320 bytes".
 fn refusal() -> String {
     format!(
         "within {} of opening, having sent at most {} bytes",
