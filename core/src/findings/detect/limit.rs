@@ -219,9 +219,12 @@ fn refusals(f: &FlowNow<'_>, s: &TcpSample) -> u64 {
 /// Before its refusals began (as far back as the window and the flow's
 /// history go) its closed sessions were mostly served; since, most are
 /// refused (histories are sampled every few seconds, so "since" includes a
-/// few served ones). "Most" is more than a third: at a server at its
-/// limit whose holders churn, about half are refused. A terse server's
-/// clients, refused-looking all along, never turn.
+/// few served ones). A turn is a rise from at most a tenth refused to more
+/// than a fifth: at a server at its limit whose holders churn, a client
+/// is refused about half the time, less on a loaded node where its
+/// attempts slow down. A terse server's clients, refused-looking all
+/// along, never turn; a healthy PostgreSQL client's sessions are no
+/// refusals at all (see `FEW_BYTES`).
 fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_start: u64) -> bool {
     let samples = series.samples(&f.key);
     let Some(start) = sample_at(samples.clone(), window_start) else {
@@ -236,7 +239,7 @@ fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_s
     let served_before = pivot.closed.saturating_sub(before_refused);
     let refused_since = refusals(f, &f.sample).saturating_sub(before_refused);
     let closed_since = f.sample.closed.saturating_sub(pivot.closed);
-    served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 3 > closed_since
+    served_before >= 1 && before_refused * 10 <= pivot.closed && refused_since * 5 > closed_since
 }
 
 /// Sessions closed in the window that were served, not refused; all of a
