@@ -187,14 +187,7 @@ fn refused_in_window(
 /// connections besides (a pool asking for one more), or its sessions turned
 /// from served to refused. At a server, where the plateau guards too,
 /// refusals that come fast (a client retrying, more than one a second)
-/// count as well. A client that holds connections counts only when at
-/// least a quarter of its sessions in the window were refused: a healthy
-/// pool's short sessions look refused now and then (a PostgreSQL backend
-/// that exits on the client's Terminate before the client's own FIN
-/// arrives closes first, about one in ten on a loaded node), while at a
-/// server at its limit that its holders churn, a client's sessions are
-/// refused about half the time (measured with PostgreSQL's
-/// max_connections).
+/// count as well.
 fn qualifies(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
@@ -203,8 +196,7 @@ fn qualifies(
     window_s: f64,
 ) -> bool {
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
-    let often = refused * 3 >= served_in_window(f, series, window_start);
-    turned_refused(f, series, window_start) || fast || f.sockets.established > 0 && often
+    f.sockets.established > 0 || turned_refused(f, series, window_start) || fast
 }
 
 /// Short sessions of the refusing side: closed by us at a server, by the
@@ -219,12 +211,8 @@ fn refusals(f: &FlowNow<'_>, s: &TcpSample) -> u64 {
 /// Before its refusals began (as far back as the window and the flow's
 /// history go) its closed sessions were mostly served; since, most are
 /// refused (histories are sampled every few seconds, so "since" includes a
-/// few served ones). A turn is a rise from at most a tenth refused to more
-/// than a fifth: at a server at its limit whose holders churn, a client
-/// is refused about half the time, less on a loaded node where its
-/// attempts slow down. A terse server's clients, refused-looking all
-/// along, never turn; a healthy PostgreSQL client's sessions are no
-/// refusals at all (see `FEW_BYTES`).
+/// few served ones). A terse server's clients, refused-looking all along,
+/// never turn.
 fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_start: u64) -> bool {
     let samples = series.samples(&f.key);
     let Some(start) = sample_at(samples.clone(), window_start) else {
@@ -239,21 +227,20 @@ fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_s
     let served_before = pivot.closed.saturating_sub(before_refused);
     let refused_since = refusals(f, &f.sample).saturating_sub(before_refused);
     let closed_since = f.sample.closed.saturating_sub(pivot.closed);
-    served_before >= 1 && before_refused * 10 <= pivot.closed && refused_since * 5 > closed_since
+    served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 2 > closed_since
 }
 
-/// Sessions closed in the window that were served, not refused; all of a
-/// flow's sessions when it began within the window (as
-/// `refused_in_window` counts them).
+/// Sessions closed in the window that were served, not refused.
 fn served_in_window(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
     window_start: u64,
 ) -> u64 {
-    let start = sample_at(series.samples(&f.key), window_start);
-    let (closed0, refused0) = start.map_or((0, 0), |s| (s.closed, refusals(f, s)));
-    let closed = f.sample.closed.saturating_sub(closed0);
-    closed.saturating_sub(refusals(f, &f.sample).saturating_sub(refused0))
+    let Some(start) = sample_at(series.samples(&f.key), window_start) else {
+        return 0;
+    };
+    let closed = f.sample.closed.saturating_sub(start.closed);
+    closed.saturating_sub(refusals(f, &f.sample).saturating_sub(refusals(f, start)))
 }
 
 /// The server of an outbound flow is seen on this node: the flow's
