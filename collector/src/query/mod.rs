@@ -145,6 +145,13 @@ enum WorkloadKey {
     },
 }
 
+/// A flow's failed connects, all causes together.
+fn failed_connects(f: &pb::TcpFlow) -> u64 {
+    f.connects_failed
+        .values()
+        .fold(0u64, |n, &c| n.saturating_add(c))
+}
+
 fn workload_key(w: Option<&pb::Workload>, node: &str) -> WorkloadKey {
     let empty = pb::Workload::default();
     let w = w.unwrap_or(&empty);
@@ -285,11 +292,7 @@ impl TopBuilder {
             };
             let row = self.rows.entry(key).or_default();
             row.connects_ok = row.connects_ok.saturating_add(f.connects_ok);
-            let failed = f
-                .connects_failed
-                .values()
-                .fold(0u64, |n, &c| n.saturating_add(c));
-            row.connects_failed = row.connects_failed.saturating_add(failed);
+            row.connects_failed = row.connects_failed.saturating_add(failed_connects(f));
             if let Some(h) = &f.connect_latency {
                 row.latency.add(h);
             }

@@ -12,7 +12,7 @@ use std::{collections::HashMap, ops::RangeInclusive};
 use prost::Message;
 use sockeye_proto::v1 as pb;
 
-use super::{canonical_ip, workload_key, RowKey, TopBuilder};
+use super::{canonical_ip, failed_connects, workload_key, RowKey, TopBuilder};
 use crate::{filter::Filter, histogram::MergedHistogram};
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -115,11 +115,7 @@ pub fn window_rollup(w: &pb::Window) -> WindowRollup {
         });
         let g = &mut groups[g];
         g.connects_ok = g.connects_ok.saturating_add(f.connects_ok);
-        let failed = f
-            .connects_failed
-            .values()
-            .fold(0u64, |n, &c| n.saturating_add(c));
-        g.connects_failed = g.connects_failed.saturating_add(failed);
+        g.connects_failed = g.connects_failed.saturating_add(failed_connects(f));
         g.open = g.open.saturating_add(f.open);
         if let Some(h) = &f.connect_latency {
             g.latency.add(h);
