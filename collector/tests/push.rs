@@ -12,6 +12,10 @@ on_both_stores! {
         let tc = TestCollector::start_on(backend).await;
         let mut client = tc.client().await;
         let mut p = Pusher::open(&mut client, "node-a", "agent-1").await;
+        // The Hello is answered before any window, even with nothing stored:
+        // the agent settles what it evicted unacknowledged by this answer.
+        let hello = p.raw_ack().await;
+        assert_eq!((hello.acked_seq, hello.refused_windows), (0, 0));
         let t0 = now_ms();
         for seq in 1..=5 {
             p.send(busy_window(

@@ -115,7 +115,8 @@ fn window(node: &str, agent: &str, seq: u64, end_ms: i64) -> pb::Window {
     }
 }
 
-/// Pushes `windows` as `node`; the first ack or the status the stream ended with.
+/// Pushes `windows` as `node`; the first ack of a window (of the Hello when
+/// none is sent) or the status the stream ended with.
 async fn push(
     c: &mut Client,
     node: &str,
@@ -131,6 +132,7 @@ async fn push(
     })
     .await
     .unwrap();
+    let windows_sent = windows.len();
     for w in windows {
         tx.send(pb::PushRequest {
             msg: Some(Msg::Window(w)),
@@ -142,10 +144,16 @@ async fn push(
         .await
         .expect("Push answers")?
         .into_inner();
-    let first = tokio::time::timeout(WAIT, acks.message())
-        .await
-        .expect("an ack or an error")?;
-    first.ok_or_else(|| tonic::Status::unknown("stream ended"))
+    loop {
+        let ack = tokio::time::timeout(WAIT, acks.message())
+            .await
+            .expect("an ack or an error")?
+            .ok_or_else(|| tonic::Status::unknown("stream ended"))?;
+        // The answer to the Hello (nothing stored yet) covers no window.
+        if ack.acked_seq > 0 || windows_sent == 0 {
+            return Ok(ack);
+        }
+    }
 }
 
 async fn windows_seen(c: &mut Client) -> Result<u64, tonic::Status> {

@@ -104,7 +104,7 @@ fn a_job_leaking_sessions_exhausts_postgres_and_the_api_is_refused() {
     let affected: Vec<u64> = f.affected.iter().map(|w| w.cgroup_id).collect();
     assert!(
         affected.contains(&api_pod.cgroup_id) && affected.contains(&pg_pod.cgroup_id),
-        "the refused api and postgres are affected: {affected:?}"
+        "the refused api and postgres are affected: {affected:?}\n{f:#?}"
     );
     // One root cause, and nothing about postgres or the api on their own.
     let open: Vec<(Kind, u64)> = watch

@@ -60,7 +60,9 @@ pub struct PushStats {
     pub sent_in_chunks: AtomicU64,
     pub acked: AtomicU64,
     /// Windows dropped by the agent: the buffer was full (the collector was
-    /// away), or the window alone was larger than the buffer.
+    /// away), or the window alone was larger than the buffer. One the
+    /// buffer let go of after sending it counts when the collector's answer
+    /// on the next stream says it was not stored.
     pub dropped: AtomicU64,
     pub dropped_bytes: AtomicU64,
     /// Windows the collector acknowledged as refused (times far off, over
@@ -324,16 +326,19 @@ async fn session(
             },
         }
     };
+    pending.new_stream();
     let mut last_sent = 0u64;
     let mut sending: Option<Sending> = None;
+    // The first ack answers the Hello.
+    let mut answered = false;
     let mut acked_any = false;
     // Since when an ack is awaited (something unacknowledged was sent).
     let mut waiting_since: Option<Instant> = None;
     loop {
         if sending.is_none() {
             sending = pending
-                .first_after(last_sent)
-                .map(|e| Sending::new(e, chunk));
+                .send_after(last_sent)
+                .map(|e| Sending::new(&e, chunk));
         }
         let ack_deadline = waiting_since.map(|t| t + ACK_TIMEOUT);
         tokio::select! {
@@ -369,6 +374,10 @@ async fn session(
             }
             ack = acks.message() => match ack {
                 Ok(Some(a)) => {
+                    if !std::mem::replace(&mut answered, true) {
+                        let lost = pending.settle_earlier_streams(a.acked_seq);
+                        add(&stats.dropped, lost);
+                    }
                     let n = pending.ack(a.acked_seq, a.refused_windows);
                     add(&stats.acked, n.saturating_sub(a.refused_windows));
                     if a.refused_windows > 0 {
@@ -492,11 +501,9 @@ mod tests {
             node: "n".repeat(300_000),
             ..Default::default()
         };
-        let e = Encoded {
-            seq: 9,
-            dropped_before: 0,
-            bytes: w.encode_to_vec().into(),
-        };
+        let mut p = Pending::new(1, 1 << 20);
+        p.push(w.clone());
+        let e = p.send_after(0).unwrap();
         let mut s = Sending::new(&e, 100_000);
         assert_eq!(s.chunks, 4);
         let mut joined = Vec::new();

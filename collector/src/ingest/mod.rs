@@ -137,10 +137,10 @@ async fn run(
             shared.store_health.failed(&e);
             Status::unavailable(format!("store: {e}; keep the windows and retry"))
         })?;
-    if let Some(highest) = stored {
-        if tx.send(Ok(session.ack(highest))).await.is_err() {
-            return Ok(());
-        }
+    // Answered even when nothing is stored (0): the agent settles what it
+    // sent on an earlier stream and evicted unacknowledged by this answer.
+    if tx.send(Ok(session.ack(stored.unwrap_or(0)))).await.is_err() {
+        return Ok(());
     }
     let mut joiner = Joiner::default();
     loop {

@@ -264,7 +264,19 @@ impl Pusher {
             .expect("queue window");
     }
 
+    /// The next ack of a window. The answer to the Hello when nothing is
+    /// stored for the agent (0) says nothing about windows and is skipped;
+    /// [`Pusher::raw_ack`] reads it.
     pub async fn next_ack(&mut self) -> pb::PushAck {
+        loop {
+            let ack = self.raw_ack().await;
+            if ack.acked_seq > 0 || ack.refused_windows > 0 {
+                return ack;
+            }
+        }
+    }
+
+    pub async fn raw_ack(&mut self) -> pb::PushAck {
         within("an ack", self.acks.message())
             .await
             .expect("ack stream ok")
