@@ -164,8 +164,9 @@ impl Detectors {
     pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Verdict> {
         let now = cx.now();
         let agg = cx.inputs.tcp;
-        let sockets = facts::collect(
+        let mut sockets = facts::collect(
             &agg.sockets,
+            agg.flows.len(),
             now,
             &Ages {
                 older_than_ns: OLD_NS,
@@ -173,10 +174,11 @@ impl Detectors {
             },
         );
         let slow_ns = (cx.config.pool.slow_connect_ms * 1e6) as u64;
-        let mut flows = Vec::new();
+        let mut flows = Vec::with_capacity(agg.flows.len());
         let mut live = HashSet::default();
         for (key, stats) in &agg.flows {
-            let s = sockets.get(key).cloned().unwrap_or_default();
+            // Moved out, not cloned: each holds two vectors.
+            let s = sockets.remove(key).unwrap_or_default();
             let sample = TcpSample::of(stats, s.open, s.connecting, slow_ns, now);
             // Only flows with something to judge get a history.
             if s.open > 0
