@@ -37,6 +37,7 @@ pub mod filter;
 pub mod findings;
 mod follow;
 pub mod histogram;
+mod identity;
 mod ingest;
 pub mod limits;
 pub mod metrics;

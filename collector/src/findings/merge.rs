@@ -12,27 +12,10 @@ use std::{cmp::Reverse, collections::HashMap};
 
 use sockeye_proto::{rank, v1 as pb};
 
-use crate::query::canonical_ip;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Subject {
-    Owner {
-        namespace: String,
-        kind: String,
-        name: String,
-    },
-    Pod {
-        namespace: String,
-        pod: String,
-    },
-    Container {
-        id: String,
-    },
-    Local {
-        node: String,
-        label: String,
-    },
-}
+use crate::{
+    identity::{Grain, WorkloadId},
+    query::canonical_ip,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum About {
@@ -41,44 +24,13 @@ enum About {
         port: u32,
         dns_name: String,
     },
-    Subject(Subject),
+    Subject(WorkloadId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Problem {
     kind: String,
     about: About,
-}
-
-fn subject(w: Option<&pb::Workload>, node: &str) -> Subject {
-    let empty = pb::Workload::default();
-    let w = w.unwrap_or(&empty);
-    if !w.owner_name.is_empty() {
-        Subject::Owner {
-            namespace: w.namespace.clone(),
-            kind: w.owner_kind.clone(),
-            name: w.owner_name.clone(),
-        }
-    } else if !w.pod.is_empty() {
-        Subject::Pod {
-            namespace: w.namespace.clone(),
-            pod: w.pod.clone(),
-        }
-    } else if !w.container_id.is_empty() {
-        Subject::Container {
-            id: w.container_id.clone(),
-        }
-    } else {
-        let label = if w.label.is_empty() {
-            &w.cgroup_path
-        } else {
-            &w.label
-        };
-        Subject::Local {
-            node: node.to_string(),
-            label: label.clone(),
-        }
-    }
 }
 
 /// The DNS name as compared: lowercase, without the root's dot.
@@ -93,7 +45,7 @@ fn problem(f: &pb::Finding) -> Problem {
             port: d.port,
             dns_name: dns_key(&f.dns_name),
         },
-        _ => About::Subject(subject(f.subject.as_ref(), &f.node)),
+        _ => About::Subject(WorkloadId::of(f.subject.as_ref(), &f.node, Grain::Owner)),
     };
     Problem {
         kind: f.kind.clone(),

@@ -23,6 +23,7 @@ pub use rollup::{
 use crate::{
     filter::{has_no_rows, Destination, Filter, FilterError},
     histogram::MergedHistogram,
+    identity::{Grain, WorkloadId},
     store::{Store, StoreError},
 };
 
@@ -127,55 +128,11 @@ impl TopQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum WorkloadKey {
-    Pod {
-        namespace: String,
-        pod: String,
-        container: String,
-    },
-    Container {
-        id: String,
-    },
-    /// Host processes and cgroups without a container: only meaningful on
-    /// their own node.
-    Local {
-        node: String,
-        label: String,
-    },
-}
-
 /// A flow's failed connects, all causes together.
 fn failed_connects(f: &pb::TcpFlow) -> u64 {
     f.connects_failed
         .values()
         .fold(0u64, |n, &c| n.saturating_add(c))
-}
-
-fn workload_key(w: Option<&pb::Workload>, node: &str) -> WorkloadKey {
-    let empty = pb::Workload::default();
-    let w = w.unwrap_or(&empty);
-    if !w.pod.is_empty() {
-        WorkloadKey::Pod {
-            namespace: w.namespace.clone(),
-            pod: w.pod.clone(),
-            container: w.container.clone(),
-        }
-    } else if !w.container_id.is_empty() {
-        WorkloadKey::Container {
-            id: w.container_id.clone(),
-        }
-    } else {
-        let label = if w.label.is_empty() {
-            &w.cgroup_path
-        } else {
-            &w.label
-        };
-        WorkloadKey::Local {
-            node: node.to_string(),
-            label: label.clone(),
-        }
-    }
 }
 
 /// The agent already writes IPv4-mapped addresses as IPv4; normalise again
@@ -187,7 +144,7 @@ pub(crate) fn canonical_ip(ip: &str) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RowKey {
-    workload: WorkloadKey,
+    workload: WorkloadId,
     ip: String,
     port: u32,
 }
@@ -286,7 +243,7 @@ impl TopBuilder {
             }
             let remote = f.remote.clone().unwrap_or_default();
             let key = RowKey {
-                workload: workload_key(f.workload.as_ref(), &w.node),
+                workload: WorkloadId::of(f.workload.as_ref(), &w.node, Grain::Container),
                 ip: canonical_ip(&remote.ip),
                 port: remote.port,
             };

@@ -12,7 +12,8 @@ use std::{collections::HashMap, ops::RangeInclusive};
 use prost::Message;
 use sockeye_proto::v1 as pb;
 
-use super::{canonical_ip, failed_connects, workload_key, RowKey, TopBuilder};
+use super::{canonical_ip, failed_connects, RowKey, TopBuilder};
+use crate::identity::{Grain, WorkloadId};
 use crate::{filter::Filter, histogram::MergedHistogram};
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -248,7 +249,7 @@ impl TopBuilder {
             };
             let remote = remote.unwrap_or_default();
             let key = RowKey {
-                workload: workload_key(workload.as_ref(), &g.node),
+                workload: WorkloadId::of(workload.as_ref(), &g.node, Grain::Container),
                 ip: canonical_ip(&remote.ip),
                 port: remote.port,
             };
