@@ -175,9 +175,18 @@ async fn a_clickhouse_restart_under_load_loses_nothing_acked_and_health_says_so(
 
     // Every acked window is there, once.
     let mut client = tc.client().await;
-    assert_eq!(stored_windows(&mut client).await, N);
-    assert_eq!(tc.collector.store().window_count().await.unwrap(), N);
     let s = tc.collector.stats();
+    let answered = (
+        stored_windows(&mut client).await,
+        tc.collector.store().window_count().await.unwrap(),
+    );
+    assert_eq!(
+        answered,
+        (N, N),
+        "QueryTop's windows and the store's count; stored {}, duplicate {}",
+        s.windows_stored,
+        s.windows_duplicate
+    );
     assert_eq!(s.store_unavailable, 0);
     let (_, metrics) = http_get(http_addr, "/metrics").await;
     assert!(metrics.contains("\nsockeye_collector_store_unavailable 0\n"));

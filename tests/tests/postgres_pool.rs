@@ -67,11 +67,18 @@ fn a_job_leaking_sessions_exhausts_postgres_and_the_api_is_refused() {
         "postgres holds what the job leaked: {leak:#?}"
     );
 
-    // Until postgres is full and refuses the api: the limit is the leak's.
+    // Until postgres is full and refuses the api: the limit is the leak's,
+    // and explains the api's failures. (The job, whose pool asks for one
+    // more, is refused first; the api's short sessions count as refused
+    // once they have turned from served, a few seconds later.)
     let f = watch.wait_open(
         Kind::ConnectionLeak,
         FIND_WITHIN + Duration::from_secs(30),
-        |f| f.subject.cgroup_id == job_pod.cgroup_id && f.signals.contains(&"server_at_limit"),
+        |f| {
+            f.subject.cgroup_id == job_pod.cgroup_id
+                && f.signals.contains(&"server_at_limit")
+                && f.affected.iter().any(|w| w.cgroup_id == api_pod.cgroup_id)
+        },
         |_| read(&mut api, &mut job),
     );
     let full = api
