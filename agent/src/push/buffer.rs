@@ -14,6 +14,7 @@
 //! Counting it dropped at once over-counted: after a long outage the agent
 //! drains a full buffer while new windows push the oldest out, and those
 //! are the ones on the wire.
+
 use std::{collections::VecDeque, sync::Arc};
 
 use prost::Message;

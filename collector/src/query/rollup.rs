@@ -13,8 +13,11 @@ use prost::Message;
 use sockeye_proto::v1 as pb;
 
 use super::{canonical_ip, failed_connects, RowKey, TopBuilder};
-use crate::identity::{Grain, WorkloadId};
-use crate::{filter::Filter, histogram::MergedHistogram};
+use crate::{
+    filter::Filter,
+    histogram::MergedHistogram,
+    identity::{Grain, WorkloadId},
+};
 
 pub const MINUTE_MS: i64 = 60_000;
 

@@ -64,7 +64,8 @@ pub struct Ages {
 }
 
 /// `flows` is how many flows there are: the map is sized once for them
-/// (growing it as sockets come was a tenth of an evaluation on full tables).
+/// (growing it as sockets came showed as rehashing in the profile of an
+/// evaluation on full tables).
 pub fn collect(
     sockets: &SocketTable,
     flows: usize,
