@@ -303,6 +303,7 @@ impl Store for ClickHouseStore {
         self.check_open()?;
         let state = self.agent_state(OP, &window.agent_id, window.seq).await?;
         if let Some((highest, true)) = state {
+            self.recount_resent(window).await.map_err(ch(OP))?;
             return Ok(PutResult {
                 outcome: PutOutcome::Duplicate,
                 highest_seq: highest,

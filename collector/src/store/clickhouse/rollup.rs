@@ -129,6 +129,32 @@ impl ClickHouseStore {
         }
     }
 
+    /// Records again that the raw table has `w`, a window pushed again
+    /// that it already holds. Its first insert may have been cut short
+    /// (ClickHouse killed while answering) after the raw part was written
+    /// and before the views' were: `windows_minute` would then not know the
+    /// window, agree with rollups that lack it too, and QueryTop would
+    /// answer from them one window short, for good, since a resend is not
+    /// stored again. Recording it twice is harmless (`uniqExact` states
+    /// merge as sets), and a minute whose rollups lack the window then
+    /// disagrees and is read raw. Not rolled up again: rollups that already
+    /// hold it would count it twice (and be read raw for good).
+    pub(super) async fn recount_resent(&self, w: &Window) -> Result<(), super::ClickHouseError> {
+        let db = &self.db;
+        let sql = format!(
+            "INSERT INTO {db}.windows_minute
+            SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
+                uniqExactState(agent_id, seq) AS stored
+            FROM {db}.windows
+            WHERE day = toDate({day}) AND agent_id = {agent} AND seq = {seq}
+            GROUP BY day, minute, node",
+            day = quote(&super::date(day_of(w.end_unix_ms))),
+            agent = quote(&w.agent_id),
+            seq = w.seq,
+        );
+        self.http.run(&sql, None).await.map(|_| ())
+    }
+
     async fn dirty(
         &self,
         op: &'static str,
