@@ -145,6 +145,18 @@ async fn assert_same(store: &dyn Store, (from, to): (i64, i64), what: &str) {
     }
 }
 
+/// The (minute, node) pairs within five minutes of `minute` that the
+/// rollups cannot answer (read raw instead).
+async fn dirty_near(store: &dyn Store, minute: i64) -> Vec<(i64, String)> {
+    store
+        .rollups()
+        .unwrap()
+        .tcp_minutes(minute - 5..=minute + 5)
+        .await
+        .unwrap()
+        .dirty
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
     let server = clickhouse::shared();
@@ -254,13 +266,10 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
         server,
         &format!("INSERT INTO {db}.tcp_minute SELECT * FROM {db}.tcp_minute WHERE minute = {minute} AND node = 'node-b'"),
     );
-    let ans = store
-        .rollups()
-        .unwrap()
-        .tcp_minutes(minute - 5..=minute + 5)
-        .await
-        .unwrap();
-    assert_eq!(ans.dirty, vec![(minute, "node-b".to_string())]);
+    assert_eq!(
+        dirty_near(store.as_ref(), minute).await,
+        vec![(minute, "node-b".to_string())]
+    );
     let (rolled, counts) = query::query_top(store.as_ref(), &q_b, MAX).await.unwrap();
     assert_eq!(ok_of(&rolled), expected_ok, "the race counted once");
     assert!(counts.read >= 1, "its minute was read raw: {counts:?}");
@@ -350,13 +359,10 @@ async fn a_window_whose_insert_was_cut_short_counts_once_it_is_sent_again() {
         (150, 150)
     );
     let minute = ws[99].end_unix_ms.div_euclid(MINUTE_MS);
-    let ans = store
-        .rollups()
-        .unwrap()
-        .tcp_minutes(minute - 5..=minute + 5)
-        .await
-        .unwrap();
-    assert_eq!(ans.dirty, vec![(minute, "node-a".to_string())]);
+    assert_eq!(
+        dirty_near(store.as_ref(), minute).await,
+        vec![(minute, "node-a".to_string())]
+    );
     assert_same(
         store.as_ref(),
         (span.0 - 4_999, span.1 + 3),
