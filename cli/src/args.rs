@@ -195,14 +195,21 @@ pub enum RankBy {
     Open,
 }
 
+// clap's value enum, for `--by`; the ranking is `sockeye_proto::top`'s.
+impl From<RankBy> for sockeye_proto::top::RankBy {
+    fn from(by: RankBy) -> Self {
+        match by {
+            RankBy::Failures => Self::Failures,
+            RankBy::Latency => Self::Latency,
+            RankBy::Open => Self::Open,
+        }
+    }
+}
+
 impl RankBy {
     /// The name QueryTop takes.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failures => "failures",
-            Self::Latency => "latency",
-            Self::Open => "open",
-        }
+        sockeye_proto::top::RankBy::from(self).as_str()
     }
 }
 

@@ -17,5 +17,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod connect;
 pub mod filter;
 pub mod rank;
+pub mod top;
 // The one escaping function for text from the kernel and from peers.
 pub use sockeye_core::text;

@@ -30,8 +30,8 @@ pub enum Basis<'a> {
     },
 }
 
-/// An agent's outbound flows as QueryTop rows, ranked like the collector
-/// ranks them (`collector/src/query.rs`), so both answer alike.
+/// An agent's outbound flows as QueryTop rows, ranked as the collector
+/// ranks them (`sockeye_proto::top`), so both answer alike.
 pub fn rank(snap: &pb::Snapshot, by: RankBy, limit: usize) -> pb::QueryTopResponse {
     let flows = snap.aggregates.iter().flat_map(|a| &a.tcp_flows);
     let mut rows: Vec<pb::TopRow> = flows
@@ -50,36 +50,12 @@ pub fn rank(snap: &pb::Snapshot, by: RankBy, limit: usize) -> pb::QueryTopRespon
             drops: f.drops.clone(),
         })
         .collect();
-    let p99 = |r: &pb::TopRow| r.connect_percentiles.map_or(0, |p| p.p99_ns);
-    let samples = |r: &pb::TopRow| r.connect_percentiles.map_or(0, |p| p.count);
-    let attempts = |r: &pb::TopRow| r.connects_ok.saturating_add(r.connects_failed);
-    rows.sort_by(|a, b| {
-        let primary = match by {
-            RankBy::Failures => b
-                .connects_failed
-                .cmp(&a.connects_failed)
-                .then(attempts(b).cmp(&attempts(a))),
-            RankBy::Latency => p99(b).cmp(&p99(a)).then(samples(b).cmp(&samples(a))),
-            RankBy::Open => b.open.cmp(&a.open),
-        };
-        primary.then_with(|| tie_break(a).cmp(&tie_break(b)))
-    });
-    rows.truncate(limit);
+    sockeye_proto::top::rank(&mut rows, by.into(), limit);
     pb::QueryTopResponse {
         rows,
         windows: 0,
         dropped_windows: 0,
     }
-}
-
-fn tie_break(r: &pb::TopRow) -> (String, String, String, super::EndpointKey) {
-    let w = r.workload.clone().unwrap_or_default();
-    (
-        w.namespace,
-        w.pod,
-        w.label,
-        super::endpoint_key(r.destination.as_ref()),
-    )
 }
 
 fn columns(view: &View) -> Vec<Column> {

@@ -11,6 +11,7 @@
 
 use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive};
 
+pub use sockeye_proto::top::RankBy;
 use sockeye_proto::v1 as pb;
 
 mod rollup;
@@ -32,31 +33,6 @@ pub const MAX_LIMIT: u32 = 1000;
 /// Windows read from the store per page: bounds the memory of a query to
 /// one page plus the rows being merged.
 const PAGE: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RankBy {
-    /// Failed connects, most first.
-    Failures,
-    /// p99 connect latency, slowest first.
-    Latency,
-    /// Open sockets now (latest gauge), most first.
-    Open,
-}
-
-impl RankBy {
-    pub const NAMES: &'static str = "\"failures\", \"latency\" or \"open\"";
-
-    fn parse(by: &str) -> Result<Self, QueryError> {
-        match by {
-            "" | "failures" => Ok(Self::Failures),
-            "latency" => Ok(Self::Latency),
-            "open" => Ok(Self::Open),
-            other => Err(QueryError::UnknownBy {
-                by: other.to_string(),
-            }),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -122,7 +98,8 @@ impl TopQuery {
         Ok(Self {
             filter,
             end_range: req.from_unix_ms..=to,
-            by: RankBy::parse(&req.by)?,
+            by: RankBy::parse(&req.by)
+                .ok_or_else(|| QueryError::UnknownBy { by: req.by.clone() })?,
             limit: limit as usize,
         })
     }
@@ -306,42 +283,13 @@ impl TopBuilder {
                 }
             })
             .collect();
-        let p99 = |r: &pb::TopRow| r.connect_percentiles.as_ref().map_or(0, |p| p.p99_ns);
-        let samples = |r: &pb::TopRow| r.connect_percentiles.as_ref().map_or(0, |p| p.count);
-        rows.sort_by(|a, b| {
-            let primary = match by {
-                RankBy::Failures => b.connects_failed.cmp(&a.connects_failed).then(
-                    (b.connects_ok + b.connects_failed).cmp(&(a.connects_ok + a.connects_failed)),
-                ),
-                RankBy::Latency => p99(b).cmp(&p99(a)).then(samples(b).cmp(&samples(a))),
-                RankBy::Open => b.open.cmp(&a.open),
-            };
-            primary.then_with(|| tie_break(a).cmp(&tie_break(b)))
-        });
-        rows.truncate(limit);
+        sockeye_proto::top::rank(&mut rows, by, limit);
         pb::QueryTopResponse {
             rows,
             windows: self.windows,
             dropped_windows: self.dropped_windows,
         }
     }
-}
-
-/// A stable order for equal rows, so the same query gives the same answer.
-/// The node and container are in it because host rows of two nodes (and
-/// two containers of one pod) otherwise tie, and came out in hash order.
-fn tie_break(r: &pb::TopRow) -> (String, String, String, String, String, String, u32) {
-    let w = r.workload.clone().unwrap_or_default();
-    let d = r.destination.clone().unwrap_or_default();
-    (
-        w.namespace,
-        w.pod,
-        w.label,
-        w.container,
-        w.node,
-        d.ip,
-        d.port,
-    )
 }
 
 /// What a query read besides its answer.
