@@ -76,6 +76,9 @@ counters! {
     store_writes_refused_disk_full: Counter,
     /// Writes the store failed for another reason (the agent retries).
     store_write_errors: Counter,
+    /// Windows stored whose rollups could not be written (ClickHouse):
+    /// queries read their minutes from raw windows, slower but exact.
+    store_rollup_failures: Counter,
     /// Times the store's server (ClickHouse) stopped answering or started
     /// refusing writes.
     store_outages: Counter,

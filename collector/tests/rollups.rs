@@ -323,8 +323,10 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
 /// acked, sends it again; the store already has it, so the resend must
 /// make the rollups' bookkeeping whole, or QueryTop is one window short
 /// for good. Made here by detaching both views for one window's insert.
+/// And a window whose rollup insert failed (its input table renamed away)
+/// is counted in `store_rollup_failures` and read raw as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_window_whose_insert_was_cut_short_counts_once_it_is_sent_again() {
+async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup() {
     let server = clickhouse::shared();
     let url = server.fresh_db();
     let db = url.database.clone();
@@ -336,7 +338,14 @@ async fn a_window_whose_insert_was_cut_short_counts_once_it_is_sent_again() {
     let ws: Vec<pb::Window> = (1..=150)
         .map(|s| agent_window("node-a", "agent-a", s, t0 + s as i64 * EVERY_MS))
         .collect();
-    push_all(&mut client, "node-a", "agent-a", &ws[..99]).await;
+    push_all(&mut client, "node-a", "agent-a", &ws[..49]).await;
+    let rename =
+        |from: &str, to: &str| ch(server, &format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
+    rename("tcp_minute_in", "tcp_minute_in_away");
+    push_all(&mut client, "node-a", "agent-a", &ws[49..50]).await;
+    rename("tcp_minute_in_away", "tcp_minute_in");
+    assert_eq!(tc.collector.stats().store_rollup_failures, 1);
+    push_all(&mut client, "node-a", "agent-a", &ws[50..99]).await;
 
     let views = ["windows_minute_mv", "tcp_minute_mv"];
     for v in views {
@@ -348,7 +357,8 @@ async fn a_window_whose_insert_was_cut_short_counts_once_it_is_sent_again() {
     }
     // The resend, and new windows after it whose ack covers it.
     push_all(&mut client, "node-a", "agent-a", &ws[99..]).await;
-    assert_eq!(tc.collector.stats().windows_duplicate, 1);
+    let s = tc.collector.stats();
+    assert_eq!((s.windows_duplicate, s.store_rollup_failures), (1, 1));
 
     let store = tc.collector.store();
     let span = (t0, t0 + 151 * EVERY_MS);
@@ -358,15 +368,17 @@ async fn a_window_whose_insert_was_cut_short_counts_once_it_is_sent_again() {
         (rolled.windows, store.window_count().await.unwrap()),
         (150, 150)
     );
-    let minute = ws[99].end_unix_ms.div_euclid(MINUTE_MS);
-    assert_eq!(
-        dirty_near(store.as_ref(), minute).await,
-        vec![(minute, "node-a".to_string())]
-    );
+    for w in [&ws[49], &ws[99]] {
+        let minute = w.end_unix_ms.div_euclid(MINUTE_MS);
+        assert_eq!(
+            dirty_near(store.as_ref(), minute).await,
+            vec![(minute, "node-a".to_string())]
+        );
+    }
     assert_same(
         store.as_ref(),
         (span.0 - 4_999, span.1 + 3),
-        "after the cut insert",
+        "after the failed rollup and the cut insert",
     )
     .await;
     tc.stop().await;

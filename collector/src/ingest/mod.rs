@@ -261,6 +261,7 @@ async fn ingest_window(
     match put.outcome {
         PutOutcome::Stored => {
             Counters::add(&c.windows_stored, 1);
+            Counters::add(&c.store_rollup_failures, u64::from(put.rollup_failed));
             if w.dropped_windows_before > 0 {
                 Counters::add(&c.windows_agents_dropped, w.dropped_windows_before);
                 log::warn!(

@@ -46,6 +46,9 @@ pub struct PutResult {
     pub outcome: PutOutcome,
     /// Highest seq stored for this agent, after this put.
     pub highest_seq: u64,
+    /// Stored, but the store's rollups of it could not be written: queries
+    /// read its minute from raw windows (slower, still exact).
+    pub rollup_failed: bool,
 }
 
 /// One page of a time-range scan.

@@ -250,12 +250,14 @@ fn put_blocking(db: &Database, window: &Window, bytes: &[u8]) -> Result<PutResul
         return Ok(PutResult {
             outcome: PutOutcome::Duplicate,
             highest_seq,
+            rollup_failed: false,
         });
     }
     tx!(OP, txn.commit())?;
     Ok(PutResult {
         outcome: PutOutcome::Stored,
         highest_seq,
+        rollup_failed: false,
     })
 }
 

@@ -307,6 +307,7 @@ impl Store for ClickHouseStore {
             return Ok(PutResult {
                 outcome: PutOutcome::Duplicate,
                 highest_seq: highest,
+                rollup_failed: false,
             });
         }
         let mut row = Vec::with_capacity(window.encoded_len() + 128);
@@ -327,10 +328,11 @@ impl Store for ClickHouseStore {
             )
             .await
             .map_err(ch(OP))?;
-        self.roll_up(window).await;
+        let rollup_failed = !self.roll_up(window).await;
         Ok(PutResult {
             outcome: PutOutcome::Stored,
             highest_seq: state.map_or(window.seq, |(h, _)| h.max(window.seq)),
+            rollup_failed,
         })
     }
 

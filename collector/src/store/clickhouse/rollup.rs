@@ -113,20 +113,23 @@ impl ClickHouseStore {
     /// Rolls up a window just stored. Called after the raw insert, so the
     /// rollups never hold a window the raw table lacks; a failure here
     /// leaves its minute to the raw path (the counts disagree), so it is
-    /// logged, not returned: the window is stored.
-    pub(super) async fn roll_up(&self, w: &Window) {
+    /// logged and reported as `false`, not returned as an error: the window
+    /// is stored.
+    pub(super) async fn roll_up(&self, w: &Window) -> bool {
         let r = crate::query::window_rollup(w);
         let sql = format!(
             "INSERT INTO {}.tcp_minute_in ({COLUMNS}) FORMAT RowBinary",
             self.db
         );
-        if let Err(e) = self.http.run(&sql, Some(rows(w, &r))).await {
-            log::warn!(
-                "store: window (agent {}, seq {}) was stored but not rolled up; queries read its minute raw: {e}",
-                w.agent_id,
-                w.seq
-            );
-        }
+        let Err(e) = self.http.run(&sql, Some(rows(w, &r))).await else {
+            return true;
+        };
+        log::warn!(
+            "store: window (agent {}, seq {}) was stored but not rolled up; queries read its minute raw: {e}",
+            w.agent_id,
+            w.seq
+        );
+        false
     }
 
     /// Records again that the raw table has `w`, a window pushed again
