@@ -253,27 +253,8 @@ async fn start_embedded_collector(
     Ok((socket.to_path_buf(), collector))
 }
 
-/// Log lines carry text from the kernel and from peers (process names,
-/// DNS names, pod names in findings): escaped, so no terminal that shows
-/// the log (kubectl logs) acts on a control sequence a container chose.
-fn init_log() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            let ts = buf.timestamp();
-            let msg = record.args().to_string();
-            writeln!(
-                buf,
-                "[{ts} {} {}] {}",
-                record.level(),
-                record.target(),
-                sockeye_proto::text::escape(&msg)
-            )
-        })
-        .init();
-}
-
 fn main() -> ExitCode {
-    init_log();
+    sockeye_collector::logging::init();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,7 @@ pub mod histogram;
 mod identity;
 mod ingest;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod query;
 mod retention;

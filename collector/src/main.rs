@@ -1,7 +1,7 @@
 //! `sockeye-collector`: stores the windows agents push and answers
 //! cluster-wide queries. See the README's "Collector" section.
 
-use std::{io::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -194,25 +194,6 @@ fn parse_store(s: &str) -> Result<StoreKind, String> {
     s.parse::<ClickHouseUrl>().map(StoreKind::ClickHouse)
 }
 
-/// Log lines carry text from peers (node names, tokens' user names,
-/// errors quoting requests): escaped, so no terminal reading the log acts
-/// on it.
-fn init_log() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            let ts = buf.timestamp();
-            let msg = record.args().to_string();
-            writeln!(
-                buf,
-                "[{ts} {} {}] {}",
-                record.level(),
-                record.target(),
-                sockeye_proto::text::escape(&msg)
-            )
-        })
-        .init();
-}
-
 /// The cluster's API, when anything needs it (TokenReview, Events).
 async fn kube(args: &Args) -> anyhow::Result<Option<kube::Client>> {
     if args.auth == AuthMode::None && !args.events {
@@ -304,7 +285,7 @@ fn config(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_log();
+    sockeye_collector::logging::init();
     let args = Args::parse();
     if matches!(args.listen, Listen::Off) && args.unix.is_none() {
         bail!("--listen off and no --unix: nothing to serve on");
