@@ -31,6 +31,14 @@ impl CollectorApi {
         Self { shared }
     }
 
+    /// Who calls, if they may read.
+    async fn reader<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.shared
+            .auth
+            .reader(request.metadata(), request.extensions())
+            .await
+    }
+
     /// A place of `kind` for `caller` among its streams or queries.
     fn slot(&self, caller: &Caller, kind: Kind) -> Result<Slot, Status> {
         self.shared
@@ -129,11 +137,7 @@ impl CollectorService for CollectorApi {
         &self,
         request: Request<pb::ClusterFindingsRequest>,
     ) -> Result<Response<pb::ClusterFindingsReply>, Status> {
-        let caller = self
-            .shared
-            .auth
-            .reader(request.metadata(), request.extensions())
-            .await?;
+        let caller = self.reader(&request).await?;
         let q = FindingsQuery::parse(request.get_ref(), unix_ms_now()).map_err(invalid)?;
         let max = self.shared.config.caller_limits.max_query_windows;
         let silences = self.shared.silences();
@@ -150,11 +154,7 @@ impl CollectorService for CollectorApi {
         &self,
         request: Request<pb::QueryTopRequest>,
     ) -> Result<Response<pb::QueryTopResponse>, Status> {
-        let caller = self
-            .shared
-            .auth
-            .reader(request.metadata(), request.extensions())
-            .await?;
+        let caller = self.reader(&request).await?;
         let q = TopQuery::parse(request.get_ref())?;
         let max = self.shared.config.caller_limits.max_query_windows;
         let reply = self
@@ -170,11 +170,7 @@ impl CollectorService for CollectorApi {
         &self,
         request: Request<pb::GetClusterSnapshotRequest>,
     ) -> Result<Response<pb::ClusterSnapshot>, Status> {
-        let caller = self
-            .shared
-            .auth
-            .reader(request.metadata(), request.extensions())
-            .await?;
+        let caller = self.reader(&request).await?;
         let filter = Filter::parse(request.get_ref().filter.as_ref()).map_err(invalid)?;
         let store = self.shared.store.clone();
         let windows = self
@@ -197,11 +193,7 @@ impl CollectorService for CollectorApi {
         &self,
         request: Request<pb::WatchWindowsRequest>,
     ) -> Result<Response<Self::WatchWindowsStream>, Status> {
-        let caller = self
-            .shared
-            .auth
-            .reader(request.metadata(), request.extensions())
-            .await?;
+        let caller = self.reader(&request).await?;
         let filter = Filter::parse(request.get_ref().filter.as_ref()).map_err(invalid)?;
         let slot = self.slot(&caller, Kind::Watch)?;
         let stream = self
