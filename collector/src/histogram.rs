@@ -128,26 +128,17 @@ impl MergedHistogram {
             .fold(0u64, |n, &(_, c)| n.saturating_add(c))
     }
 
-    /// q in [0, 1]; `None` when empty.
+    /// q in [0, 1]; `None` when empty. Interpolated as the agent does
+    /// ([`sockeye_core::aggregate::histogram::quantile`]).
     pub fn quantile_ns(&self, q: f64) -> Option<u64> {
-        let (min, max) = (self.min_ns?, self.max_ns?);
-        let count = self.count();
-        if count == 0 || q.is_nan() {
-            return None;
-        }
-        let target = q.clamp(0.0, 1.0) * count as f64;
-        let mut before = 0u64;
-        for (&lo, &(hi, n)) in &self.bins {
-            let after = before.saturating_add(n);
-            if target <= after as f64 {
-                let frac = ((target - before as f64) / n as f64).clamp(0.0, 1.0);
-                let v = lo as f64 + frac * hi.saturating_sub(lo) as f64;
-                // `as u64` saturates on out-of-range floats: no panic.
-                return Some((v as u64).clamp(min, max.max(min)));
-            }
-            before = after;
-        }
-        Some(max)
+        let bins = self.bins.iter().map(|(&lo, &(hi, n))| (lo, hi, n));
+        sockeye_core::aggregate::histogram::quantile(
+            bins,
+            self.count(),
+            self.min_ns?,
+            self.max_ns?,
+            q,
+        )
     }
 
     pub fn percentiles(&self) -> Option<pb::Percentiles> {

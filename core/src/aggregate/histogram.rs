@@ -157,29 +157,11 @@ impl Histogram {
     /// q in [0,1]; linear interpolation inside the bin; clamped to [min, max];
     /// None if empty. Out-of-range q is clamped; NaN yields None.
     pub fn quantile_ns(&self, q: f64) -> Option<u64> {
-        let (min, max) = (self.min_ns?, self.max_ns?);
-        if q.is_nan() {
-            return None;
-        }
-        let q = q.clamp(0.0, 1.0);
-        // Rank in [0, count]: the target falls in the first bin whose
-        // cumulative count reaches it, at a proportional position inside it.
-        let target = q * self.count as f64;
-        let mut before = 0u64;
-        for &(idx, n) in &self.bins {
-            let after = before.saturating_add(n);
-            if target <= after as f64 {
-                let (lo, hi) = bin_bounds(idx);
-                let frac = ((target - before as f64) / n as f64).clamp(0.0, 1.0);
-                let v = lo as f64 + frac * (hi - lo) as f64;
-                // `as u64` saturates on out-of-range floats, so no panic here;
-                // clamping keeps edge bins (underflow/overflow) honest.
-                return Some((v as u64).clamp(min, max));
-            }
-            before = after;
-        }
-        // Only reachable through float rounding at q == 1.
-        Some(max)
+        let bins = self.bins.iter().map(|&(idx, n)| {
+            let (lo, hi) = bin_bounds(idx);
+            (lo, hi, n)
+        });
+        quantile(bins, self.count, self.min_ns?, self.max_ns?, q)
     }
 
     /// Values in bins that start at or above `ns` (bins are at most 10%
@@ -219,6 +201,42 @@ impl Histogram {
             max_ns: self.max_ns?,
         })
     }
+}
+
+/// The `q` quantile (clamped to [0, 1]; NaN gives `None`) of `count`
+/// samples in `bins`, `(lower, upper, count)` in order: linear
+/// interpolation inside the bin that holds the rank, clamped to the exact
+/// `min` and `max`. One rule for the agent's histograms and the collector's
+/// merged ones, so a node and the cluster answer alike.
+pub fn quantile(
+    bins: impl IntoIterator<Item = (u64, u64, u64)>,
+    count: u64,
+    min: u64,
+    max: u64,
+    q: f64,
+) -> Option<u64> {
+    if count == 0 || q.is_nan() {
+        return None;
+    }
+    // A peer's histogram may say min > max; clamp would panic on it.
+    let max = max.max(min);
+    // Rank in [0, count]: the target falls in the first bin whose
+    // cumulative count reaches it, at a proportional position inside it.
+    let target = q.clamp(0.0, 1.0) * count as f64;
+    let mut before = 0u64;
+    for (lo, hi, n) in bins {
+        let after = before.saturating_add(n);
+        if target <= after as f64 {
+            let frac = ((target - before as f64) / n as f64).clamp(0.0, 1.0);
+            let v = lo as f64 + frac * hi.saturating_sub(lo) as f64;
+            // `as u64` saturates on out-of-range floats, so no panic here;
+            // clamping keeps edge bins (underflow/overflow) honest.
+            return Some((v as u64).clamp(min, max));
+        }
+        before = after;
+    }
+    // Only reachable through float rounding at q == 1.
+    Some(max)
 }
 
 #[cfg(test)]
