@@ -291,29 +291,14 @@ pub async fn traces(
     count: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let status = |s: tonic::Status| CliError::from_status(Role::Agent, target, &s);
-    let mut stream = client
+    let stream = client
         .watch_traces(request)
         .await
-        .map_err(status)?
+        .map_err(|s| CliError::from_status(Role::Agent, target, &s))?
         .into_inner();
     // The agent subscribes before it answers: from here on nothing is missed
     // unnoticed, so the header also tells a reader the watch has begun.
-    safe::write(out, &header(view), view.output)?;
-    let mut n = 0u64;
-    while count.is_none_or(|c| n < c) {
-        match stream.message().await.map_err(status)? {
-            Some(ev) => safe::write(out, &render_trace(&ev, view), view.output)?,
-            None => {
-                return Err(CliError::StreamEnded {
-                    role: Role::Agent,
-                    target: target.to_string(),
-                })
-            }
-        }
-        n += 1;
-    }
-    Ok(())
+    follow(stream, Role::Agent, target, view, count, out, render_trace).await
 }
 
 /// Streams the windows agents push to the collector.
@@ -325,26 +310,51 @@ pub async fn windows(
     count: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let status = |s: tonic::Status| CliError::from_status(Role::Collector, target, &s);
-    let mut stream = client
+    let stream = client
         .watch_windows(pb::WatchWindowsRequest {
             filter: Some(filter),
         })
         .await
-        .map_err(status)?
+        .map_err(|s| CliError::from_status(Role::Collector, target, &s))?
         .into_inner();
+    follow(
+        stream,
+        Role::Collector,
+        target,
+        view,
+        count,
+        out,
+        render_window,
+    )
+    .await
+}
+
+/// Writes the header, then each message of `stream` as `render` shows it,
+/// until `count` messages; a stream that ends first is an error (a watch
+/// ends only when its reader stops it).
+async fn follow<M>(
+    mut stream: tonic::Streaming<M>,
+    role: Role,
+    target: &str,
+    view: &View,
+    count: Option<u64>,
+    out: &mut dyn Write,
+    render: fn(&M, &View) -> String,
+) -> Result<(), CliError> {
     safe::write(out, &header(view), view.output)?;
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
-        match stream.message().await.map_err(status)? {
-            Some(w) => safe::write(out, &render_window(&w, view), view.output)?,
-            None => {
-                return Err(CliError::StreamEnded {
-                    role: Role::Collector,
-                    target: target.to_string(),
-                })
-            }
-        }
+        let Some(m) = stream
+            .message()
+            .await
+            .map_err(|s| CliError::from_status(role, target, &s))?
+        else {
+            return Err(CliError::StreamEnded {
+                role,
+                target: target.to_string(),
+            });
+        };
+        safe::write(out, &render(&m, view), view.output)?;
         n += 1;
     }
     Ok(())
