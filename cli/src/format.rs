@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-pub use sockeye_core::format::{age_s, bytes, duration_ns};
+pub use sockeye_core::format::{age_s, bytes, duration_ns, number};
 
 /// A duration where zero means "not measured".
 pub fn duration_nonzero(ns: u64) -> String {
@@ -197,21 +197,6 @@ pub fn ago(ms: i64, now_ms: i64) -> String {
     }
 }
 
-/// A measured value as people write it: "212", "0.25", "1.5e-7".
-pub fn number(v: f64) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        return format!("{v:.0}");
-    }
-    if v.abs() >= 0.001 {
-        let s = format!("{v:.3}");
-        return s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{v:e}")
-}
-
 /// `items` joined by `sep` into lines of at most `width` characters,
 /// breaking only between items (an item longer than a line gets a line of
 /// its own); each line but the last keeps its separator, trimmed.
@@ -336,12 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_and_wrapping() {
-        assert_eq!(number(212.0), "212");
-        assert_eq!(number(0.25), "0.25");
-        assert_eq!(number(40.0 / 3.0), "13.333");
-        assert_eq!(number(-3.5), "-3.5");
-        assert_eq!(number(0.000_15), "1.5e-4");
+    fn wrapping() {
         let items: Vec<String> = ["aaaa", "bbbb", "cc", "a-very-long-item"]
             .iter()
             .map(|s| s.to_string())

@@ -69,6 +69,21 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A measured value as people write it: "212", "0.25", "1.5e-7".
+pub fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    if v.abs() >= 0.001 {
+        let s = format!("{v:.3}");
+        return s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{v:e}")
+}
+
 pub fn socket(ip: &std::net::IpAddr, port: u16) -> String {
     match ip {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
@@ -110,5 +125,14 @@ mod tests {
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(1536), "1.5KiB");
         assert_eq!(bytes(3 * 1024 * 1024 + 200 * 1024), "3.2MiB");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number(212.0), "212");
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(40.0 / 3.0), "13.333");
+        assert_eq!(number(-3.5), "-3.5");
+        assert_eq!(number(0.000_15), "1.5e-4");
     }
 }

@@ -41,19 +41,12 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
             "held_by" if single => format!("all {verb} by {}", cx.about_of(f)),
             "held_by" => format!("{} {verb} by {}", f.n(), cx.about_of(f)),
             "other_owners" => format!("{} by other processes", f.n()),
-            "limit_held" => format!(
-                "{} is at its connection limit: it holds {} connections, none more for {}, and refused {} new ones in the last {} ({}/s)",
-                cx.v.fact("limit_server").cloned().map(|g| cx.about_of(&g)).unwrap_or_default(),
+            k if k.starts_with("limit_") => return super::at_limit(cx, f),
+            "held_at_server" => format!(
+                "{} of them held open at the server, {}",
                 f.n(),
-                cx.span("limit_flat_for_s"),
-                cx.n("limit_refused"),
-                cx.span("limit_window_s"),
-                super::number(cx.value("limit_refused_per_s"))
+                cx.about_of(f)
             ),
-            "limit_refused_from" => format!("{} refused from {}", f.n(), cx.about_of(f)),
-            "limit_server" | "limit_flat_for_s" | "limit_refused" | "limit_refused_per_s"
-            | "limit_window_s" => return None,
-            "held_at_server" => format!("{} of them held open at the server, {}", f.n(), cx.about_of(f)),
             // Said with the facts above.
             "baseline_sockets" | "growth_span_s" | "opened" | "open_older_than_1m" | "accepted"
             | "described_sockets" | "idle_after_s" | "idle_median_s" | "idle_longest_s" => {

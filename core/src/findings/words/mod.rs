@@ -14,6 +14,9 @@ mod restart;
 mod stale;
 
 use super::{text, About, Evidence, Fact, Kind, Verdict};
+
+/// A value as people read it (`sockeye_core::format`'s rule, the CLI's too).
+pub use crate::format::number;
 use crate::workload::Workloads;
 
 /// What people read of a verdict.
@@ -146,6 +149,28 @@ impl Cx<'_, '_> {
     }
 }
 
+/// The facts of a server at its connection limit, when they come with a
+/// finding of another kind (a leak or stale connections that hold the
+/// slots): "redis is at its connection limit: it holds 10000 connections,
+/// none more for 2m, and refused 40 new ones in the last 1m (0.7/s)", and
+/// each refused client. None for the limit's other facts, said in that
+/// sentence.
+pub(crate) fn at_limit(cx: &mut Cx<'_, '_>, f: &Fact) -> Option<String> {
+    Some(match f.key {
+        "limit_held" => format!(
+            "{} is at its connection limit: it holds {} connections, none more for {}, and refused {} new ones in the last {} ({}/s)",
+            cx.v.fact("limit_server").cloned().map(|g| cx.about_of(&g)).unwrap_or_default(),
+            f.n(),
+            cx.span("limit_flat_for_s"),
+            cx.n("limit_refused"),
+            cx.span("limit_window_s"),
+            number(cx.value("limit_refused_per_s"))
+        ),
+        "limit_refused_from" => format!("{} refused from {}", f.n(), cx.about_of(f)),
+        _ => return None,
+    })
+}
+
 /// The probes of a pod folded under the finding of what they wait on:
 /// "the liveness probe of shop/payments-1/app (timeout 2.00s) failed 3
 /// times while 10.0.0.9:6379 did not accept for 4.03s; the probe waits on
@@ -209,15 +234,6 @@ pub(crate) fn plain(f: &Fact) -> String {
         number(f.value),
         f.unit.name()
     )
-}
-
-/// A value as people read it: whole numbers without decimals.
-pub fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-    }
 }
 
 /// "on port 6379 from 10.0.0.2" or "to 10.0.0.9:6379", by who accepted.

@@ -53,18 +53,7 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
                     super::number(per)
                 )
             }
-            "limit_held" => format!(
-                "{} is at its connection limit: it holds {} connections, none more for {}, and refused {} new ones in the last {} ({}/s)",
-                cx.v.fact("limit_server").cloned().map(|g| cx.about_of(&g)).unwrap_or_default(),
-                f.n(),
-                cx.span("limit_flat_for_s"),
-                cx.n("limit_refused"),
-                cx.span("limit_window_s"),
-                super::number(cx.value("limit_refused_per_s"))
-            ),
-            "limit_refused_from" => format!("{} refused from {}", f.n(), cx.about_of(f)),
-            "limit_server" | "limit_flat_for_s" | "limit_refused" | "limit_refused_per_s"
-            | "limit_window_s" => return None,
+            k if k.starts_with("limit_") => return super::at_limit(cx, f),
             "oldest_stale_s" => format!(
                 "the oldest has been held for {} since its client left",
                 text::span(f.ns())

@@ -400,3 +400,41 @@ fn dns_search_expansion_says_how_much_why_and_the_fix() {
         "ask for absolute names, with a trailing dot (\"api.example.com.\", \"db.example.com.\"), so each is asked once; or lower ndots to 2 in the pod spec: dnsConfig: {options: [{name: ndots, value: \"2\"}]} (names of 2 or more dots are then asked as they are first)"
     );
 }
+
+#[test]
+fn a_leak_holding_a_servers_slots_says_the_limit_once_and_who_was_refused() {
+    let mut facts = vec![
+        Fact::count("open_sockets", 30, Unit::Sockets, 40 * S),
+        Fact::count("held_by", 30, Unit::Sockets, 40 * S).about(pid(4411, "php-fpm")),
+    ];
+    for v in [
+        Fact::count("limit_held", 30, Unit::Connections, 20 * S),
+        Fact::seconds("limit_flat_for_s", 120 * S, 20 * S),
+        Fact::count("limit_refused", 42, Unit::Connections, 20 * S),
+        Fact::new("limit_refused_per_s", 0.7, Unit::Connections, 20 * S),
+        Fact::seconds("limit_window_s", 60 * S, 20 * S),
+        Fact::count("limit_refused_from", 42, Unit::Connections, 20 * S).about(About::Workload(3)),
+        Fact::count("limit_server", 2, Unit::Workloads, 20 * S).about(About::Workload(2)),
+    ] {
+        facts.push(v);
+    }
+    let w = word(&verdict(Kind::ConnectionLeak, facts), &mut names());
+    let facts = shown(&w);
+    let limit: Vec<_> = facts
+        .iter()
+        .filter(|f| f.contains("connection limit"))
+        .collect();
+    assert_eq!(
+        limit,
+        [&"shop/redis-0/app is at its connection limit: it holds 30 connections, none more for 2m, and refused 42 new ones in the last 1m (0.7/s)"],
+        "{facts:?}"
+    );
+    assert!(
+        facts.contains(&"42 refused from shop/api-1/app"),
+        "{facts:?}"
+    );
+    assert!(
+        !facts.iter().any(|f| f.contains("limit_")),
+        "no fact shown by its key: {facts:?}"
+    );
+}
