@@ -36,13 +36,7 @@ fn server(cx: &mut Cx<'_, '_>) -> Words {
             .cloned()
             .map(|f| cx.about_of(&f))
             .unwrap_or_else(|| "its clients".into());
-    let clients: Vec<String> =
-        cx.v.facts_of("refused_from")
-            .cloned()
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|f| cx.about_of(f))
-            .collect();
+    let clients = cx.abouts_of("refused_from");
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
             "held_connections" => format!(

@@ -125,6 +125,12 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// The named subjects of every fact with `key`, in order.
+    pub fn abouts_of(&mut self, key: &str) -> Vec<String> {
+        let facts: Vec<Fact> = self.v.facts_of(key).cloned().collect();
+        facts.iter().map(|f| self.about_of(f)).collect()
+    }
+
     /// The labels of the affected workloads, joined.
     pub fn affected(&mut self) -> String {
         let ids = self.v.affected.clone();

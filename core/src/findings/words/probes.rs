@@ -11,13 +11,7 @@ pub fn word(cx: &mut Cx<'_, '_>) -> Words {
     let kind = ProbeKind::from_code(cx.n("probe_kind")).name();
     let n = cx.n("probe_failures");
     let timeout = cx.span("probe_timeout_s");
-    let deps: Vec<String> =
-        cx.v.facts_of("dependency_failures")
-            .cloned()
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|f| cx.about_of(f))
-            .collect();
+    let deps = cx.abouts_of("dependency_failures");
     let facts = cx.facts(|cx, f| {
         Some(match f.key {
             "probe_failures" => format!(
