@@ -109,6 +109,22 @@ pub struct Destination {
     pub dns_name: Option<String>,
 }
 
+impl Destination {
+    /// An endpoint, not a DNS name.
+    pub fn endpoint(addr: IpAddr, port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            dns_name: None,
+        }
+    }
+
+    /// Where a flow goes: its remote address and the port that names it.
+    pub fn of_flow(key: &crate::aggregate::flows::FlowKey) -> Self {
+        Self::endpoint(key.remote, key.port)
+    }
+}
+
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.addr {

@@ -52,11 +52,7 @@ pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Verdict> {
             kind: Kind::CloseWait,
             key_subject: f.key.cgroup_id,
             subject: f.key.cgroup_id,
-            destination: Some(Destination {
-                addr: f.key.remote,
-                port: f.key.port,
-                dns_name: None,
-            }),
+            destination: Some(Destination::of_flow(&f.key)),
             since_ns: since,
             ended_ns: None,
             severity,

@@ -211,11 +211,7 @@ pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) 
             kind: Kind::DnsDegradation,
             key_subject: 0,
             subject: clients.first().copied().unwrap_or(0),
-            destination: Some(Destination {
-                addr: server.ip(),
-                port: server.port(),
-                dns_name: None,
-            }),
+            destination: Some(Destination::endpoint(server.ip(), server.port())),
             since_ns: w.since_ns.max(1),
             ended_ns: None,
             severity,

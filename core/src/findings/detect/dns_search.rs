@@ -220,11 +220,7 @@ impl Expansion {
                 kind: Kind::DnsSearchExpansion,
                 key_subject: cgroup,
                 subject: cgroup,
-                destination: Some(Destination {
-                    addr: server.ip(),
-                    port: server.port(),
-                    dns_name: None,
-                }),
+                destination: Some(Destination::endpoint(server.ip(), server.port())),
                 since_ns: since.max(1),
                 ended_ns: None,
                 severity,

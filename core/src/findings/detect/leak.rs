@@ -250,11 +250,7 @@ fn verdict(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode, idle: Option<
         kind: Kind::ConnectionLeak,
         key_subject: f.key.cgroup_id,
         subject: f.key.cgroup_id,
-        destination: Some(Destination {
-            addr: f.key.remote,
-            port: f.key.port,
-            dns_name: None,
-        }),
+        destination: Some(Destination::of_flow(&f.key)),
         since_ns: e.baseline_ns,
         ended_ns: None,
         severity,

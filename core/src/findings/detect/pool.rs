@@ -394,11 +394,7 @@ fn client_verdict(
         kind: Kind::PoolExhaustion,
         key_subject: f.key.cgroup_id,
         subject: f.key.cgroup_id,
-        destination: Some(Destination {
-            addr: f.key.remote,
-            port: f.key.port,
-            dns_name: None,
-        }),
+        destination: Some(Destination::of_flow(&f.key)),
         since_ns: t.since,
         ended_ns: None,
         severity,

@@ -142,11 +142,10 @@ fn verdict(
         kind: Kind::ProbeFailures,
         key_subject: t.cgroup_id,
         subject: t.cgroup_id,
-        destination: Some(Destination {
-            addr: super::stale::listener_addr(cx, t.cgroup_id, t.probe.port),
-            port: t.probe.port,
-            dns_name: None,
-        }),
+        destination: Some(Destination::endpoint(
+            super::stale::listener_addr(cx, t.cgroup_id, t.probe.port),
+            t.probe.port,
+        )),
         since_ns: first,
         ended_ns: None,
         severity: if restarts {

@@ -199,11 +199,7 @@ fn candidate(
         kind: Kind::ConnectResourceExhaustion,
         key_subject: cgroup,
         subject: cgroup,
-        destination: dest.map(|d| Destination {
-            addr: d.ip(),
-            port: d.port(),
-            dns_name: None,
-        }),
+        destination: dest.map(|d| Destination::endpoint(d.ip(), d.port())),
         since_ns,
         // Failures have no end the kernel reports: the engine resolves the
         // finding once it stops holding.

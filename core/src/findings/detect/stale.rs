@@ -201,11 +201,7 @@ fn verdict(
         kind: Kind::StaleConnections,
         key_subject: server,
         subject: server,
-        destination: Some(Destination {
-            addr: listener_addr(cx, server, port),
-            port,
-            dns_name: None,
-        }),
+        destination: Some(Destination::endpoint(listener_addr(cx, server, port), port)),
         since_ns: since,
         ended_ns: None,
         severity,
