@@ -274,17 +274,16 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
     assert_eq!(ok_of(&rolled), expected_ok, "the race counted once");
     assert!(counts.read >= 1, "its minute was read raw: {counts:?}");
 
-    // A window stored but never rolled up (its rollup insert failed): a
-    // new raw key with another window's body, on node-a.
-    let w = &a1[60];
-    ch(
-        server,
-        &format!(
-            "INSERT INTO {db}.windows SELECT day, end_unix_ms, agent_id, seq + 100000, node, inserted_unix_ms, body
-             FROM {db}.windows WHERE agent_id = 'agent-a1' AND seq = {}",
-            w.seq
-        ),
-    );
+    // A window stored but never rolled up (its rollup insert failed: the
+    // rollups' input table renamed away), on node-a.
+    let mut lone = a1[60].clone();
+    lone.seq += 100_000;
+    let rename =
+        |from: &str, to: &str| ch(server, &format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
+    rename("tcp_minute_in", "tcp_minute_in_away");
+    push_all(&mut ca, "node-a", "agent-a1", &[lone]).await;
+    rename("tcp_minute_in_away", "tcp_minute_in");
+    assert_eq!(a.collector.stats().store_rollup_failures, 1);
     assert_same(
         store.as_ref(),
         (span.0 - 4_999, span.1 + 3),
@@ -318,13 +317,16 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
 }
 
 /// A ClickHouse killed while answering an insert can keep the window's raw
-/// row and lose what the views add from the same insert (the CI run that
-/// found it: QueryTop said 59 windows, the raw table 60). The agent, never
-/// acked, sends it again; the store already has it, so the resend must
-/// make the rollups' bookkeeping whole, or QueryTop is one window short
-/// for good. Made here by detaching both views for one window's insert.
-/// And a window whose rollup insert failed (its input table renamed away)
-/// is counted in `store_rollup_failures` and read raw as well.
+/// part and lose what the views write from the same insert; the put fails,
+/// and the agent's next Hello is told the window is stored, so it is never
+/// sent again (a CI run: QueryTop said 59 windows, the raw table 60, while
+/// the rollups' bookkeeping came from a view). Made here by renaming the
+/// feed view's table away: the raw insert writes its part, then fails in
+/// the view. The minute must be read raw. So must the minute of a window
+/// recorded as being stored and never stored (a put cut between its
+/// bookkeeping and its raw insert), and that of a window whose rollup
+/// insert failed (its input table renamed away), which is counted in
+/// `store_rollup_failures`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup() {
     let server = clickhouse::shared();
@@ -347,18 +349,42 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     assert_eq!(tc.collector.stats().store_rollup_failures, 1);
     push_all(&mut client, "node-a", "agent-a", &ws[50..99]).await;
 
-    let views = ["windows_minute_mv", "tcp_minute_mv"];
-    for v in views {
-        ch(server, &format!("DETACH TABLE {db}.{v}"));
-    }
-    push_all(&mut client, "node-a", "agent-a", &ws[99..100]).await;
-    for v in views {
-        ch(server, &format!("ATTACH TABLE {db}.{v}"));
-    }
-    // The resend, and new windows after it whose ack covers it.
-    push_all(&mut client, "node-a", "agent-a", &ws[99..]).await;
+    // The cut insert: a view on `windows` that throws for seq 100, after
+    // ClickHouse wrote the raw part (as a kill while answering would).
+    ch(
+        server,
+        &format!("CREATE TABLE {db}.cut (x UInt8) ENGINE = Memory"),
+    );
+    ch(
+        server,
+        &format!("CREATE MATERIALIZED VIEW {db}.cut_mv TO {db}.cut AS SELECT throwIf(seq = 100) AS x FROM {db}.windows"),
+    );
+    let mut p = Pusher::open(&mut client, "node-a", "agent-a").await;
+    p.send(ws[99].clone()).await;
+    assert_eq!(p.error().await.code(), tonic::Code::Unavailable);
+    ch(server, &format!("DROP TABLE {db}.cut_mv"));
+    ch(server, &format!("DROP TABLE {db}.cut"));
+    let mut p = Pusher::open(&mut client, "node-a", "agent-a").await;
+    assert_eq!(
+        p.raw_ack().await.acked_seq,
+        100,
+        "the cut insert kept the raw row, and the Hello says so"
+    );
+    // As the agent does: what the Hello acked is not sent again.
+    drop(p);
+    push_all(&mut client, "node-a", "agent-a", &ws[100..]).await;
     let s = tc.collector.stats();
-    assert_eq!((s.windows_duplicate, s.store_rollup_failures), (1, 1));
+    assert_eq!((s.windows_duplicate, s.store_rollup_failures), (0, 1));
+
+    // A put that fails after its bookkeeping and before the raw part is
+    // written (18.16 checks a view's table before writing): another agent
+    // on node-a whose window is never stored.
+    rename("windows_feed", "windows_feed_away");
+    let gone = agent_window("node-a", "agent-gone", 1, ws[120].end_unix_ms + 1);
+    let mut p = Pusher::open(&mut client, "node-a", "agent-gone").await;
+    p.send(gone.clone()).await;
+    assert_eq!(p.error().await.code(), tonic::Code::Unavailable);
+    rename("windows_feed_away", "windows_feed");
 
     let store = tc.collector.store();
     let span = (t0, t0 + 151 * EVERY_MS);
@@ -368,7 +394,7 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
         (rolled.windows, store.window_count().await.unwrap()),
         (150, 150)
     );
-    for w in [&ws[49], &ws[99]] {
+    for w in [&ws[49], &ws[99], &gone] {
         let minute = w.end_unix_ms.div_euclid(MINUTE_MS);
         assert_eq!(
             dirty_near(store.as_ref(), minute).await,
@@ -378,7 +404,7 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     assert_same(
         store.as_ref(),
         (span.0 - 4_999, span.1 + 3),
-        "after the failed rollup and the cut insert",
+        "after the failed rollup, the cut insert and the window never stored",
     )
     .await;
     tc.stop().await;

@@ -303,13 +303,13 @@ impl Store for ClickHouseStore {
         self.check_open()?;
         let state = self.agent_state(OP, &window.agent_id, window.seq).await?;
         if let Some((highest, true)) = state {
-            self.recount_resent(window).await.map_err(ch(OP))?;
             return Ok(PutResult {
                 outcome: PutOutcome::Duplicate,
                 highest_seq: highest,
                 rollup_failed: false,
             });
         }
+        self.record_minute(window).await.map_err(ch(OP))?;
         let mut row = Vec::with_capacity(window.encoded_len() + 128);
         rowbinary::put_u16(&mut row, day_of(window.end_unix_ms));
         rowbinary::put_i64(&mut row, window.end_unix_ms);

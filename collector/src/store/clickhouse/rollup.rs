@@ -1,8 +1,9 @@
-//! The per-minute TCP rollups on ClickHouse (schema version 4): the rows a
-//! stored window adds, and the one read that answers a range of minutes.
-//! Which (minute, node) pairs are exact is decided here, in the read, by
-//! comparing the rollups' own counts with the raw table's (see the
-//! migration's comment); the rest is read raw by the caller.
+//! The per-minute TCP rollups on ClickHouse (schema versions 4 and 5): the
+//! rows a stored window adds, and the one read that answers a range of
+//! minutes. Which (minute, node) pairs are exact is decided here, in the
+//! read, by comparing the rollups' own counts with `windows_minute`'s (see
+//! the migrations' comments and `record_minute`); the rest is read raw by
+//! the caller.
 
 use std::ops::RangeInclusive;
 
@@ -111,7 +112,8 @@ fn read_u64s(r: &mut Reader<'_>) -> Result<Vec<u64>, super::ClickHouseError> {
 
 impl ClickHouseStore {
     /// Rolls up a window just stored. Called after the raw insert, so the
-    /// rollups never hold a window the raw table lacks; a failure here
+    /// rollups never hold a window the raw table lacks (see
+    /// `record_minute`); a failure here
     /// leaves its minute to the raw path (the counts disagree), so it is
     /// logged and reported as `false`, not returned as an error: the window
     /// is stored.
@@ -132,26 +134,28 @@ impl ClickHouseStore {
         false
     }
 
-    /// Records again that the raw table has `w`, a window pushed again
-    /// that it already holds. Its first insert may have been cut short
-    /// (ClickHouse killed while answering) after the raw part was written
-    /// and before the views' were: `windows_minute` would then not know the
-    /// window, agree with rollups that lack it too, and QueryTop would
-    /// answer from them one window short, for good, since a resend is not
-    /// stored again. Recording it twice is harmless (`uniqExact` states
-    /// merge as sets), and a minute whose rollups lack the window then
-    /// disagrees and is read raw. Not rolled up again: rollups that already
-    /// hold it would count it twice (and be read raw for good).
-    pub(super) async fn recount_resent(&self, w: &Window) -> Result<(), super::ClickHouseError> {
+    /// Records in `windows_minute` that `w` is being stored, before its
+    /// raw insert, as the rollup is written after it. Whatever cuts a put
+    /// short (ClickHouse killed while answering, a view that fails, a
+    /// collector gone), every minute then has rollups ⊆ raw ⊆
+    /// `windows_minute`, so rollups counting as many windows as
+    /// `windows_minute` means they hold every window the raw table has. A
+    /// window recorded here and never stored after it only makes its
+    /// minute read raw. A set merge: recording a window twice (a retry,
+    /// two replicas) counts it once.
+    pub(super) async fn record_minute(&self, w: &Window) -> Result<(), super::ClickHouseError> {
         let db = &self.db;
+        // The same expressions as the migration's backfill from `windows`.
         let sql = format!(
             "INSERT INTO {db}.windows_minute
             SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
                 uniqExactState(agent_id, seq) AS stored
-            FROM {db}.windows
-            WHERE day = toDate({day}) AND agent_id = {agent} AND seq = {seq}
+            FROM (SELECT toDate({day}) AS day, toInt64({end}) AS end_unix_ms,
+                {node} AS node, {agent} AS agent_id, toUInt64({seq}) AS seq)
             GROUP BY day, minute, node",
             day = quote(&super::date(day_of(w.end_unix_ms))),
+            end = w.end_unix_ms,
+            node = quote(&w.node),
             agent = quote(&w.agent_id),
             seq = w.seq,
         );
