@@ -295,6 +295,10 @@ async fn the_page_shows_a_finding_with_its_numbers_updates_live_and_refuses_stra
         flows_row.contains("10.77.0.3:6379") && flows_row.contains("160"),
         "{flows_row}"
     );
+    assert!(
+        !shown.contains("Select a finding"),
+        "the hint to select a finding stays under the flows it asked for:\n{shown}"
+    );
 
     // More windows: the page follows without a reload.
     agent

@@ -117,6 +117,10 @@ async function refresh() {
       const q = new URLSearchParams({ namespace: selected.namespace || "", pod: selected.pod || "" });
       const fl = await getJson("/ui/api/flows?" + q);
       document.getElementById("workload").textContent = who(selected);
+      // The hint asked for a selection; now it only says when there is nothing to show.
+      const hint = document.getElementById("flows-hint");
+      hint.textContent = fl.rows.length ? "" : "No flow of this workload in the last 15 minutes.";
+      hint.hidden = fl.rows.length > 0;
       document.querySelector("#flows tbody").replaceChildren(...fl.rows.map((r) => el("tr", {}, el("td", {}, r.destination), el("td", { class: "num" }, num(r.connects_ok)), el("td", { class: "num" }, num(r.connects_failed)), el("td", { class: "num" }, num(r.open)), el("td", { class: "num" }, num(r.p99_ms) + " ms"), el("td", {}, r.nodes.join(", ")))));
     }
     status.className = "";
