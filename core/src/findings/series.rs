@@ -16,12 +16,21 @@ pub trait Timed {
 
 #[derive(Debug)]
 pub struct Series<K, S> {
-    map: HashMap<K, VecDeque<S>>,
+    map: HashMap<K, History<S>>,
     max_keys: usize,
     /// Samples older than this are dropped.
     keep_ns: u64,
     /// New keys not sampled because `max_keys` were already.
     pub skipped: u64,
+    /// The current round (see [`Series::end_round`]).
+    round: u64,
+}
+
+#[derive(Debug)]
+struct History<S> {
+    samples: VecDeque<S>,
+    /// The last round that offered this key a sample.
+    round: u64,
 }
 
 impl<K: Hash + Eq + Copy, S: Timed + Copy> Series<K, S> {
@@ -31,21 +40,36 @@ impl<K: Hash + Eq + Copy, S: Timed + Copy> Series<K, S> {
             max_keys,
             keep_ns,
             skipped: 0,
+            round: 0,
         }
     }
 
     /// Adds `sample` unless the key's newest is recent; trims old ones.
     pub fn record(&mut self, key: K, sample: S) {
+        self.offer(key, sample, true);
+    }
+
+    /// Records `sample` for a key that has a history, and starts one only
+    /// if `start` (one lookup for both). Either way the key is kept by
+    /// this round's [`Series::end_round`] if it has a history.
+    pub fn offer(&mut self, key: K, sample: S, start: bool) {
         let now = sample.t_ns();
         let full = self.map.len() >= self.max_keys;
-        let samples = match self.map.get_mut(&key) {
-            Some(s) => s,
+        let round = self.round;
+        let h = match self.map.get_mut(&key) {
+            Some(h) => h,
+            None if !start => return,
             None if full => {
                 self.skipped += 1;
                 return;
             }
-            None => self.map.entry(key).or_default(),
+            None => self.map.entry(key).or_insert(History {
+                samples: VecDeque::new(),
+                round,
+            }),
         };
+        h.round = round;
+        let samples = &mut h.samples;
         if samples
             .back()
             .is_some_and(|b| now.saturating_sub(b.t_ns()) < SAMPLE_EVERY_NS)
@@ -63,12 +87,21 @@ impl<K: Hash + Eq + Copy, S: Timed + Copy> Series<K, S> {
 
     /// The key's samples, oldest first (empty if none).
     pub fn samples(&self, key: &K) -> impl DoubleEndedIterator<Item = &S> + Clone {
-        self.map.get(key).into_iter().flatten()
+        self.map.get(key).into_iter().flat_map(|h| &h.samples)
     }
 
     /// Forgets keys not in `live` (their flow or row is gone).
     pub fn retain(&mut self, live: &HashSet<K>) {
         self.map.retain(|k, _| live.contains(k));
+    }
+
+    /// Forgets keys offered no sample since the last call (their flow or
+    /// row is gone): what [`Series::retain`] does without building the
+    /// set of live keys.
+    pub fn end_round(&mut self) {
+        let round = self.round;
+        self.map.retain(|_, h| h.round == round);
+        self.round += 1;
     }
 
     pub fn len(&self) -> usize {
@@ -106,5 +139,19 @@ mod tests {
         assert_eq!((s.len(), s.skipped), (1, 1));
         s.retain(&HashSet::default());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_round_keeps_the_keys_offered_in_it() {
+        let mut s: Series<u32, S> = Series::new(10, 20 * SEC);
+        s.offer(1, S(0), true);
+        s.offer(2, S(0), true);
+        s.offer(3, S(0), false);
+        s.end_round();
+        assert_eq!(s.len(), 2, "3 was not started");
+        s.offer(1, S(10 * SEC), false);
+        s.end_round();
+        let kept: Vec<u64> = s.samples(&1).map(|x| x.0 / SEC).collect();
+        assert_eq!((s.len(), kept), (1, vec![0, 10]), "2 was not offered");
     }
 }

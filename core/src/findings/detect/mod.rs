@@ -14,7 +14,7 @@ pub mod resources;
 pub mod restart;
 pub mod stale;
 
-use ahash::{HashMap, HashSet};
+use ahash::HashMap;
 
 use super::{
     config::{self, FindingsConfig},
@@ -175,20 +175,15 @@ impl Detectors {
         );
         let slow_ns = (cx.config.pool.slow_connect_ms * 1e6) as u64;
         let mut flows = Vec::with_capacity(agg.flows.len());
-        let mut live = HashSet::default();
         for (key, stats) in &agg.flows {
-            // Moved out, not cloned: each holds two vectors.
+            // Moved out, not cloned: each holds a vector (its peers).
             let s = sockets.remove(key).unwrap_or_default();
             let sample = TcpSample::of(stats, s.open, s.connecting, slow_ns, now);
-            // Only flows with something to judge get a history.
-            if s.open > 0
+            // Only flows with something to judge start a history.
+            let start = s.open > 0
                 || stats.failed_total() > 0
-                || stats.short_closed_here + stats.short_closed_by_peer > 0
-                || self.tcp.samples(key).next().is_some()
-            {
-                self.tcp.record(*key, sample);
-                live.insert(*key);
-            }
+                || stats.short_closed_here + stats.short_closed_by_peer > 0;
+            self.tcp.offer(*key, sample, start);
             flows.push(FlowNow {
                 key: *key,
                 stats,
@@ -196,7 +191,7 @@ impl Detectors {
                 sockets: s,
             });
         }
-        self.tcp.retain(&live);
+        self.tcp.end_round();
         let mut out = Vec::new();
         out.extend(close_wait::detect(cx, &flows));
         out.extend(self.leak.detect(cx, &flows, &self.tcp));
