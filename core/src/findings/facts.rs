@@ -2,6 +2,7 @@
 //! the socket table: what the detectors need beyond the flow counters.
 
 use ahash::HashMap;
+use smallvec::SmallVec;
 
 use sockeye_common::tcp_state;
 
@@ -31,7 +32,7 @@ pub struct FlowSockets {
     pub close_wait_waited: u64,
     pub oldest_close_wait_since_ns: Option<u64>,
     /// (pid, sockets) of the processes that opened them, most first.
-    pub owners: Vec<(u32, u64)>,
+    pub owners: SmallVec<[(u32, u64); OWNERS]>,
     /// Sockets opened by processes past the first few, or unknown (0).
     pub other_owners: u64,
     pub established: u64,
