@@ -113,10 +113,9 @@ fn read_u64s(r: &mut Reader<'_>) -> Result<Vec<u64>, super::ClickHouseError> {
 impl ClickHouseStore {
     /// Rolls up a window just stored. Called after the raw insert, so the
     /// rollups never hold a window the raw table lacks (see
-    /// `record_minute`); a failure here
-    /// leaves its minute to the raw path (the counts disagree), so it is
-    /// logged and reported as `false`, not returned as an error: the window
-    /// is stored.
+    /// `record_minute`); a failure here leaves its minute to the raw path
+    /// (the counts disagree), so it is logged and reported as `false`, not
+    /// returned as an error: the window is stored.
     pub(super) async fn roll_up(&self, w: &Window) -> bool {
         let r = crate::query::window_rollup(w);
         let sql = format!(
