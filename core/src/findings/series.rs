@@ -4,7 +4,7 @@
 
 use std::{collections::VecDeque, hash::Hash};
 
-use ahash::{HashMap, HashSet};
+use ahash::HashMap;
 
 /// One sample per key at most this often (evaluations run every second;
 /// keeping every one would multiply the memory for no better answer).
@@ -90,14 +90,9 @@ impl<K: Hash + Eq + Copy, S: Timed + Copy> Series<K, S> {
         self.map.get(key).into_iter().flat_map(|h| &h.samples)
     }
 
-    /// Forgets keys not in `live` (their flow or row is gone).
-    pub fn retain(&mut self, live: &HashSet<K>) {
-        self.map.retain(|k, _| live.contains(k));
-    }
-
     /// Forgets keys offered no sample since the last call (their flow or
-    /// row is gone): what [`Series::retain`] does without building the
-    /// set of live keys.
+    /// row is gone). Called once per evaluation, after every live key was
+    /// offered one: no set of live keys is built.
     pub fn end_round(&mut self) {
         let round = self.round;
         self.map.retain(|_, h| h.round == round);
@@ -137,7 +132,9 @@ mod tests {
         assert_eq!(kept, vec![10, 15, 20, 25, 30]);
         s.record(2, S(0));
         assert_eq!((s.len(), s.skipped), (1, 1));
-        s.retain(&HashSet::default());
+        s.end_round();
+        assert_eq!(s.len(), 1, "1 was offered in this round");
+        s.end_round();
         assert!(s.is_empty());
     }
 

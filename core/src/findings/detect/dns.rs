@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use ahash::{HashMap, HashSet};
+use ahash::HashMap;
 
 use super::{dedup, Context};
 use crate::{
@@ -129,8 +129,7 @@ pub fn detect(cx: &mut Context<'_, '_>, series: &mut Series<DnsKey, DnsSample>) 
         w.d.servfail += d.servfail;
         w.d.slow += d.slow;
     }
-    let live: HashSet<DnsKey> = current.keys().copied().collect();
-    series.retain(&live);
+    series.end_round();
     let mut out = Vec::new();
     for (server, mut w) in servers {
         let d = w.d;

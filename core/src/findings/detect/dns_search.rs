@@ -116,8 +116,8 @@ impl Expansion {
         for (key, (_, s)) in &names {
             record(&mut self.names, *key, *s, now);
         }
-        self.series.retain(&current.keys().copied().collect());
-        self.names.retain(&names.keys().copied().collect());
+        self.series.end_round();
+        self.names.end_round();
 
         let mut out = Vec::new();
         let mut firing = HashSet::default();

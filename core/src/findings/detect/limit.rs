@@ -119,8 +119,7 @@ impl Limits {
                 },
             );
         }
-        let live: ahash::HashSet<(u64, u16)> = held_now.keys().copied().collect();
-        self.held.retain(&live);
+        self.held.end_round();
         for (key, mut refused) in listeners {
             let total: u64 = refused.iter().map(|(_, n)| n).sum();
             let held = held_now.get(&key).copied().unwrap_or(0);
