@@ -89,6 +89,24 @@ fn ch(server: &clickhouse::ClickHouseServer, sql: &str) -> String {
     body
 }
 
+fn rename_table(server: &clickhouse::ClickHouseServer, db: &str, from: &str, to: &str) {
+    ch(server, &format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
+}
+
+/// Pushes `windows` with the rollups' input table renamed away: each is
+/// stored, and its rollup insert fails.
+async fn push_unrolled(
+    server: &clickhouse::ClickHouseServer,
+    db: &str,
+    client: &mut Client,
+    (node, agent): (&str, &str),
+    windows: &[pb::Window],
+) {
+    rename_table(server, db, "tcp_minute_in", "tcp_minute_in_away");
+    push_all(client, node, agent, windows).await;
+    rename_table(server, db, "tcp_minute_in_away", "tcp_minute_in");
+}
+
 fn request(from: i64, to: i64, filter: Option<pb::Filter>, by: &str) -> pb::QueryTopRequest {
     pb::QueryTopRequest {
         filter,
@@ -278,11 +296,7 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
     // rollups' input table renamed away), on node-a.
     let mut lone = a1[60].clone();
     lone.seq += 100_000;
-    let rename =
-        |from: &str, to: &str| ch(server, &format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
-    rename("tcp_minute_in", "tcp_minute_in_away");
-    push_all(&mut ca, "node-a", "agent-a1", &[lone]).await;
-    rename("tcp_minute_in_away", "tcp_minute_in");
+    push_unrolled(server, &db, &mut ca, ("node-a", "agent-a1"), &[lone]).await;
     assert_eq!(a.collector.stats().store_rollup_failures, 1);
     assert_same(
         store.as_ref(),
@@ -320,13 +334,13 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
 /// part and lose what the views write from the same insert; the put fails,
 /// and the agent's next Hello is told the window is stored, so it is never
 /// sent again (a CI run: QueryTop said 59 windows, the raw table 60, while
-/// the rollups' bookkeeping came from a view). Made here by renaming the
-/// feed view's table away: the raw insert writes its part, then fails in
-/// the view. The minute must be read raw. So must the minute of a window
-/// recorded as being stored and never stored (a put cut between its
-/// bookkeeping and its raw insert), and that of a window whose rollup
-/// insert failed (its input table renamed away), which is counted in
-/// `store_rollup_failures`.
+/// the rollups' bookkeeping came from a view). Made here by a view that
+/// throws after the raw part is written. The minute must be read raw. So
+/// must the minute of a window recorded as being stored and never stored
+/// (a put cut between its bookkeeping and its raw insert: the feed view's
+/// table renamed away, which fails the insert before any part is written),
+/// and that of a window whose rollup insert failed (its input table
+/// renamed away), which is counted in `store_rollup_failures`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup() {
     let server = clickhouse::shared();
@@ -341,11 +355,7 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
         .map(|s| agent_window("node-a", "agent-a", s, t0 + s as i64 * EVERY_MS))
         .collect();
     push_all(&mut client, "node-a", "agent-a", &ws[..49]).await;
-    let rename =
-        |from: &str, to: &str| ch(server, &format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
-    rename("tcp_minute_in", "tcp_minute_in_away");
-    push_all(&mut client, "node-a", "agent-a", &ws[49..50]).await;
-    rename("tcp_minute_in_away", "tcp_minute_in");
+    push_unrolled(server, &db, &mut client, ("node-a", "agent-a"), &ws[49..50]).await;
     assert_eq!(tc.collector.stats().store_rollup_failures, 1);
     push_all(&mut client, "node-a", "agent-a", &ws[50..99]).await;
 
@@ -379,12 +389,12 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     // A put that fails after its bookkeeping and before the raw part is
     // written (18.16 checks a view's table before writing): another agent
     // on node-a whose window is never stored.
-    rename("windows_feed", "windows_feed_away");
+    rename_table(server, &db, "windows_feed", "windows_feed_away");
     let gone = agent_window("node-a", "agent-gone", 1, ws[120].end_unix_ms + 1);
     let mut p = Pusher::open(&mut client, "node-a", "agent-gone").await;
     p.send(gone.clone()).await;
     assert_eq!(p.error().await.code(), tonic::Code::Unavailable);
-    rename("windows_feed_away", "windows_feed");
+    rename_table(server, &db, "windows_feed_away", "windows_feed");
 
     let store = tc.collector.store();
     let span = (t0, t0 + 151 * EVERY_MS);
