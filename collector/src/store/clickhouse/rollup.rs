@@ -144,7 +144,7 @@ impl ClickHouseStore {
     /// two replicas) counts it once.
     pub(super) async fn record_minute(&self, w: &Window) -> Result<(), super::ClickHouseError> {
         let db = &self.db;
-        // The same expressions as the migration's backfill from `windows`.
+        // The same expressions as `schema::BACKFILL_WINDOWS_MINUTE`, over one row.
         let sql = format!(
             "INSERT INTO {db}.windows_minute
             SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,

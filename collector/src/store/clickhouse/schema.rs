@@ -13,6 +13,13 @@ use super::http::{ClickHouseError, Http};
 /// migrated by a newer collector: this one refuses to write to it.
 pub const LATEST: u32 = 5;
 
+/// `windows_minute` from the raw table, for windows already stored (run by
+/// versions 4 and 5; a set merge, so running it twice counts nothing twice).
+const BACKFILL_WINDOWS_MINUTE: &str = "INSERT INTO {db}.windows_minute
+    SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
+        uniqExactState(agent_id, seq) AS stored
+    FROM {db}.windows GROUP BY day, minute, node";
+
 /// `{db}` stands for the database name.
 const MIGRATIONS: &[(u32, &[&str])] = &[
     (
@@ -111,10 +118,7 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
             SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
                 uniqExactState(agent_id, seq) AS stored
             FROM {db}.windows GROUP BY day, minute, node",
-            "INSERT INTO {db}.windows_minute
-            SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
-                uniqExactState(agent_id, seq) AS stored
-            FROM {db}.windows GROUP BY day, minute, node",
+            BACKFILL_WINDOWS_MINUTE,
             // One input row per window (`row` 0: its node-level part) and
             // one per (workload, remote) of its outbound flows (`row` 1),
             // all in one INSERT, so a window is rolled up whole or not.
@@ -201,10 +205,7 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
         // collector stored that way.
         &[
             "DROP TABLE IF EXISTS {db}.windows_minute_mv",
-            "INSERT INTO {db}.windows_minute
-            SELECT day, intDiv(end_unix_ms, 60000) AS minute, node,
-                uniqExactState(agent_id, seq) AS stored
-            FROM {db}.windows GROUP BY day, minute, node",
+            BACKFILL_WINDOWS_MINUTE,
         ],
     ),
 ];
