@@ -194,8 +194,11 @@ impl Preexisting {
             let now_state: HashMap<u64, u8> = entries.iter().map(|e| (e.inode, e.state)).collect();
             inodes.retain(|inode| match now_state.get(inode) {
                 Some(&state) => {
-                    if let Some(s) = agg.sockets.get_mut(PREEXISTING_TAG | inode) {
-                        s.state = state;
+                    let id = PREEXISTING_TAG | inode;
+                    // Seen changed now, so it entered the state by now: a
+                    // wait counted from here is a lower bound, as its age is.
+                    if agg.sockets.get(id).is_some_and(|s| s.state != state) {
+                        agg.set_socket_state(id, state, now_ns);
                     }
                     true
                 }
@@ -228,12 +231,6 @@ fn listener_cookies_of(proc_root: &Path, pid: u32) -> HashMap<u64, u64> {
 
 fn forget(agg: &mut Aggregator, inode: u64, now_ns: u64) {
     let id = PREEXISTING_TAG | inode;
-    if let Some(s) = agg.sockets.remove_at(id, now_ns) {
-        if let Some(f) = agg.flows.get_mut(&s.flow) {
-            f.closed += 1;
-            f.window.closed += 1;
-            f.last_activity_ns = now_ns;
-        }
-    }
+    agg.forget_socket(id, now_ns);
     agg.listeners.remove_preexisting(id, now_ns);
 }

@@ -112,6 +112,8 @@ pub struct FlowStats {
     /// Runs of failed connects ended by a success (outbound): how long a
     /// destination was not accepting, from this client's side.
     pub outage: Outages,
+    /// Its sockets in the socket table, kept by the table.
+    pub sockets: super::sockets::FlowSockets,
     /// Changed since the metrics last took its counts.
     pub changed: bool,
     /// The cumulative counts the metrics have already taken (None: none

@@ -26,7 +26,7 @@ use flows::{Direction, FlowKey, FlowStats};
 use listeners::Listeners;
 use resources::ResourceFailures;
 use retired::Retired;
-use sockets::{Origin, SocketTable, TrackedSocket};
+use sockets::{FlowCounts, FlowSockets, Home, Origin, SocketTable, TrackedSocket};
 use time_wait::TimeWait;
 
 /// Memory bounds of the aggregator.
@@ -82,6 +82,26 @@ pub struct Aggregator {
     pub retired: Retired,
     /// Connects and socket() calls that ran out of ports or fds.
     pub resources: ResourceFailures,
+    /// The socket entries of flows evicted while they had sockets open,
+    /// until the flow comes back (its next event) or its sockets close:
+    /// evicting a flow forgets its history, not what it holds.
+    orphans: HashMap<FlowKey, FlowSockets>,
+}
+
+/// Where the socket table keeps each flow's sockets: in the flow's stats,
+/// or aside for a flow evicted while it had some.
+struct Homes<'a> {
+    flows: &'a mut HashMap<FlowKey, FlowStats>,
+    orphans: &'a mut HashMap<FlowKey, FlowSockets>,
+}
+
+impl Home for Homes<'_> {
+    fn of(&mut self, flow: &FlowKey) -> &mut FlowSockets {
+        if let Some(f) = self.flows.get_mut(flow) {
+            return &mut f.sockets;
+        }
+        self.orphans.entry(*flow).or_default()
+    }
 }
 
 impl Aggregator {
@@ -99,7 +119,35 @@ impl Aggregator {
             decode_errors: 0,
             retired: Retired::default(),
             resources: ResourceFailures::default(),
+            orphans: HashMap::default(),
         }
+    }
+
+    /// The socket table, with the flows' entries it keeps.
+    fn sockets_and_homes(&mut self) -> (&mut SocketTable, Homes<'_>) {
+        (
+            &mut self.sockets,
+            Homes {
+                flows: &mut self.flows,
+                orphans: &mut self.orphans,
+            },
+        )
+    }
+
+    /// The counts of `flow`'s tracked sockets (also when the flow was
+    /// evicted while it had some).
+    pub fn socket_counts(&self, flow: &FlowKey) -> FlowCounts {
+        match self.flows.get(flow) {
+            Some(f) => f.sockets.counts,
+            None => self.orphans.get(flow).map(|s| s.counts).unwrap_or_default(),
+        }
+    }
+
+    /// A tracked socket's new state, seen at `since_ns` (the start-up
+    /// scan's refresh; the kernel's changes come as events).
+    pub fn set_socket_state(&mut self, id: u64, state: u8, since_ns: u64) {
+        let (sockets, mut homes) = self.sockets_and_homes();
+        sockets.set_state(id, state, since_ns, &mut homes);
     }
 
     pub fn drops(&self) -> UserDrops {
@@ -157,9 +205,8 @@ impl Aggregator {
                 self.track(ev, key, tcp_state::ESTABLISHED, r.ts_ns);
             }
             EventKind::StateChange => {
-                if let Some(s) = self.sockets.get_mut(r.cookie) {
-                    s.state = r.new_state;
-                    s.state_since_ns = r.ts_ns;
+                let (sockets, mut homes) = self.sockets_and_homes();
+                if let Some(s) = sockets.set_state(r.cookie, r.new_state, r.ts_ns, &mut homes) {
                     let (key, opened) = (s.flow, s.opened_ns);
                     let flow = self.flow(key, ev);
                     // The client closed an accepted connection this side had
@@ -186,7 +233,8 @@ impl Aggregator {
             self.listeners.stopped(ev);
             return;
         }
-        let tracked = self.sockets.remove_at(r.cookie, r.ts_ns);
+        let (sockets, mut homes) = self.sockets_and_homes();
+        let tracked = sockets.remove_at(r.cookie, r.ts_ns, &mut homes);
         // A close of a socket we never saw open (a failed connect, or the
         // table was full) still counts, against a best-guess flow.
         let key = match &tracked {
@@ -250,7 +298,8 @@ impl Aggregator {
     fn track(&mut self, ev: &Event, flow: FlowKey, state: u8, opened_ns: u64) {
         let mut socket = TrackedSocket::new(flow, state, opened_ns, ev.raw.tgid, Origin::Kernel);
         socket.state_since_ns = ev.raw.ts_ns;
-        self.sockets.upsert(ev.raw.cookie, socket, |existing| {
+        let (sockets, mut homes) = self.sockets_and_homes();
+        sockets.upsert(ev.raw.cookie, socket, &mut homes, |existing| {
             // Keep the original open time (ConnectStart came first).
             existing.state = state;
             existing.state_since_ns = ev.raw.ts_ns;
@@ -265,8 +314,7 @@ impl Aggregator {
             Direction::Inbound => (ev.remote, ev.raw.remote_port),
         };
         if port != 0 && !addr.is_unspecified() {
-            self.sockets
-                .set_client_end(ev.raw.cookie, SocketAddr::new(addr, port));
+            sockets.set_client_end(ev.raw.cookie, SocketAddr::new(addr, port), &mut homes);
         }
     }
 
@@ -281,9 +329,18 @@ impl Aggregator {
     fn flow_seen(&mut self, key: FlowKey, ts_ns: u64, tgid: u32, comm: [u8; 16]) -> &mut FlowStats {
         self.make_room_for(&key);
         let new_cgroups = &mut self.new_cgroups;
+        let orphans = &mut self.orphans;
         let flow = self.flows.entry(key).or_insert_with(|| {
             new_cgroups.push(key.cgroup_id);
-            FlowStats::default()
+            FlowStats {
+                // Back after an eviction: its sockets were kept aside.
+                sockets: if orphans.is_empty() {
+                    FlowSockets::default()
+                } else {
+                    orphans.remove(&key).unwrap_or_default()
+                },
+                ..FlowStats::default()
+            }
         });
         flow.touch(ts_ns, tgid, comm);
         flow
@@ -318,28 +375,38 @@ impl Aggregator {
             f.outage.connected();
         }
         let socket = TrackedSocket::new(flow, state, now_ns, tgid, Origin::Preexisting);
-        self.sockets.insert(id, socket);
+        self.insert_socket(id, socket);
         if let Some(c) = client {
-            self.sockets.set_client_end(id, c);
+            let (sockets, mut homes) = self.sockets_and_homes();
+            sockets.set_client_end(id, c, &mut homes);
         }
+    }
+
+    /// Tracks a socket learned of other than by its events (the start-up
+    /// scan), or replaces it; false if the table is full (counted).
+    pub fn insert_socket(&mut self, id: u64, socket: TrackedSocket) -> bool {
+        let (sockets, mut homes) = self.sockets_and_homes();
+        sockets.insert(id, socket, &mut homes)
     }
 
     /// Evicts the stalest sixteenth of the flows, preferring flows without
     /// open sockets. Evicting in batches keeps the O(flows) scan rare when
     /// new flows keep arriving at a full table.
     fn evict_one(&mut self) {
-        let open = self.sockets.open_flows();
         let mut candidates: Vec<(bool, u64, FlowKey)> = self
             .flows
             .iter()
-            .map(|(k, f)| (open.contains(k), f.last_activity_ns, *k))
+            .map(|(k, f)| (!f.sockets.is_empty(), f.last_activity_ns, *k))
             .collect();
         let n = (self.limits.max_flows / 16).clamp(1, candidates.len().max(1));
         if candidates.len() > n {
             candidates.select_nth_unstable(n);
         }
         for (_, _, k) in candidates.into_iter().take(n) {
-            if let Some(f) = self.flows.remove(&k) {
+            if let Some(mut f) = self.flows.remove(&k) {
+                if !f.sockets.is_empty() {
+                    self.orphans.insert(k, std::mem::take(&mut f.sockets));
+                }
                 self.retired.keep(k, f);
             }
             self.flows_evicted += 1;
@@ -349,14 +416,14 @@ impl Aggregator {
     /// Housekeeping: expires TIME_WAIT counts and forgets idle flows.
     pub fn sweep(&mut self, now_ns: u64) {
         self.time_wait.expire(now_ns);
-        let open = self.sockets.open_flows();
+        self.orphans.retain(|_, s| !s.is_empty());
         let idle = self.limits.flow_idle_ns;
         let tw = &self.time_wait;
         let gone: Vec<FlowKey> = self
             .flows
             .iter()
             .filter(|(k, f)| {
-                !open.contains(k)
+                f.sockets.is_empty()
                     && tw.count(k) == 0
                     && now_ns.saturating_sub(f.last_activity_ns) >= idle
             })
@@ -373,7 +440,8 @@ impl Aggregator {
     /// longer has it: `reconcile`): it leaves the table and counts as a
     /// close of its flow. Returns whether it was tracked.
     pub fn forget_socket(&mut self, id: u64, now_ns: u64) -> bool {
-        let Some(s) = self.sockets.remove_at(id, now_ns) else {
+        let (sockets, mut homes) = self.sockets_and_homes();
+        let Some(s) = sockets.remove_at(id, now_ns, &mut homes) else {
             return false;
         };
         if let Some(f) = self.flows.get_mut(&s.flow) {

@@ -6,7 +6,8 @@
 
 use std::net::SocketAddr;
 
-use ahash::{HashMap, HashSet};
+use ahash::HashMap;
+use smallvec::SmallVec;
 
 use sockeye_common::tcp_state;
 
@@ -45,6 +46,8 @@ pub struct TrackedSocket {
     /// established long after its client's closed never saw the close:
     /// the client is gone without a FIN.
     pub peer_closed_ns: Option<u64>,
+    /// Its place in its flow's list of sockets (kept by the table).
+    slot: u32,
 }
 
 impl TrackedSocket {
@@ -60,7 +63,80 @@ impl TrackedSocket {
             peer: None,
             peer_cgroup: 0,
             peer_closed_ns: None,
+            slot: 0,
         }
+    }
+}
+
+/// How many of a flow's sockets are in each state that matters, kept as
+/// sockets come, change and go, so that an evaluation does not recount
+/// them: on full tables that pass was a third of its time. LISTEN
+/// sockets are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Not closed, not listening.
+    pub open: u64,
+    /// Connects in progress (SYN sent, no answer yet).
+    pub connecting: u64,
+    pub established: u64,
+    pub close_wait: u64,
+    /// Sockets whose connection's other end is on this node too.
+    pub linked: u64,
+}
+
+impl FlowCounts {
+    /// Adds (`add`) or takes away what `s` counts for.
+    fn count(&mut self, s: &TrackedSocket, add: bool) {
+        if s.state == tcp_state::LISTEN {
+            return;
+        }
+        let n = |c: &mut u64, yes: bool| {
+            if yes {
+                *c = if add { *c + 1 } else { c.saturating_sub(1) };
+            }
+        };
+        n(&mut self.open, true);
+        n(&mut self.connecting, s.state == tcp_state::SYN_SENT);
+        n(&mut self.established, s.state == tcp_state::ESTABLISHED);
+        n(&mut self.close_wait, s.state == tcp_state::CLOSE_WAIT);
+        n(&mut self.linked, s.peer.is_some());
+    }
+}
+
+/// One flow's sockets in the table: their counts, and their ids for what
+/// only a pass over them can tell (ages, owners, peers). The table keeps
+/// it in the flow's own stats ([`Home`]): that entry is touched by every
+/// event of the flow anyway, so keeping it costs no lookup of its own,
+/// and an evaluation reads it as it walks the flows.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSockets {
+    pub counts: FlowCounts,
+    /// Inline for the few sockets most flows have: no heap to reach.
+    ids: SmallVec<[u64; 4]>,
+}
+
+impl FlowSockets {
+    /// The ids of the flow's sockets (listening ones too).
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// No socket of the flow is in the table.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Where each flow's [`FlowSockets`] live (the aggregator's flow table).
+/// The socket table's changes go through it, so the two always agree.
+pub trait Home {
+    /// `flow`'s entry, made if it has none.
+    fn of(&mut self, flow: &FlowKey) -> &mut FlowSockets;
+}
+
+impl Home for HashMap<FlowKey, FlowSockets> {
+    fn of(&mut self, flow: &FlowKey) -> &mut FlowSockets {
+        self.entry(*flow).or_default()
     }
 }
 
@@ -108,13 +184,18 @@ impl SocketTable {
 
     /// Records `id`'s client end and links it to the other socket of its
     /// connection if that one is on this node too. Returns the peer.
-    pub fn set_client_end(&mut self, id: u64, client: SocketAddr) -> Option<u64> {
+    pub fn set_client_end(
+        &mut self,
+        id: u64,
+        client: SocketAddr,
+        home: &mut impl Home,
+    ) -> Option<u64> {
         let s = self.sockets.get_mut(&id)?;
         if s.client == Some(client) {
             return s.peer;
         }
         s.client = Some(client);
-        let direction = s.flow.direction;
+        let (direction, own_cgroup) = (s.flow.direction, s.flow.cgroup_id);
         if let Some(old) = self.ends.insert((direction, client), id) {
             if old != id {
                 self.ends_reused += 1;
@@ -125,20 +206,16 @@ impl SocketTable {
             Direction::Inbound => Direction::Outbound,
         };
         let peer = *self.ends.get(&(other, client))?;
-        let own_cgroup = s.flow.cgroup_id;
-        let peer_cgroup = match self.sockets.get_mut(&peer) {
-            Some(p) => {
-                p.peer = Some(id);
-                p.peer_cgroup = own_cgroup;
-                p.peer_closed_ns = None;
-                p.flow.cgroup_id
-            }
-            None => return None,
-        };
-        if let Some(s) = self.sockets.get_mut(&id) {
+        let peer_cgroup = self.change(peer, home, |p| {
+            p.peer = Some(id);
+            p.peer_cgroup = own_cgroup;
+            p.peer_closed_ns = None;
+            p.flow.cgroup_id
+        })?;
+        self.change(id, home, |s| {
             s.peer = Some(peer);
             s.peer_cgroup = peer_cgroup;
-        }
+        });
         Some(peer)
     }
 
@@ -155,8 +232,12 @@ impl SocketTable {
     }
 
     /// Inserts or replaces; when full, a new socket is rejected and counted.
-    pub fn insert(&mut self, id: u64, socket: TrackedSocket) -> bool {
-        self.upsert(id, socket, |existing| *existing = socket)
+    pub fn insert(&mut self, id: u64, socket: TrackedSocket, home: &mut impl Home) -> bool {
+        self.upsert(id, socket, home, |existing| {
+            let slot = existing.slot;
+            *existing = socket;
+            existing.slot = slot;
+        })
     }
 
     /// Inserts `socket`, or lets `update` change the existing entry; when
@@ -164,14 +245,19 @@ impl SocketTable {
     pub fn upsert(
         &mut self,
         id: u64,
-        socket: TrackedSocket,
+        mut socket: TrackedSocket,
+        home: &mut impl Home,
         update: impl FnOnce(&mut TrackedSocket),
     ) -> bool {
         use std::collections::hash_map::Entry;
         let full = self.sockets.len() >= self.max;
         match self.sockets.entry(id) {
-            Entry::Occupied(mut e) => {
-                update(e.get_mut());
+            Entry::Occupied(e) => {
+                let s = e.into_mut();
+                let before = *s;
+                update(s);
+                let after = *s;
+                self.recount(id, &before, &after, home);
                 true
             }
             Entry::Vacant(_) if full => {
@@ -179,20 +265,103 @@ impl SocketTable {
                 false
             }
             Entry::Vacant(e) => {
+                let f = home.of(&socket.flow);
+                socket.slot = f.ids.len() as u32;
+                f.ids.push(id);
+                f.counts.count(&socket, true);
                 e.insert(socket);
                 true
             }
         }
     }
 
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut TrackedSocket> {
-        self.sockets.get_mut(&id)
+    /// A socket's new state, entered at `since_ns`.
+    pub fn set_state(
+        &mut self,
+        id: u64,
+        state: u8,
+        since_ns: u64,
+        home: &mut impl Home,
+    ) -> Option<&TrackedSocket> {
+        self.change(id, home, |s| {
+            s.state = state;
+            s.state_since_ns = since_ns;
+        })?;
+        self.sockets.get(&id)
+    }
+
+    /// Lets `update` change socket `id`, and keeps its flow's entry true.
+    /// Every change to a socket in the table goes through here (or
+    /// `upsert`): nothing outside may change one.
+    fn change<T>(
+        &mut self,
+        id: u64,
+        home: &mut impl Home,
+        update: impl FnOnce(&mut TrackedSocket) -> T,
+    ) -> Option<T> {
+        let s = self.sockets.get_mut(&id)?;
+        let before = *s;
+        let out = update(s);
+        let after = *s;
+        self.recount(id, &before, &after, home);
+        Some(out)
+    }
+
+    /// Moves what socket `id` counts for from `before` to `after` (and to
+    /// its new flow's entry if it changed flow).
+    fn recount(
+        &mut self,
+        id: u64,
+        before: &TrackedSocket,
+        after: &TrackedSocket,
+        home: &mut impl Home,
+    ) {
+        if before.flow != after.flow {
+            self.leave(id, before, home);
+            let f = home.of(&after.flow);
+            let slot = f.ids.len() as u32;
+            f.ids.push(id);
+            f.counts.count(after, true);
+            if let Some(s) = self.sockets.get_mut(&id) {
+                s.slot = slot;
+            }
+            return;
+        }
+        let same = before.state == after.state && before.peer.is_some() == after.peer.is_some();
+        if same {
+            return;
+        }
+        let f = home.of(&after.flow);
+        f.counts.count(before, false);
+        f.counts.count(after, true);
+    }
+
+    /// Takes socket `s` (id `id`) out of its flow's entry. The flow's last
+    /// socket takes its slot.
+    fn leave(&mut self, id: u64, s: &TrackedSocket, home: &mut impl Home) {
+        let f = home.of(&s.flow);
+        f.counts.count(s, false);
+        let slot = s.slot as usize;
+        if f.ids.get(slot) == Some(&id) {
+            f.ids.swap_remove(slot);
+            if let Some(moved) = f.ids.get(slot).copied() {
+                if let Some(m) = self.sockets.get_mut(&moved) {
+                    m.slot = slot as u32;
+                }
+            }
+        }
     }
 
     /// Removes a socket that closed at `now_ns`; its linked peer learns
     /// when.
-    pub fn remove_at(&mut self, id: u64, now_ns: u64) -> Option<TrackedSocket> {
+    pub fn remove_at(
+        &mut self,
+        id: u64,
+        now_ns: u64,
+        home: &mut impl Home,
+    ) -> Option<TrackedSocket> {
         let s = self.sockets.remove(&id)?;
+        self.leave(id, &s, home);
         if let Some(client) = s.client {
             let key = (s.flow.direction, client);
             if self.ends.get(&key) == Some(&id) {
@@ -207,14 +376,17 @@ impl SocketTable {
         Some(s)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&u64, &TrackedSocket)> {
-        self.sockets.iter()
+    /// The sockets of `ids` (a flow's [`FlowSockets::ids`]).
+    pub fn of_ids<'s>(
+        &'s self,
+        ids: &'s [u64],
+    ) -> impl Iterator<Item = (u64, &'s TrackedSocket)> + 's {
+        ids.iter()
+            .filter_map(|id| Some((*id, self.sockets.get(id)?)))
     }
 
-    /// The flows that have a socket in the table (cheaper than
-    /// [`Self::summarize`] when only that is needed).
-    pub fn open_flows(&self) -> HashSet<FlowKey> {
-        self.sockets.values().map(|s| s.flow).collect()
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &TrackedSocket)> {
+        self.sockets.iter()
     }
 
     /// Per-flow summaries of the sockets in the table.
@@ -265,10 +437,19 @@ mod tests {
     #[test]
     fn summarizes_ages_and_states() {
         let mut t = SocketTable::new(10);
+        let mut home = HashMap::default();
         let now = 2 * 3600 * 1_000_000_000;
-        t.insert(1, sock(80, tcp_state::ESTABLISHED, now - 5 * MINUTE_NS));
-        t.insert(2, sock(80, tcp_state::CLOSE_WAIT, now - 90 * MINUTE_NS));
-        t.insert(3, sock(80, tcp_state::ESTABLISHED, now - 1));
+        t.insert(
+            1,
+            sock(80, tcp_state::ESTABLISHED, now - 5 * MINUTE_NS),
+            &mut home,
+        );
+        t.insert(
+            2,
+            sock(80, tcp_state::CLOSE_WAIT, now - 90 * MINUTE_NS),
+            &mut home,
+        );
+        t.insert(3, sock(80, tcp_state::ESTABLISHED, now - 1), &mut home);
         let s = &t.summarize(now)[&key(80)];
         assert_eq!(s.open, 3);
         assert_eq!(s.by_state[tcp_state::ESTABLISHED as usize], 2);
@@ -283,12 +464,84 @@ mod tests {
     #[test]
     fn full_table_rejects_and_counts() {
         let mut t = SocketTable::new(1);
-        assert!(t.insert(1, sock(1, tcp_state::ESTABLISHED, 0)));
-        assert!(!t.insert(2, sock(1, tcp_state::ESTABLISHED, 0)));
+        let mut home = HashMap::default();
+        assert!(t.insert(1, sock(1, tcp_state::ESTABLISHED, 0), &mut home));
+        assert!(!t.insert(2, sock(1, tcp_state::ESTABLISHED, 0), &mut home));
         assert!(
-            t.insert(1, sock(1, tcp_state::CLOSE_WAIT, 0)),
+            t.insert(1, sock(1, tcp_state::CLOSE_WAIT, 0), &mut home),
             "replacing is fine"
         );
         assert_eq!(t.rejected, 1);
+    }
+
+    /// The counts and lists kept as sockets change agree with a recount of
+    /// the table after every step of a long random mix of what the
+    /// aggregator does: inserts, replacements (some to another flow),
+    /// state changes, links of both ends, removals, rejections when full.
+    #[test]
+    fn flow_counts_kept_as_sockets_change_match_a_recount() {
+        let mut t = SocketTable::new(48);
+        let mut home: HashMap<FlowKey, FlowSockets> = HashMap::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let states = [
+            tcp_state::SYN_SENT,
+            tcp_state::ESTABLISHED,
+            tcp_state::CLOSE_WAIT,
+            tcp_state::FIN_WAIT1,
+            tcp_state::LISTEN,
+        ];
+        let client = |n: u64| SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000 + n as u16));
+        for step in 0..20_000u64 {
+            let id = next(64);
+            let port = 80 + next(4) as u16;
+            let state = states[next(states.len() as u64) as usize];
+            match next(6) {
+                0 | 1 => {
+                    let mut s = sock(port, state, step);
+                    if next(2) == 0 {
+                        s.flow.direction = Direction::Inbound;
+                    }
+                    t.insert(id, s, &mut home);
+                }
+                2 => {
+                    t.upsert(id, sock(port, state, step), &mut home, |e| {
+                        e.state = state;
+                        e.flow.port = port;
+                    });
+                }
+                3 => {
+                    t.set_state(id, state, step, &mut home);
+                }
+                4 => {
+                    t.set_client_end(id, client(next(8)), &mut home);
+                }
+                _ => {
+                    t.remove_at(id, step, &mut home);
+                }
+            }
+            // An empty entry may stay (the aggregator's flow stays too).
+            let mut recount: HashMap<FlowKey, (FlowCounts, Vec<u64>)> = HashMap::default();
+            for (id, s) in t.iter() {
+                let e = recount.entry(s.flow).or_default();
+                e.0.count(s, true);
+                e.1.push(*id);
+            }
+            home.retain(|_, f| !f.is_empty());
+            assert_eq!(recount.len(), home.len(), "step {step}: flows");
+            for (flow, (counts, mut ids)) in recount {
+                assert_eq!(home[&flow].counts, counts, "step {step}: {flow:?}");
+                let mut listed: Vec<u64> = t.of_ids(home[&flow].ids()).map(|(id, _)| id).collect();
+                ids.sort_unstable();
+                listed.sort_unstable();
+                assert_eq!(listed, ids, "step {step}: sockets of {flow:?}");
+            }
+        }
+        assert!(t.rejected > 0, "the mix filled the table");
     }
 }

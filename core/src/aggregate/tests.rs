@@ -150,6 +150,50 @@ fn flow_limit_evicts_and_counts() {
     assert!(agg.flows.contains_key(&newest));
 }
 
+/// A flow evicted while it holds sockets forgets its history, not its
+/// sockets: back with its next event, it counts them still.
+#[test]
+fn a_flow_evicted_with_open_sockets_counts_them_when_it_is_back() {
+    let limits = Limits {
+        max_flows: 16,
+        ..Limits::default()
+    };
+    let mut agg = Aggregator::new(limits);
+    for cookie in 1..=3 {
+        agg.handle(&ev(EventKind::Established, cookie, MS));
+    }
+    // Newer flows, each holding a socket, push it out.
+    for port in 0..40u16 {
+        let mut e = ev(
+            EventKind::Established,
+            100 + u64::from(port),
+            (10 + u64::from(port)) * MS,
+        );
+        e.raw.remote_port = port;
+        agg.handle(&e);
+    }
+    assert!(!agg.flows.contains_key(&key()), "evicted");
+    assert_eq!(agg.socket_counts(&key()).established, 3);
+    agg.handle(&closed(1, 100 * MS, tcp_state::ESTABLISHED));
+    let back = &agg.flows[&key()];
+    assert_eq!((back.sockets.counts.open, back.sockets.ids().len()), (2, 2));
+    agg.handle(&state(
+        2,
+        101 * MS,
+        tcp_state::ESTABLISHED,
+        tcp_state::CLOSE_WAIT,
+    ));
+    assert_eq!(agg.flows[&key()].sockets.counts.close_wait, 1);
+    // Every socket is in its flow's entry, wherever that is.
+    let entries: usize = agg
+        .flows
+        .values()
+        .map(|f| f.sockets.ids().len())
+        .sum::<usize>()
+        + agg.orphans.values().map(|s| s.ids().len()).sum::<usize>();
+    assert_eq!(entries, agg.sockets.len());
+}
+
 #[test]
 fn socket_limit_rejects_and_counts() {
     let limits = Limits {

@@ -17,7 +17,11 @@ pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Verdict> {
     let now = cx.now();
     let mut out = Vec::new();
     for f in flows {
-        let s = &f.sockets;
+        // Sockets that waited long enough are among those in CLOSE_WAIT.
+        if f.counts().close_wait < cfg.min_sockets {
+            continue;
+        }
+        let s = f.sockets();
         if s.close_wait_waited < cfg.min_sockets {
             continue;
         }
@@ -31,8 +35,13 @@ pub fn detect(cx: &mut Context<'_, '_>, flows: &[FlowNow<'_>]) -> Vec<Verdict> {
                 now,
             ),
             Fact::seconds("min_wait_s", ns(cfg.min_wait_s), now),
-            Fact::count("close_wait_total", s.close_wait, Unit::Sockets, now),
-            Fact::count("open_sockets", s.open, Unit::Sockets, now),
+            Fact::count(
+                "close_wait_total",
+                f.counts().close_wait,
+                Unit::Sockets,
+                now,
+            ),
+            Fact::count("open_sockets", f.counts().open, Unit::Sockets, now),
             Fact::seconds("longest_wait_s", longest, since),
             Fact::flag("accepted", f.key.direction == Direction::Inbound, now),
         ];

@@ -63,7 +63,7 @@ impl Leaks {
             // accepted from clients here are judged at the client (it is
             // the one that does not release), or as stale connections when
             // the client is gone. Never a second "leak" at the victim.
-            if f.key.direction == Direction::Inbound && f.sockets.linked * 2 > f.sockets.open {
+            if f.key.direction == Direction::Inbound && f.counts().linked * 2 > f.counts().open {
                 continue;
             }
             let open = f.sample.open;
@@ -104,7 +104,7 @@ impl Leaks {
                 return *idle;
             }
         }
-        let pid = f.sockets.owners.first()?.0;
+        let pid = f.sockets().owners.first()?.0;
         let idle_after_ms = (cx.config.leak.idle_after_s * 1000.0) as u64;
         let answer = match cx.probe.idle(pid, f.key.remote, f.key.port, idle_after_ms) {
             Ok(i) => Some(i),
@@ -166,7 +166,7 @@ fn start<'s>(
 
 fn verdict(cx: &mut Context<'_, '_>, f: &FlowNow<'_>, e: &Episode, idle: Option<Idle>) -> Verdict {
     let now = cx.now();
-    let s = &f.sockets;
+    let s = f.sockets();
     let open = f.sample.open;
     let growth = open.saturating_sub(e.baseline);
     let span = now.saturating_sub(e.baseline_ns).max(1);

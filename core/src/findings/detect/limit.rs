@@ -76,7 +76,7 @@ impl Limits {
             match f.key.direction {
                 Direction::Inbound => {
                     let key = (f.key.cgroup_id, f.key.port);
-                    *held_now.entry(key).or_default() += f.sockets.established;
+                    *held_now.entry(key).or_default() += f.counts().established;
                     if refused > 0 && qualifies(f, series, window_start, refused, cfg.window_s) {
                         listeners.entry(key).or_default().push((f, refused));
                     }
@@ -195,7 +195,7 @@ fn qualifies(
     window_s: f64,
 ) -> bool {
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
-    f.sockets.established > 0 || turned_refused(f, series, window_start) || fast
+    f.counts().established > 0 || turned_refused(f, series, window_start) || fast
 }
 
 /// Short sessions of the refusing side: closed by us at a server, by the
@@ -254,7 +254,7 @@ fn server_here(f: &FlowNow<'_>) -> bool {
 /// Who a flow's other end is: the workload when it is on this node, else
 /// its address.
 fn peer_of(f: &FlowNow<'_>) -> About {
-    match f.sockets.peers.first().map(|p| p.cgroup_id) {
+    match f.sockets().peers.first().map(|p| p.cgroup_id) {
         Some(id) if id != 0 => About::Workload(id),
         _ if f.stats.peer_cgroup != 0 => About::Workload(f.stats.peer_cgroup),
         _ => About::Endpoint(std::net::SocketAddr::new(f.key.remote, 0)),
@@ -299,13 +299,13 @@ fn server_verdict(
     for f in flows.iter().filter(|f| {
         f.key.direction == Direction::Inbound && f.key.cgroup_id == server && f.key.port == port
     }) {
-        for p in &f.sockets.peers {
+        for p in &f.sockets().peers {
             let e = holders
                 .entry(format!("w{}", p.cgroup_id))
                 .or_insert((About::Workload(p.cgroup_id), 0));
             e.1 += p.sockets;
         }
-        let unlinked = f.sockets.established.saturating_sub(f.sockets.linked);
+        let unlinked = f.counts().established.saturating_sub(f.counts().linked);
         if unlinked > 0 {
             let e = holders.entry(format!("a{}", f.key.remote)).or_insert((
                 About::Endpoint(std::net::SocketAddr::new(f.key.remote, 0)),
@@ -363,11 +363,16 @@ fn client_verdict(
             window_start,
         ),
         Fact::seconds("window_s", window, window_start),
-        Fact::count("established", f.sockets.established, Unit::Connections, now),
+        Fact::count(
+            "established",
+            f.counts().established,
+            Unit::Connections,
+            now,
+        ),
         Fact::count("connects_ok", f.stats.connects_ok, Unit::Connects, now),
     ];
     let mut signals = vec!["refused_sessions"];
-    if f.sockets.established > 0 {
+    if f.counts().established > 0 {
         signals.push("holds_others");
     }
     Verdict {

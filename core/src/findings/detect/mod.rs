@@ -14,11 +14,13 @@ pub mod resources;
 pub mod restart;
 pub mod stale;
 
+use std::cell::OnceCell;
+
 use ahash::HashMap;
 
 use super::{
     config::{self, FindingsConfig},
-    facts::{self, Ages, FlowSockets},
+    facts::{self, Ages, SocketFacts},
     series::{Series, Timed},
     About, Fact, Inputs, Unit, Verdict,
 };
@@ -26,6 +28,7 @@ use crate::{
     aggregate::{
         cause::FailureCause,
         flows::{FlowKey, FlowStats},
+        sockets::{FlowCounts, SocketTable},
     },
     workload::{instances::Instances, Workloads},
 };
@@ -90,7 +93,26 @@ pub struct FlowNow<'a> {
     pub key: FlowKey,
     pub stats: &'a FlowStats,
     pub sample: TcpSample,
-    pub sockets: FlowSockets,
+    table: &'a SocketTable,
+    ages: Ages,
+    facts: OnceCell<SocketFacts>,
+}
+
+impl FlowNow<'_> {
+    /// Its open sockets by state.
+    pub fn counts(&self) -> &FlowCounts {
+        &self.stats.sockets.counts
+    }
+
+    /// What a pass over its sockets tells (ages, owners, peers), made the
+    /// first time a detector asks: few flows need it, and making it for
+    /// every flow was most of an evaluation on full tables.
+    pub fn sockets(&self) -> &SocketFacts {
+        self.facts.get_or_init(|| {
+            let ids = self.stats.sockets.ids();
+            facts::of_flow(self.table, ids, self.sample.t_ns, &self.ages)
+        })
+    }
 }
 
 /// State the detectors keep between evaluations.
@@ -164,23 +186,17 @@ impl Detectors {
     pub fn run(&mut self, cx: &mut Context<'_, '_>) -> Vec<Verdict> {
         let now = cx.now();
         let agg = cx.inputs.tcp;
-        let mut sockets = facts::collect(
-            &agg.sockets,
-            agg.flows.len(),
-            now,
-            &Ages {
-                older_than_ns: OLD_NS,
-                close_wait_ns: config::ns(cx.config.close_wait.min_wait_s),
-            },
-        );
+        let ages = Ages {
+            older_than_ns: OLD_NS,
+            close_wait_ns: config::ns(cx.config.close_wait.min_wait_s),
+        };
         let slow_ns = (cx.config.pool.slow_connect_ms * 1e6) as u64;
         let mut flows = Vec::with_capacity(agg.flows.len());
         for (key, stats) in &agg.flows {
-            // Moved out, not cloned: each holds a vector (its peers).
-            let s = sockets.remove(key).unwrap_or_default();
-            let sample = TcpSample::of(stats, s.open, s.connecting, slow_ns, now);
+            let counts = stats.sockets.counts;
+            let sample = TcpSample::of(stats, counts.open, counts.connecting, slow_ns, now);
             // Only flows with something to judge start a history.
-            let start = s.open > 0
+            let start = counts.open > 0
                 || stats.failed_total() > 0
                 || stats.short_closed_here + stats.short_closed_by_peer > 0;
             self.tcp.offer(*key, sample, start);
@@ -188,7 +204,9 @@ impl Detectors {
                 key: *key,
                 stats,
                 sample,
-                sockets: s,
+                table: &agg.sockets,
+                ages,
+                facts: OnceCell::new(),
             });
         }
         self.tcp.end_round();
@@ -232,7 +250,7 @@ pub fn sample_at<'s>(
 /// process (most sockets first, with its command name while it runs), and
 /// `other_owners` for the sockets of processes past the first few or
 /// unknown.
-pub fn owner_facts(cx: &mut Context<'_, '_>, s: &FlowSockets, now: u64, facts: &mut Vec<Fact>) {
+pub fn owner_facts(cx: &mut Context<'_, '_>, s: &SocketFacts, now: u64, facts: &mut Vec<Fact>) {
     for (pid, n) in &s.owners {
         let comm = cx.probe.process_name(*pid);
         facts.push(

@@ -274,8 +274,11 @@ fn clients(
         let aborted = d(FailureCause::Aborted);
         let slow = f.sample.slow.saturating_sub(start.slow);
         // Connects in progress that have already waited that long.
-        let waiting_now = match f.sockets.oldest_connecting_since_ns {
-            Some(t) if now.saturating_sub(t) >= slow_ns => f.sockets.connecting,
+        let oldest = (f.counts().connecting > 0)
+            .then(|| f.sockets().oldest_connecting_since_ns)
+            .flatten();
+        let waiting_now = match oldest {
+            Some(t) if now.saturating_sub(t) >= slow_ns => f.counts().connecting,
             _ => 0,
         };
         let trouble = timed_out + aborted + slow + waiting_now;

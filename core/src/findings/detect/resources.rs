@@ -18,8 +18,6 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use ahash::HashMap;
-
 use sockeye_common::resources::errno;
 
 use crate::{
@@ -62,7 +60,7 @@ pub fn detect(inputs: &Inputs<'_>, config: &ResourcesConfig) -> Vec<Verdict> {
         }
     }
     let window_ns = failures.window_ns();
-    let sockets = SocketsTo::count(inputs.tcp, &groups);
+    let sockets = SocketsTo { tcp: inputs.tcp };
     groups
         .into_iter()
         .filter_map(|((cgroup, dest), mut keys)| {
@@ -74,38 +72,19 @@ pub fn detect(inputs: &Inputs<'_>, config: &ResourcesConfig) -> Vec<Verdict> {
 
 /// Sockets the agent tracks to the destinations that ran out of ports,
 /// per workload: open ones and those in TIME_WAIT (each still holds its
-/// local port). Counted in one pass over the socket table.
+/// local port).
 struct SocketsTo<'a> {
-    open: HashMap<FlowKey, u64>,
     tcp: &'a Aggregator,
 }
 
-impl<'a> SocketsTo<'a> {
-    fn flow(cgroup: u64, dest: SocketAddr) -> FlowKey {
-        FlowKey::new(cgroup, Direction::Outbound, dest.ip(), 0, dest.port())
-    }
-
-    fn count(tcp: &'a Aggregator, groups: &BTreeMap<(u64, Option<SocketAddr>), Group<'_>>) -> Self {
-        let mut open: HashMap<FlowKey, u64> = groups
-            .iter()
-            .filter(|(_, keys)| keys.iter().any(|(k, _)| k.errno == errno::EADDRNOTAVAIL))
-            .filter_map(|((cgroup, dest), _)| Some((Self::flow(*cgroup, (*dest)?), 0)))
-            .collect();
-        if !open.is_empty() {
-            for (_, s) in tcp.sockets.iter() {
-                if let Some(n) = open.get_mut(&s.flow) {
-                    *n += 1;
-                }
-            }
-        }
-        Self { open, tcp }
-    }
-
+impl SocketsTo<'_> {
     /// (open, in TIME_WAIT) from `cgroup` to `dest`.
     fn get(&self, cgroup: u64, dest: SocketAddr) -> (u64, u64) {
-        let flow = Self::flow(cgroup, dest);
-        let open = self.open.get(&flow).copied().unwrap_or(0);
-        (open, self.tcp.time_wait.count(&flow))
+        let flow = FlowKey::new(cgroup, Direction::Outbound, dest.ip(), 0, dest.port());
+        (
+            self.tcp.socket_counts(&flow).open,
+            self.tcp.time_wait.count(&flow),
+        )
     }
 }
 

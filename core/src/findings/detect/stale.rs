@@ -57,8 +57,12 @@ impl Stale {
             .filter(|f| f.key.direction == Direction::Inbound)
         {
             let l = listeners.entry((f.key.cgroup_id, f.key.port)).or_default();
-            l.held += f.sockets.established;
-            for p in &f.sockets.peers {
+            l.held += f.counts().established;
+            // Only linked sockets have a peer here.
+            if f.counts().linked == 0 {
+                continue;
+            }
+            for p in &f.sockets().peers {
                 let gone = !*alive
                     .entry(p.cgroup_id)
                     .or_insert_with(|| cx.probe.cgroup_alive(p.cgroup_id) != Some(false));
