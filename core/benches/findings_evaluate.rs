@@ -109,7 +109,7 @@ fn lookup(dns: &mut DnsAggregates, cgroup: u64, n: u64, ts_ns: u64) {
 /// history), so the last ones run on full histories.
 const EVALUATIONS: u64 = 160;
 /// Short connections through the full tables after the evaluations.
-const CHURN: u64 = 200_000;
+const CHURN: u64 = 1_000_000;
 /// The evaluations measured: the last ones.
 const MEASURED: usize = 30;
 

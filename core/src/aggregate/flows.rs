@@ -76,17 +76,26 @@ pub struct Window {
     pub connects_failed: u64,
 }
 
+/// The fields every event touches come first, in declaration order
+/// (`repr(C)`): on full tables a flow's entry is a cache miss per event, and
+/// spread over its 8 cache lines it was more than one.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct FlowStats {
-    /// Connect latency (outbound only: SYN sent to SYN-ACK received).
-    pub latency: Histogram,
+    /// Monotonic ns of the last event, for idle expiry and eviction.
+    pub last_activity_ns: u64,
+    /// Changed since the metrics last took its counts.
+    pub changed: bool,
+    /// The last process seen using this flow.
+    pub last_tgid: u32,
+    pub last_comm: [u8; 16],
     /// Outbound: connects that completed. Inbound: connections accepted.
     pub connects_ok: u64,
-    /// Failed connects by cause, indexed like [`FailureCause::ALL`].
-    pub failed: [u64; FailureCause::ALL.len()],
-    pub syn_retransmits: u64,
     pub opened: u64,
     pub closed: u64,
+    pub window: Window,
+    /// Its sockets in the socket table, kept by the table.
+    pub sockets: super::sockets::FlowSockets,
     /// Bytes of sockets that have closed (the kernel reports them at close).
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -96,26 +105,21 @@ pub struct FlowStats {
     /// Short sessions the peer closed first, having sent few bytes: a
     /// server refusing this client, outbound.
     pub short_closed_by_peer: u64,
+    pub syn_retransmits: u64,
+    /// Failed connects by cause, indexed like [`FailureCause::ALL`].
+    pub failed: [u64; FailureCause::ALL.len()],
     /// The cgroup at the other end, when the last connection linked to
     /// one on this node (0 if none was).
     pub peer_cgroup: u64,
+    /// Connect latency (outbound only: SYN sent to SYN-ACK received).
+    pub latency: Histogram,
+    /// Runs of failed connects ended by a success (outbound): how long a
+    /// destination was not accepting, from this client's side.
+    pub outage: Outages,
     /// Accepted connections the peer closed before this side had sent a
     /// byte: a client that gave up waiting (a probe timing out). (when,
     /// how long it had waited), newest last, at most [`UNANSWERED_KEPT`].
     pub unanswered: std::collections::VecDeque<(u64, u64)>,
-    pub window: Window,
-    /// Monotonic ns of the last event, for idle expiry and eviction.
-    pub last_activity_ns: u64,
-    /// The last process seen using this flow.
-    pub last_tgid: u32,
-    pub last_comm: [u8; 16],
-    /// Runs of failed connects ended by a success (outbound): how long a
-    /// destination was not accepting, from this client's side.
-    pub outage: Outages,
-    /// Its sockets in the socket table, kept by the table.
-    pub sockets: super::sockets::FlowSockets,
-    /// Changed since the metrics last took its counts.
-    pub changed: bool,
     /// The cumulative counts the metrics have already taken (None: none
     /// yet). Kept with the flow so that a flow evicted and created again
     /// starts from nothing, and the metrics add only what changed.

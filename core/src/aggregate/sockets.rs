@@ -109,21 +109,62 @@ impl FlowCounts {
 /// event of the flow anyway, so keeping it costs no lookup of its own,
 /// and an evaluation reads it as it walks the flows.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct FlowSockets {
     pub counts: FlowCounts,
-    /// Inline for the few sockets most flows have: no heap to reach.
-    ids: SmallVec<[u64; 4]>,
+    /// The empty slots.
+    free: SmallVec<[u32; 2]>,
+    /// Socket ids by slot (a socket knows its slot). A close empties its
+    /// slot for the next socket to take, so no other socket moves: moving
+    /// one meant finding it in the table, a cache miss per close. Inline
+    /// for the few sockets most flows have.
+    slots: SmallVec<[Option<u64>; 4]>,
 }
+
+/// A flow with more empty slots than this, and more empty than full, has
+/// them squeezed out (after a burst of connections ended).
+const FREE_KEPT: usize = 8;
 
 impl FlowSockets {
     /// The ids of the flow's sockets (listening ones too).
-    pub fn ids(&self) -> &[u64] {
-        &self.ids
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().flatten().copied()
     }
 
     /// No socket of the flow is in the table.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.slots.len() == self.free.len()
+    }
+
+    /// Puts `id` in an empty slot (or a new one); returns the slot.
+    fn add(&mut self, id: u64) -> u32 {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(id);
+                slot
+            }
+            None => {
+                self.slots.push(Some(id));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Empties `slot` if `id` is in it. True when the empty slots are now
+    /// too many to keep (see [`FREE_KEPT`]).
+    fn take(&mut self, slot: u32, id: u64) -> bool {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            if *s == Some(id) {
+                *s = None;
+                self.free.push(slot);
+            }
+        }
+        if self.is_empty() {
+            self.slots.clear();
+            self.free.clear();
+            return false;
+        }
+        self.free.len() > FREE_KEPT && self.free.len() * 2 > self.slots.len()
     }
 }
 
@@ -266,8 +307,7 @@ impl SocketTable {
             }
             Entry::Vacant(e) => {
                 let f = home.of(&socket.flow);
-                socket.slot = f.ids.len() as u32;
-                f.ids.push(id);
+                socket.slot = f.add(id);
                 f.counts.count(&socket, true);
                 e.insert(socket);
                 true
@@ -319,8 +359,7 @@ impl SocketTable {
         if before.flow != after.flow {
             self.leave(id, before, home);
             let f = home.of(&after.flow);
-            let slot = f.ids.len() as u32;
-            f.ids.push(id);
+            let slot = f.add(id);
             f.counts.count(after, true);
             if let Some(s) = self.sockets.get_mut(&id) {
                 s.slot = slot;
@@ -336,16 +375,17 @@ impl SocketTable {
         f.counts.count(after, true);
     }
 
-    /// Takes socket `s` (id `id`) out of its flow's entry. The flow's last
-    /// socket takes its slot.
+    /// Takes socket `s` (id `id`) out of its flow's entry.
     fn leave(&mut self, id: u64, s: &TrackedSocket, home: &mut impl Home) {
         let f = home.of(&s.flow);
         f.counts.count(s, false);
-        let slot = s.slot as usize;
-        if f.ids.get(slot) == Some(&id) {
-            f.ids.swap_remove(slot);
-            if let Some(moved) = f.ids.get(slot).copied() {
-                if let Some(m) = self.sockets.get_mut(&moved) {
+        if f.take(s.slot, id) {
+            // Squeezed: each socket left learns its new slot. Rare (more
+            // than half the slots empty), so a close costs O(1) on average.
+            f.free.clear();
+            f.slots.retain(|id| id.is_some());
+            for (slot, id) in f.slots.iter().flatten().enumerate() {
+                if let Some(m) = self.sockets.get_mut(id) {
                     m.slot = slot as u32;
                 }
             }
@@ -379,10 +419,9 @@ impl SocketTable {
     /// The sockets of `ids` (a flow's [`FlowSockets::ids`]).
     pub fn of_ids<'s>(
         &'s self,
-        ids: &'s [u64],
+        ids: impl Iterator<Item = u64> + 's,
     ) -> impl Iterator<Item = (u64, &'s TrackedSocket)> + 's {
-        ids.iter()
-            .filter_map(|id| Some((*id, self.sockets.get(id)?)))
+        ids.filter_map(|id| Some((id, self.sockets.get(&id)?)))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &TrackedSocket)> {
@@ -474,6 +513,38 @@ mod tests {
         assert_eq!(t.rejected, 1);
     }
 
+    /// After a burst, a flow's empty slots are squeezed out, and the
+    /// sockets left still find theirs.
+    #[test]
+    fn a_bursts_empty_slots_are_squeezed_out() {
+        let mut t = SocketTable::new(100);
+        let mut home: HashMap<FlowKey, FlowSockets> = HashMap::default();
+        for id in 0..40 {
+            t.insert(id, sock(80, tcp_state::ESTABLISHED, 0), &mut home);
+        }
+        for id in (0..40).filter(|id| id % 8 != 0) {
+            t.remove_at(id, 1, &mut home);
+        }
+        let f = &home[&key(80)];
+        assert_eq!(f.counts.open, 5);
+        assert!(
+            f.slots.len() <= 2 * (5 + FREE_KEPT),
+            "{} slots",
+            f.slots.len()
+        );
+        for (id, s) in t.of_ids(f.ids()) {
+            assert_eq!(f.slots[s.slot as usize], Some(id));
+        }
+        for id in [0, 8, 16, 24, 32] {
+            t.remove_at(id, 2, &mut home);
+        }
+        assert!(home[&key(80)].is_empty());
+        assert!(
+            home[&key(80)].slots.is_empty(),
+            "an empty flow keeps no slots"
+        );
+    }
+
     /// The counts and lists kept as sockets change agree with a recount of
     /// the table after every step of a long random mix of what the
     /// aggregator does: inserts, replacements (some to another flow),
@@ -537,6 +608,14 @@ mod tests {
             for (flow, (counts, mut ids)) in recount {
                 assert_eq!(home[&flow].counts, counts, "step {step}: {flow:?}");
                 let mut listed: Vec<u64> = t.of_ids(home[&flow].ids()).map(|(id, _)| id).collect();
+                let slots = &home[&flow].slots;
+                for (id, s) in t.of_ids(home[&flow].ids()) {
+                    assert_eq!(
+                        slots[s.slot as usize],
+                        Some(id),
+                        "step {step}: slot of {id}"
+                    );
+                }
                 ids.sort_unstable();
                 listed.sort_unstable();
                 assert_eq!(listed, ids, "step {step}: sockets of {flow:?}");

@@ -176,7 +176,10 @@ fn a_flow_evicted_with_open_sockets_counts_them_when_it_is_back() {
     assert_eq!(agg.socket_counts(&key()).established, 3);
     agg.handle(&closed(1, 100 * MS, tcp_state::ESTABLISHED));
     let back = &agg.flows[&key()];
-    assert_eq!((back.sockets.counts.open, back.sockets.ids().len()), (2, 2));
+    assert_eq!(
+        (back.sockets.counts.open, back.sockets.ids().count()),
+        (2, 2)
+    );
     agg.handle(&state(
         2,
         101 * MS,
@@ -188,9 +191,9 @@ fn a_flow_evicted_with_open_sockets_counts_them_when_it_is_back() {
     let entries: usize = agg
         .flows
         .values()
-        .map(|f| f.sockets.ids().len())
+        .map(|f| f.sockets.ids().count())
         .sum::<usize>()
-        + agg.orphans.values().map(|s| s.ids().len()).sum::<usize>();
+        + agg.orphans.values().map(|s| s.ids().count()).sum::<usize>();
     assert_eq!(entries, agg.sockets.len());
 }
 

@@ -61,7 +61,12 @@ pub struct Ages {
 
 /// One pass over a flow's sockets (`ids`: its
 /// [`FlowSockets::ids`](crate::aggregate::sockets::FlowSockets::ids)).
-pub fn of_flow(sockets: &SocketTable, ids: &[u64], now_ns: u64, ages: &Ages) -> SocketFacts {
+pub fn of_flow(
+    sockets: &SocketTable,
+    ids: impl Iterator<Item = u64>,
+    now_ns: u64,
+    ages: &Ages,
+) -> SocketFacts {
     let mut f = SocketFacts::default();
     let min = |a: Option<u64>, b: u64| Some(a.map_or(b, |a| a.min(b)));
     for (_, s) in sockets.of_ids(ids) {
