@@ -175,6 +175,8 @@ pub trait Home {
     fn of(&mut self, flow: &FlowKey) -> &mut FlowSockets;
 }
 
+/// A table of its own, for tests of the socket table alone.
+#[cfg(test)]
 impl Home for HashMap<FlowKey, FlowSockets> {
     fn of(&mut self, flow: &FlowKey) -> &mut FlowSockets {
         self.entry(*flow).or_default()
@@ -331,8 +333,9 @@ impl SocketTable {
     }
 
     /// Lets `update` change socket `id`, and keeps its flow's entry true.
-    /// Every change to a socket in the table goes through here (or
-    /// `upsert`): nothing outside may change one.
+    /// Every change to what a socket counts for (its flow, state, peer)
+    /// goes through here or `upsert`; nothing outside the table may change
+    /// a socket at all.
     fn change<T>(
         &mut self,
         id: u64,
@@ -383,9 +386,9 @@ impl SocketTable {
             // Squeezed: each socket left learns its new slot. Rare (more
             // than half the slots empty), so a close costs O(1) on average.
             f.free.clear();
-            f.slots.retain(|id| id.is_some());
-            for (slot, id) in f.slots.iter().flatten().enumerate() {
-                if let Some(m) = self.sockets.get_mut(id) {
+            f.slots.retain(|other| other.is_some());
+            for (slot, other) in f.slots.iter().flatten().enumerate() {
+                if let Some(m) = self.sockets.get_mut(other) {
                     m.slot = slot as u32;
                 }
             }

@@ -1,8 +1,8 @@
 //! Facts about one flow's open sockets that only a pass over them can
 //! tell: ages, owners, peers. Their counts by state are kept by the socket
-//! table as sockets change (`aggregate::sockets::FlowCounts`), with the
-//! ids of each flow's sockets that make this pass short; these are gathered only for
-//! the flows a detector looks closer at.
+//! table as sockets change (`aggregate::sockets::FlowCounts`), with the ids
+//! of each flow's sockets that keep this pass to the flow's own; these are
+//! gathered only for the flows a detector looks closer at.
 
 use smallvec::SmallVec;
 
