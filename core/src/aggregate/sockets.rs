@@ -317,19 +317,21 @@ impl SocketTable {
         }
     }
 
-    /// A socket's new state, entered at `since_ns`.
+    /// A socket's new state, entered at `since_ns`; the socket as it is
+    /// now (a copy: looking it up again would be a second hash lookup on
+    /// every state change).
     pub fn set_state(
         &mut self,
         id: u64,
         state: u8,
         since_ns: u64,
         home: &mut impl Home,
-    ) -> Option<&TrackedSocket> {
+    ) -> Option<TrackedSocket> {
         self.change(id, home, |s| {
             s.state = state;
             s.state_since_ns = since_ns;
-        })?;
-        self.sockets.get(&id)
+            *s
+        })
     }
 
     /// Lets `update` change socket `id`, and keeps its flow's entry true.
