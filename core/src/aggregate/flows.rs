@@ -105,6 +105,13 @@ pub struct FlowStats {
     /// Short sessions the peer closed first, having sent few bytes: a
     /// server refusing this client, outbound.
     pub short_closed_by_peer: u64,
+    /// At a server (inbound): short sessions its client closed first after
+    /// a terse answer from here (1 to [`FEW_BYTES`]). A refusal whose client
+    /// won the race to close (on loopback or between pods of one node the
+    /// client reads the error and closes before the server's own close
+    /// lands, for a quarter to most of the refusals), or a terse server's
+    /// way of working: which, only the flow's history tells.
+    pub short_answered_closed_by_peer: u64,
     pub syn_retransmits: u64,
     /// Failed connects by cause, indexed like [`FailureCause::ALL`].
     pub failed: [u64; FailureCause::ALL.len()],

@@ -262,8 +262,15 @@ impl Aggregator {
         flow.bytes_received += r.bytes_received;
         if r.duration_ns > 0 && r.duration_ns <= flows::SHORT_SESSION_NS {
             match closed_first(r.old_state, key.direction) {
-                Some(Side::Peer) if r.bytes_received <= flows::FEW_BYTES => {
-                    flow.short_closed_by_peer += 1;
+                Some(Side::Peer) => {
+                    if r.bytes_received <= flows::FEW_BYTES {
+                        flow.short_closed_by_peer += 1;
+                    }
+                    if key.direction == Direction::Inbound
+                        && (1..=flows::FEW_BYTES).contains(&r.bytes_acked)
+                    {
+                        flow.short_answered_closed_by_peer += 1;
+                    }
                 }
                 Some(Side::Here) if r.bytes_acked <= flows::FEW_BYTES => {
                     flow.short_closed_here += 1;

@@ -248,6 +248,132 @@ fn a_server_at_its_limit_refusing_a_client_held_by_a_leak_is_that_leak() {
     );
 }
 
+const API: (u64, Ipv4Addr) = (60, Ipv4Addr::new(10, 0, 0, 60));
+
+/// The job leaks one a second until the server holds 30, while the api's
+/// sessions are served (about 410 bytes from the server) and the api
+/// closes them when done.
+fn leak_while_the_api_is_served(n: &mut Node) {
+    for s in 1..=30u64 {
+        n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 5432, s * SEC);
+        let (c, sv) = n.connect(API, 5432, s * SEC);
+        n.close(c, tcp_state::FIN_WAIT2, 20 * MS, 410, s * SEC + 20 * MS);
+        n.close(sv, tcp_state::LAST_ACK, 20 * MS, 410, s * SEC + 20 * MS);
+        n.evaluate(s * SEC);
+    }
+    assert_eq!(n.all_open(), [(Kind::ConnectionLeak, 50)]);
+}
+
+#[test]
+fn a_full_server_refusing_a_client_that_closes_first_is_at_its_limit() {
+    let mut n = Node::new();
+    let api = API;
+    leak_while_the_api_is_served(&mut n);
+    // Full: each api session gets a 90-byte error; the api, a few µs away
+    // on this node, reads it and closes before the server does seven times
+    // in eight.
+    let (first_refusal, mut found) = (31 * SEC, None);
+    for i in 0..60u64 {
+        let t = first_refusal + i * SEC / 2;
+        let (c, sv) = n.connect(api, 5432, t);
+        if i % 8 == 0 {
+            n.close(sv, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
+            n.close(c, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
+        } else {
+            n.close(c, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
+            n.close(sv, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
+        }
+        if i % 2 == 0 {
+            n.evaluate(t);
+            let refused_api = n.open(Kind::ConnectionLeak).iter().any(|f| {
+                f.signals.contains(&"server_at_limit")
+                    && f.affected.iter().any(|w| w.cgroup_id == api.0)
+            });
+            if refused_api && found.is_none() {
+                found = Some(t - first_refusal);
+            }
+        }
+    }
+    let took = found.expect("the limit, with the api among the refused");
+    assert!(took <= 20 * SEC, "after {} s", took / SEC);
+    assert_eq!(
+        n.all_open(),
+        [(Kind::ConnectionLeak, 50)],
+        "{:#?}",
+        n.findings.open()
+    );
+    // All of the last 30 s of its sessions, not the eighth the server closed.
+    let leak = &n.open(Kind::ConnectionLeak)[0];
+    assert!(value(leak, "limit_refused") >= 55.0, "{leak:#?}");
+}
+
+#[test]
+fn a_full_server_is_at_its_limit_though_evaluations_catch_refused_sessions_open() {
+    let mut n = Node::new();
+    leak_while_the_api_is_served(&mut n);
+    // Full, and slow: a refusal takes 40 ms, so the evaluation (once a
+    // second) often finds one or two refused sessions (the api's, and the
+    // job's pool asking for one more) accepted and not yet closed.
+    let in_flight = [1, 0, 2, 1, 0, 1, 2, 0, 1, 1, 0, 2, 1, 0, 0, 1, 2, 1, 0, 1];
+    let (first_refusal, mut found) = (31 * SEC, None);
+    for (i, open) in in_flight.iter().cycle().take(40).enumerate() {
+        let t = first_refusal + i as u64 * SEC;
+        let sessions: Vec<(u64, u64)> = (0..*open)
+            .map(|k| {
+                let who = if k == 0 {
+                    API
+                } else {
+                    (50, Ipv4Addr::new(10, 0, 0, 50))
+                };
+                n.connect(who, 5432, t)
+            })
+            .collect();
+        n.evaluate(t + MS);
+        for (c, sv) in sessions {
+            n.close(sv, tcp_state::FIN_WAIT2, 40 * MS, 90, t + 40 * MS);
+            n.close(c, tcp_state::LAST_ACK, 40 * MS, 90, t + 41 * MS);
+        }
+        // The api's other sessions this second, refused between evaluations.
+        for k in 1..3u64 {
+            let at = t + k * 300 * MS;
+            let (c, sv) = n.connect(API, 5432, at);
+            n.close(sv, tcp_state::FIN_WAIT2, 40 * MS, 90, at + 40 * MS);
+            n.close(c, tcp_state::LAST_ACK, 40 * MS, 90, at + 41 * MS);
+        }
+        let at_limit = n.open(Kind::ConnectionLeak).iter().any(|f| {
+            f.signals.contains(&"server_at_limit")
+                && f.affected.iter().any(|w| w.cgroup_id == API.0)
+        });
+        if at_limit && found.is_none() {
+            found = Some(t - first_refusal);
+        }
+    }
+    let took = found.expect("the limit, with the api among the refused");
+    assert!(took <= 16 * SEC, "after {} s", took / SEC);
+    let leak = &n.open(Kind::ConnectionLeak)[0];
+    assert_eq!(value(leak, "limit_held"), 30.0, "the level, not the peaks");
+}
+
+#[test]
+fn a_server_whose_answers_shrank_is_no_limit_while_it_closes_none_itself() {
+    let mut n = Node::new();
+    leak_while_the_api_is_served(&mut n);
+    // The api now gets a short answer (an error page, a smaller value) and
+    // closes, twice a second: terse, turned, but the server refuses nothing.
+    for i in 0..60u64 {
+        let t = 31 * SEC + i * SEC / 2;
+        let (c, sv) = n.connect(API, 5432, t);
+        n.close(c, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
+        n.close(sv, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
+        if i % 2 == 0 {
+            n.evaluate(t);
+        }
+    }
+    let leak = &n.open(Kind::ConnectionLeak)[0];
+    assert!(!leak.signals.contains(&"server_at_limit"), "{leak:#?}");
+    assert_eq!(n.all_open(), [(Kind::ConnectionLeak, 50)]);
+}
+
 #[test]
 fn a_server_elsewhere_closing_new_sessions_at_once_is_told_from_the_client() {
     let mut n = Node::new();

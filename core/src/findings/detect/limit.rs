@@ -72,13 +72,13 @@ impl Limits {
         let mut held_now: HashMap<(u64, u16), u64> = HashMap::default();
         let mut out = Vec::new();
         for f in flows {
-            let refused = refused_in_window(f, series, window_start, f.key.direction);
+            let refused = in_window(f, series, window_start, refusals);
             match f.key.direction {
                 Direction::Inbound => {
                     let key = (f.key.cgroup_id, f.key.port);
                     *held_now.entry(key).or_default() += f.counts().established;
-                    if refused > 0 && qualifies(f, series, window_start, refused, cfg.window_s) {
-                        listeners.entry(key).or_default().push((f, refused));
+                    if let Some(n) = counted(f, series, window_start, refused, cfg.window_s) {
+                        listeners.entry(key).or_default().push((f, n));
                     }
                 }
                 Direction::Outbound => {
@@ -92,7 +92,8 @@ impl Limits {
                     let since = match ongoing {
                         Some(since) => Some(since),
                         None if refused >= cfg.min_refused
-                            && qualifies(f, series, window_start, refused, cfg.window_s) =>
+                            && counted(f, series, window_start, refused, cfg.window_s)
+                                .is_some() =>
                         {
                             Some(refusals_since(f, series, window_start))
                         }
@@ -123,38 +124,26 @@ impl Limits {
         for (key, mut refused) in listeners {
             let total: u64 = refused.iter().map(|(_, n)| n).sum();
             let held = held_now.get(&key).copied().unwrap_or(0);
-            if total < cfg.min_refused || held < cfg.min_held {
+            if total < cfg.min_refused {
                 continue;
             }
-            // A limit is a count reached: no growth over the plateau.
             let samples = self.held.samples(&key);
-            let Some(before) = samples
-                .clone()
-                .rev()
-                .find(|s| s.t_ns + ns(cfg.plateau_s) <= now)
-            else {
+            let Some(level) = plateau(samples.clone(), held, now, ns(cfg.plateau_s)) else {
                 continue;
             };
-            let peak = samples
-                .clone()
-                .filter(|s| s.t_ns >= before.t_ns)
-                .map(|s| s.held)
-                .max()
-                .unwrap_or(held);
-            if held > before.held || held < peak {
+            if level < cfg.min_held {
                 continue;
             }
             let flat_since = samples
-                .clone()
-                .filter(|s| s.held >= held)
+                .filter(|s| s.held >= level)
                 .map(|s| s.t_ns)
                 .next()
-                .unwrap_or(before.t_ns);
+                .unwrap_or(now);
             refused.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.key.cmp(&b.0.key)));
             out.push(server_verdict(
                 cx,
                 key,
-                held,
+                level,
                 flat_since,
                 &refused,
                 flows,
@@ -165,37 +154,66 @@ impl Limits {
     }
 }
 
-/// Short sessions the right side closed within the window: the server
-/// closing them (inbound), or the peer closing them on us (outbound).
-fn refused_in_window(
+/// The count a listener has held flat for `plateau_ns` up to `now`, if it
+/// has: a limit is a count reached, not growing and not falling. A server
+/// accepts the sessions it refuses before it closes them, so an evaluation
+/// can catch a few of them open above the ceiling (more on a slow node,
+/// where a refusal takes longer); the level is the lowest count over the
+/// plateau, and the others may exceed it by [`in_flight`] only.
+fn plateau<'a>(
+    samples: impl DoubleEndedIterator<Item = &'a HeldSample> + Clone,
+    held: u64,
+    now: u64,
+    plateau_ns: u64,
+) -> Option<u64> {
+    let before = samples.clone().rev().find(|s| s.t_ns + plateau_ns <= now)?;
+    let span = samples.filter(|s| s.t_ns >= before.t_ns).map(|s| s.held);
+    let level = span.clone().min().unwrap_or(held).min(held);
+    let peak = span.max().unwrap_or(held).max(held);
+    (peak - level <= in_flight(level)).then_some(level)
+}
+
+/// How far above its level a full server's count may be seen while it
+/// refuses: the refused sessions in flight, two or a tenth of the level.
+fn in_flight(level: u64) -> u64 {
+    (level / 10).max(2)
+}
+
+/// A count of `of` (see [`refusals`], [`terse`]) within the window.
+fn in_window(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
     window_start: u64,
-    direction: Direction,
+    of: fn(&FlowNow<'_>, &TcpSample) -> u64,
 ) -> u64 {
-    let of = |s: &TcpSample| match direction {
-        Direction::Inbound => s.short_here,
-        Direction::Outbound => s.short_by_peer,
-    };
-    let start = sample_at(series.samples(&f.key), window_start).map_or(0, of);
-    of(&f.sample).saturating_sub(start)
+    let start = sample_at(series.samples(&f.key), window_start).map_or(0, |s| of(f, s));
+    of(f, &f.sample).saturating_sub(start)
 }
 
-/// Whether a flow's short sessions are refusals rather than its way of
-/// working (a health check, an HTTP/1.0 client of a terse server): it holds
+/// A flow's refused sessions in the window, `refused` of them closed by
+/// the server, if they are refusals rather than its way of working (a
+/// health check, an HTTP/1.0 client of a terse server): it holds
 /// connections besides (a pool asking for one more), or its sessions turned
 /// from served to refused. At a server, where the plateau guards too,
 /// refusals that come fast (a client retrying, more than one a second)
-/// count as well.
-fn qualifies(
+/// count as well. Once its sessions have turned, those its client closed
+/// first on the terse answer count too: the server's close proves the
+/// refusing, the turn says what the others were.
+fn counted(
     f: &FlowNow<'_>,
     series: &Series<FlowKey, TcpSample>,
     window_start: u64,
     refused: u64,
     window_s: f64,
-) -> bool {
+) -> Option<u64> {
+    if refused == 0 {
+        return None;
+    }
+    if turned_refused(f, series, window_start) {
+        return Some(in_window(f, series, window_start, terse).max(refused));
+    }
     let fast = f.key.direction == Direction::Inbound && refused as f64 >= window_s;
-    f.counts().established > 0 || turned_refused(f, series, window_start) || fast
+    (f.counts().established > 0 || fast).then_some(refused)
 }
 
 /// Short sessions of the refusing side: closed by us at a server, by the
@@ -207,26 +225,38 @@ fn refusals(f: &FlowNow<'_>, s: &TcpSample) -> u64 {
     }
 }
 
+/// Short sessions that ended on a terse answer from the server, whoever
+/// closed them: at a server, its refusals and those its client closed
+/// first once it had read the answer (a race the client often wins between
+/// pods of one node); at a client, its refusals.
+fn terse(f: &FlowNow<'_>, s: &TcpSample) -> u64 {
+    match f.key.direction {
+        Direction::Inbound => s.short_here + s.answered_by_peer,
+        Direction::Outbound => s.short_by_peer,
+    }
+}
+
 /// Before its refusals began (as far back as the window and the flow's
-/// history go) its closed sessions were mostly served; since, most are
-/// refused (histories are sampled every few seconds, so "since" includes a
-/// few served ones). A terse server's clients, refused-looking all along,
-/// never turn.
+/// history go) its closed sessions were mostly served; since, most ended
+/// on a terse answer (histories are sampled every few seconds, so "since"
+/// includes a few served ones). Terse answers, not refusals alone, are
+/// compared: a refused client that closes first is no served one. A terse
+/// server's clients, refused-looking all along, never turn.
 fn turned_refused(f: &FlowNow<'_>, series: &Series<FlowKey, TcpSample>, window_start: u64) -> bool {
     let samples = series.samples(&f.key);
     let Some(start) = sample_at(samples.clone(), window_start) else {
         return false;
     };
-    // The last sample before the refusals rose above the window's start.
+    // The last sample before the terse answers rose above the window's start.
     let pivot = samples
         .rev()
-        .find(|s| s.t_ns >= start.t_ns && refusals(f, s) == refusals(f, start))
+        .find(|s| s.t_ns >= start.t_ns && terse(f, s) == terse(f, start))
         .unwrap_or(start);
-    let before_refused = refusals(f, pivot);
-    let served_before = pivot.closed.saturating_sub(before_refused);
-    let refused_since = refusals(f, &f.sample).saturating_sub(before_refused);
+    let before_terse = terse(f, pivot);
+    let served_before = pivot.closed.saturating_sub(before_terse);
+    let terse_since = terse(f, &f.sample).saturating_sub(before_terse);
     let closed_since = f.sample.closed.saturating_sub(pivot.closed);
-    served_before >= 1 && before_refused * 2 <= pivot.closed && refused_since * 2 > closed_since
+    served_before >= 1 && before_terse * 2 <= pivot.closed && terse_since * 2 > closed_since
 }
 
 /// Sessions closed in the window that were served, not refused.

@@ -52,6 +52,8 @@ pub struct TcpSample {
     /// `aggregate::flows::SHORT_SESSION_NS`).
     pub short_here: u64,
     pub short_by_peer: u64,
+    /// Inbound: short sessions the client closed after a terse answer.
+    pub answered_by_peer: u64,
 }
 
 impl Timed for TcpSample {
@@ -73,6 +75,7 @@ impl TcpSample {
             syn_retransmits: flow.syn_retransmits,
             short_here: flow.short_closed_here,
             short_by_peer: flow.short_closed_by_peer,
+            answered_by_peer: flow.short_answered_closed_by_peer,
         }
     }
 
@@ -198,7 +201,10 @@ impl Detectors {
             // Only flows with something to judge start a history.
             let start = counts.open > 0
                 || stats.failed_total() > 0
-                || stats.short_closed_here + stats.short_closed_by_peer > 0;
+                || stats.short_closed_here
+                    + stats.short_closed_by_peer
+                    + stats.short_answered_closed_by_peer
+                    > 0;
             self.tcp.offer(*key, sample, start);
             flows.push(FlowNow {
                 key: *key,
