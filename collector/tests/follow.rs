@@ -1,9 +1,9 @@
 //! Live streams across replicas, on a real clickhouse-server: a watcher on
 //! one collector replica sees every window an agent pushes to another,
 //! exactly once, including an agent's late backlog, windows below a seq
-//! already delivered, and a row whose insert became visible long after it
-//! was stamped. Prints the latency following adds (ack on A to delivery on
-//! B).
+//! already delivered, a row whose insert became visible long after it was
+//! stamped, and a window whose insert was cut after its row landed.
+//! Prints the latency following adds (ack on A to delivery on B).
 
 mod common;
 
@@ -294,18 +294,24 @@ async fn backlog_out_of_order_and_late_visible_windows_are_delivered_once() {
     );
     let late = win(17, now + 3000);
     let day = (late.end_unix_ms / 86_400_000) as u16;
-    let (status, body) = common::clickhouse::http(
-        server.http,
-        &format!(
-            "INSERT INTO {}.windows (day, end_unix_ms, agent_id, seq, node, inserted_unix_ms, body) VALUES ({day}, {}, '{agent}', 17, 'node-b', {}, {})",
+    let stamp = newest - BEHIND;
+    for sql in [
+        format!(
+            "INSERT INTO {}.windows_feed (inserted_day, inserted_unix_ms, day, agent_id, seq) VALUES ({}, {stamp}, {day}, '{agent}', 17)",
+            url.database,
+            stamp / 86_400_000,
+        ),
+        format!(
+            "INSERT INTO {}.windows (day, end_unix_ms, agent_id, seq, node, inserted_unix_ms, body) VALUES ({day}, {}, '{agent}', 17, 'node-b', {stamp}, {})",
             url.database,
             late.end_unix_ms,
-            newest - BEHIND,
             sql_bytes(&late.encode_to_vec())
         ),
-    )
-    .expect("insert into ClickHouse");
-    assert_eq!(status, 200, "{body}");
+    ] {
+        let (status, body) =
+            common::clickhouse::http(server.http, &sql).expect("insert into ClickHouse");
+        assert_eq!(status, 200, "{body}");
+    }
     on_a.until(agent, 17).await;
     on_b.until(agent, 17).await;
 
@@ -326,6 +332,66 @@ async fn backlog_out_of_order_and_late_visible_windows_are_delivered_once() {
         }
     }
     assert_eq!(a.collector.stats().follow_poll_errors, 0);
+    drop(p);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_whose_insert_was_cut_after_its_row_landed_is_delivered() {
+    let server = clickhouse::shared();
+    let url = server.fresh_db();
+    let db = url.database.clone();
+    let a = TestCollector::start_with(replicas_config(&url)).await;
+    let b = TestCollector::start_with(replicas_config(&url)).await;
+    let mut on_a = Watcher::on(&a).await;
+    let mut on_b = Watcher::on(&b).await;
+    let (node, agent) = ("node-c", "agent-cut");
+    let now = now_ms();
+    let mut client = a.client().await;
+    let mut p = Pusher::open(&mut client, node, agent).await;
+    p.send(busy_window(node, agent, 1, now - 2000)).await;
+    p.ack_through(1).await;
+    on_b.until(agent, 1).await;
+
+    // The cut insert: a view on `windows` that throws for seq 2 after
+    // ClickHouse wrote the raw part (as a kill while answering would).
+    // Views run in name order, so this one runs before any other.
+    let ch = |sql: String| {
+        let (status, body) = common::clickhouse::http(server.http, &sql).expect("ask ClickHouse");
+        assert_eq!(status, 200, "{sql}: {body}");
+    };
+    ch(format!("CREATE TABLE {db}.a_cut (x UInt8) ENGINE = Memory"));
+    ch(format!(
+        "CREATE MATERIALIZED VIEW {db}.a_cut_mv TO {db}.a_cut AS SELECT throwIf(seq = 2) AS x FROM {db}.windows"
+    ));
+    p.send(busy_window(node, agent, 2, now - 1000)).await;
+    assert_eq!(p.error().await.code(), tonic::Code::Unavailable);
+    ch(format!("DROP TABLE {db}.a_cut_mv"));
+    ch(format!("DROP TABLE {db}.a_cut"));
+    let mut p = Pusher::open(&mut client, node, agent).await;
+    assert_eq!(
+        p.raw_ack().await.acked_seq,
+        2,
+        "the cut insert kept the raw row, and the Hello says so"
+    );
+    // As the agent does: what the Hello acked is not sent again.
+    p.send(busy_window(node, agent, 3, now)).await;
+    p.ack_through(3).await;
+    for w in [&mut on_a, &mut on_b] {
+        w.until(agent, 2).await;
+        w.until(agent, 3).await;
+    }
+    settle(&b, DEEP, &a, &mut [&mut on_a, &mut on_b]).await;
+    for (name, w) in [("A", &on_a), ("B", &on_b)] {
+        for seq in 1..=3 {
+            assert_eq!(
+                w.got.get(&(agent.to_string(), seq)),
+                Some(&1),
+                "{name} seq {seq}"
+            );
+        }
+    }
     drop(p);
     a.stop().await;
     b.stop().await;

@@ -387,8 +387,8 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     assert_eq!((s.windows_duplicate, s.store_rollup_failures), (0, 1));
 
     // A put that fails after its bookkeeping and before the raw part is
-    // written (18.16 checks a view's table before writing): another agent
-    // on node-a whose window is never stored.
+    // written (its feed row, written just before, has no table): another
+    // agent on node-a whose window is never stored.
     rename_table(server, &db, "windows_feed", "windows_feed_away");
     let gone = agent_window("node-a", "agent-gone", 1, ws[120].end_unix_ms + 1);
     let mut p = Pusher::open(&mut client, "node-a", "agent-gone").await;

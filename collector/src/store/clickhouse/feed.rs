@@ -1,13 +1,46 @@
-//! The [`Feed`] of the ClickHouse store: a materialized view copies the key
-//! of every inserted row into `windows_feed`, ordered by insert time, so a
-//! replica asking "what was inserted since t" reads a range of that table's
-//! primary key, not every row of `windows` (whose key is `(agent_id, seq)`).
+//! The [`Feed`] of the ClickHouse store: the key of every window put is
+//! written into `windows_feed`, ordered by insert time, so a replica asking
+//! "what was inserted since t" reads a range of that table's primary key,
+//! not every row of `windows` (whose key is `(agent_id, seq)`).
 
 use prost::Message;
 use sockeye_proto::v1::Window;
 
-use super::{ch, date, http::quote, rowbinary::Reader, ClickHouseStore};
+use super::{
+    ch, date,
+    http::{quote, ClickHouseError},
+    rowbinary::{self, day_of, Reader},
+    ClickHouseStore,
+};
 use crate::store::{Feed, Inserted, StoreError};
+
+impl ClickHouseStore {
+    /// Writes `w`'s key into the feed, stamped `stamp` as its raw row will
+    /// be, before the raw insert: the feed then holds every window the raw
+    /// table has, whatever cuts a put short. (Until schema version 6 a view
+    /// on `windows` wrote it within the raw insert, and an insert cut after
+    /// the raw part landed lost it: the agent, told at its next Hello that
+    /// the window was stored, never sent it again, and live streams on the
+    /// other replicas never saw it.) A key whose raw row never lands is
+    /// asked for by the followers until their deep read is past it.
+    pub(super) async fn record_in_feed(
+        &self,
+        w: &Window,
+        stamp: i64,
+    ) -> Result<(), ClickHouseError> {
+        let sql = format!(
+            "INSERT INTO {}.windows_feed (inserted_day, inserted_unix_ms, day, agent_id, seq) FORMAT RowBinary",
+            self.db
+        );
+        let mut row = Vec::with_capacity(w.agent_id.len() + 32);
+        rowbinary::put_u16(&mut row, day_of(stamp));
+        rowbinary::put_i64(&mut row, stamp);
+        rowbinary::put_u16(&mut row, day_of(w.end_unix_ms));
+        rowbinary::put_bytes(&mut row, w.agent_id.as_bytes());
+        rowbinary::put_u64(&mut row, w.seq);
+        self.http.run(&sql, Some(row)).await.map(|_| ())
+    }
+}
 
 /// `(inserted, agent, seq) > key`, spelled out like `after_key`.
 fn after_inserted(k: &Inserted) -> String {

@@ -310,13 +310,15 @@ impl Store for ClickHouseStore {
             });
         }
         self.record_minute(window).await.map_err(ch(OP))?;
+        let stamp = crate::collector::unix_ms_now();
+        self.record_in_feed(window, stamp).await.map_err(ch(OP))?;
         let mut row = Vec::with_capacity(window.encoded_len() + 128);
         rowbinary::put_u16(&mut row, day_of(window.end_unix_ms));
         rowbinary::put_i64(&mut row, window.end_unix_ms);
         rowbinary::put_bytes(&mut row, window.agent_id.as_bytes());
         rowbinary::put_u64(&mut row, window.seq);
         rowbinary::put_bytes(&mut row, window.node.as_bytes());
-        rowbinary::put_i64(&mut row, crate::collector::unix_ms_now());
+        rowbinary::put_i64(&mut row, stamp);
         rowbinary::put_bytes(&mut row, &window.encode_to_vec());
         self.http
             .run(

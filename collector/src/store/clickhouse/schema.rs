@@ -11,7 +11,7 @@ use super::http::{ClickHouseError, Http};
 
 /// The newest schema this collector knows. A store at a newer version was
 /// migrated by a newer collector: this one refuses to write to it.
-pub const LATEST: u32 = 5;
+pub const LATEST: u32 = 6;
 
 /// `windows_minute` from the raw table, for windows already stored (run by
 /// versions 4 and 5; a set merge, so running it twice counts nothing twice).
@@ -63,9 +63,8 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
         // The insert feed live streams follow across replicas: the key of
         // every row inserted into `windows`, ordered by when it was
         // inserted, so "what was inserted since t" is a range of this
-        // table's primary key. Filled by a materialized view, so it is
-        // written by the same INSERT as the window (no second write to
-        // forget). Partitioned by the day of insert, and only the last
+        // table's primary key. Filled by a materialized view here, written
+        // by the collector from version 6. Partitioned by the day of insert, and only the last
         // minute of it is ever read: retention drops days older than
         // yesterday. Windows stored before this version are not in it,
         // which only matters for live streams, and those are seconds old.
@@ -207,6 +206,16 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
             "DROP TABLE IF EXISTS {db}.windows_minute_mv",
             BACKFILL_WINDOWS_MINUTE,
         ],
+    ),
+    (
+        6,
+        // The insert feed the same way: written by the collector before
+        // the raw insert (`super::feed`'s `record_in_feed`), no longer by a
+        // view in it. A raw insert cut after its part landed kept the
+        // window and lost its feed row, and live streams on the other
+        // replicas never delivered it. Replicas still at version 5 write no
+        // feed row once this runs: upgrade them together.
+        &["DROP TABLE IF EXISTS {db}.windows_feed_mv"],
     ),
 ];
 
