@@ -250,11 +250,11 @@ fn a_server_at_its_limit_refusing_a_client_held_by_a_leak_is_that_leak() {
 
 const API: (u64, Ipv4Addr) = (60, Ipv4Addr::new(10, 0, 0, 60));
 
-/// The job leaks one a second until the server holds 30, while the api's
-/// sessions are served (about 410 bytes from the server) and the api
+/// The job leaks one a second until the server holds `upto`, while the
+/// api's sessions are served (about 410 bytes from the server) and the api
 /// closes them when done.
-fn leak_while_the_api_is_served(n: &mut Node) {
-    for s in 1..=30u64 {
+fn leak_while_the_api_is_served(n: &mut Node, upto: u64) {
+    for s in 1..=upto {
         n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 5432, s * SEC);
         let (c, sv) = n.connect(API, 5432, s * SEC);
         n.close(c, tcp_state::FIN_WAIT2, 20 * MS, 410, s * SEC + 20 * MS);
@@ -268,7 +268,7 @@ fn leak_while_the_api_is_served(n: &mut Node) {
 fn a_full_server_refusing_a_client_that_closes_first_is_at_its_limit() {
     let mut n = Node::new();
     let api = API;
-    leak_while_the_api_is_served(&mut n);
+    leak_while_the_api_is_served(&mut n, 30);
     // Full: each api session gets a 90-byte error; the api, a few µs away
     // on this node, reads it and closes before the server does seven times
     // in eight.
@@ -310,7 +310,7 @@ fn a_full_server_refusing_a_client_that_closes_first_is_at_its_limit() {
 #[test]
 fn a_full_server_is_at_its_limit_though_evaluations_catch_refused_sessions_open() {
     let mut n = Node::new();
-    leak_while_the_api_is_served(&mut n);
+    leak_while_the_api_is_served(&mut n, 30);
     // Full, and slow: a refusal takes 40 ms, so the evaluation (once a
     // second) often finds one or two refused sessions (the api's, and the
     // job's pool asking for one more) accepted and not yet closed.
@@ -355,9 +355,43 @@ fn a_full_server_is_at_its_limit_though_evaluations_catch_refused_sessions_open(
 }
 
 #[test]
+fn a_limit_reached_while_refusals_began_is_the_count_it_reached() {
+    let mut n = Node::new();
+    leak_while_the_api_is_served(&mut n, 28);
+    // The api is refused from here on (its sessions need a slot the
+    // superuser reserve does not give it), while the job's last two
+    // sessions still get in: the count reaches 30 a few seconds later.
+    let (first_refusal, mut first_seen) = (29 * SEC, None);
+    for i in 0..60u64 {
+        let t = first_refusal + i * SEC / 2;
+        if i == 4 || i == 10 {
+            n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 5432, t);
+        }
+        let (c, sv) = n.connect(API, 5432, t);
+        n.close(sv, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
+        n.close(c, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
+        if i % 2 == 0 {
+            n.evaluate(t);
+            if first_seen.is_none() {
+                first_seen = n
+                    .open(Kind::ConnectionLeak)
+                    .iter()
+                    .find(|f| f.signals.contains(&"server_at_limit"))
+                    .map(|f| value(f, "limit_held"));
+            }
+        }
+    }
+    assert_eq!(
+        first_seen,
+        Some(30.0),
+        "the count reached, not one on the way"
+    );
+}
+
+#[test]
 fn a_server_whose_answers_shrank_is_no_limit_while_it_closes_none_itself() {
     let mut n = Node::new();
-    leak_while_the_api_is_served(&mut n);
+    leak_while_the_api_is_served(&mut n, 30);
     // The api now gets a short answer (an error page, a smaller value) and
     // closes, twice a second: terse, turned, but the server refuses nothing.
     for i in 0..60u64 {

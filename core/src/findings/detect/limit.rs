@@ -158,8 +158,10 @@ impl Limits {
 /// has: a limit is a count reached, not growing and not falling. A server
 /// accepts the sessions it refuses before it closes them, so an evaluation
 /// can catch a few of them open above the ceiling (more on a slow node,
-/// where a refusal takes longer); the level is the lowest count over the
-/// plateau, and the others may exceed it by [`in_flight`] only.
+/// where a refusal takes longer), never below it. So the level is the
+/// lowest count since the sample `plateau_ns` back; it must not be above
+/// that sample's (growth: a pool still filling), and may be below it only
+/// by what that sample could have caught in flight.
 fn plateau<'a>(
     samples: impl DoubleEndedIterator<Item = &'a HeldSample> + Clone,
     held: u64,
@@ -167,10 +169,13 @@ fn plateau<'a>(
     plateau_ns: u64,
 ) -> Option<u64> {
     let before = samples.clone().rev().find(|s| s.t_ns + plateau_ns <= now)?;
-    let span = samples.filter(|s| s.t_ns >= before.t_ns).map(|s| s.held);
-    let level = span.clone().min().unwrap_or(held).min(held);
-    let peak = span.max().unwrap_or(held).max(held);
-    (peak - level <= in_flight(level)).then_some(level)
+    let level = samples
+        .filter(|s| s.t_ns > before.t_ns)
+        .map(|s| s.held)
+        .min()
+        .unwrap_or(held)
+        .min(held);
+    (level <= before.held && before.held - level <= in_flight(level)).then_some(level)
 }
 
 /// How far above its level a full server's count may be seen while it
