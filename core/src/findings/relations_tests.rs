@@ -264,10 +264,27 @@ fn leak_while_the_api_is_served(n: &mut Node, upto: u64) {
     assert_eq!(n.all_open(), [(Kind::ConnectionLeak, 50)]);
 }
 
+/// One short session of `who` at `t` answered in 90 bytes (a refusal's
+/// error, or a terse answer), closed after `lifetime` by the server first,
+/// or by the client once it read it.
+fn terse_session(n: &mut Node, who: (u64, Ipv4Addr), t: u64, lifetime: u64, server_first: bool) {
+    let (c, sv) = n.connect(who, 5432, t);
+    let (first, then) = if server_first { (sv, c) } else { (c, sv) };
+    n.close(first, tcp_state::FIN_WAIT2, lifetime, 90, t + lifetime);
+    n.close(then, tcp_state::LAST_ACK, lifetime, 90, t + lifetime + MS);
+}
+
+/// The leak's finding has the server's limit folded in, the api among
+/// the refused.
+fn limit_refuses_the_api(n: &Node) -> bool {
+    n.open(Kind::ConnectionLeak).iter().any(|f| {
+        f.signals.contains(&"server_at_limit") && f.affected.iter().any(|w| w.cgroup_id == API.0)
+    })
+}
+
 #[test]
 fn a_full_server_refusing_a_client_that_closes_first_is_at_its_limit() {
     let mut n = Node::new();
-    let api = API;
     leak_while_the_api_is_served(&mut n, 30);
     // Full: each api session gets a 90-byte error; the api, a few µs away
     // on this node, reads it and closes before the server does seven times
@@ -275,21 +292,10 @@ fn a_full_server_refusing_a_client_that_closes_first_is_at_its_limit() {
     let (first_refusal, mut found) = (31 * SEC, None);
     for i in 0..60u64 {
         let t = first_refusal + i * SEC / 2;
-        let (c, sv) = n.connect(api, 5432, t);
-        if i % 8 == 0 {
-            n.close(sv, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
-            n.close(c, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
-        } else {
-            n.close(c, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
-            n.close(sv, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
-        }
+        terse_session(&mut n, API, t, 2 * MS, i % 8 == 0);
         if i % 2 == 0 {
             n.evaluate(t);
-            let refused_api = n.open(Kind::ConnectionLeak).iter().any(|f| {
-                f.signals.contains(&"server_at_limit")
-                    && f.affected.iter().any(|w| w.cgroup_id == api.0)
-            });
-            if refused_api && found.is_none() {
+            if limit_refuses_the_api(&n) && found.is_none() {
                 found = Some(t - first_refusal);
             }
         }
@@ -335,16 +341,9 @@ fn a_full_server_is_at_its_limit_though_evaluations_catch_refused_sessions_open(
         }
         // The api's other sessions this second, refused between evaluations.
         for k in 1..3u64 {
-            let at = t + k * 300 * MS;
-            let (c, sv) = n.connect(API, 5432, at);
-            n.close(sv, tcp_state::FIN_WAIT2, 40 * MS, 90, at + 40 * MS);
-            n.close(c, tcp_state::LAST_ACK, 40 * MS, 90, at + 41 * MS);
+            terse_session(&mut n, API, t + k * 300 * MS, 40 * MS, true);
         }
-        let at_limit = n.open(Kind::ConnectionLeak).iter().any(|f| {
-            f.signals.contains(&"server_at_limit")
-                && f.affected.iter().any(|w| w.cgroup_id == API.0)
-        });
-        if at_limit && found.is_none() {
+        if limit_refuses_the_api(&n) && found.is_none() {
             found = Some(t - first_refusal);
         }
     }
@@ -367,9 +366,7 @@ fn a_limit_reached_while_refusals_began_is_the_count_it_reached() {
         if i == 4 || i == 10 {
             n.connect((50, Ipv4Addr::new(10, 0, 0, 50)), 5432, t);
         }
-        let (c, sv) = n.connect(API, 5432, t);
-        n.close(sv, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
-        n.close(c, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
+        terse_session(&mut n, API, t, 2 * MS, true);
         if i % 2 == 0 {
             n.evaluate(t);
             if first_seen.is_none() {
@@ -396,9 +393,7 @@ fn a_server_whose_answers_shrank_is_no_limit_while_it_closes_none_itself() {
     // closes, twice a second: terse, turned, but the server refuses nothing.
     for i in 0..60u64 {
         let t = 31 * SEC + i * SEC / 2;
-        let (c, sv) = n.connect(API, 5432, t);
-        n.close(c, tcp_state::FIN_WAIT2, 2 * MS, 90, t + 2 * MS);
-        n.close(sv, tcp_state::LAST_ACK, 2 * MS, 90, t + 2 * MS);
+        terse_session(&mut n, API, t, 2 * MS, false);
         if i % 2 == 0 {
             n.evaluate(t);
         }
