@@ -294,13 +294,11 @@ async fn retention_drops_old_days_and_hides_the_rest_of_the_cutoff_day() {
     }
     p.ack_through(4).await;
     let partitions = || {
-        let (status, body) = common::clickhouse::http(
-            server.http,
-            &format!("SELECT count(DISTINCT partition_id) FROM system.parts WHERE database = '{db}' AND table = 'windows' AND active"),
-        )
-        .expect("ask ClickHouse");
-        assert_eq!(status, 200, "{body}");
-        body.trim().parse::<u64>().expect("a count")
+        server
+            .sql(&format!("SELECT count(DISTINCT partition_id) FROM system.parts WHERE database = '{db}' AND table = 'windows' AND active"))
+            .trim()
+            .parse::<u64>()
+            .expect("a count")
     };
     assert_eq!(partitions(), 4);
 

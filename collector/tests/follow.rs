@@ -276,18 +276,14 @@ async fn backlog_out_of_order_and_late_visible_windows_are_delivered_once() {
     p.ack_through(16).await;
     on_a.until(agent, 16).await;
     on_b.until(agent, 16).await;
-    let newest: i64 = common::clickhouse::http(
-        server.http,
-        &format!(
+    let newest: i64 = server
+        .sql(&format!(
             "SELECT max(inserted_unix_ms) FROM {}.windows_feed",
             url.database
-        ),
-    )
-    .map(|(status, body)| {
-        assert_eq!(status, 200, "{body}");
-        body.trim().parse().expect("a time")
-    })
-    .expect("ask ClickHouse");
+        ))
+        .trim()
+        .parse()
+        .expect("a time");
     assert!(
         newest - BEHIND > opened,
         "the late row must be stamped after the replicas started"
@@ -308,9 +304,7 @@ async fn backlog_out_of_order_and_late_visible_windows_are_delivered_once() {
             sql_bytes(&late.encode_to_vec())
         ),
     ] {
-        let (status, body) =
-            common::clickhouse::http(server.http, &sql).expect("insert into ClickHouse");
-        assert_eq!(status, 200, "{body}");
+        server.sql(&sql);
     }
     on_a.until(agent, 17).await;
     on_b.until(agent, 17).await;
@@ -354,21 +348,11 @@ async fn a_window_whose_insert_was_cut_after_its_row_landed_is_delivered() {
     p.ack_through(1).await;
     on_b.until(agent, 1).await;
 
-    // The cut insert: a view on `windows` that throws for seq 2 after
-    // ClickHouse wrote the raw part (as a kill while answering would).
-    // Views run in name order, so this one runs before any other.
-    let ch = |sql: String| {
-        let (status, body) = common::clickhouse::http(server.http, &sql).expect("ask ClickHouse");
-        assert_eq!(status, 200, "{sql}: {body}");
-    };
-    ch(format!("CREATE TABLE {db}.a_cut (x UInt8) ENGINE = Memory"));
-    ch(format!(
-        "CREATE MATERIALIZED VIEW {db}.a_cut_mv TO {db}.a_cut AS SELECT throwIf(seq = 2) AS x FROM {db}.windows"
-    ));
+    // The cut insert of seq 2: its raw part written, its answer an error.
+    server.cut_inserts_of(&db, 2);
     p.send(busy_window(node, agent, 2, now - 1000)).await;
     assert_eq!(p.error().await.code(), tonic::Code::Unavailable);
-    ch(format!("DROP TABLE {db}.a_cut_mv"));
-    ch(format!("DROP TABLE {db}.a_cut"));
+    server.uncut_inserts(&db);
     let mut p = Pusher::open(&mut client, node, agent).await;
     assert_eq!(
         p.raw_ack().await.acked_seq,

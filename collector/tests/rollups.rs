@@ -83,14 +83,8 @@ async fn push_all(client: &mut Client, node: &str, agent: &str, windows: &[pb::W
     }
 }
 
-fn ch(server: &clickhouse::ClickHouseServer, sql: &str) -> String {
-    let (status, body) = clickhouse::http(server.http, sql).expect("ask ClickHouse");
-    assert_eq!(status, 200, "{sql}: {body}");
-    body
-}
-
 fn rename_table(server: &clickhouse::ClickHouseServer, db: &str, from: &str, to: &str) {
-    ch(server, &format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
+    server.sql(&format!("RENAME TABLE {db}.{from} TO {db}.{to}"));
 }
 
 /// Pushes `windows` with the rollups' input table renamed away: each is
@@ -276,14 +270,13 @@ async fn rollups_answer_as_raw_windows_do_and_count_every_window_once() {
     // its rows, as both inserts would have written them.
     let w = &b1[100];
     let minute = w.end_unix_ms.div_euclid(MINUTE_MS);
-    ch(
-        server,
-        &format!("INSERT INTO {db}.windows SELECT * FROM {db}.windows WHERE agent_id = 'agent-b' AND seq = {}", w.seq),
-    );
-    ch(
-        server,
-        &format!("INSERT INTO {db}.tcp_minute SELECT * FROM {db}.tcp_minute WHERE minute = {minute} AND node = 'node-b'"),
-    );
+    server.sql(&format!(
+        "INSERT INTO {db}.windows SELECT * FROM {db}.windows WHERE agent_id = 'agent-b' AND seq = {}",
+        w.seq
+    ));
+    server.sql(&format!(
+        "INSERT INTO {db}.tcp_minute SELECT * FROM {db}.tcp_minute WHERE minute = {minute} AND node = 'node-b'"
+    ));
     assert_eq!(
         dirty_near(store.as_ref(), minute).await,
         vec![(minute, "node-b".to_string())]
@@ -359,21 +352,12 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     assert_eq!(tc.collector.stats().store_rollup_failures, 1);
     push_all(&mut client, "node-a", "agent-a", &ws[50..99]).await;
 
-    // The cut insert: a view on `windows` that throws for seq 100, after
-    // ClickHouse wrote the raw part (as a kill while answering would).
-    ch(
-        server,
-        &format!("CREATE TABLE {db}.cut (x UInt8) ENGINE = Memory"),
-    );
-    ch(
-        server,
-        &format!("CREATE MATERIALIZED VIEW {db}.cut_mv TO {db}.cut AS SELECT throwIf(seq = 100) AS x FROM {db}.windows"),
-    );
+    // The cut insert of seq 100: its raw part written, its answer an error.
+    server.cut_inserts_of(&db, 100);
     let mut p = Pusher::open(&mut client, "node-a", "agent-a").await;
     p.send(ws[99].clone()).await;
     assert_eq!(p.error().await.code(), tonic::Code::Unavailable);
-    ch(server, &format!("DROP TABLE {db}.cut_mv"));
-    ch(server, &format!("DROP TABLE {db}.cut"));
+    server.uncut_inserts(&db);
     let mut p = Pusher::open(&mut client, "node-a", "agent-a").await;
     assert_eq!(
         p.raw_ack().await.acked_seq,

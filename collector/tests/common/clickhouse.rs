@@ -156,6 +156,31 @@ impl ClickHouseServer {
         &self.dir
     }
 
+    /// Runs `sql`, which must succeed; returns the answer.
+    pub fn sql(&self, sql: &str) -> String {
+        let (status, body) = http(self.http, sql).expect("ask ClickHouse");
+        assert_eq!(status, 200, "{sql}: {body}");
+        body
+    }
+
+    /// Cuts the inserts of window `seq` into `db.windows` after ClickHouse
+    /// wrote their raw part, as a kill while answering would: a view on
+    /// the table that throws for it. Views run in name order, and this one
+    /// is named to run first. [`Self::uncut_inserts`] removes it.
+    pub fn cut_inserts_of(&self, db: &str, seq: u64) {
+        self.sql(&format!(
+            "CREATE TABLE {db}.a_cut (x UInt8) ENGINE = Memory"
+        ));
+        self.sql(&format!(
+            "CREATE MATERIALIZED VIEW {db}.a_cut_mv TO {db}.a_cut AS SELECT throwIf(seq = {seq}) AS x FROM {db}.windows"
+        ));
+    }
+
+    pub fn uncut_inserts(&self, db: &str) {
+        self.sql(&format!("DROP TABLE {db}.a_cut_mv"));
+        self.sql(&format!("DROP TABLE {db}.a_cut"));
+    }
+
     /// A URL for a new database of its own on this server.
     pub fn fresh_db(&self) -> ClickHouseUrl {
         static N: AtomicU64 = AtomicU64::new(0);

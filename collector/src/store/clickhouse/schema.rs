@@ -64,9 +64,9 @@ const MIGRATIONS: &[(u32, &[&str])] = &[
         // every row inserted into `windows`, ordered by when it was
         // inserted, so "what was inserted since t" is a range of this
         // table's primary key. Filled by a materialized view here, written
-        // by the collector from version 6. Partitioned by the day of insert, and only the last
-        // minute of it is ever read: retention drops days older than
-        // yesterday. Windows stored before this version are not in it,
+        // by the collector from version 6. Partitioned by the day of
+        // insert, and only the last minute of it is ever read: retention
+        // drops days older than yesterday. Windows stored before this version are not in it,
         // which only matters for live streams, and those are seconds old.
         &[
             "CREATE TABLE IF NOT EXISTS {db}.windows_feed (
