@@ -341,9 +341,19 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     let db = url.database.clone();
     let tc = TestCollector::start_with(|c| c.store = StoreKind::ClickHouse(url)).await;
     let mut client = tc.client().await;
-    // All in one day, an hour into it: `day` never differs between rows.
-    let day0 = (now_ms() - 2 * 3_600_000).div_euclid(86_400_000) * 86_400_000;
-    let t0 = day0 + 3_600_000 + 13_000;
+    // All in one day (`day` never differs between rows), and well inside
+    // the collector's 24 h retention: three hours back, or just before the
+    // midnight the span would cross. (An hour into the day of two hours
+    // back, as it was, is more than 24 h back from 00:00 to 02:15 UTC: the
+    // first windows expired on arrival and the counts came out short.)
+    const DAY_MS: i64 = 86_400_000;
+    let span_ms = 151 * EVERY_MS;
+    let mut t0 = (now_ms() - 3 * 3_600_000).div_euclid(MINUTE_MS) * MINUTE_MS + 13_000;
+    // A minute's margin: the last query reaches a little past the span.
+    let end_day = (t0 + span_ms + MINUTE_MS).div_euclid(DAY_MS);
+    if end_day != t0.div_euclid(DAY_MS) {
+        t0 = end_day * DAY_MS - span_ms - 2 * MINUTE_MS + 13_000;
+    }
     let ws: Vec<pb::Window> = (1..=150)
         .map(|s| agent_window("node-a", "agent-a", s, t0 + s as i64 * EVERY_MS))
         .collect();
@@ -381,7 +391,7 @@ async fn windows_the_rollups_miss_are_read_raw_a_cut_insert_and_a_failed_rollup(
     rename_table(server, &db, "windows_feed_away", "windows_feed");
 
     let store = tc.collector.store();
-    let span = (t0, t0 + 151 * EVERY_MS);
+    let span = (t0, t0 + span_ms);
     let q = TopQuery::parse(&request(span.0, span.1, None, "failures")).unwrap();
     let (rolled, _) = query::query_top(store.as_ref(), &q, MAX).await.unwrap();
     assert_eq!(
